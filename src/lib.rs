@@ -1,2 +1,17 @@
 #![forbid(unsafe_code)]
-//! rpiimg library.
+//! rpiimg: offline, pure-Rust patching of Raspberry Pi OS images.
+//!
+//! Data flows one way: image container -> partition table -> filesystems
+//! -> a pure plan of changes -> applying the plan -> outputs.
+
+pub mod bytes;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod ext4;
+pub mod fs;
+pub mod image;
+pub mod inspect;
+pub mod os;
+pub mod partition;
+pub mod progress;

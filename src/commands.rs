@@ -1,0 +1,136 @@
+//! What each subcommand does: open the image, call the library, print.
+
+use std::io::{self, Write};
+
+use crate::cli::{Cli, Command, ImageArg};
+use crate::error::{Error, Result};
+use crate::fs::view::SystemView;
+use crate::fs::Stat;
+use crate::image::{self, Cache, OpenedImage};
+use crate::partition::{self, PartitionTable};
+use crate::progress::Progress;
+
+struct Ctx {
+    cache: Cache,
+    progress: Progress,
+}
+
+fn open(ctx: &Ctx, arg: &ImageArg) -> Result<(OpenedImage, PartitionTable)> {
+    let img = image::open(&arg.image, arg.sha256.as_deref(), &ctx.cache, ctx.progress)?;
+    let table = partition::read(&img.file, img.size)?;
+    Ok((img, table))
+}
+
+fn open_view(ctx: &Ctx, arg: &ImageArg) -> Result<SystemView> {
+    let (img, table) = open(ctx, arg)?;
+    Ok(SystemView::open(&img, &table)?.0)
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx {
+        cache: Cache::new(cli.cache_dir.clone().unwrap_or_else(Cache::default_dir)),
+        progress: Progress::auto(cli.quiet),
+    };
+    let out = io::stdout();
+    let mut out = io::BufWriter::new(out.lock());
+    let res = match &cli.command {
+        Command::Inspect { image, json } => {
+            let (img, table) = open(&ctx, image)?;
+            let report = crate::inspect::inspect(&img, &table)?;
+            if *json {
+                let s =
+                    serde_json::to_string_pretty(&report).map_err(|e| Error::Output(e.into()))?;
+                writeln!(out, "{s}").map_err(Error::Output)
+            } else {
+                write!(out, "{}", report.render()).map_err(Error::Output)
+            }
+        }
+        Command::Ls { image, path, long } => {
+            let view = open_view(&ctx, image)?;
+            let st = view.stat(path, true)?;
+            let entries = if st.kind == crate::ext4::FileType::Directory {
+                view.list(path)?
+            } else {
+                let name = path.rsplit('/').next().unwrap_or(path).to_string();
+                vec![(name, view.stat(path, false)?)]
+            };
+            entries
+                .iter()
+                .try_for_each(|(name, st)| {
+                    if *long {
+                        writeln!(out, "{}", long_line(name, st))
+                    } else {
+                        writeln!(out, "{name}")
+                    }
+                })
+                .map_err(Error::Output)
+        }
+        Command::Cat { image, path } => {
+            let view = open_view(&ctx, image)?;
+            match view.read_to(path, &mut out) {
+                Err(Error::Ext4(crate::ext4::Ext4Error::Io(e)))
+                    if e.kind() == io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            }
+        }
+    };
+    // A reader that stops early (`| head`) is not an error.
+    match res.and_then(|()| out.flush().map_err(Error::Output)) {
+        Err(Error::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC.
+pub fn format_time(t: i64) -> String {
+    let days = t.div_euclid(86400);
+    let secs = t.rem_euclid(86400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+fn long_line(name: &str, st: &Stat) -> String {
+    let mut l = format!(
+        "{} {:>3} {:>5} {:>5} {:>10} {} {name}",
+        st.mode_string(),
+        st.nlink,
+        st.uid,
+        st.gid,
+        st.size,
+        format_time(st.mtime)
+    );
+    if let Some(t) = &st.target {
+        l.push_str(" -> ");
+        l.push_str(t);
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00");
+        assert_eq!(format_time(1_700_000_000), "2023-11-14 22:13");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00");
+    }
+}

@@ -1,0 +1,32 @@
+//! The crate-level error: one variant per layer, each message naming the
+//! problem and what to do about it.
+
+use crate::ext4::Ext4Error;
+use crate::image::ImageError;
+use crate::partition::PartitionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    #[error(transparent)]
+    Ext4(#[from] Ext4Error),
+    #[error("boot partition (FAT, partition {part}): {detail}")]
+    Fat { part: u32, detail: String },
+    #[error("{0}")]
+    Layout(String),
+    #[error("{path}: no such file or directory in the image")]
+    NotFound { path: String },
+    #[error("{path}: not a directory")]
+    NotADirectory { path: String },
+    #[error("{path}: is a directory")]
+    IsADirectory { path: String },
+    #[error("{path}: too many levels of symbolic links")]
+    SymlinkLoop { path: String },
+    #[error("writing output: {0}")]
+    Output(std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

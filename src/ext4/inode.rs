@@ -1,0 +1,222 @@
+//! Inodes: the on-disk record and its fields.
+
+use super::checksum;
+use crate::bytes::{le16, le32, set_le16};
+
+pub const ROOT_INO: u32 = 2;
+
+pub const S_IFMT: u16 = 0xF000;
+pub const S_IFSOCK: u16 = 0xC000;
+pub const S_IFLNK: u16 = 0xA000;
+pub const S_IFREG: u16 = 0x8000;
+pub const S_IFBLK: u16 = 0x6000;
+pub const S_IFDIR: u16 = 0x4000;
+pub const S_IFCHR: u16 = 0x2000;
+pub const S_IFIFO: u16 = 0x1000;
+
+pub const EXT4_INDEX_FL: u32 = 0x1000;
+pub const EXT4_HUGE_FILE_FL: u32 = 0x40000;
+pub const EXT4_EXTENTS_FL: u32 = 0x80000;
+pub const EXT4_EA_INODE_FL: u32 = 0x200000;
+pub const EXT4_INLINE_DATA_FL: u32 = 0x10000000;
+
+/// File type as stored in directory entries and derived from the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    Regular,
+    Directory,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+    Symlink,
+    Unknown,
+}
+
+impl FileType {
+    pub fn from_mode(mode: u16) -> Self {
+        match mode & S_IFMT {
+            S_IFREG => FileType::Regular,
+            S_IFDIR => FileType::Directory,
+            S_IFCHR => FileType::CharDevice,
+            S_IFBLK => FileType::BlockDevice,
+            S_IFIFO => FileType::Fifo,
+            S_IFSOCK => FileType::Socket,
+            S_IFLNK => FileType::Symlink,
+            _ => FileType::Unknown,
+        }
+    }
+
+    pub fn from_dirent(t: u8) -> Self {
+        match t {
+            1 => FileType::Regular,
+            2 => FileType::Directory,
+            3 => FileType::CharDevice,
+            4 => FileType::BlockDevice,
+            5 => FileType::Fifo,
+            6 => FileType::Socket,
+            7 => FileType::Symlink,
+            _ => FileType::Unknown,
+        }
+    }
+
+    pub fn dirent_code(self) -> u8 {
+        match self {
+            FileType::Regular => 1,
+            FileType::Directory => 2,
+            FileType::CharDevice => 3,
+            FileType::BlockDevice => 4,
+            FileType::Fifo => 5,
+            FileType::Socket => 6,
+            FileType::Symlink => 7,
+            FileType::Unknown => 0,
+        }
+    }
+
+    /// The character `ls -l` prints for this type.
+    pub fn ls_char(self) -> char {
+        match self {
+            FileType::Regular => '-',
+            FileType::Directory => 'd',
+            FileType::CharDevice => 'c',
+            FileType::BlockDevice => 'b',
+            FileType::Fifo => 'p',
+            FileType::Socket => 's',
+            FileType::Symlink => 'l',
+            FileType::Unknown => '?',
+        }
+    }
+}
+
+/// One inode record, kept as its raw bytes.
+#[derive(Clone, Debug)]
+pub struct Inode {
+    pub ino: u32,
+    raw: Vec<u8>,
+}
+
+impl Inode {
+    /// Wrap a raw record (`inode_size` bytes, at least 128).
+    pub fn from_raw(ino: u32, raw: Vec<u8>) -> Self {
+        debug_assert!(raw.len() >= 128);
+        Inode { ino, raw }
+    }
+
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    pub fn mode(&self) -> u16 {
+        le16(&self.raw, 0x00)
+    }
+    pub fn file_type(&self) -> FileType {
+        FileType::from_mode(self.mode())
+    }
+    pub fn permissions(&self) -> u16 {
+        self.mode() & 0o7777
+    }
+    pub fn uid(&self) -> u32 {
+        u32::from(le16(&self.raw, 0x02)) | (u32::from(le16(&self.raw, 0x78)) << 16)
+    }
+    pub fn gid(&self) -> u32 {
+        u32::from(le16(&self.raw, 0x18)) | (u32::from(le16(&self.raw, 0x7A)) << 16)
+    }
+    pub fn size(&self) -> u64 {
+        u64::from(le32(&self.raw, 0x04)) | (u64::from(le32(&self.raw, 0x6C)) << 32)
+    }
+    pub fn atime(&self) -> i64 {
+        self.time(0x08, 0x8C)
+    }
+    pub fn ctime(&self) -> i64 {
+        self.time(0x0C, 0x84)
+    }
+    pub fn mtime(&self) -> i64 {
+        self.time(0x10, 0x88)
+    }
+    pub fn dtime(&self) -> u32 {
+        le32(&self.raw, 0x14)
+    }
+    pub fn links_count(&self) -> u16 {
+        le16(&self.raw, 0x1A)
+    }
+    /// i_blocks in 512-byte units (without huge_file scaling, which is refused for writing).
+    pub fn blocks_512(&self) -> u64 {
+        u64::from(le32(&self.raw, 0x1C)) | (u64::from(le16(&self.raw, 0x74)) << 32)
+    }
+    pub fn flags(&self) -> u32 {
+        le32(&self.raw, 0x20)
+    }
+    pub fn i_block(&self) -> &[u8] {
+        &self.raw[0x28..0x64]
+    }
+    pub fn generation(&self) -> u32 {
+        le32(&self.raw, 0x64)
+    }
+    pub fn file_acl(&self) -> u64 {
+        u64::from(le32(&self.raw, 0x68)) | (u64::from(le16(&self.raw, 0x76)) << 32)
+    }
+    pub fn extra_isize(&self) -> u16 {
+        if self.raw.len() > 0x82 {
+            le16(&self.raw, 0x80)
+        } else {
+            0
+        }
+    }
+    pub fn uses_extents(&self) -> bool {
+        self.flags() & EXT4_EXTENTS_FL != 0
+    }
+    pub fn is_htree(&self) -> bool {
+        self.flags() & EXT4_INDEX_FL != 0
+    }
+    pub fn is_dir(&self) -> bool {
+        self.file_type() == FileType::Directory
+    }
+    /// A symlink whose target lives in i_block (e2fsprogs: size < 60).
+    pub fn is_fast_symlink(&self) -> bool {
+        self.file_type() == FileType::Symlink
+            && self.flags() & EXT4_INLINE_DATA_FL == 0
+            && self.size() < 60
+    }
+
+    /// Seconds since the epoch, with the extra epoch bits of a large inode.
+    fn time(&self, lo: usize, extra: usize) -> i64 {
+        let base = i64::from(le32(&self.raw, lo).cast_signed());
+        if usize::from(self.extra_isize()) + 128 >= extra + 4 && self.raw.len() >= extra + 4 {
+            let e = le32(&self.raw, extra);
+            base + (i64::from(e & 3) << 32)
+        } else {
+            base
+        }
+    }
+
+    /// Stored checksum and the number of significant bits it carries.
+    pub fn stored_checksum(&self) -> (u32, u32) {
+        let lo = u32::from(le16(&self.raw, 0x7C));
+        if self.has_csum_hi() {
+            (lo | (u32::from(le16(&self.raw, 0x82)) << 16), u32::MAX)
+        } else {
+            (lo, 0xFFFF)
+        }
+    }
+
+    fn has_csum_hi(&self) -> bool {
+        self.raw.len() > 128 && self.extra_isize() >= 4
+    }
+
+    pub fn checksum_ok(&self, seed: u32) -> bool {
+        if self.raw.iter().all(|&b| b == 0) {
+            return true;
+        }
+        let (stored, mask) = self.stored_checksum();
+        checksum::inode(seed, self.ino, &self.raw) & mask == stored
+    }
+
+    pub fn update_checksum(&mut self, seed: u32) {
+        let c = checksum::inode(seed, self.ino, &self.raw);
+        set_le16(&mut self.raw, 0x7C, (c & 0xFFFF) as u16);
+        if self.has_csum_hi() {
+            set_le16(&mut self.raw, 0x82, (c >> 16) as u16);
+        }
+    }
+}

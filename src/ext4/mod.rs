@@ -1,0 +1,624 @@
+//! The project's own ext4 engine: reading (and, later, writing) an
+//! unmounted ext4 filesystem through a byte window, verifying every
+//! checksum it reads.
+//!
+//! One module per on-disk structure; checksums live in [`checksum`].
+//! Nothing here knows about Raspberry Pis.
+
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_lossless
+)]
+
+pub mod checksum;
+pub mod dir;
+pub mod error;
+pub mod extent;
+pub mod group;
+pub mod hash;
+pub mod htree;
+pub mod inode;
+pub mod superblock;
+pub mod xattr;
+
+use std::io::Write;
+
+use crate::bytes::{be32, le32};
+use crate::fs::path::{self, Kind, ResolveError, Walk};
+use crate::image::ReadAt;
+pub use dir::DirEntry;
+pub use error::{Ext4Error, Location, Result};
+use extent::Extent;
+pub use inode::{FileType, Inode, ROOT_INO};
+use superblock::{Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
+pub use xattr::Xattr;
+
+const JOURNAL_MAGIC: u32 = 0xC03B_3998;
+
+/// State of the internal journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalState {
+    None,
+    Clean,
+    /// The journal holds transactions that were never checkpointed.
+    NeedsRecovery,
+}
+
+/// An opened ext4 filesystem.
+pub struct Ext4<D> {
+    dev: D,
+    sb: Superblock,
+    groups: group::GroupTable,
+    seed: u32,
+}
+
+impl<D: ReadAt> Ext4<D> {
+    /// Open the filesystem in `dev`, checking the superblock and every group descriptor.
+    pub fn open(dev: D) -> Result<Self> {
+        if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
+            return Err(Ext4Error::corrupt(
+                "partition too small to hold an ext4 superblock",
+                Location::Superblock,
+            ));
+        }
+        let mut raw = vec![0u8; SUPERBLOCK_SIZE];
+        dev.read_exact_at(&mut raw, SUPERBLOCK_OFFSET)?;
+        let sb = Superblock::parse(&raw)?;
+        let bs = sb.block_size() as u64;
+        let fs_bytes = sb.blocks_count().saturating_mul(bs);
+        if fs_bytes > dev.size() {
+            return Err(Ext4Error::corrupt(
+                format!(
+                    "filesystem claims {fs_bytes} bytes but its partition holds only {}: the image is truncated",
+                    dev.size()
+                ),
+                Location::Superblock,
+            ));
+        }
+        let gdt_block = u64::from(sb.first_data_block()) + 1;
+        let gdt_len = sb.desc_size() * sb.group_count() as usize;
+        let mut graw = vec![0u8; gdt_len];
+        dev.read_exact_at(&mut graw, gdt_block * bs)?;
+        let groups = group::GroupTable::parse(&sb, graw)?;
+        let seed = sb.csum_seed();
+        Ok(Ext4 {
+            dev,
+            sb,
+            groups,
+            seed,
+        })
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    pub fn groups(&self) -> &group::GroupTable {
+        &self.groups
+    }
+
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    pub fn csum_seed(&self) -> u32 {
+        self.seed
+    }
+
+    fn csum(&self) -> bool {
+        self.sb.has_metadata_csum()
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.sb.block_size()
+    }
+
+    /// Read one filesystem block, refusing block numbers outside the filesystem.
+    pub fn read_block(&self, block: u64, at: &Location) -> Result<Vec<u8>> {
+        if block >= self.sb.blocks_count() {
+            return Err(Ext4Error::corrupt(
+                format!("reference to block {block}, past the end of the filesystem"),
+                at.clone(),
+            ));
+        }
+        let mut buf = vec![0u8; self.block_size()];
+        self.dev
+            .read_exact_at(&mut buf, block * self.block_size() as u64)?;
+        Ok(buf)
+    }
+
+    /// Read an inode record and verify its checksum.
+    pub fn inode(&self, ino: u32) -> Result<Inode> {
+        let at = Location::Inode(ino);
+        if ino == 0 || ino > self.sb.inodes_count() {
+            return Err(Ext4Error::corrupt(
+                format!("inode number {ino} is out of range"),
+                at,
+            ));
+        }
+        let ipg = self.sb.inodes_per_group();
+        let g = (ino - 1) / ipg;
+        let index = (ino - 1) % ipg;
+        let isz = u64::from(self.sb.inode_size());
+        let off = self.groups.inode_table(g) * self.block_size() as u64 + u64::from(index) * isz;
+        let mut raw = vec![0u8; usize::from(self.sb.inode_size())];
+        self.dev.read_exact_at(&mut raw, off)?;
+        let inode = Inode::from_raw(ino, raw);
+        if self.csum() && !inode.checksum_ok(self.seed) {
+            return Err(Ext4Error::corrupt("inode checksum does not match", at));
+        }
+        Ok(inode)
+    }
+
+    /// Read an inode that a directory entry refers to: it must be in use.
+    pub fn live_inode(&self, ino: u32) -> Result<Inode> {
+        let ipg = self.sb.inodes_per_group();
+        if ino > 0 && ino <= self.sb.inodes_count() && self.csum() {
+            let g = (ino - 1) / ipg;
+            let index = (ino - 1) % ipg;
+            let unused_from = ipg.saturating_sub(self.groups.itable_unused(g));
+            if self.groups.flags(g) & group::BG_INODE_UNINIT != 0 || index >= unused_from {
+                return Err(Ext4Error::corrupt(
+                    format!(
+                        "a directory entry refers to inode {ino} in group {g}'s unused inode area"
+                    ),
+                    Location::Inode(ino),
+                ));
+            }
+        }
+        let inode = self.inode(ino)?;
+        if inode.links_count() == 0 || inode.mode() == 0 {
+            return Err(Ext4Error::corrupt(
+                format!("a directory entry refers to deleted inode {ino}"),
+                Location::Inode(ino),
+            ));
+        }
+        Ok(inode)
+    }
+
+    /// The file's block map as sorted extents (extent tree or classic block map).
+    pub fn extents(&self, inode: &Inode) -> Result<Vec<Extent>> {
+        let mut out = Vec::new();
+        if inode.flags() & inode::EXT4_INLINE_DATA_FL != 0 {
+            return Err(Ext4Error::unsupported(
+                format!("inode {} stores its data inline", inode.ino),
+                "inline_data filesystems are not supported",
+            ));
+        }
+        if inode.uses_extents() {
+            let root = inode.i_block();
+            let at = Location::Inode(inode.ino);
+            let h = extent::header(root, 4, &at)?;
+            self.walk_extents(inode, root, h, &mut out)?;
+        } else {
+            self.walk_block_map(inode, &mut out)?;
+        }
+        out.sort_by_key(|e| e.lblk);
+        let blocks = self.sb.blocks_count();
+        for e in &out {
+            if e.pblk
+                .checked_add(u64::from(e.len))
+                .is_none_or(|end| end > blocks)
+                || e.pblk == 0
+            {
+                return Err(Ext4Error::corrupt(
+                    format!(
+                        "extent maps file block {} to disk blocks {}..{}, outside the filesystem",
+                        e.lblk,
+                        e.pblk,
+                        e.pblk.saturating_add(u64::from(e.len))
+                    ),
+                    Location::Inode(inode.ino),
+                ));
+            }
+        }
+        for w in out.windows(2) {
+            if u64::from(w[0].lblk) + u64::from(w[0].len) > u64::from(w[1].lblk) {
+                return Err(Ext4Error::corrupt(
+                    format!("extents overlap at file block {}", w[1].lblk),
+                    Location::Inode(inode.ino),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn walk_extents(
+        &self,
+        inode: &Inode,
+        node: &[u8],
+        h: extent::Header,
+        out: &mut Vec<Extent>,
+    ) -> Result<()> {
+        if h.depth == 0 {
+            out.extend(extent::leaf_entries(node, &h));
+            return Ok(());
+        }
+        for (_, child) in extent::index_entries(node, &h) {
+            let cat = Location::Block {
+                ino: inode.ino,
+                block: child,
+            };
+            let blk = self.read_block(child, &cat)?;
+            let room = (blk.len() - 12) / 12;
+            let ch = extent::header(&blk, room, &cat)?;
+            if ch.depth + 1 != h.depth {
+                return Err(Ext4Error::corrupt(
+                    format!(
+                        "extent node depth {} under a node of depth {}",
+                        ch.depth, h.depth
+                    ),
+                    cat,
+                ));
+            }
+            if self.csum() {
+                extent::verify_block(&blk, &ch, self.seed, inode.ino, inode.generation(), &cat)?;
+            }
+            self.walk_extents(inode, &blk, ch, out)?;
+        }
+        Ok(())
+    }
+
+    /// Classic ext2/3 block map: 12 direct, then single, double, triple indirect.
+    fn walk_block_map(&self, inode: &Inode, out: &mut Vec<Extent>) -> Result<()> {
+        let bs = self.block_size() as u64;
+        let nblocks = inode.size().div_ceil(bs);
+        let per = bs / 4;
+        let ib = inode.i_block();
+        let mut push = |lblk: u64, pblk: u32| {
+            if pblk == 0 {
+                return;
+            }
+            let Ok(lblk) = u32::try_from(lblk) else {
+                return;
+            };
+            if let Some(last) = out.last_mut() {
+                if u64::from(last.lblk) + u64::from(last.len) == u64::from(lblk)
+                    && last.pblk + u64::from(last.len) == u64::from(pblk)
+                {
+                    last.len += 1;
+                    return;
+                }
+            }
+            out.push(Extent {
+                lblk,
+                pblk: u64::from(pblk),
+                len: 1,
+                uninit: false,
+            });
+        };
+        for i in 0..12u64.min(nblocks) {
+            push(i, le32(ib, usize::try_from(i * 4).unwrap_or(0)));
+        }
+        // (first logical block, pointer, levels of indirection)
+        let roots = [
+            (12, le32(ib, 48), 1u32),
+            (12 + per, le32(ib, 52), 2),
+            (12 + per + per * per, le32(ib, 56), 3),
+        ];
+        let mut stack: Vec<(u64, u32, u32)> = roots.iter().rev().copied().collect();
+        while let Some((first, ptr, level)) = stack.pop() {
+            if ptr == 0 || first >= nblocks {
+                continue;
+            }
+            let at = Location::Block {
+                ino: inode.ino,
+                block: u64::from(ptr),
+            };
+            let blk = self.read_block(u64::from(ptr), &at)?;
+            let span = per.pow(level - 1);
+            let mut children = Vec::new();
+            for j in 0..per {
+                let Ok(o) = usize::try_from(j * 4) else { break };
+                let p = le32(&blk, o);
+                let lb = first + j * span;
+                if lb >= nblocks {
+                    break;
+                }
+                if level == 1 {
+                    push(lb, p);
+                } else {
+                    children.push((lb, p, level - 1));
+                }
+            }
+            stack.extend(children.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// Stream a regular file's content to `w`; holes and preallocated
+    /// extents read as zeros. Returns the number of bytes written.
+    pub fn read_to(&self, inode: &Inode, w: &mut dyn Write) -> Result<u64> {
+        const CHUNK_BLOCKS: usize = 256;
+        let bs_usize = self.block_size();
+        let bs = bs_usize as u64;
+        let chunk = CHUNK_BLOCKS * bs_usize;
+        let size = inode.size();
+        let mut pos = 0u64;
+        let zeros = vec![0u8; chunk];
+        let mut buf = vec![0u8; chunk];
+        let fill_zero = |w: &mut dyn Write, upto: u64, pos: &mut u64| -> Result<()> {
+            while *pos < upto {
+                let n = usize::try_from(upto - *pos).map_or(zeros.len(), |r| r.min(zeros.len()));
+                w.write_all(&zeros[..n])?;
+                *pos += n as u64;
+            }
+            Ok(())
+        };
+        for e in self.extents(inode)? {
+            let start = u64::from(e.lblk) * bs;
+            if start >= size {
+                break;
+            }
+            fill_zero(w, start, &mut pos)?;
+            let end = (start + u64::from(e.len) * bs).min(size);
+            if e.uninit {
+                fill_zero(w, end, &mut pos)?;
+                continue;
+            }
+            let mut b = 0u64;
+            while pos < end {
+                let n = usize::try_from(end - pos).map_or(chunk, |r| r.min(chunk));
+                let dst = &mut buf[..n];
+                self.dev.read_exact_at(dst, (e.pblk + b) * bs)?;
+                w.write_all(dst)?;
+                pos += n as u64;
+                b += CHUNK_BLOCKS as u64;
+            }
+        }
+        fill_zero(w, size, &mut pos)?;
+        Ok(pos)
+    }
+
+    /// A whole file in memory (for small files: configuration, unit files).
+    pub fn read_all(&self, inode: &Inode) -> Result<Vec<u8>> {
+        let mut v = Vec::with_capacity(usize::try_from(inode.size().min(1 << 20)).unwrap_or(0));
+        self.read_to(inode, &mut v)?;
+        Ok(v)
+    }
+
+    /// The target of a symlink.
+    pub fn readlink(&self, inode: &Inode) -> Result<Vec<u8>> {
+        let size = usize::try_from(inode.size()).unwrap_or(usize::MAX);
+        if inode.is_fast_symlink() && !inode.uses_extents() {
+            return Ok(inode.i_block()[..size.min(60)].to_vec());
+        }
+        if size >= self.block_size() {
+            return Err(Ext4Error::corrupt(
+                format!("symlink target of {size} bytes is too long"),
+                Location::Inode(inode.ino),
+            ));
+        }
+        self.read_all(inode)
+    }
+
+    /// Every entry of a directory (without `.` and `..`), verifying leaf
+    /// and index checksums.
+    pub fn read_dir(&self, dir: &Inode) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        self.for_each_dir_block(dir, |_, entries| {
+            out.extend(
+                entries
+                    .into_iter()
+                    .filter(|e| e.name != b"." && e.name != b".."),
+            );
+            Ok(false)
+        })?;
+        Ok(out)
+    }
+
+    /// Visit the leaf entries of each block of a directory in order; the
+    /// callback returns `true` to stop early.
+    fn for_each_dir_block(
+        &self,
+        dir: &Inode,
+        mut f: impl FnMut(u32, Vec<DirEntry>) -> Result<bool>,
+    ) -> Result<()> {
+        if !dir.is_dir() {
+            return Err(Ext4Error::NotADirectory {
+                path: format!("inode {}", dir.ino),
+            });
+        }
+        let bs = self.block_size() as u64;
+        for e in self.extents(dir)? {
+            for i in 0..e.len {
+                let lblk = e.lblk + i;
+                if u64::from(lblk) * bs >= dir.size() {
+                    return Ok(());
+                }
+                let block = self.read_block(e.pblk + u64::from(i), &Location::Inode(dir.ino))?;
+                let entries = self.parse_dir_block(dir, lblk, &block)?;
+                if f(lblk, entries)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dir_csum(&self, dir: &Inode) -> Option<(u32, u32, u32)> {
+        self.csum().then(|| (self.seed, dir.ino, dir.generation()))
+    }
+
+    /// Parse one directory block: a leaf, the htree root, or an htree node.
+    fn parse_dir_block(&self, dir: &Inode, lblk: u32, block: &[u8]) -> Result<Vec<DirEntry>> {
+        let at = Location::Block {
+            ino: dir.ino,
+            block: u64::from(lblk),
+        };
+        let ft = self.sb.has_filetype();
+        if dir.is_htree() && lblk == 0 {
+            htree::parse_root(block, self.dir_csum(dir), &at)?;
+            return dir::parse_entries(block, block.len(), ft, &at);
+        }
+        if dir.is_htree() && htree::is_node(block) {
+            htree::parse_node(block, self.dir_csum(dir), &at)?;
+            return Ok(Vec::new());
+        }
+        let end = if self.csum() {
+            dir::verify_leaf_tail(block, self.seed, dir.ino, dir.generation(), &at)?;
+            block.len() - dir::TAIL_SIZE
+        } else {
+            block.len()
+        };
+        dir::parse_entries(block, end, ft, &at)
+    }
+
+    /// Find `name` in a directory, through the hash index when it has one.
+    pub fn lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<u32>> {
+        if dir.is_htree() {
+            if let Some(found) = self.htree_lookup(dir, name)? {
+                return Ok(found);
+            }
+        }
+        let mut found = None;
+        self.for_each_dir_block(dir, |_, entries| {
+            found = entries.into_iter().find(|e| e.name == name).map(|e| e.ino);
+            Ok(found.is_some())
+        })?;
+        Ok(found)
+    }
+
+    /// `Some(result)` when the index answered; `None` when the directory's
+    /// hash version is unknown to this engine (then the caller scans).
+    fn htree_lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<Option<u32>>> {
+        let ext = self.extents(dir)?;
+        let phys = |lblk: u32| -> Result<Vec<u8>> {
+            let e = ext
+                .iter()
+                .find(|e| lblk >= e.lblk && lblk - e.lblk < e.len)
+                .ok_or_else(|| {
+                    Ext4Error::corrupt(
+                        format!("htree index points to unmapped directory block {lblk}"),
+                        Location::Inode(dir.ino),
+                    )
+                })?;
+            self.read_block(e.pblk + u64::from(lblk - e.lblk), &Location::Inode(dir.ino))
+        };
+        let root_at = Location::Block {
+            ino: dir.ino,
+            block: 0,
+        };
+        let root = htree::parse_root(&phys(0)?, self.dir_csum(dir), &root_at)?;
+        let version = hash::effective_version(root.hash_version, self.sb.unsigned_hash());
+        let Some(h) = hash::name_hash(name, version, self.sb.hash_seed()) else {
+            return Ok(None);
+        };
+        let mut level = root.entries;
+        for _ in 0..root.indirect_levels {
+            let lblk = htree::descend(&level, h);
+            let at = Location::Block {
+                ino: dir.ino,
+                block: u64::from(lblk),
+            };
+            level = htree::parse_node(&phys(lblk)?, self.dir_csum(dir), &at)?;
+        }
+        // A hash that collides across a leaf split continues in the next leaf,
+        // whose index entry then carries the hash with its low bit set.
+        let mut i = level.partition_point(|&(eh, _)| eh <= h).max(1) - 1;
+        loop {
+            let lblk = level[i].1;
+            let block = phys(lblk)?;
+            let entries = self.parse_dir_block(dir, lblk, &block)?;
+            if let Some(e) = entries.iter().find(|e| e.name == name) {
+                return Ok(Some(Some(e.ino)));
+            }
+            i += 1;
+            if i >= level.len() || level[i].0 & !1 != h {
+                return Ok(Some(None));
+            }
+        }
+    }
+
+    /// Extended attributes of an inode (in-inode area, then EA block).
+    pub fn xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
+        let mut v = xattr::in_inode(inode.raw(), inode.extra_isize(), inode.ino)?;
+        let blk = inode.file_acl();
+        if blk != 0 {
+            let at = Location::Block {
+                ino: inode.ino,
+                block: blk,
+            };
+            let data = self.read_block(blk, &at)?;
+            v.extend(xattr::in_block(
+                &data,
+                blk,
+                self.csum().then_some(self.seed),
+                inode.ino,
+            )?);
+        }
+        Ok(v)
+    }
+
+    /// State of the internal journal, read from its superblock.
+    pub fn journal_state(&self) -> Result<JournalState> {
+        let jino = self.sb.journal_inum();
+        if self.sb.feature_compat() & superblock::feature::COMPAT_HAS_JOURNAL == 0 || jino == 0 {
+            return Ok(JournalState::None);
+        }
+        if self.sb.feature_incompat() & superblock::feature::INCOMPAT_RECOVER != 0 {
+            return Ok(JournalState::NeedsRecovery);
+        }
+        let j = self.inode(jino)?;
+        let ext = self.extents(&j)?;
+        let first = ext.first().filter(|e| e.lblk == 0).ok_or_else(|| {
+            Ext4Error::corrupt("journal has no first block", Location::Inode(jino))
+        })?;
+        let blk = self.read_block(first.pblk, &Location::Inode(jino))?;
+        if be32(&blk, 0) != JOURNAL_MAGIC {
+            return Err(Ext4Error::corrupt(
+                "journal superblock has a bad magic number",
+                Location::Inode(jino),
+            ));
+        }
+        Ok(if be32(&blk, 0x1C) == 0 {
+            JournalState::Clean
+        } else {
+            JournalState::NeedsRecovery
+        })
+    }
+
+    /// Resolve an absolute path inside this filesystem (symlinks confined to it).
+    pub fn resolve(&self, p: &str, follow_last: bool) -> Result<Inode> {
+        match path::resolve(self, p, follow_last) {
+            Ok((ino, _)) => self.live_inode(ino),
+            Err(e) => Err(resolve_error(e)),
+        }
+    }
+}
+
+/// Map a generic resolution failure to this engine's error.
+pub fn resolve_error(e: ResolveError<Ext4Error>) -> Ext4Error {
+    match e {
+        ResolveError::NotFound(path) => Ext4Error::NotFound { path },
+        ResolveError::NotADirectory(path) => Ext4Error::NotADirectory { path },
+        ResolveError::Loop(path) => Ext4Error::SymlinkLoop { path },
+        ResolveError::Fs(e) => e,
+    }
+}
+
+impl<D: ReadAt> Walk for Ext4<D> {
+    type Node = u32;
+    type Error = Ext4Error;
+
+    fn root(&self) -> Result<u32> {
+        Ok(ROOT_INO)
+    }
+
+    fn child(&self, _: &str, dir: &u32, name: &str) -> Result<Option<u32>> {
+        let d = self.live_inode(*dir)?;
+        self.lookup(&d, name.as_bytes())
+    }
+
+    fn kind(&self, node: &u32) -> Result<Kind> {
+        let i = self.live_inode(*node)?;
+        Ok(match i.file_type() {
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink(self.readlink(&i)?),
+            _ => Kind::Other,
+        })
+    }
+}

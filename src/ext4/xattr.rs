@@ -1,0 +1,126 @@
+//! Extended attributes: in-inode area and external EA block.
+
+use super::checksum;
+use super::error::{Ext4Error, Location, Result};
+use crate::bytes::{le16, le32};
+
+pub const XATTR_MAGIC: u32 = 0xEA02_0000;
+const BLOCK_HEADER: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xattr {
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+fn prefix(index: u8) -> Option<&'static str> {
+    Some(match index {
+        1 => "user.",
+        2 => "system.posix_acl_access",
+        3 => "system.posix_acl_default",
+        4 => "trusted.",
+        6 => "security.",
+        7 => "system.",
+        8 => "system.richacl",
+        _ => return None,
+    })
+}
+
+/// Parse entries starting at `first` in `area`; value offsets are relative
+/// to `value_base`. Entries end at a zero word.
+fn parse_entries(
+    area: &[u8],
+    first: usize,
+    value_base: usize,
+    at: &Location,
+) -> Result<Vec<Xattr>> {
+    let mut out = Vec::new();
+    let mut off = first;
+    loop {
+        if off + 4 > area.len() {
+            return Err(Ext4Error::corrupt(
+                "extended attribute list runs past its area",
+                at.clone(),
+            ));
+        }
+        if le32(area, off) == 0 {
+            return Ok(out);
+        }
+        if off + 16 > area.len() {
+            return Err(Ext4Error::corrupt(
+                "extended attribute entry truncated",
+                at.clone(),
+            ));
+        }
+        let name_len = usize::from(area[off]);
+        let index = area[off + 1];
+        let value_offs = usize::from(le16(area, off + 2));
+        let value_inum = le32(area, off + 4);
+        let size = le32(area, off + 8) as usize;
+        let name_end = off + 16 + name_len;
+        if name_end > area.len() {
+            return Err(Ext4Error::corrupt(
+                "extended attribute name runs past its area",
+                at.clone(),
+            ));
+        }
+        if value_inum != 0 {
+            return Err(Ext4Error::unsupported(
+                "extended attribute stored in its own inode (ea_inode)",
+                "this image's attributes cannot be read by rpiimg",
+            ));
+        }
+        let vstart = value_base + value_offs;
+        let value = area
+            .get(vstart..vstart + size)
+            .ok_or_else(|| {
+                Ext4Error::corrupt("extended attribute value lies outside its area", at.clone())
+            })?
+            .to_vec();
+        let suffix = String::from_utf8_lossy(&area[off + 16..name_end]);
+        let name = match prefix(index) {
+            Some(p) => format!("{p}{suffix}"),
+            None => format!("index{index}.{suffix}"),
+        };
+        out.push(Xattr { name, value });
+        off += (16 + name_len + 3) & !3;
+    }
+}
+
+/// Attributes stored in the inode body after `128 + extra_isize`.
+pub fn in_inode(raw: &[u8], extra_isize: u16, ino: u32) -> Result<Vec<Xattr>> {
+    let start = 128 + usize::from(extra_isize);
+    if start + 4 > raw.len() || le32(raw, start) != XATTR_MAGIC {
+        return Ok(Vec::new());
+    }
+    let area = &raw[start + 4..];
+    parse_entries(area, 0, 0, &Location::Inode(ino))
+}
+
+/// Attributes of an external EA block, its checksum verified when `seed` is given.
+pub fn in_block(data: &[u8], block: u64, seed: Option<u32>, ino: u32) -> Result<Vec<Xattr>> {
+    let at = Location::Block { ino, block };
+    if data.len() < BLOCK_HEADER || le32(data, 0) != XATTR_MAGIC {
+        return Err(Ext4Error::corrupt(
+            "extended attribute block has a bad magic number",
+            at,
+        ));
+    }
+    if le32(data, 8) != 1 {
+        return Err(Ext4Error::corrupt(
+            "extended attribute block spans more than one block",
+            at,
+        ));
+    }
+    if let Some(seed) = seed {
+        let stored = le32(data, 0x10);
+        let computed = checksum::xattr_block(seed, block, data);
+        if stored != computed {
+            return Err(Ext4Error::corrupt(
+                format!("extended attribute block checksum is {stored:#010x}, should be {computed:#010x}"),
+                at,
+            ));
+        }
+    }
+    parse_entries(data, BLOCK_HEADER, 0, &at)
+}

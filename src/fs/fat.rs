@@ -1,0 +1,211 @@
+//! The FAT boot partition, through the fatfs crate.
+
+use std::io::{self, Read, Write};
+
+use crate::ext4::FileType;
+use crate::fs::Stat;
+use crate::image::Window;
+
+pub type FatFs = fatfs::FileSystem<Window>;
+
+/// Permissions Linux's vfat driver shows with Debian's `defaults` (umask 022).
+const FAT_MODE: u16 = 0o755;
+
+pub struct Fat {
+    fs: FatFs,
+}
+
+/// Seconds since the epoch of a FAT timestamp (FAT stores local time; we treat it as UTC).
+fn epoch(dt: fatfs::DateTime) -> i64 {
+    let (y, m, d) = (
+        i64::from(dt.date.year),
+        i64::from(dt.date.month),
+        i64::from(dt.date.day),
+    );
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86400
+        + i64::from(dt.time.hour) * 3600
+        + i64::from(dt.time.min) * 60
+        + i64::from(dt.time.sec)
+}
+
+fn not_found(path: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{path}: no such file or directory in the boot partition"),
+    )
+}
+
+impl Fat {
+    pub fn open(w: Window) -> io::Result<Self> {
+        let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new())?;
+        Ok(Fat { fs })
+    }
+
+    pub fn fs(&self) -> &FatFs {
+        &self.fs
+    }
+
+    /// The volume label from the root directory (what `blkid` reports), else the boot sector's.
+    pub fn label(&self) -> String {
+        match self.fs.read_volume_label_from_root_dir() {
+            Ok(Some(l)) => l.trim_end().to_string(),
+            _ => self.fs.volume_label().trim_end().to_string(),
+        }
+    }
+
+    /// `XXXX-XXXX`, as `UUID=` in fstab spells a FAT volume id.
+    pub fn uuid(&self) -> String {
+        let id = self.fs.volume_id();
+        format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF)
+    }
+
+    pub fn fat_type(&self) -> &'static str {
+        match self.fs.fat_type() {
+            fatfs::FatType::Fat12 => "FAT12",
+            fatfs::FatType::Fat16 => "FAT16",
+            fatfs::FatType::Fat32 => "FAT32",
+        }
+    }
+
+    /// (total bytes, free bytes) of the data area.
+    pub fn space(&self) -> io::Result<(u64, u64)> {
+        let s = self.fs.stats()?;
+        let c = u64::from(s.cluster_size());
+        Ok((
+            u64::from(s.total_clusters()) * c,
+            u64::from(s.free_clusters()) * c,
+        ))
+    }
+
+    fn rel(path: &str) -> String {
+        path.trim_matches('/').to_string()
+    }
+
+    /// Metadata of `path` (relative to the partition root); `None` if absent.
+    pub fn stat(&self, path: &str) -> io::Result<Option<Stat>> {
+        let rel = Self::rel(path);
+        if rel.is_empty() {
+            return Ok(Some(Stat::fat(FileType::Directory, 0, 0)));
+        }
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((p, n)) => (p.to_string(), n.to_string()),
+            None => (String::new(), rel.clone()),
+        };
+        let dir = if parent.is_empty() {
+            self.fs.root_dir()
+        } else {
+            match self.fs.root_dir().open_dir(&parent) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        };
+        for e in dir.iter() {
+            let e = e?;
+            if e.file_name().eq_ignore_ascii_case(&name) {
+                let kind = if e.is_dir() {
+                    FileType::Directory
+                } else {
+                    FileType::Regular
+                };
+                return Ok(Some(Stat::fat(kind, e.len(), epoch(e.modified()))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Entries of a directory as (name, stat), without `.` and `..`.
+    pub fn list(&self, path: &str) -> io::Result<Vec<(String, Stat)>> {
+        let rel = Self::rel(path);
+        let dir = if rel.is_empty() {
+            self.fs.root_dir()
+        } else {
+            self.fs.root_dir().open_dir(&rel)?
+        };
+        let mut out = Vec::new();
+        for e in dir.iter() {
+            let e = e?;
+            let name = e.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let kind = if e.is_dir() {
+                FileType::Directory
+            } else {
+                FileType::Regular
+            };
+            out.push((name, Stat::fat(kind, e.len(), epoch(e.modified()))));
+        }
+        Ok(out)
+    }
+
+    /// Stream a file's content to `w`.
+    pub fn read_to(&self, path: &str, w: &mut dyn Write) -> io::Result<u64> {
+        let rel = Self::rel(path);
+        let mut f = self.fs.root_dir().open_file(&rel).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                not_found(path)
+            } else {
+                e
+            }
+        })?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            w.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+    }
+}
+
+impl Stat {
+    fn fat(kind: FileType, size: u64, mtime: i64) -> Stat {
+        Stat {
+            kind,
+            mode: FAT_MODE,
+            uid: 0,
+            gid: 0,
+            size: if kind == FileType::Directory { 0 } else { size },
+            mtime,
+            nlink: 1,
+            ino: 0,
+            target: None,
+            fs: "vfat",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fat_epoch() {
+        let dt = fatfs::DateTime {
+            date: fatfs::Date {
+                year: 2023,
+                month: 11,
+                day: 14,
+            },
+            time: fatfs::Time {
+                hour: 22,
+                min: 13,
+                sec: 20,
+                millis: 0,
+            },
+        };
+        assert_eq!(epoch(dt), 1_700_000_000);
+    }
+}

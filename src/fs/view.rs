@@ -1,0 +1,384 @@
+//! The image as the booted system sees it: the ext4 root at `/`, and each
+//! FAT partition at the mount point the image's own `/etc/fstab` gives it
+//! (`/boot/firmware` on Raspberry Pi OS).
+
+use std::io::Write;
+
+use super::fat::Fat;
+use super::fstab::{self, Spec};
+use super::path::{self, Kind, ResolveError, Walk};
+use super::Stat;
+use crate::error::{Error, Result};
+use crate::ext4::{Ext4, Ext4Error, FileType, Inode};
+use crate::image::{OpenedImage, Window};
+use crate::partition::{Partition, PartitionTable};
+
+/// What a partition holds.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Probe {
+    Ext4 { label: String, uuid: String },
+    Vfat { label: String, uuid: String },
+    Unknown,
+}
+
+pub struct Mount {
+    pub point: String,
+    pub part: u32,
+    pub fat: Fat,
+}
+
+pub struct SystemView {
+    root: Ext4<Window>,
+    root_part: u32,
+    mounts: Vec<Mount>,
+    fstab: Vec<fstab::FstabEntry>,
+}
+
+#[derive(Clone)]
+pub enum Node {
+    Ext4(u32),
+    Fat(usize, String),
+}
+
+fn probe(img: &OpenedImage, table: &PartitionTable, p: &Partition) -> Probe {
+    let w = table.window(&img.file, p, false);
+    if let Ok(fs) = Ext4::open(w.clone()) {
+        let sb = fs.superblock();
+        return Probe::Ext4 {
+            label: sb.volume_name(),
+            uuid: crate::bytes::uuid(&sb.uuid()),
+        };
+    }
+    if let Ok(fat) = Fat::open(w) {
+        return Probe::Vfat {
+            label: fat.label(),
+            uuid: fat.uuid(),
+        };
+    }
+    Probe::Unknown
+}
+
+/// Which partition an fstab spec names.
+fn find_partition(spec: &Spec, table: &PartitionTable, probes: &[(u32, Probe)]) -> Option<u32> {
+    match spec {
+        Spec::PartUuid(u) => table
+            .partitions
+            .iter()
+            .find(|p| &p.partuuid == u)
+            .map(|p| p.number),
+        Spec::DevNumber(n) => table.get(*n).map(|p| p.number),
+        Spec::Label(l) => probes.iter().find_map(|(n, pr)| match pr {
+            Probe::Ext4 { label, .. } | Probe::Vfat { label, .. } if label == l => Some(*n),
+            _ => None,
+        }),
+        Spec::Uuid(u) => probes.iter().find_map(|(n, pr)| match pr {
+            Probe::Ext4 { uuid, .. } | Probe::Vfat { uuid, .. } if uuid.eq_ignore_ascii_case(u) => {
+                Some(*n)
+            }
+            _ => None,
+        }),
+        Spec::Other(_) => None,
+    }
+}
+
+impl SystemView {
+    /// Find the root filesystem and mount what its fstab lists.
+    pub fn open(img: &OpenedImage, table: &PartitionTable) -> Result<(Self, Vec<(u32, Probe)>)> {
+        let probes: Vec<(u32, Probe)> = table
+            .partitions
+            .iter()
+            .map(|p| (p.number, probe(img, table, p)))
+            .collect();
+        let mut root = None;
+        let mut first_err = None;
+        for p in &table.partitions {
+            if !matches!(
+                probes.iter().find(|(n, _)| *n == p.number),
+                Some((_, Probe::Ext4 { .. }))
+            ) {
+                // Still open it to report why it failed (corrupt vs unsupported).
+                if p.type_id == "0x83" || p.type_name.starts_with("Linux") {
+                    if let Err(e) = Ext4::open(table.window(&img.file, p, false)) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                continue;
+            }
+            let fs = Ext4::open(table.window(&img.file, p, false))?;
+            match fs.resolve("/etc/fstab", true) {
+                Ok(_) => {
+                    root = Some((p.number, fs));
+                    break;
+                }
+                Err(Ext4Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some((root_part, root)) = root else {
+            if let Some(e) = first_err {
+                return Err(e.into());
+            }
+            return Err(Error::Layout(
+                "no ext4 partition with /etc/fstab found: this does not look like a Raspberry Pi OS or Ubuntu image".into(),
+            ));
+        };
+        let fstab_inode = root.resolve("/etc/fstab", true)?;
+        let fstab = fstab::parse(&String::from_utf8_lossy(&root.read_all(&fstab_inode)?));
+        let mut mounts = Vec::new();
+        for e in &fstab {
+            if e.mount_point == "/" || e.fs_type != "vfat" {
+                continue;
+            }
+            let Some(n) = find_partition(&fstab::spec(&e.spec), table, &probes) else {
+                continue;
+            };
+            let Some(p) = table.get(n) else { continue };
+            let fat = Fat::open(table.window(&img.file, p, false)).map_err(|err| Error::Fat {
+                part: n,
+                detail: err.to_string(),
+            })?;
+            mounts.push(Mount {
+                point: path::normalize(&e.mount_point),
+                part: n,
+                fat,
+            });
+        }
+        // Longest mount point first, so nested mounts win.
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.point.len()));
+        Ok((
+            SystemView {
+                root,
+                root_part,
+                mounts,
+                fstab,
+            },
+            probes,
+        ))
+    }
+
+    pub fn ext4(&self) -> &Ext4<Window> {
+        &self.root
+    }
+
+    pub fn root_partition(&self) -> u32 {
+        self.root_part
+    }
+
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    pub fn fstab(&self) -> &[fstab::FstabEntry] {
+        &self.fstab
+    }
+
+    /// Which partition the fstab mounts at `/`, if it names one.
+    pub fn fstab_root_spec(&self) -> Option<&str> {
+        self.fstab
+            .iter()
+            .find(|e| e.mount_point == "/")
+            .map(|e| e.spec.as_str())
+    }
+
+    fn resolve(&self, p: &str, follow_last: bool) -> Result<(Node, String)> {
+        path::resolve(self, p, follow_last).map_err(|e| match e {
+            ResolveError::NotFound(path) => Error::NotFound { path },
+            ResolveError::NotADirectory(path) => Error::NotADirectory { path },
+            ResolveError::Loop(path) => Error::SymlinkLoop { path },
+            ResolveError::Fs(e) => e,
+        })
+    }
+
+    fn fat_err(&self, i: usize, e: std::io::Error) -> Error {
+        Error::Fat {
+            part: self.mounts[i].part,
+            detail: e.to_string(),
+        }
+    }
+
+    fn ext4_stat(&self, inode: &Inode) -> Result<Stat> {
+        let target = if inode.file_type() == FileType::Symlink {
+            Some(String::from_utf8_lossy(&self.root.readlink(inode)?).into_owned())
+        } else {
+            None
+        };
+        Ok(Stat {
+            kind: inode.file_type(),
+            mode: inode.permissions(),
+            uid: inode.uid(),
+            gid: inode.gid(),
+            size: inode.size(),
+            mtime: inode.mtime(),
+            nlink: u32::from(inode.links_count()),
+            ino: inode.ino,
+            target,
+            fs: "ext4",
+        })
+    }
+
+    fn node_stat(&self, node: &Node) -> Result<Stat> {
+        match node {
+            Node::Ext4(ino) => self.ext4_stat(&self.root.live_inode(*ino)?),
+            Node::Fat(i, rel) => self.mounts[*i]
+                .fat
+                .stat(rel)
+                .map_err(|e| self.fat_err(*i, e))?
+                .ok_or_else(|| Error::NotFound { path: rel.clone() }),
+        }
+    }
+
+    /// Metadata of a path; symlinks in the last component are followed only with `follow`.
+    pub fn stat(&self, p: &str, follow: bool) -> Result<Stat> {
+        let (node, _) = self.resolve(p, follow)?;
+        self.node_stat(&node)
+    }
+
+    /// Canonical path (all symlinks resolved inside the image).
+    pub fn canonicalize(&self, p: &str) -> Result<String> {
+        Ok(self.resolve(p, true)?.1)
+    }
+
+    pub fn exists(&self, p: &str) -> Result<bool> {
+        match self.resolve(p, false) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. } | Error::NotADirectory { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stream a file's content (following symlinks).
+    pub fn read_to(&self, p: &str, w: &mut dyn Write) -> Result<u64> {
+        let (node, canon) = self.resolve(p, true)?;
+        match node {
+            Node::Ext4(ino) => {
+                let inode = self.root.live_inode(ino)?;
+                match inode.file_type() {
+                    FileType::Directory => Err(Error::IsADirectory { path: canon }),
+                    FileType::Regular => Ok(self.root.read_to(&inode, w)?),
+                    _ => Err(Error::Layout(format!("{canon}: not a regular file"))),
+                }
+            }
+            Node::Fat(i, rel) => {
+                let st = self.node_stat(&Node::Fat(i, rel.clone()))?;
+                if st.kind == FileType::Directory {
+                    return Err(Error::IsADirectory { path: canon });
+                }
+                self.mounts[i]
+                    .fat
+                    .read_to(&rel, w)
+                    .map_err(|e| self.fat_err(i, e))
+            }
+        }
+    }
+
+    pub fn read(&self, p: &str) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.read_to(p, &mut v)?;
+        Ok(v)
+    }
+
+    /// A text file, or `None` when it does not exist.
+    pub fn read_text_opt(&self, p: &str) -> Result<Option<String>> {
+        match self.read(p) {
+            Ok(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+            Err(Error::NotFound { .. } | Error::NotADirectory { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Entries of a directory (following symlinks to it), sorted by name.
+    pub fn list(&self, p: &str) -> Result<Vec<(String, Stat)>> {
+        let (node, canon) = self.resolve(p, true)?;
+        let mut out = match &node {
+            Node::Ext4(ino) => {
+                let dir = self.root.live_inode(*ino)?;
+                if !dir.is_dir() {
+                    return Err(Error::NotADirectory { path: canon });
+                }
+                let mut v = Vec::new();
+                for e in self.root.read_dir(&dir)? {
+                    let full = if canon == "/" {
+                        format!("/{}", e.name_lossy())
+                    } else {
+                        format!("{canon}/{}", e.name_lossy())
+                    };
+                    // A mount point shows the mounted filesystem's root, as on a running system.
+                    let st = match self.mounts.iter().position(|m| m.point == full) {
+                        Some(i) => self.node_stat(&Node::Fat(i, String::new()))?,
+                        None => self.ext4_stat(&self.root.live_inode(e.ino)?)?,
+                    };
+                    v.push((e.name_lossy(), st));
+                }
+                v
+            }
+            Node::Fat(i, rel) => {
+                if self.node_stat(&node)?.kind != FileType::Directory {
+                    return Err(Error::NotADirectory { path: canon });
+                }
+                self.mounts[*i]
+                    .fat
+                    .list(rel)
+                    .map_err(|e| self.fat_err(*i, e))?
+            }
+        };
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+impl Walk for SystemView {
+    type Node = Node;
+    type Error = Error;
+
+    fn root(&self) -> Result<Node> {
+        Ok(Node::Ext4(crate::ext4::ROOT_INO))
+    }
+
+    fn child(&self, dir_path: &str, dir: &Node, name: &str) -> Result<Option<Node>> {
+        let full = if dir_path == "/" {
+            format!("/{name}")
+        } else {
+            format!("{dir_path}/{name}")
+        };
+        if let Some(i) = self.mounts.iter().position(|m| m.point == full) {
+            return Ok(Some(Node::Fat(i, String::new())));
+        }
+        match dir {
+            Node::Ext4(ino) => {
+                let d = self.root.live_inode(*ino)?;
+                Ok(self.root.lookup(&d, name.as_bytes())?.map(Node::Ext4))
+            }
+            Node::Fat(i, rel) => {
+                let child = if rel.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let st = self.mounts[*i]
+                    .fat
+                    .stat(&child)
+                    .map_err(|e| self.fat_err(*i, e))?;
+                Ok(st.map(|_| Node::Fat(*i, child)))
+            }
+        }
+    }
+
+    fn kind(&self, node: &Node) -> Result<Kind> {
+        match node {
+            Node::Ext4(ino) => {
+                let i = self.root.live_inode(*ino)?;
+                Ok(match i.file_type() {
+                    FileType::Directory => Kind::Dir,
+                    FileType::Symlink => Kind::Symlink(self.root.readlink(&i)?),
+                    _ => Kind::Other,
+                })
+            }
+            Node::Fat(..) => Ok(if self.node_stat(node)?.kind == FileType::Directory {
+                Kind::Dir
+            } else {
+                Kind::Other
+            }),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The image container: opening `.img` / `.img.xz` files as byte windows.
+
+pub mod cache;
+pub mod source;
+mod window;
+
+pub use cache::Cache;
+pub use source::{open, ImageError, OpenedImage};
+pub use window::{ReadAt, Window, WriteAt};

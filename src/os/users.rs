@@ -1,0 +1,101 @@
+//! The user database (`/etc/passwd`, `/etc/shadow`) as text records.
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PasswdEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub gecos: String,
+    pub home: String,
+    pub shell: String,
+}
+
+/// Parse passwd lines; lines that are not 7 colon-separated fields with numeric ids are skipped.
+pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() != 7 {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                gecos: f[4].to_string(),
+                home: f[5].to_string(),
+                shell: f[6].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// What a shadow password field says about logging in with a password.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordState {
+    /// `!` or `*` prefixed, or `*`/`!` alone: no password login.
+    Locked,
+    /// Empty field: login without a password.
+    Empty,
+    /// A crypt hash; the scheme (`yescrypt`, `sha512crypt`, ...).
+    Set(String),
+    /// No shadow entry.
+    Missing,
+}
+
+pub fn password_state(field: Option<&str>) -> PasswordState {
+    match field {
+        None => PasswordState::Missing,
+        Some("") => PasswordState::Empty,
+        Some(f) if f.starts_with('!') || f.starts_with('*') => PasswordState::Locked,
+        Some(f) => PasswordState::Set(
+            match f.split('$').nth(1) {
+                Some("y") => "yescrypt",
+                Some("6") => "sha512crypt",
+                Some("5") => "sha256crypt",
+                Some("1") => "md5crypt",
+                Some("2b") | Some("2y") | Some("2a") => "bcrypt",
+                Some("gy") => "gost-yescrypt",
+                _ => "unknown",
+            }
+            .to_string(),
+        ),
+    }
+}
+
+/// The password field of each shadow entry, by user name.
+pub fn shadow_passwords(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?.to_string(), f.next()?.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_and_shadow() {
+        let p = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:,,,:/home/pi:/bin/bash\nbad line\n",
+        );
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].uid, 1000);
+        assert_eq!(password_state(Some("!")), PasswordState::Locked);
+        assert_eq!(password_state(Some("*")), PasswordState::Locked);
+        assert_eq!(password_state(Some("")), PasswordState::Empty);
+        assert_eq!(
+            password_state(Some("$y$j9T$abc$def")),
+            PasswordState::Set("yescrypt".into())
+        );
+        assert_eq!(
+            password_state(Some("$6$salt$hash")),
+            PasswordState::Set("sha512crypt".into())
+        );
+        assert_eq!(password_state(None), PasswordState::Missing);
+    }
+}

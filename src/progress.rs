@@ -1,0 +1,118 @@
+//! Progress reporting: indicatif bars on a terminal, plain lines otherwise
+//! (CI logs), nothing with `--quiet`.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Bars,
+    Lines,
+    Quiet,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    mode: Mode,
+}
+
+impl Progress {
+    /// Bars when stderr is a terminal, plain lines when it is not.
+    pub fn auto(quiet: bool) -> Self {
+        let mode = if quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bars
+        } else {
+            Mode::Lines
+        };
+        Progress { mode }
+    }
+
+    pub fn quiet() -> Self {
+        Progress { mode: Mode::Quiet }
+    }
+
+    /// A task measured in bytes.
+    pub fn task(&self, what: &str, total: u64) -> Task {
+        let bar = match self.mode {
+            Mode::Bars => {
+                let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b.set_message(what.to_string());
+                Some(b)
+            }
+            _ => None,
+        };
+        if self.mode == Mode::Lines {
+            eprintln!("{what}: started ({})", human_bytes(total));
+        }
+        Task {
+            what: what.to_string(),
+            mode: self.mode,
+            bar,
+            done: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+}
+
+pub struct Task {
+    what: String,
+    mode: Mode,
+    bar: Option<ProgressBar>,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Task {
+    pub fn inc(&mut self, n: u64) {
+        self.done += n;
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        } else if self.mode == Mode::Lines && self.last_line.elapsed() > Duration::from_secs(10) {
+            self.last_line = Instant::now();
+            eprintln!("{}: {} so far", self.what, human_bytes(self.done));
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        if self.mode != Mode::Quiet {
+            eprintln!(
+                "{}: done, {} in {:.1}s",
+                self.what,
+                human_bytes(self.done),
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// `1.5 GiB`-style sizes for messages.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
