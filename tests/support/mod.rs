@@ -1,0 +1,126 @@
+//! Test support: fixture images built by `scripts/mkfixture`, the rpiimg
+//! binary, and the independent tools used as oracles (debugfs, mtools, e2fsck).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fixtures are built once per test binary into its own directory.
+fn fixture_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::Builder::new().prefix("rpiimg-fixtures-").tempdir().expect("temp dir"))
+        .path()
+}
+
+/// Build (once) the fixture with these `scripts/mkfixture` options; returns its path.
+pub fn fixture(opts: &[&str]) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let name = if opts.is_empty() { "default".to_string() } else { opts.join("_").replace("--", "") };
+    let xz = opts.contains(&"--xz");
+    let out = fixture_dir().join(format!("{name}.img"));
+    let built = if xz { fixture_dir().join(format!("{name}.img.xz")) } else { out.clone() };
+    if !built.exists() {
+        let st = Command::new(repo().join("scripts/mkfixture"))
+            .args(opts)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .expect("run scripts/mkfixture");
+        assert!(
+            st.status.success(),
+            "mkfixture {opts:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&st.stdout),
+            String::from_utf8_lossy(&st.stderr)
+        );
+    }
+    built
+}
+
+/// A private copy of a fixture, for tests that damage it.
+pub fn copy_fixture(opts: &[&str], dir: &Path) -> PathBuf {
+    let src = fixture(opts);
+    let dst = dir.join(src.file_name().unwrap());
+    std::fs::copy(&src, &dst).expect("copy fixture");
+    dst
+}
+
+pub fn rpiimg(args: &[&str]) -> Output {
+    let cache = fixture_dir().join("cache");
+    Command::new(env!("CARGO_BIN_EXE_rpiimg"))
+        .args(args)
+        .env("RPIIMG_CACHE_DIR", cache)
+        .output()
+        .expect("run rpiimg")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run rpiimg and require success.
+pub fn rpiimg_ok(args: &[&str]) -> Vec<u8> {
+    let o = rpiimg(args);
+    assert!(o.status.success(), "rpiimg {args:?} failed: {}", stderr(&o));
+    o.stdout
+}
+
+/// (start, size) in bytes of partition `n`, read with sfdisk (an independent reader).
+pub fn partition(img: &Path, n: usize) -> (u64, u64) {
+    let o = Command::new("sfdisk").arg("-J").arg(img).output().expect("sfdisk");
+    assert!(o.status.success(), "sfdisk -J failed");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk json");
+    let p = &v["partitiontable"]["partitions"][n - 1];
+    let start = p["start"].as_u64().expect("start") * 512;
+    let size = p["size"].as_u64().expect("size") * 512;
+    (start, size)
+}
+
+/// `IMG?offset=N`, the e2fsprogs syntax for a filesystem inside a disk image.
+pub fn at_offset(img: &Path, off: u64) -> String {
+    format!("{}?offset={off}", img.display())
+}
+
+pub fn debugfs(img: &Path, off: u64, cmd: &str) -> String {
+    let o = Command::new("debugfs").arg("-R").arg(cmd).arg(at_offset(img, off)).output().expect("debugfs");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Lines of `e2fsck -fn` output that are not the pass headers or summary:
+/// e2fsck exits 0 on some real errors, so its output is the verdict.
+pub fn e2fsck_problems(img: &Path, off: u64) -> Vec<String> {
+    let o = Command::new("e2fsck").arg("-fn").arg(at_offset(img, off)).output().expect("e2fsck");
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    text.lines()
+        .filter(|l| {
+            !(l.starts_with("e2fsck ")
+                || l.starts_with("Pass 1: ")
+                || l.starts_with("Pass 2: ")
+                || l.starts_with("Pass 3: ")
+                || l.starts_with("Pass 4: ")
+                || l.starts_with("Pass 5: ")
+                || is_summary(l)
+                || l.trim().is_empty())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn is_summary(l: &str) -> bool {
+    // "<label>: N/M files (x% non-contiguous), A/B blocks"
+    l.split_once(": ").is_some_and(|(_, rest)| rest.contains(" files (") && rest.contains(" blocks"))
+}
+
+/// Whether the test runs as root (needed to keep ownership in dumps, and for loop mounts).
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
