@@ -48,14 +48,19 @@ fn compare_etc_with_debugfs(img: &Path) {
     let host = dump.path().join("etc");
     let mut ours = Vec::new();
     walk(&view, "/etc", &mut ours);
-    assert!(ours.len() > 150, "/etc should be realistic, got {} entries", ours.len());
+    assert!(
+        ours.len() > 150,
+        "/etc should be realistic, got {} entries",
+        ours.len()
+    );
     let root = is_root();
     let mut seen = BTreeSet::new();
     for (p, st) in &ours {
         let rel = p.strip_prefix("/etc/").unwrap();
         seen.insert(rel.to_string());
         let hp = host.join(rel);
-        let meta = std::fs::symlink_metadata(&hp).unwrap_or_else(|e| panic!("{p}: debugfs has no such path: {e}"));
+        let meta = std::fs::symlink_metadata(&hp)
+            .unwrap_or_else(|e| panic!("{p}: debugfs has no such path: {e}"));
         match st.kind {
             FileType::Regular => {
                 let want = std::fs::read(&hp).unwrap();
@@ -65,7 +70,11 @@ fn compare_etc_with_debugfs(img: &Path) {
             }
             FileType::Symlink => {
                 let want = std::fs::read_link(&hp).unwrap();
-                assert_eq!(st.target.as_deref(), Some(want.to_str().unwrap()), "{p}: link target");
+                assert_eq!(
+                    st.target.as_deref(),
+                    Some(want.to_str().unwrap()),
+                    "{p}: link target"
+                );
             }
             FileType::Directory => assert!(meta.is_dir(), "{p}: debugfs says not a directory"),
             _ => {}
@@ -81,7 +90,11 @@ fn compare_etc_with_debugfs(img: &Path) {
     }
     // Nothing debugfs sees is missing from our listing.
     for e in walkdir(&host) {
-        let rel = e.strip_prefix(&host).unwrap().to_string_lossy().into_owned();
+        let rel = e
+            .strip_prefix(&host)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(seen.contains(&rel), "rpiimg did not list /etc/{rel}");
     }
 }
@@ -114,7 +127,11 @@ fn compare_boot_with_mtools(img: &Path) {
         .arg(dump.path())
         .output()
         .unwrap();
-    assert!(o.status.success(), "mcopy: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "mcopy: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let mut ours = Vec::new();
     walk(&view, "/boot/firmware", &mut ours);
     assert!(ours.iter().any(|(p, _)| p == "/boot/firmware/cmdline.txt"));
@@ -124,14 +141,25 @@ fn compare_boot_with_mtools(img: &Path) {
         seen.insert(rel.to_string());
         let hp = dump.path().join(rel);
         if st.kind == FileType::Regular {
-            assert_eq!(view.read(p).unwrap(), std::fs::read(&hp).unwrap(), "{p}: content differs from mtools");
+            assert_eq!(
+                view.read(p).unwrap(),
+                std::fs::read(&hp).unwrap(),
+                "{p}: content differs from mtools"
+            );
         } else {
             assert!(hp.is_dir(), "{p}");
         }
     }
     for e in walkdir(dump.path()) {
-        let rel = e.strip_prefix(dump.path()).unwrap().to_string_lossy().into_owned();
-        assert!(seen.contains(&rel), "rpiimg did not list /boot/firmware/{rel}");
+        let rel = e
+            .strip_prefix(dump.path())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            seen.contains(&rel),
+            "rpiimg did not list /boot/firmware/{rel}"
+        );
     }
 }
 
@@ -151,11 +179,22 @@ fn check_common(v: &serde_json::Value, codename: &str, disk_id: &str) {
     assert_eq!(parts[0]["start_sector"], 16384);
     assert_eq!(parts[0]["type_id"], "0x0c");
     assert_eq!(parts[1]["type_id"], "0x83");
-    let pi = v["users"].as_array().unwrap().iter().find(|u| u["name"] == "pi").expect("user pi");
+    let pi = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "pi")
+        .expect("user pi");
     assert_eq!(pi["uid"], 1000);
     assert_eq!(pi["password"], "locked");
-    assert_eq!(v["units"]["userconfig.service"].as_str().unwrap(), "enabled (multi-user.target)");
-    assert!(v["units"]["NetworkManager.service"].as_str().unwrap().starts_with("enabled"));
+    assert_eq!(
+        v["units"]["userconfig.service"].as_str().unwrap(),
+        "enabled (multi-user.target)"
+    );
+    assert!(v["units"]["NetworkManager.service"]
+        .as_str()
+        .unwrap()
+        .starts_with("enabled"));
     assert_eq!(v["units"]["systemd-networkd.service"], "disabled");
     assert_eq!(v["ssh"]["enabled"], false);
     assert_eq!(v["mounts"][0]["mount_point"], "/boot/firmware");
@@ -166,7 +205,10 @@ fn check_common(v: &serde_json::Value, codename: &str, disk_id: &str) {
     assert_eq!(fs[1]["label"], "rootfs");
     assert_eq!(fs[1]["uuid"], "11111111-2222-3333-4444-555555555555");
     let cmdline = v["cmdline"].as_str().unwrap();
-    assert!(cmdline.contains(&format!("root=PARTUUID={disk_id}-02")), "{cmdline}");
+    assert!(
+        cmdline.contains(&format!("root=PARTUUID={disk_id}-02")),
+        "{cmdline}"
+    );
 }
 
 #[test]
@@ -179,8 +221,14 @@ fn bookworm_signed_reads_like_debugfs_and_mtools() {
     assert_eq!(v["machine_id"]["state"], "empty");
     assert_eq!(v["swap"]["mechanism"], "dphys-swapfile");
     assert_eq!(v["swap"]["size_mib"], 512);
-    assert!(v["cmdline"].as_str().unwrap().contains("init=/usr/lib/raspberrypi-sys-mods/firstboot"));
-    assert!(v["filesystems"][1]["state"].as_str().unwrap().contains("signed directory hash"));
+    assert!(v["cmdline"]
+        .as_str()
+        .unwrap()
+        .contains("init=/usr/lib/raspberrypi-sys-mods/firstboot"));
+    assert!(v["filesystems"][1]["state"]
+        .as_str()
+        .unwrap()
+        .contains("signed directory hash"));
 }
 
 #[test]
@@ -188,7 +236,10 @@ fn bookworm_unsigned_reads_like_debugfs() {
     let img = fixture(&["--flavour", "bookworm", "--hash", "unsigned"]);
     compare_etc_with_debugfs(&img);
     let v = inspect_json(&img);
-    assert!(v["filesystems"][1]["state"].as_str().unwrap().contains("unsigned directory hash"));
+    assert!(v["filesystems"][1]["state"]
+        .as_str()
+        .unwrap()
+        .contains("unsigned directory hash"));
 }
 
 #[test]
@@ -199,10 +250,25 @@ fn trixie_signed_reads_like_debugfs_and_mtools() {
     let v = inspect_json(&img);
     check_common(&v, "trixie", "5eed0002");
     assert_eq!(v["machine_id"]["state"], "uninitialized");
-    assert!(v["swap"]["mechanism"].as_str().unwrap().starts_with("rpi-swap"));
-    assert!(v["cmdline"].as_str().unwrap().split_whitespace().any(|w| w == "resize"));
-    let features: Vec<&str> = v["filesystems"][1]["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
-    assert!(features.contains(&"orphan_file") && features.contains(&"metadata_csum_seed"), "{features:?}");
+    assert!(v["swap"]["mechanism"]
+        .as_str()
+        .unwrap()
+        .starts_with("rpi-swap"));
+    assert!(v["cmdline"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .any(|w| w == "resize"));
+    let features: Vec<&str> = v["filesystems"][1]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        features.contains(&"orphan_file") && features.contains(&"metadata_csum_seed"),
+        "{features:?}"
+    );
 }
 
 #[test]
@@ -231,10 +297,20 @@ fn xz_fixtures_read_like_raw() {
     ] {
         let xz = fixture(&xz_opts);
         assert!(xz.to_str().unwrap().ends_with(".img.xz"));
-        for p in ["/etc/passwd", "/etc/os-release", "/boot/firmware/config.txt"] {
+        for p in [
+            "/etc/passwd",
+            "/etc/os-release",
+            "/boot/firmware/config.txt",
+        ] {
             let a = rpiimg_ok(&["cat", xz.to_str().unwrap(), p, "-q"]);
             let b = rpiimg_ok(&["cat", raw.to_str().unwrap(), p, "-q"]);
-            assert_eq!(a, b, "{p} differs between {} and {}", xz.display(), raw.display());
+            assert_eq!(
+                a,
+                b,
+                "{p} differs between {} and {}",
+                xz.display(),
+                raw.display()
+            );
         }
     }
 }
@@ -254,19 +330,41 @@ fn special_files_match_debugfs() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert!(debugfs(&img, off, "stat /usr/lib/fragmented.bin").contains("(ETB0)"), "fixture file must have a depth-1 extent tree");
-    assert_eq!(view.read("/usr/lib/fragmented.bin").unwrap(), std::fs::read(&out).unwrap());
+    assert!(
+        debugfs(&img, off, "stat /usr/lib/fragmented.bin").contains("(ETB0)"),
+        "fixture file must have a depth-1 extent tree"
+    );
+    assert_eq!(
+        view.read("/usr/lib/fragmented.bin").unwrap(),
+        std::fs::read(&out).unwrap()
+    );
     // The xattr, as debugfs lists it.
-    let xa = view.ext4().xattrs(&view.ext4().resolve("/usr/bin/ping", true).unwrap()).unwrap();
-    assert!(xa.iter().any(|x| x.name == "security.capability" && x.value.len() == 20), "{xa:?}");
+    let xa = view
+        .ext4()
+        .xattrs(&view.ext4().resolve("/usr/bin/ping", true).unwrap())
+        .unwrap();
+    assert!(
+        xa.iter()
+            .any(|x| x.name == "security.capability" && x.value.len() == 20),
+        "{xa:?}"
+    );
     assert!(debugfs(&img, off, "ea_list /usr/bin/ping").contains("security.capability"));
     // Link counts agree with debugfs for every path whose count is above one.
     let mut all = Vec::new();
     walk(&view, "/usr/share/doc", &mut all);
-    let multi: Vec<_> = all.iter().filter(|(_, s)| s.kind == FileType::Regular && s.nlink > 1).collect();
-    assert!(!multi.is_empty(), "fixture must have hard links under /usr/share/doc");
+    let multi: Vec<_> = all
+        .iter()
+        .filter(|(_, s)| s.kind == FileType::Regular && s.nlink > 1)
+        .collect();
+    assert!(
+        !multi.is_empty(),
+        "fixture must have hard links under /usr/share/doc"
+    );
     for (p, st) in multi {
         let s = debugfs(&img, off, &format!("stat {p}"));
-        assert!(s.contains(&format!("Links: {}", st.nlink)), "{p}: debugfs stat says {s}");
+        assert!(
+            s.contains(&format!("Links: {}", st.nlink)),
+            "{p}: debugfs stat says {s}"
+        );
     }
 }

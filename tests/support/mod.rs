@@ -13,18 +13,31 @@ pub fn repo() -> PathBuf {
 /// Fixtures are built once per test binary into its own directory.
 fn fixture_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::Builder::new().prefix("rpiimg-fixtures-").tempdir().expect("temp dir"))
-        .path()
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("rpiimg-fixtures-")
+            .tempdir()
+            .expect("temp dir")
+    })
+    .path()
 }
 
 /// Build (once) the fixture with these `scripts/mkfixture` options; returns its path.
 pub fn fixture(opts: &[&str]) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let name = if opts.is_empty() { "default".to_string() } else { opts.join("_").replace("--", "") };
+    let name = if opts.is_empty() {
+        "default".to_string()
+    } else {
+        opts.join("_").replace("--", "")
+    };
     let xz = opts.contains(&"--xz");
     let out = fixture_dir().join(format!("{name}.img"));
-    let built = if xz { fixture_dir().join(format!("{name}.img.xz")) } else { out.clone() };
+    let built = if xz {
+        fixture_dir().join(format!("{name}.img.xz"))
+    } else {
+        out.clone()
+    };
     if !built.exists() {
         let st = Command::new(repo().join("scripts/mkfixture"))
             .args(opts)
@@ -76,7 +89,11 @@ pub fn rpiimg_ok(args: &[&str]) -> Vec<u8> {
 
 /// (start, size) in bytes of partition `n`, read with sfdisk (an independent reader).
 pub fn partition(img: &Path, n: usize) -> (u64, u64) {
-    let o = Command::new("sfdisk").arg("-J").arg(img).output().expect("sfdisk");
+    let o = Command::new("sfdisk")
+        .arg("-J")
+        .arg(img)
+        .output()
+        .expect("sfdisk");
     assert!(o.status.success(), "sfdisk -J failed");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk json");
     let p = &v["partitiontable"]["partitions"][n - 1];
@@ -91,15 +108,28 @@ pub fn at_offset(img: &Path, off: u64) -> String {
 }
 
 pub fn debugfs(img: &Path, off: u64, cmd: &str) -> String {
-    let o = Command::new("debugfs").arg("-R").arg(cmd).arg(at_offset(img, off)).output().expect("debugfs");
+    let o = Command::new("debugfs")
+        .arg("-R")
+        .arg(cmd)
+        .arg(at_offset(img, off))
+        .output()
+        .expect("debugfs");
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Lines of `e2fsck -fn` output that are not the pass headers or summary:
 /// e2fsck exits 0 on some real errors, so its output is the verdict.
 pub fn e2fsck_problems(img: &Path, off: u64) -> Vec<String> {
-    let o = Command::new("e2fsck").arg("-fn").arg(at_offset(img, off)).output().expect("e2fsck");
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(at_offset(img, off))
+        .output()
+        .expect("e2fsck");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     text.lines()
         .filter(|l| {
             !(l.starts_with("e2fsck ")
@@ -117,10 +147,15 @@ pub fn e2fsck_problems(img: &Path, off: u64) -> Vec<String> {
 
 fn is_summary(l: &str) -> bool {
     // "<label>: N/M files (x% non-contiguous), A/B blocks"
-    l.split_once(": ").is_some_and(|(_, rest)| rest.contains(" files (") && rest.contains(" blocks"))
+    l.split_once(": ")
+        .is_some_and(|(_, rest)| rest.contains(" files (") && rest.contains(" blocks"))
 }
 
 /// Whether the test runs as root (needed to keep ownership in dumps, and for loop mounts).
 pub fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
