@@ -50,7 +50,19 @@ pub enum Ext4Error {
     #[error("{path}: too many levels of symbolic links")]
     SymlinkLoop { path: String },
 
-    #[error("I/O error reading the ext4 filesystem: {0}")]
+    #[error("{path}: file exists")]
+    Exists { path: String },
+
+    #[error("{path}: directory not empty")]
+    NotEmpty { path: String },
+
+    #[error("{path}: {why}")]
+    Invalid { path: String, why: String },
+
+    #[error("no space left in the ext4 filesystem: {what}; free space in the image or enlarge the root partition first")]
+    NoSpace { what: String },
+
+    #[error("I/O error on the ext4 filesystem: {0}")]
     Io(#[from] std::io::Error),
 }
 

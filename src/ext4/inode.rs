@@ -1,7 +1,7 @@
 //! Inodes: the on-disk record and its fields.
 
 use super::checksum;
-use crate::bytes::{le16, le32, set_le16};
+use crate::bytes::{le16, le32, set_le16, set_le32};
 
 pub const ROOT_INO: u32 = 2;
 
@@ -218,5 +218,87 @@ impl Inode {
         if self.has_csum_hi() {
             set_le16(&mut self.raw, 0x82, (c >> 16) as u16);
         }
+    }
+
+    // Setters, used by the writer. Each keeps the record's other bytes as they were.
+
+    /// A zeroed record of `size` bytes, with the large-inode fields set up.
+    pub fn new_zeroed(ino: u32, size: usize) -> Self {
+        let mut raw = vec![0u8; size];
+        if size > 128 {
+            // Room for the ctime/mtime/atime/crtime extra words and csum_hi,
+            // as mke2fs and the kernel lay out new inodes.
+            set_le16(&mut raw, 0x80, 32);
+        }
+        Inode { ino, raw }
+    }
+
+    pub fn set_mode(&mut self, mode: u16) {
+        set_le16(&mut self.raw, 0x00, mode);
+    }
+    pub fn set_uid(&mut self, uid: u32) {
+        set_le16(&mut self.raw, 0x02, (uid & 0xFFFF) as u16);
+        set_le16(&mut self.raw, 0x78, (uid >> 16) as u16);
+    }
+    pub fn set_gid(&mut self, gid: u32) {
+        set_le16(&mut self.raw, 0x18, (gid & 0xFFFF) as u16);
+        set_le16(&mut self.raw, 0x7A, (gid >> 16) as u16);
+    }
+    pub fn set_size(&mut self, size: u64) {
+        set_le32(&mut self.raw, 0x04, (size & 0xFFFF_FFFF) as u32);
+        set_le32(&mut self.raw, 0x6C, (size >> 32) as u32);
+    }
+    pub fn set_links_count(&mut self, n: u16) {
+        set_le16(&mut self.raw, 0x1A, n);
+    }
+    pub fn set_blocks_512(&mut self, n: u64) {
+        set_le32(&mut self.raw, 0x1C, (n & 0xFFFF_FFFF) as u32);
+        set_le16(&mut self.raw, 0x74, ((n >> 32) & 0xFFFF) as u16);
+    }
+    pub fn set_flags(&mut self, f: u32) {
+        set_le32(&mut self.raw, 0x20, f);
+    }
+    pub fn set_i_block(&mut self, b: &[u8; 60]) {
+        self.raw[0x28..0x64].copy_from_slice(b);
+    }
+    pub fn set_generation(&mut self, g: u32) {
+        set_le32(&mut self.raw, 0x64, g);
+    }
+    pub fn set_file_acl(&mut self, b: u64) {
+        set_le32(&mut self.raw, 0x68, (b & 0xFFFF_FFFF) as u32);
+        set_le16(&mut self.raw, 0x76, ((b >> 32) & 0xFFFF) as u16);
+    }
+    pub fn set_dtime(&mut self, t: u32) {
+        set_le32(&mut self.raw, 0x14, t);
+    }
+
+    fn set_time(&mut self, lo: usize, extra: usize, secs: i64, nsec: u32) {
+        // The low word holds the signed 32-bit seconds; the extra word adds
+        // two epoch bits (years 2038..2446) and the nanoseconds.
+        let lo_val = u32::try_from(secs & 0xFFFF_FFFF).unwrap_or(0);
+        set_le32(&mut self.raw, lo, lo_val);
+        if usize::from(self.extra_isize()) + 128 >= extra + 4 && self.raw.len() >= extra + 4 {
+            let epoch =
+                u32::try_from(((secs - i64::from(lo_val.cast_signed())) >> 32) & 3).unwrap_or(0);
+            set_le32(&mut self.raw, extra, (nsec << 2) | epoch);
+        }
+    }
+    /// Set atime, ctime and mtime (and crtime when `created`).
+    pub fn set_times(&mut self, secs: i64, created: bool) {
+        self.set_time(0x08, 0x8C, secs, 0);
+        self.set_time(0x0C, 0x84, secs, 0);
+        self.set_time(0x10, 0x88, secs, 0);
+        if created {
+            self.set_time(0x90, 0x94, secs, 0);
+        }
+    }
+    pub fn set_mtime(&mut self, secs: i64) {
+        self.set_time(0x10, 0x88, secs, 0);
+    }
+    pub fn set_atime(&mut self, secs: i64) {
+        self.set_time(0x08, 0x8C, secs, 0);
+    }
+    pub fn set_ctime(&mut self, secs: i64) {
+        self.set_time(0x0C, 0x84, secs, 0);
     }
 }

@@ -21,6 +21,7 @@ pub mod hash;
 pub mod htree;
 pub mod inode;
 pub mod superblock;
+pub mod write;
 pub mod xattr;
 
 use std::io::Write;

@@ -278,6 +278,24 @@ impl Superblock {
         set_le32(&mut self.raw[..], 0x3FC, c);
     }
 
+    /// Store the free-block count (both halves with 64bit).
+    pub fn set_free_blocks_count(&mut self, v: u64) {
+        set_le32(&mut self.raw[..], 0x0C, (v & 0xFFFF_FFFF) as u32);
+        if self.is_64bit() {
+            set_le32(&mut self.raw[..], 0x158, (v >> 32) as u32);
+        }
+    }
+    pub fn set_free_inodes_count(&mut self, v: u32) {
+        set_le32(&mut self.raw[..], 0x10, v);
+    }
+    /// Number of errors the kernel recorded (`s_error_count`).
+    pub fn error_count(&self) -> u32 {
+        le32(&self.raw[..], 0x194)
+    }
+    pub fn has_feature_compat(&self, bit: u32) -> bool {
+        self.feature_compat() & bit != 0
+    }
+
     pub fn inodes_count(&self) -> u32 {
         le32(&self.raw[..], 0x00)
     }

@@ -1,9 +1,11 @@
 //! The image container: opening `.img` / `.img.xz` files as byte windows.
 
 pub mod cache;
+pub mod cow;
 pub mod source;
 mod window;
 
 pub use cache::Cache;
+pub use cow::{Cow, FileRange};
 pub use source::{open, ImageError, OpenedImage};
 pub use window::{ReadAt, Window, WriteAt};

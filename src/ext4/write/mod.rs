@@ -1,0 +1,640 @@
+//! Offline edits of an unmounted ext4 filesystem.
+//!
+//! Every write lands in a copy-on-write stage ([`Cow`]) over the partition;
+//! reads see the staged state. Bitmaps, group descriptors and the
+//! superblock are kept in memory and written once, by [`Writer::finish`].
+//! The caller commits the returned stage only when the whole transaction
+//! succeeded, so a failure anywhere leaves the image byte-identical.
+//!
+//! Paths are absolute inside this filesystem; symlinks in them resolve
+//! inside it. The final component is not followed (lstat semantics) except
+//! by `chmod`, as chmod(1) does.
+
+mod alloc;
+mod checks;
+mod dirent;
+mod tree;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::error::{Ext4Error, Location, Result};
+use super::inode::{FileType, Inode, EXT4_EXTENTS_FL, ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
+use super::{resolve_error, Ext4};
+use crate::bytes::le32;
+use crate::fs::path;
+use crate::image::{Cow, FileRange, ReadAt};
+
+/// Link count that means "many" for directories (dir_nlink).
+const LINK_MAX: u16 = 65000;
+
+/// What a new or rewritten file holds.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Bytes(Vec<u8>),
+    /// A host file, streamed into the image at commit (never held in memory).
+    HostFile {
+        path: PathBuf,
+        len: u64,
+    },
+}
+
+impl Content {
+    fn len(&self) -> u64 {
+        match self {
+            Content::Bytes(b) => b.len() as u64,
+            Content::HostFile { len, .. } => *len,
+        }
+    }
+}
+
+/// Permission bits (including setuid, setgid, sticky) and owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Meta {
+    pub const fn root(mode: u16) -> Self {
+        Meta {
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+pub struct Writer<D: ReadAt> {
+    fs: Ext4<Cow<D>>,
+    bm: alloc::Bitmaps,
+    now: i64,
+    rng: u64,
+    /// Host files referenced by staged content, checked again at finish.
+    sources: Vec<(Arc<PathBuf>, u64)>,
+}
+
+fn split_path(p: &str) -> Result<(String, Vec<u8>)> {
+    let norm = path::normalize(p);
+    let Some((parent, name)) = norm.rsplit_once('/') else {
+        return Err(Ext4Error::Invalid {
+            path: p.into(),
+            why: "not an absolute path".into(),
+        });
+    };
+    if name.is_empty() {
+        return Err(Ext4Error::Invalid {
+            path: p.into(),
+            why: "the root directory cannot be created, replaced or removed".into(),
+        });
+    }
+    if name.len() > 255 {
+        return Err(Ext4Error::Invalid {
+            path: p.into(),
+            why: "file name longer than 255 bytes".into(),
+        });
+    }
+    if name.contains('\0') {
+        return Err(Ext4Error::Invalid {
+            path: p.into(),
+            why: "file name contains a NUL byte".into(),
+        });
+    }
+    let parent = if parent.is_empty() {
+        "/".to_string()
+    } else {
+        parent.to_string()
+    };
+    Ok((parent, name.as_bytes().to_vec()))
+}
+
+impl<D: ReadAt> Writer<D> {
+    /// Open `dev` for writing, refusing filesystems that are not safe to
+    /// edit. `now` is the timestamp of every change (seconds since the epoch).
+    pub fn open(dev: D, now: i64) -> Result<Self> {
+        let fs = Ext4::open(Cow::new(dev))?;
+        checks::writable(&fs)?;
+        // Generation numbers come from a generator seeded by the filesystem
+        // UUID and the clock, so a build is reproducible for a fixed clock.
+        let uuid = fs.sb.uuid();
+        let mut rng = now.cast_unsigned() ^ 0x9E37_79B9_7F4A_7C15;
+        for c in uuid.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            rng ^= u64::from_le_bytes(w);
+            rng = rng.rotate_left(17).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        }
+        Ok(Writer {
+            fs,
+            bm: alloc::Bitmaps::default(),
+            now,
+            rng,
+            sources: Vec::new(),
+        })
+    }
+
+    /// The filesystem as staged so far, for reads.
+    pub fn fs(&self) -> &Ext4<Cow<D>> {
+        &self.fs
+    }
+
+    /// Write bitmaps, descriptors and superblock into the stage and return
+    /// it; the caller commits it to the image.
+    pub fn finish(mut self) -> Result<Cow<D>> {
+        self.flush_metadata()?;
+        for (p, len) in &self.sources {
+            let now = std::fs::metadata(p.as_ref())?.len();
+            if now < *len {
+                return Err(Ext4Error::Invalid {
+                    path: p.display().to_string(),
+                    why: format!("source file shrank from {len} to {now} bytes while staged"),
+                });
+            }
+        }
+        Ok(self.fs.dev)
+    }
+
+    fn next_generation(&mut self) -> u32 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        u32::try_from((z ^ (z >> 31)) >> 32).unwrap_or(0)
+    }
+
+    fn inode_offset(&self, ino: u32) -> u64 {
+        let ipg = self.fs.sb.inodes_per_group();
+        let g = (ino - 1) / ipg;
+        let index = u64::from((ino - 1) % ipg);
+        self.fs.groups.inode_table(g) * self.fs.block_size() as u64
+            + index * u64::from(self.fs.sb.inode_size())
+    }
+
+    fn put_inode(&mut self, inode: &mut Inode) -> Result<()> {
+        inode.update_checksum(self.fs.seed);
+        let off = self.inode_offset(inode.ino);
+        self.fs.dev.stage(inode.raw(), off)?;
+        Ok(())
+    }
+
+    fn write_block(&mut self, block: u64, data: &[u8]) -> Result<()> {
+        if block >= self.fs.sb.blocks_count() {
+            return Err(Ext4Error::corrupt(
+                format!("write to block {block}, past the end of the filesystem"),
+                Location::Superblock,
+            ));
+        }
+        self.fs
+            .dev
+            .stage(data, block * self.fs.block_size() as u64)?;
+        Ok(())
+    }
+
+    /// A fresh in-use inode of type and permissions `mode`.
+    fn new_inode(&mut self, parent: u32, mode: u16, uid: u32, gid: u32) -> Result<Inode> {
+        let is_dir = mode & S_IFMT == S_IFDIR;
+        let ino = self.alloc_inode(parent, is_dir)?;
+        let mut i = Inode::new_zeroed(ino, usize::from(self.fs.sb.inode_size()));
+        i.set_mode(mode);
+        i.set_uid(uid);
+        i.set_gid(gid);
+        i.set_times(self.now, true);
+        let g = self.next_generation();
+        i.set_generation(g);
+        i.set_links_count(if is_dir { 2 } else { 1 });
+        if mode & S_IFMT != S_IFLNK {
+            self.truncate_blocks(&mut i)?;
+        }
+        Ok(i)
+    }
+
+    /// Resolve the directory that holds `p` and the final name.
+    fn parent_of(&self, p: &str) -> Result<(u32, Vec<u8>)> {
+        let (parent, name) = split_path(p)?;
+        let (ino, _) = path::resolve(&self.fs, &parent, true).map_err(resolve_error)?;
+        let dir = self.fs.live_inode(ino)?;
+        if !dir.is_dir() {
+            return Err(Ext4Error::NotADirectory { path: parent });
+        }
+        Ok((ino, name))
+    }
+
+    fn lookup(&self, dir: u32, name: &[u8]) -> Result<Option<u32>> {
+        let d = self.fs.live_inode(dir)?;
+        self.fs.lookup(&d, name)
+    }
+
+    /// The inode a path names, without following a final symlink.
+    fn lstat_ino(&self, p: &str) -> Result<u32> {
+        let (dir, name) = self.parent_of(p)?;
+        self.lookup(dir, &name)?.ok_or_else(|| Ext4Error::NotFound {
+            path: p.to_string(),
+        })
+    }
+
+    fn resolve_ino(&self, p: &str, follow: bool) -> Result<u32> {
+        if path::normalize(p) == "/" {
+            return Ok(ROOT_INO);
+        }
+        if follow {
+            path::resolve(&self.fs, p, true)
+                .map(|(i, _)| i)
+                .map_err(resolve_error)
+        } else {
+            self.lstat_ino(p)
+        }
+    }
+
+    fn touch_dir(&mut self, dir: u32) -> Result<()> {
+        let mut d = self.fs.live_inode(dir)?;
+        d.set_mtime(self.now);
+        d.set_ctime(self.now);
+        self.put_inode(&mut d)
+    }
+
+    fn adjust_links(&mut self, ino: u32, delta: i32) -> Result<()> {
+        let mut i = self.fs.live_inode(ino)?;
+        let n = i.links_count();
+        let new = if i.is_dir() && n == 1 {
+            1 // "many" stays "many"
+        } else if delta > 0 {
+            if n.saturating_add(1) >= LINK_MAX {
+                if i.is_dir() {
+                    1
+                } else {
+                    return Err(Ext4Error::Invalid {
+                        path: format!("inode {ino}"),
+                        why: "too many links".into(),
+                    });
+                }
+            } else {
+                n + 1
+            }
+        } else {
+            n.saturating_sub(1)
+        };
+        i.set_links_count(new);
+        i.set_ctime(self.now);
+        self.put_inode(&mut i)
+    }
+
+    /// Store content as the inode's data (its block map must be empty).
+    fn store_content(&mut self, inode: &mut Inode, content: Content) -> Result<()> {
+        let bs = self.fs.block_size() as u64;
+        let len = content.len();
+        let nblocks = len.div_ceil(bs);
+        if u32::try_from(nblocks).is_err() {
+            return Err(Ext4Error::Invalid {
+                path: format!("inode {}", inode.ino),
+                why: format!("file of {len} bytes is too large"),
+            });
+        }
+        let goal = self.group_goal(inode.ino);
+        let runs = self.alloc_blocks(goal, nblocks)?;
+        let mut lblk = 0u64;
+        match &content {
+            Content::Bytes(b) => {
+                for &(pblk, n) in &runs {
+                    let start = usize::try_from(lblk * bs).unwrap_or(usize::MAX);
+                    let end = usize::try_from((lblk + u64::from(n)) * bs).unwrap_or(usize::MAX);
+                    let mut chunk = b[start..end.min(b.len())].to_vec();
+                    chunk.resize(end - start, 0);
+                    self.write_block(pblk, &chunk)?;
+                    lblk += u64::from(n);
+                }
+            }
+            Content::HostFile { path, len } => {
+                let p = Arc::new(path.clone());
+                self.sources.push((p.clone(), *len));
+                for &(pblk, n) in &runs {
+                    let off = lblk * bs;
+                    let r = FileRange {
+                        path: p.clone(),
+                        offset: off,
+                        len: (u64::from(n) * bs).min(len - off),
+                    };
+                    self.fs.dev.stage_file_range(pblk * bs, r)?;
+                    lblk += u64::from(n);
+                }
+            }
+        }
+        let ext = tree::runs_to_extents(0, &runs);
+        self.set_extents(inode, &ext)?;
+        inode.set_size(len);
+        Ok(())
+    }
+
+    /// Create or replace a regular file. An existing regular file keeps its
+    /// inode (so its other hard links and its xattrs); any other non-directory
+    /// at the path is replaced by a new file.
+    pub fn write_file(&mut self, p: &str, content: Content, meta: Meta) -> Result<u32> {
+        let (dir, name) = self.parent_of(p)?;
+        if let Some(old) = self.lookup(dir, &name)? {
+            let mut i = self.fs.live_inode(old)?;
+            match i.file_type() {
+                FileType::Regular => {
+                    self.check_rewritable(&i, p)?;
+                    self.truncate_blocks(&mut i)?;
+                    self.store_content(&mut i, content)?;
+                    i.set_mode(S_IFREG | (meta.mode & 0o7777));
+                    i.set_uid(meta.uid);
+                    i.set_gid(meta.gid);
+                    i.set_mtime(self.now);
+                    i.set_ctime(self.now);
+                    self.put_inode(&mut i)?;
+                    return Ok(old);
+                }
+                FileType::Directory => return Err(Ext4Error::IsADirectory { path: p.into() }),
+                _ => self.unlink(dir, &name, old)?,
+            }
+        }
+        let mut i = self.new_inode(dir, S_IFREG | (meta.mode & 0o7777), meta.uid, meta.gid)?;
+        self.store_content(&mut i, content)?;
+        self.put_inode(&mut i)?;
+        self.add_entry(dir, &name, i.ino, FileType::Regular.dirent_code())?;
+        self.touch_dir(dir)?;
+        Ok(i.ino)
+    }
+
+    fn mkdir_in(&mut self, dir: u32, name: &[u8], meta: Meta) -> Result<u32> {
+        let mut i = self.new_inode(dir, S_IFDIR | (meta.mode & 0o7777), meta.uid, meta.gid)?;
+        let goal = self.group_goal(i.ino);
+        let run = self.alloc_blocks(goal, 1)?;
+        let block = self.new_dir_block(&i, dir);
+        self.write_block(run[0].0, &block)?;
+        self.set_extents(&mut i, &tree::runs_to_extents(0, &run))?;
+        i.set_size(self.fs.block_size() as u64);
+        self.put_inode(&mut i)?;
+        self.add_entry(dir, name, i.ino, FileType::Directory.dirent_code())?;
+        self.adjust_links(dir, 1)?;
+        self.touch_dir(dir)?;
+        Ok(i.ino)
+    }
+
+    /// Create a directory. With `parents`, missing parents are made
+    /// (0755, root) and an existing directory is not an error.
+    pub fn mkdir(&mut self, p: &str, meta: Meta, parents: bool) -> Result<u32> {
+        if !parents {
+            let (dir, name) = self.parent_of(p)?;
+            if self.lookup(dir, &name)?.is_some() {
+                return Err(Ext4Error::Exists { path: p.into() });
+            }
+            return self.mkdir_in(dir, &name, meta);
+        }
+        let norm = path::normalize(p);
+        let mut cur = ROOT_INO;
+        let mut so_far = String::new();
+        let comps: Vec<&str> = path::components(&norm).collect();
+        for (k, c) in comps.iter().enumerate() {
+            so_far.push('/');
+            so_far.push_str(c);
+            let last = k + 1 == comps.len();
+            match self.lookup(cur, c.as_bytes())? {
+                Some(_) => {
+                    let (ino, _) = path::resolve(&self.fs, &so_far, true).map_err(resolve_error)?;
+                    if !self.fs.live_inode(ino)?.is_dir() {
+                        return Err(Ext4Error::NotADirectory { path: so_far });
+                    }
+                    cur = ino;
+                }
+                None => {
+                    let m = if last { meta } else { Meta::root(0o755) };
+                    cur = self.mkdir_in(cur, c.as_bytes(), m)?;
+                }
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Create a symlink, replacing an existing non-directory at the path.
+    pub fn symlink(&mut self, p: &str, target: &[u8], uid: u32, gid: u32) -> Result<u32> {
+        let bs = self.fs.block_size();
+        if target.is_empty() || target.len() >= bs || target.contains(&0) {
+            return Err(Ext4Error::Invalid {
+                path: p.into(),
+                why: format!("symlink target must be 1..{} bytes without NUL", bs - 1),
+            });
+        }
+        let (dir, name) = self.parent_of(p)?;
+        if let Some(old) = self.lookup(dir, &name)? {
+            if self.fs.live_inode(old)?.is_dir() {
+                return Err(Ext4Error::IsADirectory { path: p.into() });
+            }
+            self.unlink(dir, &name, old)?;
+        }
+        let mut i = self.new_inode(dir, S_IFLNK | 0o777, uid, gid)?;
+        if target.len() < 60 {
+            let mut ib = [0u8; 60];
+            ib[..target.len()].copy_from_slice(target);
+            i.set_i_block(&ib);
+        } else {
+            let goal = self.group_goal(i.ino);
+            let run = self.alloc_blocks(goal, 1)?;
+            let mut b = vec![0u8; bs];
+            b[..target.len()].copy_from_slice(target);
+            self.write_block(run[0].0, &b)?;
+            i.set_flags(i.flags() | EXT4_EXTENTS_FL);
+            self.set_extents(&mut i, &tree::runs_to_extents(0, &run))?;
+        }
+        i.set_size(target.len() as u64);
+        self.put_inode(&mut i)?;
+        self.add_entry(dir, &name, i.ino, FileType::Symlink.dirent_code())?;
+        self.touch_dir(dir)?;
+        Ok(i.ino)
+    }
+
+    /// A new name for an existing non-directory.
+    pub fn link(&mut self, existing: &str, new: &str) -> Result<()> {
+        let ino = self.lstat_ino(existing)?;
+        let i = self.fs.live_inode(ino)?;
+        if i.is_dir() {
+            return Err(Ext4Error::IsADirectory {
+                path: existing.into(),
+            });
+        }
+        let (dir, name) = self.parent_of(new)?;
+        if self.lookup(dir, &name)?.is_some() {
+            return Err(Ext4Error::Exists { path: new.into() });
+        }
+        self.adjust_links(ino, 1)?;
+        self.add_entry(dir, &name, ino, i.file_type().dirent_code())?;
+        self.touch_dir(dir)
+    }
+
+    /// Drop an EA block reference; free the block with its last user.
+    fn release_xattr_block(&mut self, inode: &Inode) -> Result<()> {
+        let blk = inode.file_acl();
+        if blk == 0 {
+            return Ok(());
+        }
+        let at = Location::Block {
+            ino: inode.ino,
+            block: blk,
+        };
+        let mut b = self.fs.read_block(blk, &at)?;
+        if le32(&b, 0) != 0xEA02_0000 {
+            return Err(Ext4Error::corrupt(
+                "extended attribute block has a bad magic",
+                at,
+            ));
+        }
+        let refs = le32(&b, 4);
+        if refs <= 1 {
+            return self.free_blocks(blk, 1);
+        }
+        crate::bytes::set_le32(&mut b, 4, refs - 1);
+        let c = super::checksum::xattr_block(self.fs.seed, blk, &b);
+        crate::bytes::set_le32(&mut b, 0x10, c);
+        self.write_block(blk, &b)
+    }
+
+    /// Remove the name `name` (inode `ino`) from `dir`, freeing the inode
+    /// with its last link.
+    fn unlink(&mut self, dir: u32, name: &[u8], ino: u32) -> Result<()> {
+        let mut i = self.fs.live_inode(ino)?;
+        let is_dir = i.is_dir();
+        if !is_dir && i.links_count() > 1 {
+            self.remove_entry(dir, name)?;
+            self.adjust_links(ino, -1)?;
+            return self.touch_dir(dir);
+        }
+        self.check_rewritable(&i, &String::from_utf8_lossy(name))?;
+        self.remove_entry(dir, name)?;
+        self.truncate_blocks(&mut i)?;
+        self.release_xattr_block(&i)?;
+        self.free_inode(ino, is_dir)?;
+        if is_dir {
+            self.adjust_links(dir, -1)?;
+        }
+        self.touch_dir(dir)
+    }
+
+    /// Remove a file, symlink or empty directory.
+    pub fn remove(&mut self, p: &str) -> Result<()> {
+        let (dir, name) = self.parent_of(p)?;
+        let ino = self
+            .lookup(dir, &name)?
+            .ok_or_else(|| Ext4Error::NotFound { path: p.into() })?;
+        let i = self.fs.live_inode(ino)?;
+        if i.is_dir() && !self.dir_is_empty(&i)? {
+            return Err(Ext4Error::NotEmpty { path: p.into() });
+        }
+        self.unlink(dir, &name, ino)
+    }
+
+    fn remove_tree_at(&mut self, dir: u32, name: &[u8], ino: u32) -> Result<()> {
+        let i = self.fs.live_inode(ino)?;
+        if i.is_dir() {
+            for e in self.fs.read_dir(&i)? {
+                self.remove_tree_at(ino, &e.name, e.ino)?;
+            }
+        }
+        self.unlink(dir, name, ino)
+    }
+
+    /// Remove a path and everything under it.
+    pub fn remove_tree(&mut self, p: &str) -> Result<()> {
+        let (dir, name) = self.parent_of(p)?;
+        let ino = self
+            .lookup(dir, &name)?
+            .ok_or_else(|| Ext4Error::NotFound { path: p.into() })?;
+        self.remove_tree_at(dir, &name, ino)
+    }
+
+    /// Move `from` to `to`. An existing non-directory at `to` is replaced,
+    /// as is an empty directory when `from` is a directory.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let (fdir, fname) = self.parent_of(from)?;
+        let ino = self
+            .lookup(fdir, &fname)?
+            .ok_or_else(|| Ext4Error::NotFound { path: from.into() })?;
+        let (tdir, tname) = self.parent_of(to)?;
+        if fdir == tdir && fname == tname {
+            return Ok(());
+        }
+        let src = self.fs.live_inode(ino)?;
+        let is_dir = src.is_dir();
+        if is_dir {
+            // Refuse to move a directory under itself.
+            let mut cur = tdir;
+            loop {
+                if cur == ino {
+                    return Err(Ext4Error::Invalid {
+                        path: to.into(),
+                        why: format!("cannot move {from} into itself"),
+                    });
+                }
+                if cur == ROOT_INO {
+                    break;
+                }
+                cur = self.lookup(cur, b"..")?.ok_or_else(|| {
+                    Ext4Error::corrupt("directory has no '..'", Location::Inode(cur))
+                })?;
+            }
+        }
+        if let Some(t) = self.lookup(tdir, &tname)? {
+            if t == ino {
+                return Ok(());
+            }
+            let ti = self.fs.live_inode(t)?;
+            match (is_dir, ti.is_dir()) {
+                (false, true) => return Err(Ext4Error::IsADirectory { path: to.into() }),
+                (true, false) => return Err(Ext4Error::NotADirectory { path: to.into() }),
+                (true, true) if !self.dir_is_empty(&ti)? => {
+                    return Err(Ext4Error::NotEmpty { path: to.into() })
+                }
+                _ => self.unlink(tdir, &tname, t)?,
+            }
+        }
+        self.add_entry(tdir, &tname, ino, src.file_type().dirent_code())?;
+        self.remove_entry(fdir, &fname)?;
+        if is_dir && fdir != tdir {
+            self.set_dotdot(ino, tdir)?;
+            self.adjust_links(fdir, -1)?;
+            self.adjust_links(tdir, 1)?;
+        }
+        let mut i = self.fs.live_inode(ino)?;
+        i.set_ctime(self.now);
+        self.put_inode(&mut i)?;
+        self.touch_dir(fdir)?;
+        if tdir != fdir {
+            self.touch_dir(tdir)?;
+        }
+        Ok(())
+    }
+
+    /// Change permission bits (follows a final symlink, as chmod(1) does).
+    pub fn chmod(&mut self, p: &str, mode: u16) -> Result<()> {
+        let ino = self.resolve_ino(p, true)?;
+        let mut i = self.fs.live_inode(ino)?;
+        i.set_mode((i.mode() & S_IFMT) | (mode & 0o7777));
+        i.set_ctime(self.now);
+        self.put_inode(&mut i)
+    }
+
+    /// Change owner and group of the path itself (a symlink is not followed).
+    pub fn chown(&mut self, p: &str, uid: u32, gid: u32) -> Result<()> {
+        let ino = self.resolve_ino(p, false)?;
+        let mut i = self.fs.live_inode(ino)?;
+        i.set_uid(uid);
+        i.set_gid(gid);
+        i.set_ctime(self.now);
+        self.put_inode(&mut i)
+    }
+
+    /// Set access and/or modification time of the path itself.
+    pub fn set_times(&mut self, p: &str, atime: Option<i64>, mtime: Option<i64>) -> Result<()> {
+        let ino = self.resolve_ino(p, false)?;
+        let mut i = self.fs.live_inode(ino)?;
+        if let Some(a) = atime {
+            i.set_atime(a);
+        }
+        if let Some(m) = mtime {
+            i.set_mtime(m);
+        }
+        i.set_ctime(self.now);
+        self.put_inode(&mut i)
+    }
+}
