@@ -79,3 +79,98 @@ fn basic_operations_are_fsck_clean() {
     assert!(st.contains("Links: 1"), "{st}");
     assert!(dbg(&img, "stat /etc/hostname").contains("Links: 2"));
 }
+
+fn count_entries(img: &Path, dir: &str) -> usize {
+    dbg(img, &format!("ls -p {dir}"))
+        .lines()
+        .filter(|l| l.starts_with('/') && !l.starts_with("/0/"))
+        .count()
+        - 2
+}
+
+fn htree_levels(img: &Path, dir: &str) -> Option<u32> {
+    let d = dbg(img, &format!("htree_dump {dir}"));
+    d.lines()
+        .find_map(|l| l.trim().strip_prefix("Indirect levels: "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn long_name(i: usize) -> String {
+    // Non-ASCII bytes hash differently under the signed and unsigned variants.
+    format!("{i:05}-café-ñ-{}", "x".repeat(150 + i % 60))
+}
+
+fn htree_grow_delete_regrow(unsigned: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fs.img");
+    mkfs(
+        &img,
+        &MkfsOpts {
+            size_mib: 256,
+            unsigned_hash: unsigned,
+            ..Default::default()
+        },
+    );
+    edit(&img, |w| {
+        w.mkdir("/d", Meta::root(0o755), false)?;
+        for i in 0..10_000 {
+            w.write_file(
+                &format!("/d/{}", long_name(i)),
+                Content::Bytes(Vec::new()),
+                Meta::root(0o644),
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    if let Ok(keep) = std::env::var("KEEP_IMG") {
+        std::fs::copy(&img, keep).unwrap();
+    }
+    clean(&img);
+    assert_eq!(count_entries(&img, "/d"), 10_000);
+    assert_eq!(
+        htree_levels(&img, "/d"),
+        Some(1),
+        "10 000 long names need a two-level index"
+    );
+    for i in [0, 4_999, 9_999] {
+        let s = dbg(&img, &format!("stat \"/d/{}\"", long_name(i)));
+        assert!(
+            s.contains("Type: regular"),
+            "lookup of {} failed: {s}",
+            long_name(i)
+        );
+    }
+    edit(&img, |w| {
+        for i in (0..10_000).step_by(2) {
+            w.remove(&format!("/d/{}", long_name(i)))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    clean(&img);
+    assert_eq!(count_entries(&img, "/d"), 5_000);
+    edit(&img, |w| {
+        for i in 10_000..15_000 {
+            w.write_file(
+                &format!("/d/{}", long_name(i)),
+                Content::Bytes(b"x".to_vec()),
+                Meta::root(0o644),
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    clean(&img);
+    assert_eq!(count_entries(&img, "/d"), 10_000);
+}
+
+#[test]
+fn htree_10000_entries_signed() {
+    htree_grow_delete_regrow(false);
+}
+
+#[test]
+fn htree_10000_entries_unsigned() {
+    htree_grow_delete_regrow(true);
+}
