@@ -80,4 +80,117 @@ pub enum Command {
         /// Path inside the image
         path: String,
     },
+    /// Edit files inside an image in place: ext4 root and FAT boot partition, all or nothing
+    #[command(after_help = FS_EXAMPLES)]
+    Fs {
+        #[command(flatten)]
+        image: ImageArg,
+        #[command(subcommand)]
+        op: FsOp,
+    },
+}
+
+const FS_EXAMPLES: &str = "\
+Paths are as the booted system sees them: / is the ext4 root, /boot/firmware
+the FAT partition its fstab mounts. Symlinks inside the image resolve inside
+the image. A failed command leaves the image byte-identical.
+
+Examples:
+  rpiimg fs node.img put ./hostname /etc/hostname --mode 644 --owner root:root
+  rpiimg fs node.img mkdir -p /etc/systemd/network
+  rpiimg fs node.img ln -s /dev/null /etc/systemd/system/NetworkManager.service
+  rpiimg fs node.img mv /home/pi /home/ost
+  rpiimg fs node.img chown -R ost:ost /home/ost
+  rpiimg fs node.img rm -r /etc/NetworkManager/system-connections
+  rpiimg fs node.img put ./ssh /boot/firmware/ssh
+  rpiimg fs node.img stat /etc/shadow
+  rpiimg fs node.img batch edits.txt      # one transaction; lines like the commands above";
+
+/// One edit: the `rpiimg fs` subcommands, also the lines of a batch file.
+#[derive(Debug, Clone, Subcommand)]
+pub enum FsOp {
+    /// Copy a local file into the image (create or replace)
+    Put {
+        /// Local file to copy (streamed; any size)
+        local: PathBuf,
+        /// Destination path; an existing directory receives the file under its own name
+        path: String,
+        /// Permission bits in octal [default: the local file's]
+        #[arg(long, value_name = "OCTAL")]
+        mode: Option<String>,
+        /// Owner as USER:GROUP, names from the image's passwd/group or numbers [default: 0:0]
+        #[arg(long, value_name = "USER:GROUP")]
+        owner: Option<String>,
+    },
+    /// Create a directory
+    Mkdir {
+        /// Make missing parents (0755 root); no error if it exists
+        #[arg(short, long)]
+        parents: bool,
+        path: String,
+        /// Permission bits in octal
+        #[arg(long, value_name = "OCTAL", default_value = "755")]
+        mode: String,
+        /// Owner as USER:GROUP
+        #[arg(long, value_name = "USER:GROUP")]
+        owner: Option<String>,
+    },
+    /// Make a link: symbolic with -s (replacing a file or link at PATH), else hard
+    Ln {
+        #[arg(short, long)]
+        symbolic: bool,
+        /// Link target (symlink) or existing path (hard link)
+        target: String,
+        path: String,
+        /// Owner of a new symlink as USER:GROUP
+        #[arg(long, value_name = "USER:GROUP")]
+        owner: Option<String>,
+    },
+    /// Remove a file, symlink or empty directory (-r: a whole tree)
+    Rm {
+        #[arg(short, long)]
+        recursive: bool,
+        /// No error if PATH does not exist
+        #[arg(short, long)]
+        force: bool,
+        path: String,
+    },
+    /// Move or rename (into TO when TO is a directory)
+    Mv { from: String, to: String },
+    /// Change permission bits
+    Chmod {
+        /// Octal mode, e.g. 600 or 2775
+        mode: String,
+        path: String,
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
+    /// Change owner and group (of a symlink itself, not its target)
+    Chown {
+        /// USER:GROUP, USER (group unchanged) or numbers
+        owner: String,
+        path: String,
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
+    /// Show a path's metadata (read-only)
+    Stat {
+        path: String,
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a file of edits (one per line, as the commands above; # comments) as one transaction
+    Batch {
+        /// Edit list; relative local paths in it are relative to its directory
+        file: PathBuf,
+    },
+}
+
+/// A batch file line, parsed with the same definitions as the command line.
+#[derive(Debug, Parser)]
+#[command(name = "batch line", no_binary_name = true, disable_help_flag = true)]
+pub struct BatchLine {
+    #[command(subcommand)]
+    pub op: FsOp,
 }

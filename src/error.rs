@@ -25,6 +25,13 @@ pub enum Error {
     IsADirectory { path: String },
     #[error("{path}: too many levels of symbolic links")]
     SymlinkLoop { path: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Host {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("writing output: {0}")]
     Output(std::io::Error),
 }

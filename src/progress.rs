@@ -35,6 +35,11 @@ impl Progress {
         Progress { mode: Mode::Quiet }
     }
 
+    /// Whether messages other than errors are suppressed.
+    pub fn is_quiet(&self) -> bool {
+        self.mode == Mode::Quiet
+    }
+
     /// A task measured in bytes.
     pub fn task(&self, what: &str, total: u64) -> Task {
         let bar = match self.mode {

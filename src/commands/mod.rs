@@ -1,5 +1,7 @@
 //! What each subcommand does: open the image, call the library, print.
 
+mod fs;
+
 use std::io::{self, Write};
 
 use crate::cli::{Cli, Command, ImageArg};
@@ -77,6 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 other => other.map(|_| ()),
             }
         }
+        Command::Fs { image, op } => fs::run(&ctx.cache, ctx.progress, image, op, &mut out),
     };
     // A reader that stops early (`| head`) is not an error.
     match res.and_then(|()| out.flush().map_err(Error::Output)) {

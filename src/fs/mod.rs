@@ -1,6 +1,7 @@
 //! Filesystem views over an image: the FAT and ext4 engines behind one
 //! path namespace, as the booted system sees it.
 
+pub mod edit;
 pub mod fat;
 pub mod fstab;
 pub mod path;

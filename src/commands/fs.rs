@@ -1,0 +1,440 @@
+//! `rpiimg fs`: edits of an image in place, one transaction per command
+//! (or per batch file).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+use crate::cli::{BatchLine, FsOp, ImageArg};
+use crate::error::{Error, Result};
+use crate::ext4::write::{Content, Meta};
+use crate::fs::edit::ImageEdit;
+use crate::fs::view::SystemView;
+use crate::image::{self, Cache};
+use crate::partition;
+use crate::progress::Progress;
+
+/// Seconds since the epoch for every timestamp the edit writes:
+/// `SOURCE_DATE_EPOCH` when set (reproducible builds), else the clock.
+pub fn now() -> i64 {
+    if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+    {
+        return t;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+pub fn parse_mode(s: &str) -> Result<u16> {
+    u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777 && !s.is_empty())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "invalid mode {s:?}: give octal permission bits such as 644 or 0755"
+            ))
+        })
+}
+
+/// Name -> id from a passwd- or group-format file.
+fn lookup_id(db: &str, name: &str) -> Option<u32> {
+    db.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.next()?;
+        f.next()?.parse().ok()
+    })
+}
+
+/// Owner resolution against the image's own user database.
+struct Ids {
+    passwd: String,
+    group: String,
+}
+
+impl Ids {
+    fn load(edit: &ImageEdit) -> Result<Self> {
+        Ok(Ids {
+            passwd: edit.read_root_text("/etc/passwd")?.unwrap_or_default(),
+            group: edit.read_root_text("/etc/group")?.unwrap_or_default(),
+        })
+    }
+
+    fn id(db: &str, what: &str, s: &str) -> Result<u32> {
+        if let Ok(n) = s.parse::<u32>() {
+            return Ok(n);
+        }
+        lookup_id(db, s).ok_or_else(|| {
+            Error::Usage(format!(
+                "no {what} {s:?} in the image's /etc/{}",
+                if what == "user" { "passwd" } else { "group" }
+            ))
+        })
+    }
+
+    /// `USER:GROUP`, `USER` (group: the user's primary) -> (uid, gid).
+    fn owner(&self, s: &str) -> Result<(u32, u32)> {
+        let (u, g) = match s.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (s, None),
+        };
+        let uid = Self::id(&self.passwd, "user", u)?;
+        let gid = match g {
+            Some(g) if !g.is_empty() => Self::id(&self.group, "group", g)?,
+            _ => self
+                .passwd
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() > 3 && f[2].parse::<u32>().ok() == Some(uid))
+                        .then(|| f[3].parse().ok())?
+                })
+                .unwrap_or(uid),
+        };
+        Ok((uid, gid))
+    }
+}
+
+fn basename(p: &str) -> &str {
+    p.trim_end_matches('/').rsplit('/').next().unwrap_or(p)
+}
+
+/// Apply one edit to the open transaction. `base` anchors relative local paths.
+fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<String> {
+    Ok(match op {
+        FsOp::Put {
+            local,
+            path,
+            mode,
+            owner,
+        } => {
+            let local = if local.is_absolute() {
+                local.clone()
+            } else {
+                base.join(local)
+            };
+            let md = std::fs::metadata(&local).map_err(|e| Error::Host {
+                path: local.display().to_string(),
+                source: e,
+            })?;
+            if !md.is_file() {
+                return Err(Error::Usage(format!(
+                    "{}: not a regular file",
+                    local.display()
+                )));
+            }
+            let mode = match mode {
+                Some(m) => parse_mode(m)?,
+                None => local_mode(&md),
+            };
+            let (uid, gid) = match owner {
+                Some(o) => ids.owner(o)?,
+                None => (0, 0),
+            };
+            let name = local
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dest = if path.ends_with('/') || edit.is_dir(path)? == Some(true) {
+                format!("{}/{name}", path.trim_end_matches('/'))
+            } else {
+                path.clone()
+            };
+            edit.write_file(
+                &dest,
+                Content::HostFile {
+                    path: local.clone(),
+                    len: md.len(),
+                },
+                Meta { mode, uid, gid },
+            )?;
+            format!("put {} -> {dest} ({} bytes)", local.display(), md.len())
+        }
+        FsOp::Mkdir {
+            parents,
+            path,
+            mode,
+            owner,
+        } => {
+            let (uid, gid) = match owner {
+                Some(o) => ids.owner(o)?,
+                None => (0, 0),
+            };
+            edit.mkdir(
+                path,
+                Meta {
+                    mode: parse_mode(mode)?,
+                    uid,
+                    gid,
+                },
+                *parents,
+            )?;
+            format!("mkdir {path}")
+        }
+        FsOp::Ln {
+            symbolic,
+            target,
+            path,
+            owner,
+        } => {
+            if *symbolic {
+                let (uid, gid) = match owner {
+                    Some(o) => ids.owner(o)?,
+                    None => (0, 0),
+                };
+                edit.symlink(path, target, uid, gid)?;
+                format!("ln -s {target} {path}")
+            } else {
+                edit.link(target, path)?;
+                format!("ln {target} {path}")
+            }
+        }
+        FsOp::Rm {
+            recursive,
+            force,
+            path,
+        } => match edit.remove(path, *recursive) {
+            Err(Error::NotFound { .. } | Error::Ext4(crate::ext4::Ext4Error::NotFound { .. }))
+                if *force =>
+            {
+                format!("rm {path} (absent)")
+            }
+            other => {
+                other?;
+                format!("rm {path}")
+            }
+        },
+        FsOp::Mv { from, to } => {
+            let dest = if edit.is_dir(to)? == Some(true) && edit.is_dir(from)?.is_some() {
+                format!("{}/{}", to.trim_end_matches('/'), basename(from))
+            } else {
+                to.clone()
+            };
+            edit.rename(from, &dest)?;
+            format!("mv {from} {dest}")
+        }
+        FsOp::Chmod {
+            mode,
+            path,
+            recursive,
+        } => {
+            let m = parse_mode(mode)?;
+            for p in edit.tree(path, *recursive)? {
+                edit.chmod(&p, m)?;
+            }
+            format!("chmod {mode} {path}")
+        }
+        FsOp::Chown {
+            owner,
+            path,
+            recursive,
+        } => {
+            let (uid, gid) = ids.owner(owner)?;
+            for p in edit.tree(path, *recursive)? {
+                edit.chown(&p, uid, gid)?;
+            }
+            format!("chown {owner} {path}")
+        }
+        FsOp::Stat { .. } | FsOp::Batch { .. } => {
+            return Err(Error::Usage(
+                "stat and batch cannot appear inside a batch file".into(),
+            ))
+        }
+    })
+}
+
+#[cfg(unix)]
+fn local_mode(md: &std::fs::Metadata) -> u16 {
+    use std::os::unix::fs::PermissionsExt;
+    u16::try_from(md.permissions().mode() & 0o7777).unwrap_or(0o644)
+}
+
+#[cfg(not(unix))]
+fn local_mode(_: &std::fs::Metadata) -> u16 {
+    0o644
+}
+
+/// Split a batch line into words: whitespace-separated, with '…' and "…"
+/// quoting and backslash escapes.
+pub fn split_words(line: &str) -> std::result::Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut have = false;
+    let mut chars = line.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if have {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+            }
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                have = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some('\''), c) => cur.push(c),
+            (_, '\\') => match chars.next() {
+                Some(n) => {
+                    cur.push(n);
+                    have = true;
+                }
+                None => return Err("line ends with a backslash".into()),
+            },
+            (_, c) => {
+                cur.push(c);
+                have = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err("unterminated quote".into());
+    }
+    if have {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Read a batch file into edits, reporting the first bad line with its number.
+pub fn parse_batch(file: &Path) -> Result<Vec<FsOp>> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::Host {
+        path: file.display().to_string(),
+        source: e,
+    })?;
+    let mut ops = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let bad = |why: String| Error::Usage(format!("{}:{}: {why}", file.display(), n + 1));
+        let words = split_words(t).map_err(bad)?;
+        let parsed = BatchLine::try_parse_from(words).map_err(|e| {
+            let msg = e.to_string();
+            bad(msg
+                .lines()
+                .next()
+                .unwrap_or("invalid line")
+                .trim_start_matches("error: ")
+                .to_string())
+        })?;
+        ops.push(parsed.op);
+    }
+    Ok(ops)
+}
+
+pub fn run(
+    cache: &Cache,
+    progress: Progress,
+    arg: &ImageArg,
+    op: &FsOp,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let opened = image::open(&arg.image, arg.sha256.as_deref(), cache, progress)?;
+    let table = partition::read(&opened.file, opened.size)?;
+    if let FsOp::Stat { path, json } = op {
+        let (view, _) = SystemView::open(&opened, &table)?;
+        let st = view.stat(path, false)?;
+        let text = if *json {
+            serde_json::to_string_pretty(&st).map_err(|e| Error::Output(e.into()))?
+        } else {
+            format!(
+                "path   {path}\nfs     {}\ntype   {:?}\nmode   {:04o} ({})\nowner  {}:{}\nsize   {}\nlinks  {}\nmtime  {} UTC{}",
+                st.fs,
+                st.kind,
+                st.mode,
+                st.mode_string(),
+                st.uid,
+                st.gid,
+                st.size,
+                st.nlink,
+                super::format_time(st.mtime),
+                st.target.as_ref().map(|t| format!("\ntarget {t}")).unwrap_or_default()
+            )
+        };
+        return writeln!(out, "{text}").map_err(Error::Output);
+    }
+    let (ops, base): (Vec<FsOp>, PathBuf) = match op {
+        FsOp::Batch { file } => (
+            parse_batch(file)?,
+            file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ),
+        other => (vec![other.clone()], PathBuf::from(".")),
+    };
+    let mut edit = ImageEdit::open(&arg.image, &opened, &table, now())?;
+    let ids = Ids::load(&edit)?;
+    let mut done = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let what = apply(&mut edit, &ids, op, &base).map_err(|e| {
+            if ops.len() > 1 {
+                Error::Usage(format!(
+                    "edit {} of {}: {e}; nothing was changed",
+                    i + 1,
+                    ops.len()
+                ))
+            } else {
+                e
+            }
+        })?;
+        done.push(what);
+    }
+    edit.commit()?;
+    if !progress.is_quiet() {
+        for d in &done {
+            eprintln!("rpiimg: {d}");
+        }
+        eprintln!(
+            "rpiimg: {} edit(s) committed to {}",
+            done.len(),
+            arg.image.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words() {
+        assert_eq!(
+            split_words(r#"put "a b" '/etc/x y' c\ d"#).unwrap(),
+            vec!["put", "a b", "/etc/x y", "c d"]
+        );
+        assert_eq!(
+            split_words("ln -s '' x").unwrap(),
+            vec!["ln", "-s", "", "x"]
+        );
+        assert!(split_words("put 'a").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("644").unwrap(), 0o644);
+        assert_eq!(parse_mode("0755").unwrap(), 0o755);
+        assert_eq!(parse_mode("4755").unwrap(), 0o4755);
+        assert!(parse_mode("888").is_err());
+        assert!(parse_mode("17777").is_err());
+        assert!(parse_mode("").is_err());
+    }
+
+    #[test]
+    fn owners() {
+        let ids = Ids {
+            passwd: "root:x:0:0::/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\n".into(),
+            group: "root:x:0:\nadm:x:4:pi\npi:x:1000:\n".into(),
+        };
+        assert_eq!(ids.owner("pi:adm").unwrap(), (1000, 4));
+        assert_eq!(ids.owner("pi").unwrap(), (1000, 1000));
+        assert_eq!(ids.owner("5:6").unwrap(), (5, 6));
+        assert!(ids.owner("nobody").is_err());
+    }
+}

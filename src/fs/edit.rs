@@ -1,0 +1,409 @@
+//! One all-or-nothing transaction over a whole image: paths as the booted
+//! system sees them, routed to the ext4 writer (`/`) or to fatfs for the
+//! FAT partitions the image's fstab mounts (`/boot/firmware`). Every write
+//! is staged; [`ImageEdit::commit`] writes them only after every
+//! operation succeeded.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::path;
+use super::view::SystemView;
+use crate::error::{Error, Result};
+use crate::ext4::write::{Content, Meta, Writer};
+use crate::image::{Cow, OpenedImage, ReadAt, Window};
+use crate::partition::PartitionTable;
+
+/// A staged FAT partition shared between fatfs (which wants to own a
+/// `Read + Write + Seek`) and the transaction that commits it.
+#[derive(Clone)]
+struct SharedCow {
+    inner: Rc<RefCell<Cow<Window>>>,
+    pos: u64,
+}
+
+impl Read for SharedCow {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let c = self.inner.borrow();
+        let left = c.size().saturating_sub(self.pos);
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        c.read_exact_at(&mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for SharedCow {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.borrow_mut().stage(buf, self.pos)?;
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for SharedCow {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let size = self.inner.borrow().size();
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => size.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos =
+            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        Ok(self.pos)
+    }
+}
+
+struct FatMount {
+    point: String,
+    part: u32,
+    stage: Option<Rc<RefCell<Cow<Window>>>>,
+    fs: Option<fatfs::FileSystem<SharedCow>>,
+}
+
+impl FatMount {
+    fn fs(&self) -> &fatfs::FileSystem<SharedCow> {
+        self.fs.as_ref().expect("mounted until commit")
+    }
+    fn err(&self, e: io::Error) -> Error {
+        Error::Fat {
+            part: self.part,
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Which filesystem a path lives on.
+enum Target {
+    Ext4(String),
+    /// Mount index and the path relative to the partition root ("" = the root).
+    Fat(usize, String),
+}
+
+pub struct ImageEdit {
+    root: Writer<Window>,
+    fats: Vec<FatMount>,
+}
+
+fn unsupported_on_fat(op: &str, p: &str) -> Error {
+    Error::Usage(format!(
+        "{p}: {op} is not possible on the FAT boot partition (vfat has no owners, permissions or links)"
+    ))
+}
+
+impl ImageEdit {
+    /// Open the image file at `image` for editing in place. `opened` and
+    /// `table` are the read-only view used to find the root and its mounts.
+    pub fn open(
+        image: &Path,
+        opened: &OpenedImage,
+        table: &PartitionTable,
+        now: i64,
+    ) -> Result<Self> {
+        if opened.compressed {
+            return Err(Error::Usage(format!(
+                "{}: a compressed image cannot be edited in place; decompress it first (xz -dk) or use `rpiimg build`",
+                image.display()
+            )));
+        }
+        let (view, _) = SystemView::open(opened, table)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(image)
+            .map_err(|e| {
+                Error::Usage(format!("{}: cannot open for writing: {e}", image.display()))
+            })?;
+        let file = Arc::new(file);
+        let window = |n: u32| -> Result<Window> {
+            let p = table
+                .get(n)
+                .ok_or_else(|| Error::Layout(format!("partition {n} disappeared")))?;
+            Ok(table.window(&file, p, true))
+        };
+        let root = Writer::open(window(view.root_partition())?, now)?;
+        let mut fats = Vec::new();
+        for m in view.mounts() {
+            let stage = Rc::new(RefCell::new(Cow::new(window(m.part)?)));
+            let io = SharedCow {
+                inner: stage.clone(),
+                pos: 0,
+            };
+            let fs =
+                fatfs::FileSystem::new(io, fatfs::FsOptions::new()).map_err(|e| Error::Fat {
+                    part: m.part,
+                    detail: e.to_string(),
+                })?;
+            fats.push(FatMount {
+                point: m.point.clone(),
+                part: m.part,
+                stage: Some(stage),
+                fs: Some(fs),
+            });
+        }
+        Ok(ImageEdit { root, fats })
+    }
+
+    fn target(&self, p: &str) -> Result<Target> {
+        if !p.starts_with('/') {
+            return Err(Error::Usage(format!(
+                "{p}: paths inside the image must be absolute"
+            )));
+        }
+        let norm = path::normalize(p);
+        for (i, m) in self.fats.iter().enumerate() {
+            if norm == m.point {
+                return Ok(Target::Fat(i, String::new()));
+            }
+            if let Some(rest) = norm
+                .strip_prefix(&m.point)
+                .and_then(|r| r.strip_prefix('/'))
+            {
+                return Ok(Target::Fat(i, rest.to_string()));
+            }
+        }
+        Ok(Target::Ext4(norm))
+    }
+
+    /// Create or replace a regular file. On FAT, mode and owner do not exist.
+    pub fn write_file(&mut self, p: &str, content: Content, meta: Meta) -> Result<()> {
+        match self.target(p)? {
+            Target::Ext4(q) => {
+                self.root.write_file(&q, content, meta)?;
+            }
+            Target::Fat(i, rel) => {
+                let m = &self.fats[i];
+                if rel.is_empty() {
+                    return Err(Error::IsADirectory { path: p.into() });
+                }
+                let mut f = m.fs().root_dir().create_file(&rel).map_err(|e| m.err(e))?;
+                f.truncate().map_err(|e| m.err(e))?;
+                match content {
+                    Content::Bytes(b) => f.write_all(&b).map_err(|e| m.err(e))?,
+                    Content::HostFile { path, .. } => {
+                        let mut src = File::open(&path).map_err(|e| Error::Host {
+                            path: path.display().to_string(),
+                            source: e,
+                        })?;
+                        io::copy(&mut src, &mut f).map_err(|e| m.err(e))?;
+                    }
+                }
+                f.flush().map_err(|e| m.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn mkdir(&mut self, p: &str, meta: Meta, parents: bool) -> Result<()> {
+        match self.target(p)? {
+            Target::Ext4(q) => {
+                self.root.mkdir(&q, meta, parents)?;
+            }
+            Target::Fat(i, rel) => {
+                let m = &self.fats[i];
+                let mut dir = m.fs().root_dir();
+                let comps: Vec<&str> = path::components(&rel).collect();
+                for (k, c) in comps.iter().enumerate() {
+                    let last = k + 1 == comps.len();
+                    match dir.open_dir(c) {
+                        Ok(d) if parents || !last => dir = d,
+                        Ok(_) => return Err(Error::Usage(format!("{p}: file exists"))),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            dir = dir.create_dir(c).map_err(|e| m.err(e))?;
+                        }
+                        Err(e) => return Err(m.err(e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn symlink(&mut self, p: &str, target: &str, uid: u32, gid: u32) -> Result<()> {
+        match self.target(p)? {
+            Target::Ext4(q) => {
+                self.root.symlink(&q, target.as_bytes(), uid, gid)?;
+                Ok(())
+            }
+            Target::Fat(..) => Err(unsupported_on_fat("a symlink", p)),
+        }
+    }
+
+    pub fn link(&mut self, existing: &str, new: &str) -> Result<()> {
+        match (self.target(existing)?, self.target(new)?) {
+            (Target::Ext4(a), Target::Ext4(b)) => Ok(self.root.link(&a, &b)?),
+            _ => Err(unsupported_on_fat("a hard link", new)),
+        }
+    }
+
+    fn fat_remove(m: &FatMount, rel: &str, recursive: bool) -> Result<()> {
+        let root = m.fs().root_dir();
+        if recursive {
+            if let Ok(d) = root.open_dir(rel) {
+                let names: Vec<String> = d
+                    .iter()
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .filter(|n| n != "." && n != "..")
+                    .collect();
+                for n in names {
+                    Self::fat_remove(m, &format!("{rel}/{n}"), true)?;
+                }
+            }
+        }
+        root.remove(rel).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::NotFound {
+                    path: format!("{}/{rel}", m.point),
+                }
+            } else {
+                m.err(e)
+            }
+        })
+    }
+
+    /// Remove a file, symlink or empty directory; with `recursive`, a whole tree.
+    pub fn remove(&mut self, p: &str, recursive: bool) -> Result<()> {
+        match self.target(p)? {
+            Target::Ext4(q) if recursive => Ok(self.root.remove_tree(&q)?),
+            Target::Ext4(q) => Ok(self.root.remove(&q)?),
+            Target::Fat(_, rel) if rel.is_empty() => Err(Error::Usage(format!(
+                "{p}: a mount point cannot be removed"
+            ))),
+            Target::Fat(i, rel) => Self::fat_remove(&self.fats[i], &rel, recursive),
+        }
+    }
+
+    /// Move a path; both ends must be on the same filesystem.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        match (self.target(from)?, self.target(to)?) {
+            (Target::Ext4(a), Target::Ext4(b)) => Ok(self.root.rename(&a, &b)?),
+            (Target::Fat(i, a), Target::Fat(j, b)) if i == j && !a.is_empty() && !b.is_empty() => {
+                let m = &self.fats[i];
+                let root = m.fs().root_dir();
+                root.rename(&a, &root, &b).map_err(|e| m.err(e))
+            }
+            _ => Err(Error::Usage(format!(
+                "{from} -> {to}: cannot move between filesystems (or a mount point); copy and remove instead"
+            ))),
+        }
+    }
+
+    pub fn chmod(&mut self, p: &str, mode: u16) -> Result<()> {
+        match self.target(p)? {
+            Target::Ext4(q) => Ok(self.root.chmod(&q, mode)?),
+            Target::Fat(..) => Err(unsupported_on_fat("chmod", p)),
+        }
+    }
+
+    pub fn chown(&mut self, p: &str, uid: u32, gid: u32) -> Result<()> {
+        match self.target(p)? {
+            Target::Ext4(q) => Ok(self.root.chown(&q, uid, gid)?),
+            Target::Fat(..) => Err(unsupported_on_fat("chown", p)),
+        }
+    }
+
+    pub fn set_times(&mut self, p: &str, atime: Option<i64>, mtime: Option<i64>) -> Result<()> {
+        match self.target(p)? {
+            Target::Ext4(q) => Ok(self.root.set_times(&q, atime, mtime)?),
+            Target::Fat(..) => Err(unsupported_on_fat("setting times", p)),
+        }
+    }
+
+    /// Whether a path exists in the staged state, and is a directory.
+    pub fn is_dir(&self, p: &str) -> Result<Option<bool>> {
+        match self.target(p)? {
+            Target::Ext4(q) => match self.root.fs().resolve(&q, true) {
+                Ok(i) => Ok(Some(i.is_dir())),
+                Err(crate::ext4::Ext4Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            Target::Fat(_, rel) if rel.is_empty() => Ok(Some(true)),
+            Target::Fat(i, rel) => {
+                let root = self.fats[i].fs().root_dir();
+                if root.open_dir(&rel).is_ok() {
+                    Ok(Some(true))
+                } else if root.open_file(&rel).is_ok() {
+                    Ok(Some(false))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// A text file from the staged ext4 root, if it exists.
+    pub fn read_root_text(&self, p: &str) -> Result<Option<String>> {
+        let fs = self.root.fs();
+        match fs.resolve(p, true) {
+            Ok(i) if !i.is_dir() => Ok(Some(
+                String::from_utf8_lossy(&fs.read_all(&i)?).into_owned(),
+            )),
+            Ok(_) | Err(crate::ext4::Ext4Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `p`, and with `recursive` everything below it (symlinks are not
+    /// descended into), parents first.
+    pub fn tree(&self, p: &str, recursive: bool) -> Result<Vec<String>> {
+        let mut out = vec![p.to_string()];
+        if !recursive {
+            return Ok(out);
+        }
+        let Target::Ext4(q) = self.target(p)? else {
+            return Err(unsupported_on_fat("a recursive change of owner or mode", p));
+        };
+        let fs = self.root.fs();
+        let mut stack = vec![(q.clone(), fs.resolve(&q, false)?)];
+        while let Some((dir_path, inode)) = stack.pop() {
+            if !inode.is_dir() {
+                continue;
+            }
+            for e in fs.read_dir(&inode)? {
+                let child = format!("{}/{}", dir_path.trim_end_matches('/'), e.name_lossy());
+                out.push(child.clone());
+                stack.push((child, fs.live_inode(e.ino)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write everything staged to the image: FAT partitions, then ext4.
+    pub fn commit(mut self) -> Result<()> {
+        let mut fat_stages = Vec::new();
+        for m in &mut self.fats {
+            if let Some(fs) = m.fs.take() {
+                let part = m.part;
+                fs.unmount().map_err(|e| Error::Fat {
+                    part,
+                    detail: e.to_string(),
+                })?;
+            }
+            let Some(stage) = m.stage.take() else {
+                continue;
+            };
+            let cow = Rc::try_unwrap(stage)
+                .map_err(|_| Error::Layout("FAT stage still shared at commit".into()))?
+                .into_inner();
+            fat_stages.push((m.part, cow));
+        }
+        let ext4 = self.root.finish()?;
+        for (part, cow) in fat_stages {
+            cow.commit().map_err(|e| Error::Fat {
+                part,
+                detail: format!("writing the partition: {e}"),
+            })?;
+        }
+        ext4.commit().map_err(|e| Error::Ext4(e.into()))?;
+        Ok(())
+    }
+}
