@@ -95,7 +95,16 @@ impl Model {
 }
 
 fn name(r: &mut Rng) -> String {
-    const PARTS: [&str; 8] = ["a", "conf", "netplan", "café", "x", "долго", "unit.service", "n"];
+    const PARTS: [&str; 8] = [
+        "a",
+        "conf",
+        "netplan",
+        "café",
+        "x",
+        "долго",
+        "unit.service",
+        "n",
+    ];
     let mut s = String::new();
     for _ in 0..=r.below(3) {
         s.push_str(PARTS[r.below(PARTS.len())]);
@@ -114,7 +123,9 @@ fn content(r: &mut Rng) -> Vec<u8> {
         _ => r.below(300),
     };
     let seed = u8::try_from(r.below(250)).unwrap();
-    (0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect()
+    (0..len)
+        .map(|i| seed.wrapping_add((i % 251) as u8))
+        .collect()
 }
 
 fn meta(r: &mut Rng) -> Meta {
@@ -151,10 +162,16 @@ fn step(r: &mut Rng, w: &mut Writer<Window>, m: &mut Model) -> rpiimg::ext4::Res
             w.write_file(&p, Content::Bytes(c.clone()), mt)?;
             match m.paths.get(&p) {
                 Some(Node::File(id)) => {
-                    m.files[*id] = FileData { content: c, meta: mt };
+                    m.files[*id] = FileData {
+                        content: c,
+                        meta: mt,
+                    };
                 }
                 _ => {
-                    m.files.push(FileData { content: c, meta: mt });
+                    m.files.push(FileData {
+                        content: c,
+                        meta: mt,
+                    });
                     m.paths.insert(p, Node::File(m.files.len() - 1));
                 }
             }
@@ -281,7 +298,8 @@ fn compare(img: &Path, m: &Model) {
     let mut seen = 0;
     for (p, n) in &m.paths {
         let hp = host.join(p.strip_prefix("/t/").unwrap());
-        let md = std::fs::symlink_metadata(&hp).unwrap_or_else(|e| panic!("{p}: missing in debugfs dump: {e}"));
+        let md = std::fs::symlink_metadata(&hp)
+            .unwrap_or_else(|e| panic!("{p}: missing in debugfs dump: {e}"));
         seen += 1;
         use std::os::unix::fs::MetadataExt;
         let check_meta = |mt: &Meta| {
@@ -289,7 +307,11 @@ fn compare(img: &Path, m: &Model) {
             assert_eq!(md.mode() & 0o777, u32::from(mt.mode & 0o777), "{p}: mode");
             if mt.mode & 0o7000 != 0 {
                 let st = debugfs(img, 0, &format!("stat \"{p}\""));
-                assert!(st.contains(&format!("Mode:  {:05o}", mt.mode)), "{p}: mode {:o}: {st}", mt.mode);
+                assert!(
+                    st.contains(&format!("Mode:  {:05o}", mt.mode)),
+                    "{p}: mode {:o}: {st}",
+                    mt.mode
+                );
             }
             if root {
                 assert_eq!((md.uid(), md.gid()), (mt.uid, mt.gid), "{p}: owner");
@@ -298,7 +320,10 @@ fn compare(img: &Path, m: &Model) {
         match n {
             Node::File(id) => {
                 assert!(md.is_file(), "{p}: not a file");
-                assert!(std::fs::read(&hp).unwrap() == m.files[*id].content, "{p}: content differs");
+                assert!(
+                    std::fs::read(&hp).unwrap() == m.files[*id].content,
+                    "{p}: content differs"
+                );
                 check_meta(&m.files[*id].meta);
             }
             Node::Dir(mt) => {
@@ -306,7 +331,11 @@ fn compare(img: &Path, m: &Model) {
                 check_meta(mt);
             }
             Node::Link(t) => {
-                assert_eq!(std::fs::read_link(&hp).unwrap().to_str().unwrap(), t, "{p}: target");
+                assert_eq!(
+                    std::fs::read_link(&hp).unwrap().to_str().unwrap(),
+                    t,
+                    "{p}: target"
+                );
             }
         }
     }
@@ -321,7 +350,10 @@ fn compare(img: &Path, m: &Model) {
             }
         }
     }
-    assert_eq!(on_disk, seen, "debugfs shows entries the model does not have");
+    assert_eq!(
+        on_disk, seen,
+        "debugfs shows entries the model does not have"
+    );
 }
 
 fn run_case(case: u64) {
@@ -362,10 +394,20 @@ fn run_case(case: u64) {
         }
         if r.chance(25) {
             // A failing edit at the end: the whole transaction must vanish.
-            assert!(w.write_file("/t/no/such/dir/x", Content::Bytes(b"x".to_vec()), Meta::root(0o644)).is_err());
+            assert!(w
+                .write_file(
+                    "/t/no/such/dir/x",
+                    Content::Bytes(b"x".to_vec()),
+                    Meta::root(0o644)
+                )
+                .is_err());
             drop(w);
             model = saved;
-            assert_eq!(sha256_file(&img), before, "case {case}: failed transaction changed the image");
+            assert_eq!(
+                sha256_file(&img),
+                before,
+                "case {case}: failed transaction changed the image"
+            );
             continue;
         }
         w.finish().unwrap().commit().unwrap();
