@@ -124,7 +124,7 @@ fn content(r: &mut Rng) -> Vec<u8> {
     };
     let seed = u8::try_from(r.below(250)).unwrap();
     (0..len)
-        .map(|i| seed.wrapping_add((i % 251) as u8))
+        .map(|i| seed.wrapping_add(u8::try_from(i % 251).unwrap()))
         .collect()
 }
 
