@@ -423,9 +423,15 @@ fn rename_directories_across_parents_and_hard_links() {
     .unwrap();
     clean(&img);
     let ls = dbg(&img, "ls -p /srv/users/ost");
-    let parent_line = ls.lines().find(|l| l.split('/').nth(5) == Some("..")).unwrap();
+    let parent_line = ls
+        .lines()
+        .find(|l| l.split('/').nth(5) == Some(".."))
+        .unwrap();
     let users_ino = dbg(&img, "ls -p /srv/users");
-    let users_self = users_ino.lines().find(|l| l.split('/').nth(5) == Some(".")).unwrap();
+    let users_self = users_ino
+        .lines()
+        .find(|l| l.split('/').nth(5) == Some("."))
+        .unwrap();
     assert_eq!(
         parent_line.split('/').nth(1),
         users_self.split('/').nth(1),

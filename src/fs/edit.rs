@@ -99,6 +99,56 @@ fn unsupported_on_fat(op: &str, p: &str) -> Error {
     ))
 }
 
+/// fatfs 0.3.6 writes a long-name entry before `.` and before `..` in a new
+/// directory, which fsck.fat rejects ("Expected a valid '.' entry in this
+/// slot"). A new directory's first cluster is always freshly staged, so
+/// find that pattern in the staged pages and rewrite it as FAT requires:
+/// `.`, `..`, then the two long-name slots marked deleted. fatfs also
+/// points `..` of a top-level directory at the FAT32 root cluster, where
+/// FAT wants cluster 0.
+fn fix_fatfs_dot_entries(stage: &mut Cow<Window>) {
+    let mut bpb = [0u8; 48];
+    let root_cluster = match stage.read_exact_at(&mut bpb, 0) {
+        // FAT32 when the 16-bit sectors-per-FAT field is 0.
+        Ok(()) if bpb[22] == 0 && bpb[23] == 0 => Some(crate::bytes::le32(&bpb, 44)),
+        _ => None,
+    };
+    const DOT_SFN: &[u8; 12] = b".          \x10";
+    const DOTDOT_SFN: &[u8; 12] = b"..         \x10";
+    let is_lfn = |e: &[u8], dots: usize| {
+        e[0] == 0x41
+            && e[11] == 0x0F
+            && e[1] == b'.'
+            && e[2] == 0
+            && (dots == 1 || (e[3] == b'.' && e[4] == 0))
+    };
+    for (_, page) in stage.staged_pages_mut() {
+        for at in (0..page.len().saturating_sub(127)).step_by(32) {
+            let s = &page[at..at + 128];
+            if is_lfn(&s[0..32], 1)
+                && &s[32..44] == DOT_SFN
+                && is_lfn(&s[64..96], 2)
+                && &s[96..108] == DOTDOT_SFN
+            {
+                let old = s.to_vec();
+                page[at..at + 32].copy_from_slice(&old[32..64]);
+                page[at + 32..at + 64].copy_from_slice(&old[96..128]);
+                page[at + 64..at + 96].copy_from_slice(&old[0..32]);
+                page[at + 96..at + 128].copy_from_slice(&old[64..96]);
+                page[at + 64] = 0xE5;
+                page[at + 96] = 0xE5;
+                let dd = at + 32;
+                let cluster = (u32::from(crate::bytes::le16(page, dd + 20)) << 16)
+                    | u32::from(crate::bytes::le16(page, dd + 26));
+                if Some(cluster) == root_cluster {
+                    page[dd + 20..dd + 22].fill(0);
+                    page[dd + 26..dd + 28].fill(0);
+                }
+            }
+        }
+    }
+}
+
 impl ImageEdit {
     /// Open the image file at `image` for editing in place. `opened` and
     /// `table` are the read-only view used to find the root and its mounts.
@@ -209,15 +259,26 @@ impl ImageEdit {
             }
             Target::Fat(i, rel) => {
                 let m = &self.fats[i];
-                let mut dir = m.fs().root_dir();
+                let root = m.fs().root_dir();
                 let comps: Vec<&str> = path::components(&rel).collect();
+                // Each level is opened from the root by its full path: a
+                // `Dir` handle returned by fatfs's create_dir must not be used
+                // to create entries (fatfs 0.3 then overwrites its `.` slot).
+                let mut so_far = String::new();
                 for (k, c) in comps.iter().enumerate() {
+                    if !so_far.is_empty() {
+                        so_far.push('/');
+                    }
+                    so_far.push_str(c);
                     let last = k + 1 == comps.len();
-                    match dir.open_dir(c) {
-                        Ok(d) if parents || !last => dir = d,
+                    match root.open_dir(&so_far) {
+                        Ok(_) if parents || !last => {}
                         Ok(_) => return Err(Error::Usage(format!("{p}: file exists"))),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            dir = dir.create_dir(c).map_err(|e| m.err(e))?;
+                            root.create_dir(&so_far).map_err(|e| m.err(e))?;
+                            if let Some(stage) = &m.stage {
+                                fix_fatfs_dot_entries(&mut stage.borrow_mut());
+                            }
                         }
                         Err(e) => return Err(m.err(e)),
                     }

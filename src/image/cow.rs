@@ -104,6 +104,12 @@ impl<D: ReadAt> Cow<D> {
         Ok(())
     }
 
+    /// Staged in-memory pages as (offset, bytes), for fix-ups of structures
+    /// a library has just written.
+    pub fn staged_pages_mut(&mut self) -> impl Iterator<Item = (u64, &mut [u8])> {
+        self.pages.iter_mut().map(|(k, v)| (*k * PAGE, &mut v[..]))
+    }
+
     /// Forget staged content of whole pages (blocks that were freed again).
     pub fn discard(&mut self, offset: u64, len: u64) {
         let first = offset / PAGE;

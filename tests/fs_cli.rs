@@ -1,0 +1,202 @@
+//! `rpiimg fs` on Pi OS-like fixtures: edits land where the booted system
+//! would see them (ext4 root, FAT /boot/firmware), checked with debugfs,
+//! mtools, e2fsck and fsck.fat; a failing batch changes nothing.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+fn fat_clean(img: &Path) {
+    let (off, size) = partition(img, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let fat = dir.path().join("fat.img");
+    let data = {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(img).unwrap();
+        f.seek(SeekFrom::Start(off)).unwrap();
+        let mut v = vec![0u8; usize::try_from(size).unwrap()];
+        f.read_exact(&mut v).unwrap();
+        v
+    };
+    std::fs::write(&fat, data).unwrap();
+    let o = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&fat)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "fsck.fat -n: {text}");
+    for l in text.lines() {
+        assert!(
+            l.starts_with("fsck.fat ") || l.contains(" files, ") || l.trim().is_empty(),
+            "fsck.fat -n complained: {text}"
+        );
+    }
+}
+
+fn mtype(img: &Path, p: &str) -> String {
+    let (off, _) = partition(img, 1);
+    let o = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{off}", img.display()))
+        .arg(format!("::{p}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn root_clean(img: &Path) {
+    let (off, _) = partition(img, 2);
+    let p = e2fsck_problems(img, off);
+    assert!(p.is_empty(), "e2fsck -fn:\n{}", p.join("\n"));
+}
+
+#[test]
+fn single_edits_on_both_filesystems() {
+    for flavour in ["bookworm", "trixie"] {
+        let dir = tempfile::tempdir().unwrap();
+        let img = copy_fixture(&["--flavour", flavour], dir.path());
+        let i = img.to_str().unwrap();
+        let local = dir.path().join("hostname");
+        std::fs::write(&local, "ost04\n").unwrap();
+        let l = local.to_str().unwrap();
+        let (off, _) = partition(&img, 2);
+        for args in [
+            vec!["fs", i, "put", l, "/etc/hostname", "--mode", "644"],
+            vec![
+                "fs",
+                i,
+                "mkdir",
+                "-p",
+                "/etc/systemd/network/extra.d",
+                "--owner",
+                "pi:pi",
+            ],
+            vec![
+                "fs",
+                i,
+                "ln",
+                "-s",
+                "/dev/null",
+                "/etc/systemd/system/NetworkManager.service",
+            ],
+            vec!["fs", i, "mv", "/home/pi", "/home/ost"],
+            vec!["fs", i, "chown", "-R", "1001:1001", "/home/ost"],
+            vec!["fs", i, "chmod", "600", "/etc/hostname"],
+            vec!["fs", i, "rm", "-r", "/etc/NetworkManager"],
+            vec!["fs", i, "put", l, "/boot/firmware/ssh"],
+            vec![
+                "fs",
+                i,
+                "mkdir",
+                "-p",
+                "/boot/firmware/rpiimg/long-directory-name",
+            ],
+            vec![
+                "fs",
+                i,
+                "put",
+                l,
+                "/boot/firmware/rpiimg/long-directory-name/a file with a long name.txt",
+            ],
+            vec!["fs", i, "rm", "/boot/firmware/issue.txt"],
+        ] {
+            rpiimg_ok(&[&args[..], &["-q"]].concat());
+        }
+        root_clean(&img);
+        fat_clean(&img);
+        assert_eq!(debugfs(&img, off, "cat /etc/hostname"), "ost04\n");
+        assert!(debugfs(&img, off, "stat /etc/hostname").contains("Mode:  0600"));
+        assert!(debugfs(&img, off, "stat /etc/systemd/network/extra.d").contains("User:  1000"));
+        assert!(debugfs(&img, off, "stat /home/ost/.bashrc").contains("User:  1001"));
+        assert!(
+            debugfs(&img, off, "stat /etc/NetworkManager")
+                .trim()
+                .is_empty(),
+            "removed tree still there"
+        );
+        assert!(
+            debugfs(&img, off, "stat /etc/systemd/system/NetworkManager.service")
+                .contains("Fast link dest: \"/dev/null\"")
+        );
+        assert_eq!(mtype(&img, "/ssh"), "ost04\n");
+        assert_eq!(
+            mtype(
+                &img,
+                "/rpiimg/long-directory-name/a file with a long name.txt"
+            ),
+            "ost04\n"
+        );
+        let cat = rpiimg_ok(&[
+            "cat",
+            i,
+            "/boot/firmware/rpiimg/long-directory-name/a file with a long name.txt",
+            "-q",
+        ]);
+        assert_eq!(cat, b"ost04\n");
+    }
+}
+
+#[test]
+fn a_failing_batch_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(&["--flavour", "bookworm"], dir.path());
+    let i = img.to_str().unwrap();
+    std::fs::write(dir.path().join("motd"), "welcome\n").unwrap();
+    let batch = dir.path().join("edits.txt");
+    std::fs::write(
+        &batch,
+        "# node edits\nput motd /etc/motd --mode 644\nput motd /boot/firmware/motd.txt\nmkdir -p /opt/stack --owner 1000:1000\nrm /etc/does-not-exist\n",
+    )
+    .unwrap();
+    let before = sha256_file(&img);
+    let o = rpiimg(&["fs", i, "batch", batch.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("edit 4 of 4") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        sha256_file(&img),
+        before,
+        "the image must be byte-identical"
+    );
+    // The same batch without the bad line applies completely.
+    std::fs::write(
+        &batch,
+        "put motd /etc/motd --mode 644\nput motd /boot/firmware/motd.txt\nmkdir -p /opt/stack --owner 1000:1000\n",
+    )
+    .unwrap();
+    rpiimg_ok(&["fs", i, "batch", batch.to_str().unwrap(), "-q"]);
+    root_clean(&img);
+    fat_clean(&img);
+    assert_eq!(mtype(&img, "/motd.txt"), "welcome\n");
+    let (off, _) = partition(&img, 2);
+    assert_eq!(debugfs(&img, off, "cat /etc/motd"), "welcome\n");
+}
+
+#[test]
+fn bad_batch_lines_and_compressed_images_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(&["--flavour", "bookworm"], dir.path());
+    let batch = dir.path().join("b.txt");
+    std::fs::write(&batch, "mkdir -p /x\nfrobnicate /etc\n").unwrap();
+    let o = rpiimg(&[
+        "fs",
+        img.to_str().unwrap(),
+        "batch",
+        batch.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("b.txt:2"), "{}", stderr(&o));
+    let xz = fixture(&["--flavour", "bookworm", "--xz", "single"]);
+    let o = rpiimg(&["fs", xz.to_str().unwrap(), "mkdir", "/x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("decompress"), "{}", stderr(&o));
+}
