@@ -13,5 +13,6 @@ pub mod fs;
 pub mod image;
 pub mod inspect;
 pub mod os;
+pub mod output;
 pub mod partition;
 pub mod progress;

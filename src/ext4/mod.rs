@@ -582,6 +582,35 @@ impl<D: ReadAt> Ext4<D> {
         })
     }
 
+    /// Blocks marked in use in the block bitmaps, as `[start, end)` ranges.
+    /// Groups whose bitmap was never initialised are skipped: they hold only
+    /// metadata copies, which are not zero and so are found by content.
+    pub fn used_block_ranges(&self) -> Result<Vec<(u64, u64)>> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let bpg = u64::from(self.sb.blocks_per_group());
+        let total = self.sb.blocks_count();
+        for g in 0..self.sb.group_count() {
+            if self.groups.flags(g) & group::BG_BLOCK_UNINIT != 0 {
+                continue;
+            }
+            let first = u64::from(self.sb.first_data_block()) + u64::from(g) * bpg;
+            let n = (total - first).min(bpg);
+            let map = self.read_block(self.groups.block_bitmap(g), &Location::Bitmap { group: g })?;
+            for i in 0..n {
+                let Ok(ix) = usize::try_from(i) else { break };
+                if map[ix / 8] & (1 << (ix % 8)) == 0 {
+                    continue;
+                }
+                let b = first + i;
+                match out.last_mut() {
+                    Some(last) if last.1 == b => last.1 += 1,
+                    _ => out.push((b, b + 1)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Resolve an absolute path inside this filesystem (symlinks confined to it).
     pub fn resolve(&self, p: &str, follow_last: bool) -> Result<Inode> {
         match path::resolve(self, p, follow_last) {

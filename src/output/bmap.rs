@@ -1,0 +1,144 @@
+//! One streaming pass over a finished image: its sha256, and a block map in
+//! bmaptool's format (version 2.0, sha256 range checksums).
+//!
+//! A block is mapped when it is not all zeros, or when a filesystem says it
+//! is in use (so a zero-filled block inside a file is still written by
+//! `bmaptool copy` onto a card that held something else).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+pub const BLOCK: u64 = 4096;
+const BLOCK_US: usize = 4096;
+
+pub struct Scan {
+    pub size: u64,
+    pub sha256: String,
+    /// Mapped ranges (first block, last block inclusive, sha256 of the range).
+    pub ranges: Vec<(u64, u64, String)>,
+}
+
+/// Scan `img`; `in_use` lists extra mapped block ranges `[start, end)` in
+/// 4 KiB image blocks, sorted.
+pub fn scan(img: &Path, in_use: &[(u64, u64)], progress: Progress) -> Result<Scan> {
+    let host = |e: std::io::Error| Error::Host {
+        path: img.display().to_string(),
+        source: e,
+    };
+    let mut f = File::open(img).map_err(host)?;
+    let size = f.metadata().map_err(host)?.len();
+    let mut task = progress.task("checksum", size);
+    let mut whole = Sha256::new();
+    let mut ranges = Vec::new();
+    let mut cur: Option<(u64, Sha256)> = None;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut block = 0u64;
+    let mut next_use = 0usize;
+    let mut filled = 0usize;
+    loop {
+        let n = f.read(&mut buf[filled..]).map_err(host)?;
+        filled += n;
+        if filled < buf.len() && n != 0 {
+            continue;
+        }
+        let data = &buf[..filled];
+        whole.update(data);
+        for chunk in data.chunks(BLOCK_US) {
+            while next_use < in_use.len() && in_use[next_use].1 <= block {
+                next_use += 1;
+            }
+            let used = next_use < in_use.len() && in_use[next_use].0 <= block;
+            if used || chunk.iter().any(|&b| b != 0) {
+                cur.get_or_insert_with(|| (block, Sha256::new()))
+                    .1
+                    .update(chunk);
+            } else if let Some((start, h)) = cur.take() {
+                ranges.push((start, block - 1, hex(&h.finalize())));
+            }
+            block += 1;
+        }
+        task.inc(filled as u64);
+        if n == 0 {
+            break;
+        }
+        filled = 0;
+    }
+    if let Some((start, h)) = cur.take() {
+        ranges.push((start, block - 1, hex(&h.finalize())));
+    }
+    task.finish();
+    Ok(Scan {
+        size,
+        sha256: hex(&whole.finalize()),
+        ranges,
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    crate::bytes::hex(b)
+}
+
+const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The `.bmap` XML. bmaptool checks `BmapFileChecksum` as the sha256 of the
+/// file with that field set to all zeros.
+pub fn render(scan: &Scan) -> String {
+    let blocks = scan.size.div_ceil(BLOCK);
+    let mapped: u64 = scan.ranges.iter().map(|(a, b, _)| b - a + 1).sum();
+    let mut x = String::new();
+    x.push_str("<?xml version=\"1.0\" ?>\n");
+    x.push_str("<!-- Block map made by rpiimg; use it with: bmaptool copy IMAGE DEVICE -->\n");
+    x.push_str("<bmap version=\"2.0\">\n");
+    x.push_str(&format!("    <ImageSize> {} </ImageSize>\n", scan.size));
+    x.push_str(&format!("    <BlockSize> {BLOCK} </BlockSize>\n"));
+    x.push_str(&format!("    <BlocksCount> {blocks} </BlocksCount>\n"));
+    x.push_str(&format!(
+        "    <MappedBlocksCount> {mapped} </MappedBlocksCount>\n"
+    ));
+    x.push_str("    <ChecksumType> sha256 </ChecksumType>\n");
+    x.push_str(&format!(
+        "    <BmapFileChecksum> {ZEROS} </BmapFileChecksum>\n"
+    ));
+    x.push_str("    <BlockMap>\n");
+    for (a, b, sum) in &scan.ranges {
+        if a == b {
+            x.push_str(&format!("        <Range chksum=\"{sum}\"> {a} </Range>\n"));
+        } else {
+            x.push_str(&format!(
+                "        <Range chksum=\"{sum}\"> {a}-{b} </Range>\n"
+            ));
+        }
+    }
+    x.push_str("    </BlockMap>\n</bmap>\n");
+    let sum = hex(&Sha256::digest(x.as_bytes()));
+    x.replacen(ZEROS, &sum, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_unmapped_unless_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        let mut data = vec![0u8; 10 * BLOCK_US];
+        data[0] = 1; // block 0
+        data[3 * BLOCK_US + 5] = 1; // block 3
+        data[4 * BLOCK_US] = 1; // block 4
+        std::fs::write(&p, &data).unwrap();
+        let s = scan(&p, &[(7, 9)], Progress::quiet()).unwrap();
+        let r: Vec<(u64, u64)> = s.ranges.iter().map(|(a, b, _)| (*a, *b)).collect();
+        assert_eq!(r, vec![(0, 0), (3, 4), (7, 8)]);
+        assert_eq!(s.sha256, hex(&Sha256::digest(&data)));
+        let x = render(&s);
+        assert!(x.contains("<MappedBlocksCount> 5 </MappedBlocksCount>"));
+        assert!(!x.contains(ZEROS));
+    }
+}
