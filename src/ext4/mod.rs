@@ -595,7 +595,8 @@ impl<D: ReadAt> Ext4<D> {
             }
             let first = u64::from(self.sb.first_data_block()) + u64::from(g) * bpg;
             let n = (total - first).min(bpg);
-            let map = self.read_block(self.groups.block_bitmap(g), &Location::Bitmap { group: g })?;
+            let map =
+                self.read_block(self.groups.block_bitmap(g), &Location::Bitmap { group: g })?;
             for i in 0..n {
                 let Ok(ix) = usize::try_from(i) else { break };
                 if map[ix / 8] & (1 << (ix % 8)) == 0 {

@@ -119,8 +119,17 @@ fn pack(block: &mut [u8], start: usize, end: usize, entries: &[Ent]) {
     }
 }
 
-fn bytes_of(entries: &[Ent]) -> usize {
-    entries.iter().map(|e| rec_len_for(e.name.len())).sum()
+/// How many of the (hash-sorted) entries make up the lower half by bytes.
+fn half_by_bytes(entries: &[Ent]) -> usize {
+    let total: usize = entries.iter().map(|e| rec_len_for(e.name.len())).sum();
+    let mut acc = 0;
+    entries
+        .iter()
+        .take_while(|e| {
+            acc += rec_len_for(e.name.len());
+            acc <= total / 2
+        })
+        .count()
 }
 
 /// Index entries of a dx block (entry 0's hash reads as 0).
@@ -231,6 +240,26 @@ impl<D: ReadAt> Writer<D> {
         })
     }
 
+    /// The live records of a leaf with their hashes, sorted by hash.
+    fn sorted_by_hash(
+        &self,
+        dir: &Inode,
+        root: &[u8],
+        recs: impl Iterator<Item = Rec>,
+    ) -> Result<Vec<Ent>> {
+        let mut ents = Vec::new();
+        for r in recs.filter(|r| r.ino != 0) {
+            ents.push(Ent {
+                hash: self.name_hash(dir, root, &r.name)?,
+                ino: r.ino,
+                name: r.name,
+                ft: r.ft,
+            });
+        }
+        ents.sort_by_key(|e| e.hash);
+        Ok(ents)
+    }
+
     /// The first block of a new directory: `.`, `..`, tail.
     pub(super) fn new_dir_block(&self, dir: &Inode, parent: u32) -> Vec<u8> {
         let bs = self.fs.block_size();
@@ -312,25 +341,9 @@ impl<D: ReadAt> Writer<D> {
         root[0x1E] = 0;
         let limit = self.dx_room(ROOT_COUNT_OFF);
         set_le16(&mut root, ROOT_COUNT_OFF, u16::try_from(limit).unwrap_or(0));
-        let mut ents = Vec::new();
-        for r in recs.into_iter().skip(2).filter(|r| r.ino != 0) {
-            ents.push(Ent {
-                hash: self.name_hash(&dir, &root, &r.name)?,
-                ino: r.ino,
-                name: r.name,
-                ft: r.ft,
-            });
-        }
-        ents.sort_by_key(|e| e.hash);
+        let ents = self.sorted_by_hash(&dir, &root, recs.into_iter().skip(2))?;
         // Two leaves, split by bytes, so the pending insert has room.
-        let total = bytes_of(&ents);
-        let mut k = 0;
-        let mut acc = 0;
-        while k < ents.len() && acc + rec_len_for(ents[k].name.len()) <= total / 2 {
-            acc += rec_len_for(ents[k].name.len());
-            k += 1;
-        }
-        let (lo, hi) = ents.split_at(k);
+        let (lo, hi) = ents.split_at(half_by_bytes(&ents));
         let parts: Vec<&[Ent]> = if hi.is_empty() {
             vec![lo]
         } else {
@@ -441,23 +454,8 @@ impl<D: ReadAt> Writer<D> {
             }
             // Split the leaf by bytes into a new block appended to the directory.
             let recs = records(&leaf, end, &lat)?;
-            let mut ents = Vec::new();
-            for r in recs.into_iter().filter(|r| r.ino != 0) {
-                ents.push(Ent {
-                    hash: self.name_hash(&dir, &root, &r.name)?,
-                    ino: r.ino,
-                    name: r.name,
-                    ft: r.ft,
-                });
-            }
-            ents.sort_by_key(|e| e.hash);
-            let total = bytes_of(&ents);
-            let mut k = 0;
-            let mut acc = 0;
-            while k + 1 < ents.len() && acc + rec_len_for(ents[k].name.len()) <= total / 2 {
-                acc += rec_len_for(ents[k].name.len());
-                k += 1;
-            }
+            let ents = self.sorted_by_hash(&dir, &root, recs.into_iter())?;
+            let k = half_by_bytes(&ents).min(ents.len().saturating_sub(1));
             if k == 0 || ents[0].hash == ents[ents.len() - 1].hash {
                 return Err(Ext4Error::unsupported(
                     format!("directory inode {dir_ino}: a leaf full of names with one hash cannot be split"),
