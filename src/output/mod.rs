@@ -4,6 +4,7 @@
 
 pub mod bmap;
 pub mod copy;
+pub mod image;
 pub mod xz;
 
 use std::fs::File;

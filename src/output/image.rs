@@ -1,0 +1,180 @@
+//! One node's image: a sparse copy of the cached base, edited in one
+//! transaction, then checksummed, mapped and optionally compressed. Every
+//! file appears under its final name only when complete; the base is only
+//! ever read.
+
+use std::path::{Path, PathBuf};
+
+use super::{bmap, copy, sha256_line, write_text, xz, Pending};
+use crate::error::{Error, Result};
+use crate::ext4::Ext4;
+use crate::fs::edit::ImageEdit;
+use crate::fs::view::SystemView;
+use crate::image::{self, Cache, OpenedImage};
+use crate::partition;
+use crate::progress::Progress;
+
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    pub out_dir: PathBuf,
+    pub xz: bool,
+    pub bmap: bool,
+    pub force: bool,
+    /// xz encoder threads (0: all cores) and preset (0-9; pi-gen uses 6).
+    pub threads: u32,
+    pub xz_level: u32,
+    /// Timestamp of every change (seconds since the epoch).
+    pub now: i64,
+}
+
+/// What was written for one image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Written {
+    pub image: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub bmap: Option<PathBuf>,
+    pub xz: Option<PathBuf>,
+    pub xz_sha256: Option<String>,
+}
+
+fn sha256_of(p: &Path) -> Result<String> {
+    let mut h = sha2::Sha256::default();
+    copy::stream(p, &mut DigestWriter(&mut h), p, Progress::quiet(), "sha256")?;
+    use sha2::Digest;
+    Ok(crate::bytes::hex(&h.finalize()))
+}
+
+struct DigestWriter<'a>(&'a mut sha2::Sha256);
+impl std::io::Write for DigestWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Refuse early when an output exists and `force` is off, before any work.
+pub fn check_free(opts: &ImageOptions, name: &str) -> Result<()> {
+    if opts.force {
+        return Ok(());
+    }
+    let mut names = vec![format!("{name}.img"), format!("{name}.img.sha256")];
+    if opts.bmap {
+        names.push(format!("{name}.img.bmap"));
+    }
+    if opts.xz {
+        names.push(format!("{name}.img.xz"));
+        names.push(format!("{name}.img.xz.sha256"));
+    }
+    for n in names {
+        let p = opts.out_dir.join(&n);
+        if p.exists() {
+            return Err(Error::Usage(format!(
+                "{}: already exists; pass --force to overwrite it",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Build `<name>.img` (and friends) in `opts.out_dir` from `base`,
+/// applying `edit` as one transaction. `edit` returns a value handed back
+/// to the caller (e.g. the list of changes, for a manifest).
+pub fn build<T>(
+    base: &OpenedImage,
+    name: &str,
+    opts: &ImageOptions,
+    cache: &Cache,
+    progress: Progress,
+    edit: impl FnOnce(&mut ImageEdit) -> Result<T>,
+) -> Result<(Written, T)> {
+    check_free(opts, name)?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| {
+        Error::Usage(format!(
+            "{}: cannot create output directory: {e}",
+            opts.out_dir.display()
+        ))
+    })?;
+    let img_dest = opts.out_dir.join(format!("{name}.img"));
+    let mut img = Pending::new(&img_dest)?;
+    copy::sparse_copy(&base.raw_path, &mut img, progress, &format!("copy {name}"))?;
+
+    // The copy is edited through its temporary name.
+    let opened = image::open(img.path(), None, cache, Progress::quiet())?;
+    let table = partition::read(&opened.file, opened.size)?;
+    let mut ed = ImageEdit::open(img.path(), &opened, &table, opts.now)?;
+    let value = edit(&mut ed)?;
+    ed.commit()?;
+
+    // Blocks the root filesystem uses stay mapped even when they hold zeros.
+    let (view, _) = SystemView::open(&opened, &table)?;
+    let root = table
+        .get(view.root_partition())
+        .ok_or_else(|| Error::Layout("root partition vanished".into()))?;
+    let fs = Ext4::open(table.window(&opened.file, root, false))?;
+    let first = root.start() / bmap::BLOCK;
+    let in_use: Vec<(u64, u64)> = fs
+        .used_block_ranges()?
+        .into_iter()
+        .map(|(a, b)| (first + a, first + b))
+        .collect();
+    drop((view, fs, opened));
+    let scan = bmap::scan(img.path(), &in_use, progress)?;
+
+    let mut xz_out = None;
+    if opts.xz {
+        let dest = opts.out_dir.join(format!("{name}.img.xz"));
+        let mut p = Pending::new(&dest)?;
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
+        } else {
+            opts.threads
+        };
+        xz::compress(img.path(), &mut p, threads, opts.xz_level, progress)?;
+        let sum = sha256_of(p.path())?;
+        xz_out = Some((p, sum));
+    }
+    let image = img.persist(opts.force)?;
+    write_text(
+        &opts.out_dir.join(format!("{name}.img.sha256")),
+        &sha256_line(&scan.sha256, &image),
+        opts.force,
+    )?;
+    let bmap_path = if opts.bmap {
+        Some(write_text(
+            &opts.out_dir.join(format!("{name}.img.bmap")),
+            &bmap::render(&scan),
+            opts.force,
+        )?)
+    } else {
+        None
+    };
+    let (xz_path, xz_sha256) = match xz_out {
+        Some((p, sum)) => {
+            let path = p.persist(opts.force)?;
+            write_text(
+                &opts.out_dir.join(format!("{name}.img.xz.sha256")),
+                &sha256_line(&sum, &path),
+                opts.force,
+            )?;
+            (Some(path), Some(sum))
+        }
+        None => (None, None),
+    };
+    Ok((
+        Written {
+            image,
+            size: scan.size,
+            sha256: scan.sha256,
+            bmap: bmap_path,
+            xz: xz_path,
+            xz_sha256,
+        },
+        value,
+    ))
+}
