@@ -80,6 +80,22 @@ pub enum Command {
         /// Path inside the image
         path: String,
     },
+    /// File-level differences between two images (e.g. a node image and its base)
+    #[command(
+        after_help = "Exit status: 0 no differences, 1 differences, 2 error.\n\nExamples:\n  rpiimg diff base.img.xz out/ost04-control.img\n  rpiimg diff a.img b.img --json"
+    )]
+    Diff {
+        /// The image to compare from (e.g. the base; .img or .img.xz)
+        a: PathBuf,
+        /// The image to compare to
+        b: PathBuf,
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+        /// Compare the content of every file, even when its inode is unchanged
+        #[arg(long)]
+        full: bool,
+    },
     /// Edit files inside an image in place: ext4 root and FAT boot partition, all or nothing
     #[command(after_help = FS_EXAMPLES)]
     Fs {

@@ -7,6 +7,7 @@
 pub mod bytes;
 pub mod cli;
 pub mod commands;
+pub mod diff;
 pub mod error;
 pub mod ext4;
 pub mod fs;

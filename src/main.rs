@@ -4,8 +4,11 @@ use clap::Parser;
 
 fn main() {
     let cli = rpiimg::cli::Cli::parse();
-    if let Err(e) = rpiimg::commands::run(cli) {
-        eprintln!("rpiimg: error: {e}");
-        std::process::exit(2);
+    match rpiimg::commands::run(cli) {
+        Ok(status) => std::process::exit(status),
+        Err(e) => {
+            eprintln!("rpiimg: error: {e}");
+            std::process::exit(2);
+        }
     }
 }

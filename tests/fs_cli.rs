@@ -200,3 +200,56 @@ fn bad_batch_lines_and_compressed_images_are_clear_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("decompress"), "{}", stderr(&o));
 }
+
+#[test]
+fn diff_lists_exactly_the_edited_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture(&["--flavour", "bookworm"]);
+    let img = copy_fixture(&["--flavour", "bookworm"], dir.path());
+    let i = img.to_str().unwrap();
+    let o = rpiimg(&["diff", base.to_str().unwrap(), i]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "a copy has no differences: {}",
+        stdout(&o)
+    );
+    let local = dir.path().join("x");
+    std::fs::write(&local, "x\n").unwrap();
+    let l = local.to_str().unwrap();
+    for args in [
+        vec!["fs", i, "put", l, "/etc/hostname"],
+        vec!["fs", i, "put", l, "/boot/firmware/ssh"],
+        vec!["fs", i, "chmod", "600", "/etc/motd"],
+        vec![
+            "fs",
+            i,
+            "ln",
+            "-s",
+            "/dev/null",
+            "/etc/systemd/system/ssh.service",
+        ],
+        vec!["fs", i, "rm", "/etc/sudoers.d/010_pi-nopasswd"],
+    ] {
+        rpiimg_ok(&[&args[..], &["-q"]].concat());
+    }
+    let o = rpiimg(&["diff", base.to_str().unwrap(), i, "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let paths = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                e[0].as_str()
+                    .map_or_else(|| e["path"].as_str().unwrap().to_string(), str::to_string)
+            })
+            .collect()
+    };
+    assert_eq!(
+        paths("added"),
+        vec!["/boot/firmware/ssh", "/etc/systemd/system/ssh.service"]
+    );
+    assert_eq!(paths("removed"), vec!["/etc/sudoers.d/010_pi-nopasswd"]);
+    assert_eq!(paths("changed"), vec!["/etc/hostname", "/etc/motd"]);
+}

@@ -28,8 +28,9 @@ fn open_view(ctx: &Ctx, arg: &ImageArg) -> Result<SystemView> {
     Ok(SystemView::open(&img, &table)?.0)
 }
 
-/// Run a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+/// Run a parsed command line; the exit status on success (1: differences found).
+pub fn run(cli: Cli) -> Result<i32> {
+    let mut status = 0;
     let ctx = Ctx {
         cache: Cache::new(cli.cache_dir.clone().unwrap_or_else(Cache::default_dir)),
         progress: Progress::auto(cli.quiet),
@@ -80,11 +81,29 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Fs { image, op } => fs::run(&ctx.cache, ctx.progress, image, op, &mut out),
+        Command::Diff { a, b, json, full } => {
+            let arg = |p: &std::path::PathBuf| ImageArg {
+                image: p.clone(),
+                sha256: None,
+            };
+            let va = open_view(&ctx, &arg(a))?;
+            let vb = open_view(&ctx, &arg(b))?;
+            let d = crate::diff::diff(&va, &vb, *full)?;
+            if !d.is_empty() {
+                status = 1;
+            }
+            if *json {
+                let s = serde_json::to_string_pretty(&d).map_err(|e| Error::Output(e.into()))?;
+                writeln!(out, "{s}").map_err(Error::Output)
+            } else {
+                write!(out, "{}", d.render()).map_err(Error::Output)
+            }
+        }
     };
     // A reader that stops early (`| head`) is not an error.
     match res.and_then(|()| out.flush().map_err(Error::Output)) {
-        Err(Error::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
+        Err(Error::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(status),
+        other => other.map(|()| status),
     }
 }
 

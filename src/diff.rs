@@ -1,0 +1,220 @@
+//! File-level differences between two images (typically a node image and
+//! its base): added, removed and changed paths, with what changed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::ext4::FileType;
+use crate::fs::view::SystemView;
+use crate::fs::Stat;
+
+/// Files larger than this with a byte-identical inode record (same blocks,
+/// same times) are taken as unchanged without reading them, unless `full`.
+const TRUST_INODE_ABOVE: u64 = 64 << 10;
+
+struct Entry {
+    stat: Stat,
+    raw_inode: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub kind: String,
+    pub mode: String,
+    pub owner: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Changed {
+    pub path: String,
+    /// Human descriptions: "content", "mode 0644 -> 0600", ...
+    pub changes: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Diff {
+    pub added: Vec<(String, Summary)>,
+    pub removed: Vec<(String, Summary)>,
+    pub changed: Vec<Changed>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let line = |sum: &Summary| {
+            let mut l = format!("{} {} {} {} bytes", sum.kind, sum.mode, sum.owner, sum.size);
+            if let Some(t) = &sum.target {
+                l.push_str(&format!(" -> {t}"));
+            }
+            l
+        };
+        let mut all: Vec<(String, String)> = Vec::new();
+        for (p, sum) in &self.added {
+            all.push((p.clone(), format!("+ {p}  ({})", line(sum))));
+        }
+        for (p, sum) in &self.removed {
+            all.push((p.clone(), format!("- {p}  ({})", line(sum))));
+        }
+        for c in &self.changed {
+            all.push((
+                c.path.clone(),
+                format!("M {}  ({})", c.path, c.changes.join(", ")),
+            ));
+        }
+        all.sort();
+        for (_, l) in all {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            "{} added, {} removed, {} changed\n",
+            self.added.len(),
+            self.removed.len(),
+            self.changed.len()
+        ));
+        s
+    }
+}
+
+fn kind_name(k: FileType) -> &'static str {
+    match k {
+        FileType::Regular => "file",
+        FileType::Directory => "dir",
+        FileType::Symlink => "symlink",
+        _ => "special",
+    }
+}
+
+fn summary(st: &Stat) -> Summary {
+    Summary {
+        kind: kind_name(st.kind).into(),
+        mode: format!("{:04o}", st.mode),
+        owner: format!("{}:{}", st.uid, st.gid),
+        size: st.size,
+        target: st.target.clone(),
+    }
+}
+
+fn walk(view: &SystemView, dir: &str, out: &mut BTreeMap<String, Entry>) -> Result<()> {
+    for (name, st) in view.list(dir)? {
+        let p = if dir == "/" {
+            format!("/{name}")
+        } else {
+            format!("{dir}/{name}")
+        };
+        let raw_inode = if st.fs == "ext4" && st.ino != 0 {
+            Some(view.ext4().live_inode(st.ino)?.raw().to_vec())
+        } else {
+            None
+        };
+        let is_dir = st.kind == FileType::Directory;
+        out.insert(
+            p.clone(),
+            Entry {
+                stat: st,
+                raw_inode,
+            },
+        );
+        if is_dir {
+            walk(view, &p, out)?;
+        }
+    }
+    Ok(())
+}
+
+struct HashWriter(Sha256);
+impl Write for HashWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn content_hash(view: &SystemView, p: &str) -> Result<Vec<u8>> {
+    let mut h = HashWriter(Sha256::new());
+    view.read_to(p, &mut h)?;
+    Ok(h.0.finalize().to_vec())
+}
+
+/// Compare every path of `a` with `b`. With `full`, every common regular
+/// file's content is compared even when its inode record is unchanged.
+pub fn diff(a: &SystemView, b: &SystemView, full: bool) -> Result<Diff> {
+    let mut ma = BTreeMap::new();
+    let mut mb = BTreeMap::new();
+    walk(a, "/", &mut ma)?;
+    walk(b, "/", &mut mb)?;
+    let mut d = Diff::default();
+    for (p, eb) in &mb {
+        if !ma.contains_key(p) {
+            d.added.push((p.clone(), summary(&eb.stat)));
+        }
+    }
+    for (p, ea) in &ma {
+        let Some(eb) = mb.get(p) else {
+            d.removed.push((p.clone(), summary(&ea.stat)));
+            continue;
+        };
+        let (sa, sb) = (&ea.stat, &eb.stat);
+        let mut changes = Vec::new();
+        if sa.kind != sb.kind {
+            changes.push(format!(
+                "type {} -> {}",
+                kind_name(sa.kind),
+                kind_name(sb.kind)
+            ));
+        }
+        if sa.mode != sb.mode {
+            changes.push(format!("mode {:04o} -> {:04o}", sa.mode, sb.mode));
+        }
+        if (sa.uid, sa.gid) != (sb.uid, sb.gid) {
+            changes.push(format!(
+                "owner {}:{} -> {}:{}",
+                sa.uid, sa.gid, sb.uid, sb.gid
+            ));
+        }
+        if sa.target != sb.target {
+            changes.push(format!(
+                "target {} -> {}",
+                sa.target.as_deref().unwrap_or("-"),
+                sb.target.as_deref().unwrap_or("-")
+            ));
+        }
+        if sa.kind == FileType::Regular && sb.kind == FileType::Regular {
+            let same_inode = ea.raw_inode.is_some() && ea.raw_inode == eb.raw_inode;
+            let differs = if sa.size != sb.size {
+                true
+            } else if same_inode && !full && sa.size > TRUST_INODE_ABOVE {
+                false
+            } else {
+                content_hash(a, p)? != content_hash(b, p)?
+            };
+            if differs {
+                changes.push(if sa.size == sb.size {
+                    "content".to_string()
+                } else {
+                    format!("content ({} -> {} bytes)", sa.size, sb.size)
+                });
+            }
+        }
+        if !changes.is_empty() {
+            d.changed.push(Changed {
+                path: p.clone(),
+                changes,
+            });
+        }
+    }
+    Ok(d)
+}
