@@ -80,6 +80,17 @@ pub enum Command {
         /// Path inside the image
         path: String,
     },
+    /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
+    #[command(
+        after_help = "Without a profile or manifest, checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440.\n\nExamples:\n  rpiimg verify out/ost04-control.img\n  rpiimg verify out/ost04-control.img --json"
+    )]
+    Verify {
+        #[command(flatten)]
+        image: ImageArg,
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// File-level differences between two images (e.g. a node image and its base)
     #[command(
         after_help = "Exit status: 0 no differences, 1 differences, 2 error.\n\nExamples:\n  rpiimg diff base.img.xz out/ost04-control.img\n  rpiimg diff a.img b.img --json"

@@ -17,3 +17,4 @@ pub mod os;
 pub mod output;
 pub mod partition;
 pub mod progress;
+pub mod verify;

@@ -81,6 +81,21 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Fs { image, op } => fs::run(&ctx.cache, ctx.progress, image, op, &mut out),
+        Command::Verify { image, json } => {
+            let (img, table) = open(&ctx, image)?;
+            let (view, _) = SystemView::open(&img, &table)?;
+            let checks = crate::verify::invariants::check(&view, &table)?;
+            if checks.iter().any(|c| !c.ok) {
+                status = 1;
+            }
+            if *json {
+                let s =
+                    serde_json::to_string_pretty(&checks).map_err(|e| Error::Output(e.into()))?;
+                writeln!(out, "{s}").map_err(Error::Output)
+            } else {
+                write!(out, "{}", crate::verify::render(&checks)).map_err(Error::Output)
+            }
+        }
         Command::Diff { a, b, json, full } => {
             let arg = |p: &std::path::PathBuf| ImageArg {
                 image: p.clone(),
