@@ -16,5 +16,6 @@ pub mod inspect;
 pub mod os;
 pub mod output;
 pub mod partition;
+pub mod profile;
 pub mod progress;
 pub mod verify;

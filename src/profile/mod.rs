@@ -1,0 +1,529 @@
+//! Cluster and node profiles: TOML files that `extend` one another (deep
+//! merge, cycles rejected), deserialised strictly (unknown keys are
+//! errors) and validated before any image is touched.
+
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::{validate, Finding};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(
+        "profile {name:?} not found (looked for {tried}); pass a path or a name from profiles/"
+    )]
+    NotFound { name: String, tried: String },
+    #[error("{file}: {msg}")]
+    Invalid { file: String, msg: String },
+    #[error("{file}: `extends` cycle: {chain}")]
+    Cycle { file: String, chain: String },
+}
+
+fn invalid(file: &Path, msg: impl Into<String>) -> ProfileError {
+    ProfileError::Invalid {
+        file: file.display().to_string(),
+        msg: msg.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    /// Pi OS Lite image, .img or .img.xz (relative to the profile's directory).
+    pub image: PathBuf,
+    pub sha256: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    #[serde(default = "default_out")]
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub xz: bool,
+    #[serde(default = "yes")]
+    pub bmap: bool,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            dir: default_out(),
+            xz: false,
+            bmap: true,
+        }
+    }
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("out")
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub hostname: String,
+    /// Address of the node's network interface (veth0), without prefix.
+    pub address: Ipv4Addr,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Explicit MAC addresses by interface; otherwise derived, stable.
+    #[serde(default)]
+    pub macs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    /// CIDR, e.g. 192.168.10.0/24
+    pub subnet: String,
+    pub gateway: Ipv4Addr,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub ntp: Vec<String>,
+    pub vip: Option<Ipv4Addr>,
+    /// "first-last", e.g. 192.168.10.31-192.168.10.35
+    pub floating_pool: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// Plain text, hashed (SHA-512 crypt) when the plan is made; never stored or printed.
+    pub password: Option<String>,
+    /// A crypt(3) hash ($y$, $6$, $5$) used as is.
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+    #[serde(default)]
+    pub sudo_nopasswd: bool,
+    /// Home directory [default: /home/NAME]
+    pub home: Option<String>,
+    #[serde(default = "bash")]
+    pub shell: String,
+}
+
+fn bash() -> String {
+    "/bin/bash".into()
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    #[default]
+    Flat,
+    Vlan,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Wifi {
+    pub ssid: String,
+    pub psk: String,
+    #[serde(default = "gb")]
+    pub country: String,
+}
+fn gb() -> String {
+    "GB".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    #[serde(default)]
+    pub mode: NetMode,
+    /// VLAN of the flat network on eth0 (vlan mode)
+    pub flat_vlan: Option<u16>,
+    /// Provider VLANs carried tagged on eth0 and veth1br (vlan mode)
+    #[serde(default)]
+    pub provider_vlans: Vec<u16>,
+    /// Declared provider range "first-last", e.g. "101-200"
+    pub provider_range: Option<String>,
+    /// Optional rescue Wi-Fi on wlan0 (DHCP)
+    pub wifi: Option<Wifi>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firstboot {
+    #[serde(default = "default_packages")]
+    pub packages: Vec<String>,
+    #[serde(default = "default_remove")]
+    pub remove: Vec<String>,
+    #[serde(default = "yes")]
+    pub upgrade: bool,
+    /// Extra shell commands run as root after the packages (e.g. stack.sh).
+    #[serde(default)]
+    pub commands: Vec<String>,
+}
+
+impl Default for Firstboot {
+    fn default() -> Self {
+        Firstboot {
+            packages: default_packages(),
+            remove: default_remove(),
+            upgrade: true,
+            commands: Vec::new(),
+        }
+    }
+}
+
+fn default_packages() -> Vec<String> {
+    [
+        "qemu-system-arm",
+        "sshpass",
+        "ufw",
+        "net-tools",
+        "lm-sensors",
+        "netplan.io",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_remove() -> Vec<String> {
+    vec!["unattended-upgrades".into()]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    #[serde(default = "yes")]
+    pub enable: bool,
+    #[serde(default = "yes")]
+    pub password_authentication: bool,
+}
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Ssh {
+            enable: true,
+            password_authentication: true,
+        }
+    }
+}
+
+/// An extra file for the image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraFile {
+    pub path: String,
+    /// Inline content (rendered as a template)...
+    pub content: Option<String>,
+    /// ...or a local file, relative to the profile's directory.
+    pub source: Option<PathBuf>,
+    #[serde(default = "mode644")]
+    pub mode: String,
+    #[serde(default = "root_owner")]
+    pub owner: String,
+}
+fn mode644() -> String {
+    "644".into()
+}
+fn root_owner() -> String {
+    "0:0".into()
+}
+
+/// A fully resolved node profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Parent profile (resolved away when loading).
+    #[serde(default, skip_serializing)]
+    pub extends: Option<String>,
+    /// Which node of the cluster this profile builds.
+    pub hostname: String,
+    #[serde(default)]
+    pub base: Base,
+    #[serde(default)]
+    pub output: Output,
+    pub cluster: Cluster,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub ssh: Ssh,
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, String>,
+    /// Swap size in MiB; absent keeps the image's setting.
+    pub swap_mib: Option<u32>,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub firstboot: Firstboot,
+    /// Free-form values for templates (e.g. DevStack passwords).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Extra overlay directories (relative to the profile's directory).
+    #[serde(default)]
+    pub overlays: Vec<PathBuf>,
+    #[serde(default)]
+    pub files: Vec<ExtraFile>,
+    /// Where the profile was read from (set by the loader).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+impl Profile {
+    pub fn node(&self) -> Option<&Node> {
+        self.cluster
+            .nodes
+            .iter()
+            .find(|n| n.hostname == self.hostname)
+    }
+    /// The profile file's directory, for relative paths.
+    pub fn dir(&self) -> &Path {
+        self.source.parent().unwrap_or(Path::new("."))
+    }
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir().join(p)
+        }
+    }
+}
+
+/// `--profile NAME` finds `profiles/NAME.toml`; a path (with `/` or
+/// ending in `.toml`) is used as is.
+pub fn find(name: &str) -> Result<PathBuf, ProfileError> {
+    let p = PathBuf::from(name);
+    if name.contains('/') || name.ends_with(".toml") {
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(ProfileError::NotFound {
+                name: name.into(),
+                tried: p.display().to_string(),
+            })
+        };
+    }
+    let c = PathBuf::from("profiles").join(format!("{name}.toml"));
+    if c.is_file() {
+        Ok(c)
+    } else {
+        Err(ProfileError::NotFound {
+            name: name.into(),
+            tried: c.display().to_string(),
+        })
+    }
+}
+
+/// Tables merge key by key; anything else in `over` replaces `base`.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn read_table(path: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Table, ProfileError> {
+    let canon = path
+        .canonicalize()
+        .map_err(|e| invalid(path, e.to_string()))?;
+    if chain.contains(&canon) {
+        let mut names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
+        names.push(canon.display().to_string());
+        return Err(ProfileError::Cycle {
+            file: path.display().to_string(),
+            chain: names.join(" -> "),
+        });
+    }
+    chain.push(canon);
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(path, e.to_string()))?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| invalid(path, e.to_string()))?;
+    let Some(parent) = table.remove("extends") else {
+        return Ok(table);
+    };
+    let toml::Value::String(parent) = parent else {
+        return Err(invalid(path, "`extends` must be a file name"));
+    };
+    let ppath = path.parent().unwrap_or(Path::new(".")).join(&parent);
+    let mut base = read_table(&ppath, chain)?;
+    // Paths in the parent are relative to the parent's directory.
+    rebase_paths(
+        &mut base,
+        ppath.parent().unwrap_or(Path::new(".")),
+        path.parent().unwrap_or(Path::new(".")),
+    );
+    merge(&mut base, table);
+    Ok(base)
+}
+
+/// Rewrite the path-valued keys of a parent table so they stay correct
+/// when read relative to the child's directory.
+fn rebase_paths(t: &mut toml::Table, from: &Path, to: &Path) {
+    if from == to {
+        return;
+    }
+    let fix = |v: &mut toml::Value| {
+        if let toml::Value::String(s) = v {
+            let p = Path::new(s.as_str());
+            if p.is_relative() {
+                let abs = from.join(p);
+                *s = pathdiff(&abs, to).display().to_string();
+            }
+        }
+    };
+    if let Some(toml::Value::Table(b)) = t.get_mut("base") {
+        if let Some(v) = b.get_mut("image") {
+            fix(v);
+        }
+    }
+    if let Some(toml::Value::Table(o)) = t.get_mut("output") {
+        if let Some(v) = o.get_mut("dir") {
+            fix(v);
+        }
+    }
+    if let Some(toml::Value::Array(a)) = t.get_mut("overlays") {
+        a.iter_mut().for_each(fix);
+    }
+    if let Some(toml::Value::Array(files)) = t.get_mut("files") {
+        for f in files {
+            if let toml::Value::Table(ft) = f {
+                if let Some(v) = ft.get_mut("source") {
+                    fix(v);
+                }
+            }
+        }
+    }
+}
+
+/// `abs` relative to `base` when both are relative to the same root.
+fn pathdiff(abs: &Path, base: &Path) -> PathBuf {
+    let a: Vec<_> = abs.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &a[common..] {
+        out.push(c);
+    }
+    out
+}
+
+/// Load a node profile with everything it extends.
+pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+    let table = read_table(path, &mut Vec::new())?;
+    let mut p: Profile = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(path, e.to_string()))?;
+    p.source = path.to_path_buf();
+    Ok(p)
+}
+
+/// Every node profile in a directory (files whose resolved profile names a
+/// `hostname`); cluster files without one are skipped.
+pub fn load_dir(dir: &Path) -> Result<Vec<Profile>, ProfileError> {
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| invalid(dir, e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let table = read_table(&p, &mut Vec::new())?;
+        if table.contains_key("hostname") {
+            out.push(load(&p)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Parse "a.b.c.d/len".
+pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, l) = s.split_once('/')?;
+    let len: u8 = l.parse().ok().filter(|l| *l <= 32)?;
+    Some((a.parse().ok()?, len))
+}
+
+pub fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// Parse "first-last" of addresses.
+pub fn parse_pool(s: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let (a, b) = s.split_once('-')?;
+    let (a, b): (Ipv4Addr, Ipv4Addr) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (u32::from(a) <= u32::from(b)).then_some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_is_deep() {
+        let mut a: toml::Table = "x = 1\n[t]\na = 1\nb = 2\n".parse().unwrap();
+        let b: toml::Table = "[t]\nb = 3\nc = 4\n".parse().unwrap();
+        merge(&mut a, b);
+        assert_eq!(a["t"]["a"].as_integer(), Some(1));
+        assert_eq!(a["t"]["b"].as_integer(), Some(3));
+        assert_eq!(a["t"]["c"].as_integer(), Some(4));
+        assert_eq!(a["x"].as_integer(), Some(1));
+    }
+
+    #[test]
+    fn extends_cycles_and_unknown_keys_are_rejected() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("a.toml"),
+            "extends = \"b.toml\"\nhostname = \"x\"\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("b.toml"), "extends = \"a.toml\"\n").unwrap();
+        let e = load(&d.path().join("a.toml")).unwrap_err().to_string();
+        assert!(e.contains("cycle"), "{e}");
+        std::fs::write(
+            d.path().join("c.toml"),
+            "hostname = \"x\"\nswapp_mib = 3\n[cluster]\nname=\"c\"\nsubnet=\"10.0.0.0/24\"\ngateway=\"10.0.0.1\"\n",
+        )
+        .unwrap();
+        let e = load(&d.path().join("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("swapp_mib"), "{e}");
+    }
+
+    #[test]
+    fn parent_paths_stay_relative_to_the_parent() {
+        assert_eq!(
+            pathdiff(Path::new("a/demo/base.img"), Path::new("a/profiles")),
+            PathBuf::from("../demo/base.img")
+        );
+    }
+
+    #[test]
+    fn subnets() {
+        let (n, l) = parse_cidr("192.168.10.0/24").unwrap();
+        assert!(in_subnet("192.168.10.24".parse().unwrap(), n, l));
+        assert!(!in_subnet("192.168.11.24".parse().unwrap(), n, l));
+        assert!(parse_pool("192.168.10.35-192.168.10.31").is_none());
+    }
+}
