@@ -32,6 +32,29 @@ pub struct Cli {
     pub quiet: bool,
 }
 
+/// A base image overriding the profile's.
+#[derive(Debug, Args, Clone)]
+pub struct BaseArg {
+    /// Base image (.img or .img.xz) instead of the profile's base.image
+    #[arg(long, value_name = "IMAGE")]
+    pub base: Option<PathBuf>,
+    /// Refuse the base unless its sha256 is HEX (overrides base.sha256)
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+}
+
+const BUILD_EXAMPLES: &str = "\
+Each node gets <host>.img (sparse), <host>.img.sha256, <host>.img.bmap,
+<host>.manifest.json and with --xz <host>.img.xz(.sha256) in the output
+directory. Files appear under their final names only when complete; existing
+outputs are kept unless --force. The base is decompressed once into the cache.
+
+Examples:
+  rpiimg build --profile ost04-control
+  rpiimg build --all profiles --out /srv/images --xz
+  rpiimg build --profile ost01-compute --profile ost02-compute --base ~/2025-05-13-raspios-bookworm-arm64-lite.img.xz
+  bmaptool copy out/ost04.img /dev/sdX        # then flash";
+
 /// An image argument with its optional pin.
 #[derive(Debug, Args)]
 pub struct ImageArg {
@@ -79,6 +102,50 @@ pub enum Command {
         image: ImageArg,
         /// Path inside the image
         path: String,
+    },
+    /// Print the plan of changes for a node (reads the base image, writes nothing)
+    #[command(
+        after_help = "Examples:\n  rpiimg plan --profile ost04-control\n  rpiimg plan --profile profiles/ost01-compute.toml --base base.img --json\n  rpiimg plan --profile ost04-control --render-to /tmp/ost04   # the rendered files, for review"
+    )]
+    Plan {
+        /// Node profile: a name from profiles/ (ost04-control) or a path
+        #[arg(long, value_name = "PROFILE")]
+        profile: String,
+        #[command(flatten)]
+        base: BaseArg,
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+        /// Also write every file the plan writes under DIR, mirroring target paths
+        #[arg(long, value_name = "DIR")]
+        render_to: Option<PathBuf>,
+    },
+    /// Build one ready-to-flash image per node from the profile's base image
+    #[command(after_help = BUILD_EXAMPLES)]
+    Build {
+        /// Node profile (repeatable): a name from profiles/ or a path
+        #[arg(long, value_name = "PROFILE", required_unless_present = "all")]
+        profile: Vec<String>,
+        /// Every node profile in DIR (profiles that name a hostname)
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "profiles", conflicts_with = "profile")]
+        all: Option<PathBuf>,
+        #[command(flatten)]
+        base: BaseArg,
+        /// Output directory [default: the profile's output.dir]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Also write <host>.img.xz (multi-threaded)
+        #[arg(long)]
+        xz: bool,
+        /// Do not write the .bmap file
+        #[arg(long)]
+        no_bmap: bool,
+        /// Overwrite existing outputs
+        #[arg(long)]
+        force: bool,
+        /// xz threads [default: all cores]
+        #[arg(long, default_value_t = 0)]
+        threads: u32,
     },
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(

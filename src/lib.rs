@@ -4,6 +4,7 @@
 //! Data flows one way: image container -> partition table -> filesystems
 //! -> a pure plan of changes -> applying the plan -> outputs.
 
+pub mod apply;
 pub mod bytes;
 pub mod cli;
 pub mod commands;
@@ -16,6 +17,7 @@ pub mod inspect;
 pub mod os;
 pub mod output;
 pub mod partition;
+pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod verify;

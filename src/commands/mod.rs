@@ -1,5 +1,6 @@
 //! What each subcommand does: open the image, call the library, print.
 
+mod build;
 mod fs;
 
 use std::io::{self, Write};
@@ -81,6 +82,42 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Fs { image, op } => fs::run(&ctx.cache, ctx.progress, image, op, &mut out),
+        Command::Plan {
+            profile,
+            base,
+            json,
+            render_to,
+        } => build::run_plan(
+            &ctx.cache,
+            ctx.progress,
+            profile,
+            base,
+            *json,
+            render_to.as_deref(),
+            &mut out,
+        ),
+        Command::Build {
+            profile,
+            all,
+            base,
+            out: out_dir,
+            xz,
+            no_bmap,
+            force,
+            threads,
+        } => build::run_build(
+            &ctx.cache,
+            ctx.progress,
+            profile,
+            all.as_deref(),
+            base,
+            out_dir.as_deref(),
+            *xz,
+            *no_bmap,
+            *force,
+            *threads,
+            &mut out,
+        ),
         Command::Verify { image, json } => {
             let (img, table) = open(&ctx, image)?;
             let (view, _) = SystemView::open(&img, &table)?;

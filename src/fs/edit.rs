@@ -401,6 +401,11 @@ impl ImageEdit {
         }
     }
 
+    /// Whether a path lies on a FAT partition (no owners, modes or links).
+    pub fn is_fat(&self, p: &str) -> bool {
+        matches!(self.target(p), Ok(Target::Fat(..)))
+    }
+
     /// A text file from the staged ext4 root, if it exists.
     pub fn read_root_text(&self, p: &str) -> Result<Option<String>> {
         let fs = self.root.fs();

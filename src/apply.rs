@@ -1,0 +1,139 @@
+//! Applying a plan to an image, through one edit transaction.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ext4::write::{Content, Meta};
+use crate::ext4::Ext4Error;
+use crate::fs::edit::ImageEdit;
+use crate::plan::{sha256_hex, Change, Plan};
+
+/// What was done, for the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub intent: String,
+    pub change: Change,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+fn absent(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotFound { .. } | Error::Ext4(Ext4Error::NotFound { .. })
+    )
+}
+
+fn parent(p: &str) -> Option<&str> {
+    p.rsplit_once('/').map(|(a, _)| a).filter(|a| !a.is_empty())
+}
+
+fn ensure_parent(ed: &mut ImageEdit, p: &str) -> Result<()> {
+    match parent(p) {
+        Some(dir) if ed.is_dir(dir)? != Some(true) => ed.mkdir(dir, Meta::root(0o755), true),
+        _ => Ok(()),
+    }
+}
+
+fn on_fat(ed: &ImageEdit, p: &str) -> bool {
+    ed.is_fat(p)
+}
+
+/// Apply one change. Owners and modes are skipped on FAT, which has none.
+pub fn apply_change(ed: &mut ImageEdit, c: &Change) -> Result<()> {
+    match c {
+        Change::WriteFile {
+            path,
+            content,
+            mode,
+            uid,
+            gid,
+        } => {
+            ensure_parent(ed, path)?;
+            ed.write_file(
+                path,
+                Content::Bytes(content.clone()),
+                Meta {
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            )
+        }
+        Change::Mkdir {
+            path,
+            mode,
+            uid,
+            gid,
+        } => {
+            ed.mkdir(
+                path,
+                Meta {
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+                true,
+            )?;
+            if !on_fat(ed, path) {
+                ed.chmod(path, *mode)?;
+                ed.chown(path, *uid, *gid)?;
+            }
+            Ok(())
+        }
+        Change::Symlink { path, target } => {
+            ensure_parent(ed, path)?;
+            ed.symlink(path, target, 0, 0)
+        }
+        Change::Remove { path } => match ed.remove(path, false) {
+            Err(e) if absent(&e) => Ok(()),
+            r => r,
+        },
+        Change::RemoveTree { path } => match ed.remove(path, true) {
+            Err(e) if absent(&e) => Ok(()),
+            r => r,
+        },
+        Change::Rename { from, to } => {
+            ensure_parent(ed, to)?;
+            ed.rename(from, to)
+        }
+        Change::Chown {
+            path,
+            uid,
+            gid,
+            recursive,
+        } => {
+            for p in ed.tree(path, *recursive)? {
+                ed.chown(&p, *uid, *gid)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Apply every change of the plan, in order; the first failure names the
+/// step and the change.
+pub fn apply(ed: &mut ImageEdit, plan: &Plan) -> Result<Vec<Applied>> {
+    let mut out = Vec::new();
+    for s in &plan.steps {
+        for c in &s.changes {
+            apply_change(ed, c).map_err(|e| {
+                Error::Usage(format!(
+                    "{}: step \"{}\": {}: {e}",
+                    plan.node,
+                    s.intent,
+                    c.describe()
+                ))
+            })?;
+            out.push(Applied {
+                intent: s.intent.clone(),
+                change: c.clone(),
+                sha256: match c {
+                    Change::WriteFile { content, .. } => Some(sha256_hex(content)),
+                    _ => None,
+                },
+            });
+        }
+    }
+    Ok(out)
+}

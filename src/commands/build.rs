@@ -1,0 +1,268 @@
+//! `rpiimg plan` and `rpiimg build`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::cli::BaseArg;
+use crate::error::{Error, Result};
+use crate::fs::view::SystemView;
+use crate::image::{self, Cache, OpenedImage};
+use crate::output::image::{build as build_image, ImageOptions};
+use crate::partition;
+use crate::plan::{make_plan, Change, ImageFacts, Plan};
+use crate::profile::{self, Profile};
+use crate::progress::{human_bytes, Progress};
+
+/// Load and validate a profile: errors stop here, before any image I/O.
+pub fn load_profile(name: &str, progress: Progress) -> Result<Profile> {
+    let path = profile::find(name).map_err(|e| Error::Usage(e.to_string()))?;
+    let p = profile::load(&path).map_err(|e| Error::Usage(e.to_string()))?;
+    let findings = profile::validate(&p);
+    let errors: Vec<String> = findings
+        .iter()
+        .filter(|f| f.error)
+        .map(|f| format!("  {f}"))
+        .collect();
+    if !errors.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: invalid profile:\n{}",
+            path.display(),
+            errors.join("\n")
+        )));
+    }
+    if !progress.is_quiet() {
+        for w in findings.iter().filter(|f| !f.error) {
+            eprintln!("rpiimg: warning: {}: {w}", path.display());
+        }
+    }
+    Ok(p)
+}
+
+/// The base image of a profile (or the override), opened and pinned.
+pub fn open_base(
+    p: &Profile,
+    over: &BaseArg,
+    cache: &Cache,
+    progress: Progress,
+) -> Result<OpenedImage> {
+    let path = match &over.base {
+        Some(b) => b.clone(),
+        None => {
+            if p.base.image.as_os_str().is_empty() {
+                return Err(Error::Usage(format!(
+                    "{}: no base.image; set it or pass --base",
+                    p.source.display()
+                )));
+            }
+            p.resolve(&p.base.image)
+        }
+    };
+    if !path.exists() {
+        let hint = if path.to_string_lossy().contains("demo/base.img") {
+            " (run scripts/demo once to make the demo base, or pass --base)"
+        } else {
+            ""
+        };
+        return Err(Error::Usage(format!(
+            "base image {} does not exist{hint}",
+            path.display()
+        )));
+    }
+    let pin = over.sha256.clone().or_else(|| {
+        if over.base.is_some() {
+            None
+        } else {
+            p.base.sha256.clone()
+        }
+    });
+    Ok(image::open(&path, pin.as_deref(), cache, progress)?)
+}
+
+pub fn plan_for(p: &Profile, base: &OpenedImage) -> Result<Plan> {
+    let table = partition::read(&base.file, base.size)?;
+    let (view, _) = SystemView::open(base, &table)?;
+    let facts = ImageFacts::from_view(&view)?;
+    make_plan(p, &facts).map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// Write the plan's files under `dir` for review, never outside it.
+fn render_to(plan: &Plan, dir: &Path) -> Result<usize> {
+    let mut n = 0;
+    for c in plan.changes() {
+        if let Change::WriteFile { path, content, .. } = c {
+            let rel: PathBuf =
+                crate::fs::path::components(&crate::fs::path::normalize(path)).collect();
+            let dest = dir.join(rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::Host {
+                    path: parent.display().to_string(),
+                    source: e,
+                })?;
+            }
+            std::fs::write(&dest, content).map_err(|e| Error::Host {
+                path: dest.display().to_string(),
+                source: e,
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+pub fn run_plan(
+    cache: &Cache,
+    progress: Progress,
+    name: &str,
+    base: &BaseArg,
+    json: bool,
+    render: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let p = load_profile(name, progress)?;
+    let img = open_base(&p, base, cache, progress)?;
+    let plan = plan_for(&p, &img)?;
+    if let Some(dir) = render {
+        let n = render_to(&plan, dir)?;
+        if !progress.is_quiet() {
+            eprintln!("rpiimg: {n} files rendered under {}", dir.display());
+        }
+    }
+    let text = if json {
+        serde_json::to_string_pretty(&plan).map_err(|e| Error::Output(e.into()))? + "\n"
+    } else {
+        plan.render()
+    };
+    out.write_all(text.as_bytes()).map_err(Error::Output)
+}
+
+/// The profile as recorded in a manifest: resolved, secrets redacted.
+fn redacted(p: &Profile) -> serde_json::Value {
+    let mut v = serde_json::to_value(p).unwrap_or_default();
+    if let Some(users) = v.get_mut("users").and_then(|u| u.as_array_mut()) {
+        for u in users {
+            if u.get("password").is_some_and(|x| !x.is_null()) {
+                u["password"] = "<redacted>".into();
+            }
+        }
+    }
+    if let Some(vars) = v.get_mut("vars").and_then(|u| u.as_object_mut()) {
+        for (_, val) in vars.iter_mut() {
+            *val = "<redacted>".into();
+        }
+    }
+    if let Some(w) = v.pointer_mut("/network/wifi/psk") {
+        *w = "<redacted>".into();
+    }
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn run_build(
+    cache: &Cache,
+    progress: Progress,
+    profiles: &[String],
+    all: Option<&Path>,
+    base: &BaseArg,
+    out_dir: Option<&Path>,
+    xz: bool,
+    no_bmap: bool,
+    force: bool,
+    threads: u32,
+    out: &mut dyn Write,
+) -> Result<()> {
+    // Load and validate everything before touching an image.
+    let mut loaded = Vec::new();
+    if let Some(dir) = all {
+        for p in profile::load_dir(dir).map_err(|e| Error::Usage(e.to_string()))? {
+            loaded.push(load_profile(&p.source.display().to_string(), progress)?);
+        }
+        if loaded.is_empty() {
+            return Err(Error::Usage(format!(
+                "{}: no node profiles (files with a hostname)",
+                dir.display()
+            )));
+        }
+    } else {
+        for name in profiles {
+            loaded.push(load_profile(name, progress)?);
+        }
+    }
+    let mut hosts: Vec<(&str, &Path)> = Vec::new();
+    for p in &loaded {
+        if let Some((_, other)) = hosts.iter().find(|(h, _)| *h == p.hostname) {
+            return Err(Error::Usage(format!(
+                "{} and {} both build host {}: build them in separate runs or output directories",
+                other.display(),
+                p.source.display(),
+                p.hostname
+            )));
+        }
+        hosts.push((&p.hostname, &p.source));
+    }
+    let mut summary = Vec::new();
+    for p in &loaded {
+        let img = open_base(p, base, cache, progress)?;
+        let plan = plan_for(p, &img)?;
+        let opts = ImageOptions {
+            out_dir: out_dir.map_or_else(|| p.resolve(&p.output.dir), Path::to_path_buf),
+            xz: xz || p.output.xz,
+            bmap: p.output.bmap && !no_bmap,
+            force,
+            threads,
+            xz_level: 6,
+            now: super::fs::now(),
+        };
+        let (written, applied) = build_image(&img, &p.hostname, &opts, cache, progress, |ed| {
+            crate::apply::apply(ed, &plan)
+        })?;
+        let manifest = serde_json::json!({
+            "rpiimg": env!("CARGO_PKG_VERSION"),
+            "node": p.hostname,
+            "profile": p.source.display().to_string(),
+            "os": plan.os,
+            "base": {
+                "path": img.input.display().to_string(),
+                "sha256": img.input_sha256,
+            },
+            "image": written,
+            "resolved_profile": redacted(p),
+            "warnings": plan.warnings,
+            "changes": applied,
+        });
+        let text =
+            serde_json::to_string_pretty(&manifest).map_err(|e| Error::Output(e.into()))? + "\n";
+        let mpath = crate::output::write_text(
+            &opts.out_dir.join(format!("{}.manifest.json", p.hostname)),
+            &text,
+            force,
+        )?;
+        summary.push((p.hostname.clone(), written, mpath));
+    }
+    for (host, w, m) in &summary {
+        writeln!(
+            out,
+            "{host}: {} ({}), sha256 {}",
+            w.image.display(),
+            human_bytes(w.size),
+            w.sha256
+        )
+        .map_err(Error::Output)?;
+        if let Some(x) = &w.xz {
+            writeln!(out, "    {}", x.display()).map_err(Error::Output)?;
+        }
+        writeln!(out, "    manifest {}", m.display()).map_err(Error::Output)?;
+        let flash = match &w.bmap {
+            Some(_) => format!("bmaptool copy {} /dev/sdX", w.image.display()),
+            None => format!(
+                "dd if={} of=/dev/sdX bs=4M conv=fsync status=progress",
+                w.image.display()
+            ),
+        };
+        writeln!(
+            out,
+            "    flash: {flash}   (check the device name with lsblk first)"
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,643 @@
+//! The plan: everything a node image must get, as file-level changes
+//! grouped by intent. Pure: made from a validated profile and facts read
+//! from the base image, so it is testable without an image; `build`
+//! applies it, `verify` checks an image against it, `plan` prints it.
+
+pub mod facts;
+mod overlays;
+pub mod units;
+pub mod users;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::profile::{NetMode, Profile};
+pub use facts::ImageFacts;
+
+/// One file-level change; paths are as the booted system sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    WriteFile {
+        path: String,
+        #[serde(skip)]
+        content: Vec<u8>,
+        mode: u16,
+        uid: u32,
+        gid: u32,
+    },
+    /// `mkdir -p`; parents 0755 root.
+    Mkdir {
+        path: String,
+        mode: u16,
+        uid: u32,
+        gid: u32,
+    },
+    /// Replaces a file or link at `path`.
+    Symlink {
+        path: String,
+        target: String,
+    },
+    /// No error when absent.
+    Remove {
+        path: String,
+    },
+    RemoveTree {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Chown {
+        path: String,
+        uid: u32,
+        gid: u32,
+        recursive: bool,
+    },
+}
+
+impl Change {
+    pub fn path(&self) -> &str {
+        match self {
+            Change::WriteFile { path, .. }
+            | Change::Mkdir { path, .. }
+            | Change::Symlink { path, .. }
+            | Change::Remove { path }
+            | Change::RemoveTree { path }
+            | Change::Chown { path, .. } => path,
+            Change::Rename { to, .. } => to,
+        }
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Change::WriteFile {
+                path,
+                content,
+                mode,
+                uid,
+                gid,
+            } => format!(
+                "write   {path}  ({mode:04o} {uid}:{gid}, {} bytes, sha256 {})",
+                content.len(),
+                &sha256_hex(content)[..16]
+            ),
+            Change::Mkdir {
+                path,
+                mode,
+                uid,
+                gid,
+            } => format!("mkdir   {path}  ({mode:04o} {uid}:{gid})"),
+            Change::Symlink { path, target } => format!("symlink {path} -> {target}"),
+            Change::Remove { path } => format!("remove  {path}"),
+            Change::RemoveTree { path } => format!("rm -r   {path}"),
+            Change::Rename { from, to } => format!("move    {from} -> {to}"),
+            Change::Chown {
+                path,
+                uid,
+                gid,
+                recursive,
+            } => {
+                format!(
+                    "chown   {path}  ({uid}:{gid}{})",
+                    if *recursive { ", recursive" } else { "" }
+                )
+            }
+        }
+    }
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    crate::bytes::hex(&Sha256::digest(b))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub intent: String,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub node: String,
+    pub os: String,
+    pub warnings: Vec<String>,
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn changes(&self) -> impl Iterator<Item = &Change> {
+        self.steps.iter().flat_map(|s| s.changes.iter())
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!("plan for {} ({})\n", self.node, self.os);
+        for w in &self.warnings {
+            s.push_str(&format!("warning: {w}\n"));
+        }
+        for st in &self.steps {
+            s.push_str(&format!("\n== {}\n", st.intent));
+            for c in &st.changes {
+                s.push_str(&format!("   {}\n", c.describe()));
+            }
+        }
+        s.push_str(&format!(
+            "\n{} steps, {} changes\n",
+            self.steps.len(),
+            self.changes().count()
+        ));
+        s
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("plan for {node}: {msg}")]
+pub struct PlanError {
+    pub node: String,
+    pub msg: String,
+}
+
+/// Stable, locally administered MAC for an interface of a node: the same
+/// inputs always give the same address, different nodes never share one
+/// (the lab's field failure: veth MACs derived from a cloned machine-id).
+pub fn derived_mac(cluster: &str, host: &str, ifname: &str) -> String {
+    let h = Sha256::digest(format!("rpiimg\0{cluster}\0{host}\0{ifname}").as_bytes());
+    let b0 = (h[0] & 0xFC) | 0x02;
+    format!(
+        "{b0:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h[1], h[2], h[3], h[4], h[5]
+    )
+}
+
+pub const INTERFACES: &[&str] = &["veth0", "veth0br", "veth1", "veth1br", "brmux"];
+
+struct Builder<'a> {
+    p: &'a Profile,
+    f: &'a ImageFacts,
+    steps: Vec<Step>,
+}
+
+impl Builder<'_> {
+    fn step(&mut self, intent: impl Into<String>, changes: Vec<Change>) {
+        if !changes.is_empty() {
+            self.steps.push(Step {
+                intent: intent.into(),
+                changes,
+            });
+        }
+    }
+    fn err(&self, msg: impl Into<String>) -> PlanError {
+        PlanError {
+            node: self.p.hostname.clone(),
+            msg: msg.into(),
+        }
+    }
+}
+
+fn write(path: &str, content: impl Into<Vec<u8>>, mode: u16) -> Change {
+    Change::WriteFile {
+        path: path.into(),
+        content: content.into(),
+        mode,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+/// Set `KEY=value` in a shell-style config, uncommenting `#KEY=` or appending.
+fn set_conf(text: &str, key: &str, value: &str) -> String {
+    let mut out = Vec::new();
+    let mut done = false;
+    for l in text.lines() {
+        let bare = l.trim_start().trim_start_matches('#');
+        if !done && bare.starts_with(&format!("{key}=")) {
+            out.push(format!("{key}={value}"));
+            done = true;
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    if !done {
+        out.push(format!("{key}={value}"));
+    }
+    out.join("\n") + "\n"
+}
+
+fn hosts_file(base: &str, p: &Profile) -> String {
+    let marker = "# rpiimg: cluster nodes";
+    let mut out = Vec::new();
+    for l in base.lines() {
+        if l.starts_with(marker) {
+            break;
+        }
+        if l.starts_with("127.0.1.1") {
+            out.push(format!("127.0.1.1\t{}", p.hostname));
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    if !out.iter().any(|l| l.starts_with("127.0.1.1")) {
+        out.push(format!("127.0.1.1\t{}", p.hostname));
+    }
+    out.push(format!("{marker} ({})", p.cluster.name));
+    for n in &p.cluster.nodes {
+        out.push(format!("{}\t{}", n.address, n.hostname));
+    }
+    out.join("\n") + "\n"
+}
+
+/// Make the plan for the profile's node on an image with these facts.
+pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
+    let mut b = Builder {
+        p,
+        f,
+        steps: Vec::new(),
+    };
+    let os = f.codename.clone();
+    if !(f.os_id == "debian" && (os == "bookworm" || os == "trixie")) {
+        return Err(b.err(format!(
+            "the base image runs {} {}; rpiimg knows Raspberry Pi OS bookworm and trixie",
+            if f.os_id.is_empty() {
+                "an unknown OS"
+            } else {
+                &f.os_id
+            },
+            os
+        )));
+    }
+    let node = p
+        .node()
+        .ok_or_else(|| b.err(format!("{} is not in the cluster's node list", p.hostname)))?
+        .clone();
+    let warnings: Vec<String> = crate::profile::validate(p)
+        .into_iter()
+        .filter(|x| !x.error)
+        .map(|x| x.to_string())
+        .collect();
+
+    // Identity
+    let hosts = hosts_file(f.file("/etc/hosts").unwrap_or("127.0.0.1\tlocalhost\n"), p);
+    b.step(
+        format!("hostname {} and cluster hosts", p.hostname),
+        vec![
+            write("/etc/hostname", format!("{}\n", p.hostname), 0o644),
+            write("/etc/hosts", hosts, 0o644),
+        ],
+    );
+    let first_boot_id = if os == "trixie" {
+        "uninitialized\n"
+    } else {
+        ""
+    };
+    let mut id = vec![write("/etc/machine-id", first_boot_id, 0o444)];
+    if f.has("/var/lib/dbus/machine-id") {
+        id.push(Change::Remove {
+            path: "/var/lib/dbus/machine-id".into(),
+        });
+    }
+    b.step(
+        "machine-id left in its first-boot state, so every board makes its own",
+        id,
+    );
+
+    users_steps(&mut b)?;
+    ssh_steps(&mut b)?;
+    network_steps(&mut b, &node)?;
+
+    if !p.sysctl.is_empty() {
+        let mut s = String::from("# Written by rpiimg from the node profile.\n");
+        for (k, v) in &p.sysctl {
+            s.push_str(&format!("{k} = {v}\n"));
+        }
+        b.step(
+            "sysctl settings",
+            vec![write("/etc/sysctl.d/90-rpiimg.conf", s, 0o644)],
+        );
+    }
+    if let Some(mib) = p.swap_mib {
+        let c = match f.file("/etc/dphys-swapfile") {
+            Some(t) => {
+                let t = set_conf(t, "CONF_SWAPSIZE", &mib.to_string());
+                write("/etc/dphys-swapfile", set_conf(&t, "CONF_MAXSWAP", &mib.to_string()), 0o644)
+            }
+            None => write(
+                "/etc/rpi/swap.conf.d/90-rpiimg.conf",
+                format!("# Written by rpiimg: a fixed {mib} MiB swap file.\n[Main]\nMechanism=swapfile\n\n[File]\nFixedSizeMiB={mib}\nMaxSizeMiB={mib}\n"),
+                0o644,
+            ),
+        };
+        b.step(format!("swap {mib} MiB"), vec![c]);
+    }
+    if !p.cluster.ntp.is_empty() {
+        b.step(
+            "NTP servers for systemd-timesyncd",
+            vec![write(
+                "/etc/systemd/timesyncd.conf.d/90-rpiimg.conf",
+                format!("[Time]\nNTP={}\n", p.cluster.ntp.join(" ")),
+                0o644,
+            )],
+        );
+    }
+    let ctx = overlays::context(p, f, &node);
+    let mut fb = overlays::render_builtin(&ctx, "firstboot").map_err(|e| b.err(e))?;
+    fb.push(Change::Mkdir {
+        path: "/etc/systemd/system/multi-user.target.wants".into(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    });
+    fb.push(Change::Symlink {
+        path: "/etc/systemd/system/multi-user.target.wants/rpiimg-firstboot.service".into(),
+        target: "/etc/systemd/system/rpiimg-firstboot.service".into(),
+    });
+    b.step(
+        format!(
+            "first-boot service: packages {}",
+            p.firstboot.packages.join(" ")
+        ),
+        fb,
+    );
+    let extra = overlays::extra(p, &ctx).map_err(|e| b.err(e))?;
+    b.step("extra files and overlays from the profile", extra);
+    Ok(Plan {
+        node: p.hostname.clone(),
+        os,
+        warnings,
+        steps: b.steps,
+    })
+}
+
+fn users_steps(b: &mut Builder) -> Result<(), PlanError> {
+    let (p, f) = (b.p, b.f);
+    let need = |path: &str| {
+        f.file(path)
+            .map(str::to_string)
+            .ok_or_else(|| b.err(format!("the image has no {path}")))
+    };
+    let mut db = users::UserDb {
+        passwd: users::Db::parse(&need("/etc/passwd")?),
+        shadow: users::Db::parse(&need("/etc/shadow")?),
+        group: users::Db::parse(&need("/etc/group")?),
+        gshadow: users::Db::parse(&need("/etc/gshadow")?),
+        subuid: users::Db::parse(f.file("/etc/subuid").unwrap_or("")),
+        subgid: users::Db::parse(f.file("/etc/subgid").unwrap_or("")),
+    };
+    let mut changes = Vec::new();
+    let mut after = Vec::new();
+    let mut pi_taken = false;
+    for u in &p.users {
+        let home = u
+            .home
+            .clone()
+            .unwrap_or_else(|| format!("/home/{}", u.name));
+        let (uid, gid) = if let Some(ids) = db.uid_of(&u.name) {
+            ids
+        } else if !pi_taken && db.uid_of("pi").is_some() {
+            // The stock user becomes the profile's first user, as
+            // Raspberry Pi's rename wizard would do.
+            pi_taken = true;
+            let ids = db.uid_of("pi").unwrap_or((1000, 1000));
+            db.rename("pi", &u.name, &home);
+            if f.has("/home/pi") {
+                if home
+                    .rsplit_once('/')
+                    .is_some_and(|(parent, _)| parent != "/home" && !parent.is_empty())
+                {
+                    let parent = home.rsplit_once('/').map_or("/", |(a, _)| a);
+                    changes.push(Change::Mkdir {
+                        path: parent.into(),
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    });
+                }
+                changes.push(Change::Rename {
+                    from: "/home/pi".into(),
+                    to: home.clone(),
+                });
+            } else {
+                changes.push(Change::Mkdir {
+                    path: home.clone(),
+                    mode: 0o755,
+                    uid: ids.0,
+                    gid: ids.1,
+                });
+            }
+            if f.has("/etc/sudoers.d/010_pi-nopasswd") {
+                changes.push(Change::Remove {
+                    path: "/etc/sudoers.d/010_pi-nopasswd".into(),
+                });
+            }
+            ids
+        } else {
+            let ids = db.create(&u.name, &home, &u.shell);
+            changes.push(Change::Mkdir {
+                path: home.clone(),
+                mode: 0o755,
+                uid: ids.0,
+                gid: ids.1,
+            });
+            ids
+        };
+        db.set_shell(&u.name, &u.shell);
+        let hash = match (&u.password, &u.password_hash) {
+            (Some(plain), _) => Some(
+                users::hash_password(
+                    plain,
+                    &format!("{}/{}/{}", p.cluster.name, p.hostname, u.name),
+                )
+                .map_err(|e| b.err(e))?,
+            ),
+            (None, Some(h)) => Some(h.clone()),
+            (None, None) => None,
+        };
+        if let Some(h) = hash {
+            db.set_password_hash(&u.name, &h);
+        }
+        let missing = db.add_to_groups(&u.name, &u.groups);
+        if !missing.is_empty() {
+            return Err(b.err(format!(
+                "users.{}: groups {} do not exist in the image",
+                u.name,
+                missing.join(", ")
+            )));
+        }
+        after.push(Change::Chown {
+            path: home.clone(),
+            uid,
+            gid,
+            recursive: true,
+        });
+        if u.sudo_nopasswd {
+            after.push(Change::WriteFile {
+                path: format!("/etc/sudoers.d/010_{}-nopasswd", u.name),
+                content: format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name).into_bytes(),
+                mode: 0o440,
+                uid: 0,
+                gid: 0,
+            });
+        }
+        if !u.authorized_keys.is_empty() {
+            after.push(Change::Mkdir {
+                path: format!("{home}/.ssh"),
+                mode: 0o700,
+                uid,
+                gid,
+            });
+            after.push(Change::WriteFile {
+                path: format!("{home}/.ssh/authorized_keys"),
+                content: (u.authorized_keys.join("\n") + "\n").into_bytes(),
+                mode: 0o600,
+                uid,
+                gid,
+            });
+        }
+    }
+    if p.users.is_empty() {
+        return Ok(());
+    }
+    changes.push(write("/etc/passwd", db.passwd.render(), 0o644));
+    changes.push(Change::WriteFile {
+        path: "/etc/shadow".into(),
+        content: db.shadow.render().into_bytes(),
+        mode: 0o640,
+        uid: 0,
+        gid: 42,
+    });
+    changes.push(write("/etc/group", db.group.render(), 0o644));
+    changes.push(Change::WriteFile {
+        path: "/etc/gshadow".into(),
+        content: db.gshadow.render().into_bytes(),
+        mode: 0o640,
+        uid: 0,
+        gid: 42,
+    });
+    changes.push(write("/etc/subuid", db.subuid.render(), 0o644));
+    changes.push(write("/etc/subgid", db.subgid.render(), 0o644));
+    changes.extend(after);
+    let names: Vec<&str> = p.users.iter().map(|u| u.name.as_str()).collect();
+    b.step(format!("users {}", names.join(", ")), changes);
+
+    // What cancel-rename does: no wizard, a console login on tty1.
+    let mut cancel = units::disable(f, "userconfig.service");
+    if f.units.contains_key("getty@.service") {
+        cancel.extend(units::enable(f, "getty@tty1.service").map_err(|e| b.err(e))?);
+    }
+    if f.has("/etc/ssh/sshd_config.d/rename_user.conf") {
+        cancel.push(Change::Remove {
+            path: "/etc/ssh/sshd_config.d/rename_user.conf".into(),
+        });
+    }
+    b.step(
+        "first-boot user wizard disabled (as cancel-rename does)",
+        cancel,
+    );
+    Ok(())
+}
+
+fn ssh_steps(b: &mut Builder) -> Result<(), PlanError> {
+    let s = &b.p.ssh;
+    if !s.enable {
+        return Ok(());
+    }
+    let mut c = units::enable(b.f, "ssh.service").map_err(|e| b.err(e))?;
+    c.push(write("/boot/firmware/ssh", "", 0o644));
+    c.push(write(
+        "/etc/ssh/sshd_config.d/10-rpiimg.conf",
+        format!(
+            "# Written by rpiimg from the node profile.\nPasswordAuthentication {}\n",
+            if s.password_authentication {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
+        0o644,
+    ));
+    b.step("SSH enabled", c);
+    Ok(())
+}
+
+fn network_steps(b: &mut Builder, node: &crate::profile::Node) -> Result<(), PlanError> {
+    let f = b.f;
+    let mut units_c = Vec::new();
+    for u in [
+        "NetworkManager.service",
+        "NetworkManager-wait-online.service",
+    ] {
+        units_c.extend(units::disable(f, u));
+    }
+    units_c.extend(units::enable(f, "systemd-networkd.service").map_err(|e| b.err(e))?);
+    if f.units.contains_key("systemd-networkd-wait-online.service") {
+        units_c.extend(
+            units::enable(f, "systemd-networkd-wait-online.service").map_err(|e| b.err(e))?,
+        );
+    }
+    dedup(&mut units_c);
+    b.step("NetworkManager disabled, systemd-networkd enabled", units_c);
+    let ctx = overlays::context(b.p, f, node);
+    let files = overlays::render_builtin(&ctx, "network").map_err(|e| b.err(e))?;
+    let how = if b.p.network.mode == NetMode::Vlan {
+        "VLAN-filtering"
+    } else {
+        "flat"
+    };
+    b.step(
+        format!(
+            "network: {} bridge brmux, veth0 {}{}",
+            how,
+            node.address,
+            if f.has_netplan() {
+                ""
+            } else {
+                " (bootstrap networkd files until netplan.io is installed)"
+            }
+        ),
+        files,
+    );
+    if f.has("/etc/cloud") {
+        b.step(
+            "cloud-init does not rewrite the network configuration",
+            vec![write(
+                "/etc/cloud/cloud.cfg.d/99-rpiimg-disable-network-config.cfg",
+                "network: {config: disabled}\n",
+                0o644,
+            )],
+        );
+    }
+    Ok(())
+}
+
+fn dedup(v: &mut Vec<Change>) {
+    let mut seen = BTreeMap::new();
+    v.retain(|c| seen.insert(c.describe(), ()).is_none());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_are_stable_local_unicast_and_distinct() {
+        let a = derived_mac("ost", "ost01", "veth0");
+        assert_eq!(a, derived_mac("ost", "ost01", "veth0"));
+        assert_ne!(a, derived_mac("ost", "ost02", "veth0"));
+        let b0 = u8::from_str_radix(&a[..2], 16).unwrap();
+        assert_eq!(b0 & 0x03, 0x02, "locally administered, unicast");
+    }
+
+    #[test]
+    fn conf_edits() {
+        let t = "#CONF_SWAPFILE=/var/swap\nCONF_SWAPSIZE=512\n#CONF_MAXSWAP=2048\n";
+        let t = set_conf(t, "CONF_SWAPSIZE", "4096");
+        let t = set_conf(&t, "CONF_MAXSWAP", "4096");
+        assert_eq!(
+            t,
+            "#CONF_SWAPFILE=/var/swap\nCONF_SWAPSIZE=4096\nCONF_MAXSWAP=4096\n"
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! Overlay templates (minijinja), laid out under `overlays/` by target
+//! path. The built-in ones are compiled into the binary so an installed
+//! rpiimg needs no data files; a profile may add its own directories.
+//! A template that renders to only whitespace writes no file (that is how
+//! a template says "not for this node").
+
+use std::path::Path;
+
+use minijinja::{context, Environment, Value};
+
+use super::{derived_mac, facts::ImageFacts, Change, INTERFACES};
+use crate::profile::{NetMode, Node, Profile};
+
+/// (group, target path, template, mode)
+const BUILTIN: &[(&str, &str, &str, u16)] = &[
+    (
+        "network",
+        "/etc/systemd/network/10-rpiimg-veth0.netdev",
+        include_str!("../../overlays/etc/systemd/network/10-rpiimg-veth0.netdev.j2"),
+        0o644,
+    ),
+    (
+        "network",
+        "/etc/systemd/network/11-rpiimg-veth1.netdev",
+        include_str!("../../overlays/etc/systemd/network/11-rpiimg-veth1.netdev.j2"),
+        0o644,
+    ),
+    (
+        "network",
+        "/etc/systemd/network/20-rpiimg-brmux.netdev",
+        include_str!("../../overlays/etc/systemd/network/20-rpiimg-brmux.netdev.j2"),
+        0o644,
+    ),
+    (
+        "network",
+        "/etc/systemd/network/21-rpiimg-brmux.network",
+        include_str!("../../overlays/etc/systemd/network/21-rpiimg-brmux.network.j2"),
+        0o644,
+    ),
+    (
+        "network",
+        "/etc/systemd/network/22-rpiimg-eth0.network",
+        include_str!("../../overlays/etc/systemd/network/22-rpiimg-eth0.network.j2"),
+        0o644,
+    ),
+    (
+        "network",
+        "/etc/systemd/network/23-rpiimg-veth0br.network",
+        include_str!("../../overlays/etc/systemd/network/23-rpiimg-veth0br.network.j2"),
+        0o644,
+    ),
+    (
+        "network",
+        "/etc/systemd/network/24-rpiimg-veth1br.network",
+        include_str!("../../overlays/etc/systemd/network/24-rpiimg-veth1br.network.j2"),
+        0o644,
+    ),
+    (
+        "network",
+        "/etc/systemd/network/30-rpiimg-bootstrap-veth0.network",
+        include_str!("../../overlays/etc/systemd/network/30-rpiimg-bootstrap-veth0.network.j2"),
+        0o644,
+    ),
+    (
+        "network",
+        "/etc/systemd/network/31-rpiimg-bootstrap-veth1.network",
+        include_str!("../../overlays/etc/systemd/network/31-rpiimg-bootstrap-veth1.network.j2"),
+        0o644,
+    ),
+    (
+        "network",
+        "/etc/netplan/50-cloud-init.yaml",
+        include_str!("../../overlays/etc/netplan/50-cloud-init.yaml.j2"),
+        0o600,
+    ),
+    (
+        "firstboot",
+        "/etc/systemd/system/rpiimg-firstboot.service",
+        include_str!("../../overlays/etc/systemd/system/rpiimg-firstboot.service.j2"),
+        0o644,
+    ),
+    (
+        "firstboot",
+        "/usr/local/sbin/rpiimg-firstboot",
+        include_str!("../../overlays/usr/local/sbin/rpiimg-firstboot.j2"),
+        0o755,
+    ),
+];
+
+pub fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
+    let macs: std::collections::BTreeMap<String, String> = INTERFACES
+        .iter()
+        .map(|i| {
+            let m = node
+                .macs
+                .get(*i)
+                .map(|m| m.to_ascii_lowercase())
+                .unwrap_or_else(|| derived_mac(&p.cluster.name, &node.hostname, i));
+            ((*i).to_string(), m)
+        })
+        .collect();
+    let prefix = crate::profile::parse_cidr(&p.cluster.subnet).map_or(24, |(_, l)| l);
+    context! {
+        node => Value::from(minijinja::value::Serde(node)),
+        cluster => Value::from(minijinja::value::Serde(&p.cluster)),
+        network => Value::from(minijinja::value::Serde(&p.network)),
+        firstboot => Value::from(minijinja::value::Serde(&p.firstboot)),
+        users => Value::from(minijinja::value::Serde(&p.users.iter().map(|u| &u.name).collect::<Vec<_>>())),
+        vars => Value::from(minijinja::value::Serde(&p.vars)),
+        macs => Value::from(minijinja::value::Serde(&macs)),
+        prefix => prefix,
+        vlan => p.network.mode == NetMode::Vlan,
+        bootstrap => !f.has_netplan(),
+        os => f.codename.clone(),
+        hostname => p.hostname.clone(),
+    }
+}
+
+fn render(name: &str, src: &str, ctx: &Value) -> Result<String, String> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template(name, src)
+        .map_err(|e| format!("template {name}: {e}"))?;
+    env.get_template(name)
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| format!("template {name}: {e}"))
+}
+
+fn file(path: &str, text: String, mode: u16) -> Option<Change> {
+    // Templates start with control blocks; files end with one newline.
+    (!text.trim().is_empty()).then(|| Change::WriteFile {
+        path: path.to_string(),
+        content: format!("{}\n", text.trim()).into_bytes(),
+        mode,
+        uid: 0,
+        gid: 0,
+    })
+}
+
+/// The built-in templates of one group, rendered.
+pub fn render_builtin(ctx: &Value, group: &str) -> Result<Vec<Change>, String> {
+    let mut out = Vec::new();
+    for (g, path, src, mode) in BUILTIN {
+        if *g == group {
+            out.extend(file(path, render(path, src, ctx)?, *mode));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    match (u.parse(), g.parse()) {
+        (Ok(u), Ok(g)) => Ok((u, g)),
+        _ => Err(format!("owner {s:?} must be numeric UID:GID")),
+    }
+}
+
+/// The profile's `files` entries and overlay directories.
+pub fn extra(p: &Profile, ctx: &Value) -> Result<Vec<Change>, String> {
+    let mut out = Vec::new();
+    for f in &p.files {
+        let text = match (&f.content, &f.source) {
+            (Some(c), None) => render(&f.path, c, ctx)?.into_bytes(),
+            (None, Some(s)) => {
+                let path = p.resolve(s);
+                std::fs::read(&path)
+                    .map_err(|e| format!("files {}: {}: {e}", f.path, path.display()))?
+            }
+            _ => {
+                return Err(format!(
+                    "files {}: give exactly one of content or source",
+                    f.path
+                ))
+            }
+        };
+        let mode = u16::from_str_radix(&f.mode, 8)
+            .map_err(|_| format!("files {}: mode {:?} is not octal", f.path, f.mode))?;
+        let (uid, gid) = parse_owner(&f.owner)?;
+        if let Some(parent) = f
+            .path
+            .rsplit_once('/')
+            .map(|(a, _)| a)
+            .filter(|a| !a.is_empty())
+        {
+            out.push(Change::Mkdir {
+                path: parent.into(),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            });
+        }
+        out.push(Change::WriteFile {
+            path: f.path.clone(),
+            content: text,
+            mode,
+            uid,
+            gid,
+        });
+    }
+    for dir in &p.overlays {
+        let root = p.resolve(dir);
+        walk(&root, &root, ctx, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk(root: &Path, dir: &Path, ctx: &Value, out: &mut Vec<Change>) -> Result<(), String> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("overlay {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
+        let target = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
+        if path.is_dir() {
+            out.push(Change::Mkdir {
+                path: target,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            });
+            walk(root, &path, ctx, out)?;
+        } else if let Some(t) = target.strip_suffix(".j2") {
+            let src =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            out.extend(file(t, render(t, &src, ctx)?, 0o644));
+        } else {
+            let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            out.push(Change::WriteFile {
+                path: target,
+                content: data,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every template under overlays/ is compiled in, so they cannot drift.
+    #[test]
+    fn all_overlay_files_are_builtin() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("overlays");
+        let mut found = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = format!("/{}", p.strip_prefix(&root).unwrap().to_string_lossy());
+                    found.push(rel.trim_end_matches(".j2").to_string());
+                }
+            }
+        }
+        found.sort();
+        let mut listed: Vec<String> = BUILTIN.iter().map(|b| b.1.to_string()).collect();
+        listed.sort();
+        assert_eq!(found, listed);
+    }
+}
