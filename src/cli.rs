@@ -149,11 +149,23 @@ pub enum Command {
     },
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(
-        after_help = "Without a profile or manifest, checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440.\n\nExamples:\n  rpiimg verify out/ost04-control.img\n  rpiimg verify out/ost04-control.img --json"
+        after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440.\n\nExamples:\n  rpiimg verify out/ost04.img\n  rpiimg verify out/ost04.img --profile ost04-control\n  rpiimg verify out/ost04.img --manifest out/ost04.manifest.json --json\n  rpiimg verify --cluster out/ost01.img out/ost02.img out/ost03.img out/ost04.img"
     )]
     Verify {
+        /// Image(s) to check (several with --cluster)
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// Also check every item of this node profile's plan (recomputed from its base)
+        #[arg(long, value_name = "PROFILE", conflicts_with = "manifest")]
+        profile: Option<String>,
         #[command(flatten)]
-        image: ImageArg,
+        base: BaseArg,
+        /// Also check every change recorded in this build manifest (no profile needed)
+        #[arg(long, value_name = "MANIFEST.json")]
+        manifest: Option<PathBuf>,
+        /// The images are one cluster: hostnames, addresses, MACs and host keys must differ
+        #[arg(long)]
+        cluster: bool,
         /// JSON instead of text
         #[arg(long)]
         json: bool,

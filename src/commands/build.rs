@@ -266,3 +266,64 @@ pub fn run_build(
     }
     Ok(())
 }
+
+/// `rpiimg verify`: invariants for each image, the plan or manifest, and
+/// cross-image identity. Returns the checks and the exit status.
+pub fn run_verify(
+    cache: &Cache,
+    progress: Progress,
+    images: &[PathBuf],
+    profile: Option<&str>,
+    base: &BaseArg,
+    manifest: Option<&Path>,
+    cluster: bool,
+) -> Result<(Vec<crate::verify::Check>, i32)> {
+    use crate::verify::{self, planned, Check};
+    if images.len() > 1 && (profile.is_some() || manifest.is_some()) {
+        return Err(Error::Usage("--profile and --manifest check one image; verify node images one by one, with --cluster for identities".into()));
+    }
+    let expects = match (profile, manifest) {
+        (Some(name), _) => {
+            let p = load_profile(name, Progress::quiet())?;
+            let b = open_base(&p, base, cache, Progress::quiet())?;
+            Some(planned::from_plan(&plan_for(&p, &b)?))
+        }
+        (None, Some(m)) => {
+            let text = std::fs::read_to_string(m).map_err(|e| Error::Host {
+                path: m.display().to_string(),
+                source: e,
+            })?;
+            Some(planned::from_manifest(&text, &m.display().to_string())?)
+        }
+        _ => None,
+    };
+    let mut checks: Vec<Check> = Vec::new();
+    let mut ids = Vec::new();
+    for img in images {
+        let opened = image::open(img, None, cache, progress)?;
+        let table = partition::read(&opened.file, opened.size)?;
+        let (view, _) = SystemView::open(&opened, &table)?;
+        let prefix = |mut c: Check| {
+            if images.len() > 1 {
+                c.what = format!("{}: {}", img.display(), c.what);
+            }
+            c
+        };
+        checks.extend(
+            verify::invariants::check(&view, &table)?
+                .into_iter()
+                .map(prefix),
+        );
+        if let Some(e) = &expects {
+            checks.extend(planned::check(&view, e)?.into_iter().map(prefix));
+        }
+        if cluster {
+            ids.push((img.display().to_string(), verify::identity(&view)?));
+        }
+    }
+    if cluster {
+        checks.extend(verify::distinct(&ids));
+    }
+    let status = i32::from(checks.iter().any(|c| !c.ok));
+    Ok((checks, status))
+}

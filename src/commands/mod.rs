@@ -118,13 +118,24 @@ pub fn run(cli: Cli) -> Result<i32> {
             *threads,
             &mut out,
         ),
-        Command::Verify { image, json } => {
-            let (img, table) = open(&ctx, image)?;
-            let (view, _) = SystemView::open(&img, &table)?;
-            let checks = crate::verify::invariants::check(&view, &table)?;
-            if checks.iter().any(|c| !c.ok) {
-                status = 1;
-            }
+        Command::Verify {
+            images,
+            profile,
+            base,
+            manifest,
+            cluster,
+            json,
+        } => {
+            let (checks, st) = build::run_verify(
+                &ctx.cache,
+                ctx.progress,
+                images,
+                profile.as_deref(),
+                base,
+                manifest.as_deref(),
+                *cluster,
+            )?;
+            status = st;
             if *json {
                 let s =
                     serde_json::to_string_pretty(&checks).map_err(|e| Error::Output(e.into()))?;

@@ -39,3 +39,97 @@ pub fn render(checks: &[Check]) -> String {
     ));
     s
 }
+
+pub mod planned;
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::fs::view::SystemView;
+
+/// What makes a node distinguishable on the network.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Identity {
+    pub hostname: String,
+    pub addresses: Vec<String>,
+    pub macs: Vec<String>,
+    pub host_keys: Vec<String>,
+}
+
+pub fn identity(view: &SystemView) -> Result<Identity> {
+    let mut id = Identity {
+        hostname: view
+            .read_text_opt("/etc/hostname")?
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        ..Default::default()
+    };
+    for dir in ["/etc/systemd/network", "/etc/netplan"] {
+        let Ok(list) = view.list(dir) else { continue };
+        for (name, _) in list {
+            let Some(text) = view.read_text_opt(&format!("{dir}/{name}"))? else {
+                continue;
+            };
+            for l in text.lines() {
+                let l = l.trim();
+                if let Some(m) = l.strip_prefix("MACAddress=") {
+                    id.macs.push(m.trim().to_ascii_lowercase());
+                } else if let Some(a) = l.strip_prefix("Address=").or_else(|| {
+                    l.strip_prefix("- ").filter(|a| {
+                        a.contains('/') && a.chars().next().is_some_and(|c| c.is_ascii_digit())
+                    })
+                }) {
+                    let a = a.split('/').next().unwrap_or(a).trim().to_string();
+                    if !id.addresses.contains(&a) {
+                        id.addresses.push(a);
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(list) = view.list("/etc/ssh") {
+        for (name, _) in list {
+            if name.starts_with("ssh_host_") && name.ends_with(".pub") {
+                if let Some(k) = view.read_text_opt(&format!("/etc/ssh/{name}"))? {
+                    id.host_keys
+                        .push(k.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+                }
+            }
+        }
+    }
+    Ok(id)
+}
+
+/// Across node images, hostnames, addresses, MACs and host keys are distinct.
+pub fn distinct(ids: &[(String, Identity)]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let kinds: [(&str, fn(&Identity) -> Vec<String>); 4] = [
+        ("hostnames", |i| vec![i.hostname.clone()]),
+        ("addresses", |i| i.addresses.clone()),
+        ("MAC addresses", |i| i.macs.clone()),
+        ("SSH host keys", |i| i.host_keys.clone()),
+    ];
+    for (what, get) in kinds {
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        let mut dup = Vec::new();
+        for (img, id) in ids {
+            for v in get(id) {
+                if v.is_empty() {
+                    continue;
+                }
+                if let Some(other) = seen.insert(v.clone(), img) {
+                    if other != img {
+                        dup.push(format!("{v} in {other} and {img}"));
+                    }
+                }
+            }
+        }
+        out.push(Check::new(
+            format!("{what} distinct across the images"),
+            dup.is_empty(),
+            dup.join("; "),
+        ));
+    }
+    out
+}

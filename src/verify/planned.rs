@@ -1,0 +1,250 @@
+//! Checking an image against a plan (or a build manifest): every planned
+//! item, reading only the paths the plan names.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::Check;
+use crate::error::{Error, Result};
+use crate::ext4::FileType;
+use crate::fs::view::SystemView;
+use crate::plan::{sha256_hex, Change, Plan};
+
+/// A planned item: the change and, for file writes, the content's sha256.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Expect {
+    pub change: ExpectChange,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// `Change` as it appears in a manifest (content replaced by its sha256).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ExpectChange {
+    WriteFile {
+        path: String,
+        mode: u16,
+        uid: u32,
+        gid: u32,
+    },
+    Mkdir {
+        path: String,
+        mode: u16,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    Remove {
+        path: String,
+    },
+    RemoveTree {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Chown {
+        path: String,
+        uid: u32,
+        gid: u32,
+        recursive: bool,
+    },
+}
+
+impl ExpectChange {
+    fn key(&self) -> &str {
+        match self {
+            ExpectChange::WriteFile { path, .. }
+            | ExpectChange::Mkdir { path, .. }
+            | ExpectChange::Symlink { path, .. }
+            | ExpectChange::Remove { path }
+            | ExpectChange::RemoveTree { path }
+            | ExpectChange::Chown { path, .. } => path,
+            ExpectChange::Rename { to, .. } => to,
+        }
+    }
+}
+
+pub fn from_plan(plan: &Plan) -> Vec<Expect> {
+    plan.changes()
+        .map(|c| {
+            let (change, sha256) = match c.clone() {
+                Change::WriteFile {
+                    path,
+                    content,
+                    mode,
+                    uid,
+                    gid,
+                } => (
+                    ExpectChange::WriteFile {
+                        path,
+                        mode,
+                        uid,
+                        gid,
+                    },
+                    Some(sha256_hex(&content)),
+                ),
+                Change::Mkdir {
+                    path,
+                    mode,
+                    uid,
+                    gid,
+                } => (
+                    ExpectChange::Mkdir {
+                        path,
+                        mode,
+                        uid,
+                        gid,
+                    },
+                    None,
+                ),
+                Change::Symlink { path, target } => (ExpectChange::Symlink { path, target }, None),
+                Change::Remove { path } => (ExpectChange::Remove { path }, None),
+                Change::RemoveTree { path } => (ExpectChange::RemoveTree { path }, None),
+                Change::Rename { from, to } => (ExpectChange::Rename { from, to }, None),
+                Change::Chown {
+                    path,
+                    uid,
+                    gid,
+                    recursive,
+                } => (
+                    ExpectChange::Chown {
+                        path,
+                        uid,
+                        gid,
+                        recursive,
+                    },
+                    None,
+                ),
+            };
+            Expect { change, sha256 }
+        })
+        .collect()
+}
+
+/// The `changes` of a build manifest.
+pub fn from_manifest(text: &str, file: &str) -> Result<Vec<Expect>> {
+    #[derive(Deserialize)]
+    struct M {
+        changes: Vec<Expect>,
+    }
+    let m: M = serde_json::from_str(text)
+        .map_err(|e| Error::Usage(format!("{file}: not an rpiimg manifest: {e}")))?;
+    Ok(m.changes)
+}
+
+fn owner_mode(view: &SystemView, p: &str, mode: u16, uid: u32, gid: u32) -> Result<Option<String>> {
+    let st = view.stat(p, false)?;
+    if st.fs != "ext4" {
+        return Ok(None);
+    }
+    let mut bad = Vec::new();
+    if st.mode != mode {
+        bad.push(format!("mode {:04o}, expected {mode:04o}", st.mode));
+    }
+    if (st.uid, st.gid) != (uid, gid) {
+        bad.push(format!("owner {}:{}, expected {uid}:{gid}", st.uid, st.gid));
+    }
+    Ok((!bad.is_empty()).then(|| bad.join(", ")))
+}
+
+fn exists(view: &SystemView, p: &str) -> Result<bool> {
+    view.exists(p)
+}
+
+/// Check the last planned item for each path.
+pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
+    let mut last: BTreeMap<&str, &Expect> = BTreeMap::new();
+    for e in expects {
+        last.insert(e.change.key(), e);
+    }
+    let mut out = Vec::new();
+    for (path, e) in last {
+        let c = match &e.change {
+            ExpectChange::WriteFile { mode, uid, gid, .. } => {
+                let what = format!("file {path}");
+                if !exists(view, path)? {
+                    Check::new(what, false, "missing".into())
+                } else if view.stat(path, false)?.kind != FileType::Regular {
+                    Check::new(what, false, "not a regular file".into())
+                } else {
+                    let got = sha256_hex(&view.read(path)?);
+                    if e.sha256.as_deref().is_some_and(|want| want != got) {
+                        Check::new(
+                            what,
+                            false,
+                            format!(
+                                "content sha256 {got}, expected {}",
+                                e.sha256.as_deref().unwrap_or("")
+                            ),
+                        )
+                    } else {
+                        let bad = owner_mode(view, path, *mode, *uid, *gid)?;
+                        Check::new(what, bad.is_none(), bad.unwrap_or_default())
+                    }
+                }
+            }
+            ExpectChange::Mkdir { mode, uid, gid, .. } => {
+                let what = format!("directory {path}");
+                if !exists(view, path)? || view.stat(path, false)?.kind != FileType::Directory {
+                    Check::new(what, false, "missing or not a directory".into())
+                } else {
+                    let bad = owner_mode(view, path, *mode, *uid, *gid)?;
+                    Check::new(what, bad.is_none(), bad.unwrap_or_default())
+                }
+            }
+            ExpectChange::Symlink { target, .. } => {
+                let what = format!("link {path} -> {target}");
+                if !exists(view, path)? {
+                    Check::new(what, false, "missing".into())
+                } else {
+                    let st = view.stat(path, false)?;
+                    let ok = st.kind == FileType::Symlink && st.target.as_deref() == Some(target);
+                    Check::new(
+                        what,
+                        ok,
+                        format!("found {:?} -> {}", st.kind, st.target.unwrap_or_default()),
+                    )
+                }
+            }
+            ExpectChange::Remove { .. } | ExpectChange::RemoveTree { .. } => {
+                let gone = !exists(view, path)?;
+                Check::new(format!("{path} removed"), gone, "still present".into())
+            }
+            ExpectChange::Rename { from, to } => {
+                let ok = exists(view, to)? && !exists(view, from)?;
+                Check::new(
+                    format!("{from} moved to {to}"),
+                    ok,
+                    format!(
+                        "{to} present: {}, {from} present: {}",
+                        exists(view, to)?,
+                        exists(view, from)?
+                    ),
+                )
+            }
+            ExpectChange::Chown { uid, gid, .. } => {
+                let what = format!("owner of {path}");
+                if !exists(view, path)? {
+                    Check::new(what, false, "missing".into())
+                } else {
+                    let st = view.stat(path, false)?;
+                    let ok = (st.uid, st.gid) == (*uid, *gid);
+                    Check::new(
+                        what,
+                        ok,
+                        format!("{}:{}, expected {uid}:{gid}", st.uid, st.gid),
+                    )
+                }
+            }
+        };
+        out.push(c);
+    }
+    Ok(out)
+}
