@@ -101,10 +101,13 @@ pub fn identity(view: &SystemView) -> Result<Identity> {
     Ok(id)
 }
 
+/// Reads one kind of identity value from an image's identity.
+type Field = fn(&Identity) -> Vec<String>;
+
 /// Across node images, hostnames, addresses, MACs and host keys are distinct.
 pub fn distinct(ids: &[(String, Identity)]) -> Vec<Check> {
     let mut out = Vec::new();
-    let kinds: [(&str, fn(&Identity) -> Vec<String>); 4] = [
+    let kinds: [(&str, Field); 4] = [
         ("hostnames", |i| vec![i.hostname.clone()]),
         ("addresses", |i| i.addresses.clone()),
         ("MAC addresses", |i| i.macs.clone()),
