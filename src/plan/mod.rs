@@ -10,19 +10,20 @@ pub mod users;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::profile::{NetMode, Profile};
 pub use facts::ImageFacts;
 
 /// One file-level change; paths are as the booted system sees them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// (In manifests the content is left out; its sha256 stands beside it.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
     WriteFile {
         path: String,
-        #[serde(skip)]
+        #[serde(skip, default)]
         content: Vec<u8>,
         mode: u16,
         uid: u32,

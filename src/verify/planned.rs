@@ -14,116 +14,19 @@ use crate::plan::{sha256_hex, Change, Plan};
 /// A planned item: the change and, for file writes, the content's sha256.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Expect {
-    pub change: ExpectChange,
+    pub change: Change,
     #[serde(default)]
     pub sha256: Option<String>,
 }
 
-/// `Change` as it appears in a manifest (content replaced by its sha256).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum ExpectChange {
-    WriteFile {
-        path: String,
-        mode: u16,
-        uid: u32,
-        gid: u32,
-    },
-    Mkdir {
-        path: String,
-        mode: u16,
-        uid: u32,
-        gid: u32,
-    },
-    Symlink {
-        path: String,
-        target: String,
-    },
-    Remove {
-        path: String,
-    },
-    RemoveTree {
-        path: String,
-    },
-    Rename {
-        from: String,
-        to: String,
-    },
-    Chown {
-        path: String,
-        uid: u32,
-        gid: u32,
-        recursive: bool,
-    },
-}
-
-impl ExpectChange {
-    fn key(&self) -> &str {
-        match self {
-            ExpectChange::WriteFile { path, .. }
-            | ExpectChange::Mkdir { path, .. }
-            | ExpectChange::Symlink { path, .. }
-            | ExpectChange::Remove { path }
-            | ExpectChange::RemoveTree { path }
-            | ExpectChange::Chown { path, .. } => path,
-            ExpectChange::Rename { to, .. } => to,
-        }
-    }
-}
-
 pub fn from_plan(plan: &Plan) -> Vec<Expect> {
     plan.changes()
-        .map(|c| {
-            let (change, sha256) = match c.clone() {
-                Change::WriteFile {
-                    path,
-                    content,
-                    mode,
-                    uid,
-                    gid,
-                } => (
-                    ExpectChange::WriteFile {
-                        path,
-                        mode,
-                        uid,
-                        gid,
-                    },
-                    Some(sha256_hex(&content)),
-                ),
-                Change::Mkdir {
-                    path,
-                    mode,
-                    uid,
-                    gid,
-                } => (
-                    ExpectChange::Mkdir {
-                        path,
-                        mode,
-                        uid,
-                        gid,
-                    },
-                    None,
-                ),
-                Change::Symlink { path, target } => (ExpectChange::Symlink { path, target }, None),
-                Change::Remove { path } => (ExpectChange::Remove { path }, None),
-                Change::RemoveTree { path } => (ExpectChange::RemoveTree { path }, None),
-                Change::Rename { from, to } => (ExpectChange::Rename { from, to }, None),
-                Change::Chown {
-                    path,
-                    uid,
-                    gid,
-                    recursive,
-                } => (
-                    ExpectChange::Chown {
-                        path,
-                        uid,
-                        gid,
-                        recursive,
-                    },
-                    None,
-                ),
-            };
-            Expect { change, sha256 }
+        .map(|c| Expect {
+            sha256: match c {
+                Change::WriteFile { content, .. } => Some(sha256_hex(content)),
+                _ => None,
+            },
+            change: c.clone(),
         })
         .collect()
 }
@@ -162,12 +65,12 @@ fn exists(view: &SystemView, p: &str) -> Result<bool> {
 pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
     let mut last: BTreeMap<&str, &Expect> = BTreeMap::new();
     for e in expects {
-        last.insert(e.change.key(), e);
+        last.insert(e.change.path(), e);
     }
     let mut out = Vec::new();
     for (path, e) in last {
         let c = match &e.change {
-            ExpectChange::WriteFile { mode, uid, gid, .. } => {
+            Change::WriteFile { mode, uid, gid, .. } => {
                 let what = format!("file {path}");
                 if !exists(view, path)? {
                     Check::new(what, false, "missing".into())
@@ -190,7 +93,7 @@ pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
                     }
                 }
             }
-            ExpectChange::Mkdir { mode, uid, gid, .. } => {
+            Change::Mkdir { mode, uid, gid, .. } => {
                 let what = format!("directory {path}");
                 if !exists(view, path)? || view.stat(path, false)?.kind != FileType::Directory {
                     Check::new(what, false, "missing or not a directory".into())
@@ -199,7 +102,7 @@ pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
                     Check::new(what, bad.is_none(), bad.unwrap_or_default())
                 }
             }
-            ExpectChange::Symlink { target, .. } => {
+            Change::Symlink { target, .. } => {
                 let what = format!("link {path} -> {target}");
                 if !exists(view, path)? {
                     Check::new(what, false, "missing".into())
@@ -213,11 +116,11 @@ pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
                     )
                 }
             }
-            ExpectChange::Remove { .. } | ExpectChange::RemoveTree { .. } => {
+            Change::Remove { .. } | Change::RemoveTree { .. } => {
                 let gone = !exists(view, path)?;
                 Check::new(format!("{path} removed"), gone, "still present".into())
             }
-            ExpectChange::Rename { from, to } => {
+            Change::Rename { from, to } => {
                 let ok = exists(view, to)? && !exists(view, from)?;
                 Check::new(
                     format!("{from} moved to {to}"),
@@ -229,7 +132,7 @@ pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
                     ),
                 )
             }
-            ExpectChange::Chown { uid, gid, .. } => {
+            Change::Chown { uid, gid, .. } => {
                 let what = format!("owner of {path}");
                 if !exists(view, path)? {
                     Check::new(what, false, "missing".into())
