@@ -93,3 +93,29 @@ fn tampered_copies_fail_precisely() {
         "{out}"
     );
 }
+
+#[test]
+fn broken_group_descriptor_checksum_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(&["--flavour", "bookworm"], dir.path());
+    let (off, _) = partition(&img, 2);
+    // Group descriptor 1's free-blocks count (GDT at block 1, 32-byte descriptors).
+    let pos = off + 4096 + 32 + 0x0C;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let mut b = [0u8; 1];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, pos).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[b[0] ^ 0x04], pos).unwrap();
+    drop(f);
+    let o = rpiimg(&["verify", img.to_str().unwrap(), "-q"]);
+    // The filesystem cannot be trusted at all: "cannot read" (2), naming the descriptor.
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("group descriptor 1") && err.contains("checksum"),
+        "{err}"
+    );
+}

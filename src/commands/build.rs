@@ -89,7 +89,13 @@ pub fn plan_for(p: &Profile, base: &OpenedImage) -> Result<Plan> {
 fn render_to(plan: &Plan, dir: &Path) -> Result<usize> {
     let mut n = 0;
     for c in plan.changes() {
-        if let Change::WriteFile { path, content, .. } = c {
+        if let Change::WriteFile {
+            path,
+            content,
+            mode,
+            ..
+        } = c
+        {
             let rel: PathBuf =
                 crate::fs::path::components(&crate::fs::path::normalize(path)).collect();
             let dest = dir.join(rel);
@@ -103,6 +109,16 @@ fn render_to(plan: &Plan, dir: &Path) -> Result<usize> {
                 path: dest.display().to_string(),
                 source: e,
             })?;
+            // Modes matter to reviewers' tools (netplan refuses world-readable files).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(u32::from(*mode)))
+                    .map_err(|e| Error::Host {
+                        path: dest.display().to_string(),
+                        source: e,
+                    })?;
+            }
             n += 1;
         }
     }
