@@ -113,7 +113,15 @@ pub fn apply_change(ed: &mut ImageEdit, c: &Change) -> Result<()> {
 
 /// Apply every change of the plan, in order; the first failure names the
 /// step and the change.
-pub fn apply(ed: &mut ImageEdit, plan: &Plan) -> Result<Vec<Applied>> {
+pub fn apply(
+    ed: &mut ImageEdit,
+    plan: &Plan,
+    progress: crate::progress::Progress,
+) -> Result<Vec<Applied>> {
+    let mut task = progress.items(
+        &format!("patch {}", plan.node),
+        plan.changes().count() as u64,
+    );
     let mut out = Vec::new();
     for s in &plan.steps {
         for c in &s.changes {
@@ -133,7 +141,9 @@ pub fn apply(ed: &mut ImageEdit, plan: &Plan) -> Result<Vec<Applied>> {
                     _ => None,
                 },
             });
+            task.inc(1);
         }
     }
+    task.finish();
     Ok(out)
 }

@@ -67,6 +67,36 @@ impl Progress {
             done: 0,
             started: Instant::now(),
             last_line: Instant::now(),
+            unit: human_bytes,
+        }
+    }
+
+    /// A task measured in items (e.g. the changes of a plan).
+    pub fn items(&self, what: &str, total: u64) -> Task {
+        let bar = match self.mode {
+            Mode::Bars => {
+                let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                b.set_style(
+                    ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                b.set_message(what.to_string());
+                Some(b)
+            }
+            _ => None,
+        };
+        if self.mode == Mode::Lines {
+            eprintln!("{what}: started ({total} items)");
+        }
+        Task {
+            what: what.to_string(),
+            mode: self.mode,
+            bar,
+            done: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+            unit: |n| format!("{n} items"),
         }
     }
 }
@@ -78,6 +108,7 @@ pub struct Task {
     done: u64,
     started: Instant,
     last_line: Instant,
+    unit: fn(u64) -> String,
 }
 
 impl Task {
@@ -87,7 +118,7 @@ impl Task {
             b.inc(n);
         } else if self.mode == Mode::Lines && self.last_line.elapsed() > Duration::from_secs(10) {
             self.last_line = Instant::now();
-            eprintln!("{}: {} so far", self.what, human_bytes(self.done));
+            eprintln!("{}: {} so far", self.what, (self.unit)(self.done));
         }
     }
 
@@ -99,7 +130,7 @@ impl Task {
             eprintln!(
                 "{}: done, {} in {:.1}s",
                 self.what,
-                human_bytes(self.done),
+                (self.unit)(self.done),
                 self.started.elapsed().as_secs_f64()
             );
         }

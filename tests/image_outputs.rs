@@ -69,6 +69,11 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&w.image).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "outputs are ordinary files");
+    }
     // bmaptool writes only mapped blocks; onto a file full of 0xAA bytes the
     // result must still equal the image.
     let target = dir.path().join("card.img");
@@ -149,4 +154,92 @@ fn a_failed_edit_leaves_no_output() {
         left.is_empty(),
         "nothing may be left in the output directory"
     );
+}
+
+/// On a filesystem with shared extents (XFS here) the node image is a clone
+/// of the cached base: it takes almost no space and no copy is made.
+#[test]
+fn reflink_clone_where_the_filesystem_supports_it() {
+    if !is_root() || Command::new("mkfs.xfs").arg("-V").output().is_err() {
+        eprintln!("skipped: needs root and mkfs.xfs (xfsprogs) for an XFS loop mount");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fsimg = dir.path().join("xfs.img");
+    std::fs::File::create(&fsimg)
+        .unwrap()
+        .set_len(700 << 20)
+        .unwrap();
+    assert!(Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-m", "reflink=1"])
+        .arg(&fsimg)
+        .status()
+        .unwrap()
+        .success());
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let o = Command::new("mount")
+        .arg("-o")
+        .arg("loop")
+        .arg(&fsimg)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        eprintln!(
+            "skipped: loop mount unavailable: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        return;
+    }
+    let res = std::panic::catch_unwind(|| {
+        let base = mnt.join("base.img");
+        std::fs::copy(fixture(&["--flavour", "bookworm"]), &base).unwrap();
+        let used = || {
+            // Delayed allocation: count blocks only once they are on disk.
+            let _ = Command::new("sync").arg("-f").arg(&mnt).status();
+            let o = Command::new("df")
+                .arg("--output=used")
+                .arg("-B1")
+                .arg(&mnt)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let before = used();
+        let cache = Cache::new(mnt.join("cache"));
+        let opened = image::open(&base, None, &cache, Progress::quiet()).unwrap();
+        let opts = ImageOptions {
+            out_dir: mnt.join("out"),
+            xz: false,
+            bmap: false,
+            force: false,
+            threads: 1,
+            xz_level: 1,
+            now: 0,
+        };
+        let (w, ()) = build(&opened, "n1", &opts, &cache, Progress::quiet(), |ed| {
+            ed.write_file(
+                "/etc/hostname",
+                Content::Bytes(b"n1\n".to_vec()),
+                Meta::root(0o644),
+            )
+        })
+        .unwrap();
+        let grew = used().saturating_sub(before);
+        assert!(
+            grew < 16 << 20,
+            "a clone should share the base's extents; the filesystem grew by {grew} bytes"
+        );
+        let (off, _) = partition(&w.image, 2);
+        assert_eq!(debugfs(&w.image, off, "cat /etc/hostname"), "n1\n");
+    });
+    let _ = Command::new("umount").arg(&mnt).status();
+    res.unwrap();
 }

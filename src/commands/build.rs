@@ -229,7 +229,7 @@ pub fn run_build(
             now: super::fs::now(),
         };
         let (written, applied) = build_image(&img, &p.hostname, &opts, cache, progress, |ed| {
-            crate::apply::apply(ed, &plan)
+            crate::apply::apply(ed, &plan, progress)
         })?;
         let manifest = serde_json::json!({
             "rpiimg": env!("CARGO_PKG_VERSION"),

@@ -2,7 +2,7 @@
 //! sparse (runs of zeros become holes, holes stay holes).
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 use super::{out_err, Pending};
@@ -39,6 +39,30 @@ pub fn stream(
     }
     task.finish();
     Ok(done)
+}
+
+/// Clone `src` into `dst` where the filesystem can share extents (btrfs,
+/// XFS, ReFS: instant, no extra space), else copy it sparse. Returns whether
+/// it was a clone.
+pub fn clone_or_copy(
+    src: &Path,
+    dst: &mut Pending,
+    progress: Progress,
+    what: &str,
+) -> Result<bool> {
+    if let Ok(f) = File::open(src) {
+        if reflink_copy::reflink_file(&f, dst.file()).is_ok() {
+            return Ok(true);
+        }
+    }
+    // A failed clone may have touched the file: start from empty.
+    let dest = dst.dest().to_path_buf();
+    dst.file().set_len(0).map_err(|e| out_err(&dest, e))?;
+    dst.file()
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| out_err(&dest, e))?;
+    sparse_copy(src, dst, progress, what)?;
+    Ok(false)
 }
 
 /// Copy `src` into `dst` (a pending output), sparse.

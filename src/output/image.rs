@@ -102,7 +102,7 @@ pub fn build<T>(
     })?;
     let img_dest = opts.out_dir.join(format!("{name}.img"));
     let mut img = Pending::new(&img_dest)?;
-    copy::sparse_copy(&base.raw_path, &mut img, progress, &format!("copy {name}"))?;
+    copy::clone_or_copy(&base.raw_path, &mut img, progress, &format!("copy {name}"))?;
 
     // The copy is edited through its temporary name.
     let opened = image::open(img.path(), None, cache, Progress::quiet())?;

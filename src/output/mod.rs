@@ -74,6 +74,13 @@ impl Pending {
             .as_file()
             .sync_all()
             .map_err(|e| out_err(&dest, e))?;
+        // Temporary files are private; outputs are ordinary files.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.tmp.path(), std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| out_err(&dest, e))?;
+        }
         if force {
             self.tmp
                 .persist(&dest)
