@@ -86,3 +86,11 @@ mod tests {
         assert_eq!(uuid(&b), "11111111-2222-3333-4444-555555555555");
     }
 }
+
+/// Whether `b` is all zero bytes. Compares 64-byte slices against a zero
+/// block (memcmp), several times faster than a byte loop on image-sized data.
+pub fn is_zero(b: &[u8]) -> bool {
+    const Z: [u8; 64] = [0; 64];
+    let mut chunks = b.chunks_exact(64);
+    chunks.all(|c| c == Z) && chunks.remainder().iter().all(|&x| x == 0)
+}

@@ -318,7 +318,7 @@ impl<'a> SparseWriter<'a> {
 impl Write for SparseWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         for chunk in buf.chunks(HOLE_GRAIN) {
-            if chunk.iter().all(|&b| b == 0) {
+            if crate::bytes::is_zero(chunk) {
                 self.out
                     .seek(SeekFrom::Start(self.pos + chunk.len() as u64))?;
             } else {

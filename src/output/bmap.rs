@@ -54,7 +54,7 @@ pub fn scan(img: &Path, in_use: &[(u64, u64)], progress: Progress) -> Result<Sca
                 next_use += 1;
             }
             let used = next_use < in_use.len() && in_use[next_use].0 <= block;
-            if used || chunk.iter().any(|&b| b != 0) {
+            if used || !crate::bytes::is_zero(chunk) {
                 cur.get_or_insert_with(|| (block, Sha256::new()))
                     .1
                     .update(chunk);
