@@ -65,6 +65,14 @@ pub fn uuid(b: &[u8; 16]) -> String {
     )
 }
 
+/// Whether `b` is all zero bytes. Compares 64-byte slices against a zero
+/// block (memcmp), several times faster than a byte loop on image-sized data.
+pub fn is_zero(b: &[u8]) -> bool {
+    const Z: [u8; 64] = [0; 64];
+    let mut chunks = b.chunks_exact(64);
+    chunks.all(|c| c == Z) && chunks.remainder().iter().all(|&x| x == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,12 +93,4 @@ mod tests {
         ];
         assert_eq!(uuid(&b), "11111111-2222-3333-4444-555555555555");
     }
-}
-
-/// Whether `b` is all zero bytes. Compares 64-byte slices against a zero
-/// block (memcmp), several times faster than a byte loop on image-sized data.
-pub fn is_zero(b: &[u8]) -> bool {
-    const Z: [u8; 64] = [0; 64];
-    let mut chunks = b.chunks_exact(64);
-    chunks.all(|c| c == Z) && chunks.remainder().iter().all(|&x| x == 0)
 }
