@@ -5,6 +5,8 @@
 
 pub mod facts;
 mod overlays;
+#[cfg(test)]
+mod testing;
 pub mod units;
 pub mod users;
 
@@ -21,6 +23,7 @@ pub use facts::ImageFacts;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
+    /// Replaces any file at `path`; missing parents are made 0755 root.
     WriteFile {
         path: String,
         #[serde(skip, default)]
@@ -29,7 +32,8 @@ pub enum Change {
         uid: u32,
         gid: u32,
     },
-    /// `mkdir -p`; parents 0755 root.
+    /// `mkdir -p`; parents 0755 root. The directory itself ends with
+    /// exactly this mode and owner even when it existed (verify checks it).
     Mkdir {
         path: String,
         mode: u16,
@@ -640,5 +644,42 @@ mod tests {
             t,
             "#CONF_SWAPFILE=/var/swap\nCONF_SWAPSIZE=4096\nCONF_MAXSWAP=4096\n"
         );
+    }
+
+    /// A directory the plan hands to a user keeps that owner to the end:
+    /// nothing after the recursive chown makes it root's again.
+    #[test]
+    fn homes_keep_their_owner() {
+        for os in ["bookworm", "trixie"] {
+            for name in ["devstack-aio", "ost04-control"] {
+                let plan = make_plan(&testing::profile(name), &testing::facts(os)).unwrap();
+                let all: Vec<&Change> = plan.changes().collect();
+                let homes: Vec<(usize, &str, u32)> = all
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| match c {
+                        Change::Chown {
+                            path,
+                            uid,
+                            recursive: true,
+                            ..
+                        } => Some((i, path.as_str(), *uid)),
+                        _ => None,
+                    })
+                    .collect();
+                assert!(!homes.is_empty(), "{name}: no home handed over");
+                for (i, home, uid) in homes {
+                    for c in &all[i + 1..] {
+                        if let Change::Mkdir { path, uid: u, .. } = c {
+                            assert!(
+                                path != home || *u == uid,
+                                "{name}/{os}: {} after chown {home}",
+                                c.describe()
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

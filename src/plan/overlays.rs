@@ -177,19 +177,9 @@ pub fn extra(p: &Profile, ctx: &Value) -> Result<Vec<Change>, String> {
         let mode = u16::from_str_radix(&f.mode, 8)
             .map_err(|_| format!("files {}: mode {:?} is not octal", f.path, f.mode))?;
         let (uid, gid) = parse_owner(&f.owner)?;
-        if let Some(parent) = f
-            .path
-            .rsplit_once('/')
-            .map(|(a, _)| a)
-            .filter(|a| !a.is_empty())
-        {
-            out.push(Change::Mkdir {
-                path: parent.into(),
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-            });
-        }
+        // No Mkdir for the parent: a Mkdir sets mode and owner, which would
+        // hand an existing directory (a user's home) to root. Writing a file
+        // creates missing parents as 0755 root anyway.
         out.push(Change::WriteFile {
             path: f.path.clone(),
             content: text,
@@ -216,12 +206,7 @@ fn walk(root: &Path, dir: &Path, ctx: &Value, out: &mut Vec<Change>) -> Result<(
         let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
         let target = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
         if path.is_dir() {
-            out.push(Change::Mkdir {
-                path: target,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-            });
+            // Directories come with the files in them (see `extra`).
             walk(root, &path, ctx, out)?;
         } else if let Some(t) = target.strip_suffix(".j2") {
             let src =
