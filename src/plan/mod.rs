@@ -324,16 +324,24 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
         );
     }
     if let Some(mib) = p.swap_mib {
-        let c = match f.file("/etc/dphys-swapfile") {
-            Some(t) => {
-                let t = set_conf(t, "CONF_SWAPSIZE", &mib.to_string());
-                write("/etc/dphys-swapfile", set_conf(&t, "CONF_MAXSWAP", &mib.to_string()), 0o644)
-            }
-            None => write(
+        // The release decides the mechanism: a drop-in nothing reads would
+        // leave the node without its swap and without an error.
+        let c = if os == "bookworm" {
+            let t = f.file("/etc/dphys-swapfile").ok_or_else(|| {
+                b.err("swap_mib: the bookworm image has no /etc/dphys-swapfile to set CONF_SWAPSIZE in; remove swap_mib or use a stock image")
+            })?;
+            let t = set_conf(t, "CONF_SWAPSIZE", &mib.to_string());
+            write(
+                "/etc/dphys-swapfile",
+                set_conf(&t, "CONF_MAXSWAP", &mib.to_string()),
+                0o644,
+            )
+        } else {
+            write(
                 "/etc/rpi/swap.conf.d/90-rpiimg.conf",
                 format!("# Written by rpiimg: a fixed {mib} MiB swap file.\n[Main]\nMechanism=swapfile\n\n[File]\nFixedSizeMiB={mib}\nMaxSizeMiB={mib}\n"),
                 0o644,
-            ),
+            )
         };
         b.step(format!("swap {mib} MiB"), vec![c]);
     }
@@ -605,11 +613,15 @@ fn network_steps(b: &mut Builder, node: &crate::profile::Node) -> Result<(), Pla
         files,
     );
     if f.has("/etc/cloud") {
+        // Besides the network, the image's cloud.cfg (`users: [default]`,
+        // `preserve_hostname: false`) would recreate `pi` on first boot
+        // once it was renamed and could reset the hostname; rpiimg already
+        // did both offline. User-data on bootfs still applies.
         b.step(
-            "cloud-init does not rewrite the network configuration",
+            "cloud-init does not rewrite the network, recreate pi or reset the hostname",
             vec![write(
-                "/etc/cloud/cloud.cfg.d/99-rpiimg-disable-network-config.cfg",
-                "network: {config: disabled}\n",
+                "/etc/cloud/cloud.cfg.d/99-rpiimg.cfg",
+                "# Written by rpiimg: the image is configured offline.\nnetwork: {config: disabled}\nusers: []\npreserve_hostname: true\nmanage_etc_hosts: false\n",
                 0o644,
             )],
         );
@@ -681,5 +693,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn swap_follows_the_release() {
+        let p = testing::profile("ost04-control");
+        let path_of = |os: &str| {
+            make_plan(&p, &testing::facts(os))
+                .unwrap()
+                .steps
+                .iter()
+                .find(|s| s.intent.starts_with("swap"))
+                .map(|s| s.changes[0].clone())
+                .unwrap()
+        };
+        let Change::WriteFile { path, content, .. } = path_of("bookworm") else {
+            panic!("no swap write")
+        };
+        assert_eq!(path, "/etc/dphys-swapfile");
+        let text = String::from_utf8(content).unwrap();
+        assert!(text.contains("\nCONF_SWAPSIZE=4096\n") && text.contains("\nCONF_MAXSWAP=4096\n"));
+        let Change::WriteFile { path, content, .. } = path_of("trixie") else {
+            panic!("no swap write")
+        };
+        assert_eq!(path, "/etc/rpi/swap.conf.d/90-rpiimg.conf");
+        assert!(String::from_utf8(content)
+            .unwrap()
+            .contains("FixedSizeMiB=4096"));
+        let mut f = testing::facts("bookworm");
+        f.files.remove("/etc/dphys-swapfile");
+        let e = make_plan(&p, &f).unwrap_err().to_string();
+        assert!(
+            e.contains("swap_mib") && e.contains("dphys-swapfile"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cloud_init_only_where_it_exists() {
+        let p = testing::profile("ost01-compute");
+        let cfg = |os: &str| {
+            make_plan(&p, &testing::facts(os))
+                .unwrap()
+                .changes()
+                .find_map(|c| match c {
+                    Change::WriteFile { path, content, .. } if path.starts_with("/etc/cloud/") => {
+                        Some(String::from_utf8(content.clone()).unwrap())
+                    }
+                    _ => None,
+                })
+        };
+        assert_eq!(cfg("bookworm"), None);
+        let t = cfg("trixie").unwrap();
+        assert!(
+            t.contains("network: {config: disabled}") && t.contains("users: []"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn other_releases_are_refused() {
+        let mut f = testing::facts("bookworm");
+        f.codename = "bullseye".into();
+        let e = make_plan(&testing::profile("ost01-compute"), &f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bullseye") && e.contains("bookworm and trixie"),
+            "{e}"
+        );
     }
 }
