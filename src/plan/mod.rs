@@ -166,19 +166,7 @@ pub struct PlanError {
     pub msg: String,
 }
 
-/// Stable, locally administered MAC for an interface of a node: the same
-/// inputs always give the same address, different nodes never share one
-/// (the lab's field failure: veth MACs derived from a cloned machine-id).
-pub fn derived_mac(cluster: &str, host: &str, ifname: &str) -> String {
-    let h = Sha256::digest(format!("rpiimg\0{cluster}\0{host}\0{ifname}").as_bytes());
-    let b0 = (h[0] & 0xFC) | 0x02;
-    format!(
-        "{b0:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        h[1], h[2], h[3], h[4], h[5]
-    )
-}
-
-pub const INTERFACES: &[&str] = &["veth0", "veth0br", "veth1", "veth1br", "brmux"];
+pub use crate::profile::{derived_mac, INTERFACES};
 
 struct Builder<'a> {
     p: &'a Profile,
@@ -309,7 +297,7 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
         id,
     );
 
-    users_steps(&mut b)?;
+    let db = users_steps(&mut b)?;
     ssh_steps(&mut b)?;
     network_steps(&mut b, &node)?;
 
@@ -374,7 +362,7 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
         ),
         fb,
     );
-    let extra = overlays::extra(p, &ctx).map_err(|e| b.err(e))?;
+    let extra = overlays::extra(p, &ctx, &db).map_err(|e| b.err(e))?;
     b.step("extra files and overlays from the profile", extra);
     Ok(Plan {
         node: p.hostname.clone(),
@@ -384,7 +372,8 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
     })
 }
 
-fn users_steps(b: &mut Builder) -> Result<(), PlanError> {
+/// The user edits; returns the databases as the node will have them.
+fn users_steps(b: &mut Builder) -> Result<users::UserDb, PlanError> {
     let (p, f) = (b.p, b.f);
     let need = |path: &str| {
         f.file(path)
@@ -511,7 +500,7 @@ fn users_steps(b: &mut Builder) -> Result<(), PlanError> {
         }
     }
     if p.users.is_empty() {
-        return Ok(());
+        return Ok(db);
     }
     changes.push(write("/etc/passwd", db.passwd.render(), 0o644));
     changes.push(Change::WriteFile {
@@ -549,7 +538,7 @@ fn users_steps(b: &mut Builder) -> Result<(), PlanError> {
         "first-boot user wizard disabled (as cancel-rename does)",
         cancel,
     );
-    Ok(())
+    Ok(db)
 }
 
 fn ssh_steps(b: &mut Builder) -> Result<(), PlanError> {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use minijinja::{context, Environment, Value};
 
-use super::{derived_mac, facts::ImageFacts, Change, INTERFACES};
+use super::{facts::ImageFacts, users::UserDb, Change, INTERFACES};
 use crate::profile::{NetMode, Node, Profile};
 
 /// (group, target path, template, mode)
@@ -90,14 +90,7 @@ const BUILTIN: &[(&str, &str, &str, u16)] = &[
 pub fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
     let macs: std::collections::BTreeMap<String, String> = INTERFACES
         .iter()
-        .map(|i| {
-            let m = node
-                .macs
-                .get(*i)
-                .map(|m| m.to_ascii_lowercase())
-                .unwrap_or_else(|| derived_mac(&p.cluster.name, &node.hostname, i));
-            ((*i).to_string(), m)
-        })
+        .map(|i| ((*i).to_string(), node.mac(&p.cluster.name, i)))
         .collect();
     let prefix = crate::profile::parse_cidr(&p.cluster.subnet).map_or(24, |(_, l)| l);
     context! {
@@ -148,16 +141,8 @@ pub fn render_builtin(ctx: &Value, group: &str) -> Result<Vec<Change>, String> {
     Ok(out)
 }
 
-fn parse_owner(s: &str) -> Result<(u32, u32), String> {
-    let (u, g) = s.split_once(':').unwrap_or((s, s));
-    match (u.parse(), g.parse()) {
-        (Ok(u), Ok(g)) => Ok((u, g)),
-        _ => Err(format!("owner {s:?} must be numeric UID:GID")),
-    }
-}
-
 /// The profile's `files` entries and overlay directories.
-pub fn extra(p: &Profile, ctx: &Value) -> Result<Vec<Change>, String> {
+pub fn extra(p: &Profile, ctx: &Value, db: &UserDb) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     for f in &p.files {
         let text = match (&f.content, &f.source) {
@@ -176,7 +161,12 @@ pub fn extra(p: &Profile, ctx: &Value) -> Result<Vec<Change>, String> {
         };
         let mode = u16::from_str_radix(&f.mode, 8)
             .map_err(|_| format!("files {}: mode {:?} is not octal", f.path, f.mode))?;
-        let (uid, gid) = parse_owner(&f.owner)?;
+        let (uid, gid) = db.owner(&f.owner).ok_or_else(|| {
+            format!(
+                "files {}: owner {:?}: no such user or group on the node",
+                f.path, f.owner
+            )
+        })?;
         // No Mkdir for the parent: a Mkdir sets mode and owner, which would
         // hand an existing directory (a user's home) to root. Writing a file
         // creates missing parents as 0755 root anyway.
