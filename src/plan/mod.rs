@@ -752,4 +752,158 @@ mod tests {
             "{e}"
         );
     }
+
+    /// The rendered first-boot script, run by bash against stub apt-get,
+    /// dpkg-query, getent, sleep, systemctl and netplan: order, backoff,
+    /// hand-over to netplan, done-marker, idempotence, giving up.
+    #[test]
+    fn firstboot_script_behaves() {
+        use std::os::unix::fs::PermissionsExt;
+        let plan = make_plan(
+            &testing::profile("ost04-control"),
+            &testing::facts("bookworm"),
+        )
+        .unwrap();
+        let script = plan
+            .changes()
+            .find_map(|c| match c {
+                Change::WriteFile { path, content, .. }
+                    if path == "/usr/local/sbin/rpiimg-firstboot" =>
+                {
+                    Some(String::from_utf8(content.clone()).unwrap())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let run = |apt_fails: u32| {
+            let d = tempfile::tempdir().unwrap();
+            let root = d.path();
+            for sub in ["bin", "log", "lib", "net"] {
+                std::fs::create_dir(root.join(sub)).unwrap();
+            }
+            for f in [
+                "10-rpiimg-veth0.netdev",
+                "20-rpiimg-brmux.netdev",
+                "22-rpiimg-eth0.network",
+                "30-rpiimg-bootstrap-veth0.network",
+            ] {
+                std::fs::write(root.join("net").join(f), "").unwrap();
+            }
+            let calls = root.join("calls");
+            let stub = |name: &str, body: &str| {
+                let p = root.join("bin").join(name);
+                std::fs::write(
+                    &p,
+                    format!(
+                        "#!/bin/sh\necho \"{name} $*\" >>'{}'\n{body}\n",
+                        calls.display()
+                    ),
+                )
+                .unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            let count = root.join("count");
+            stub(
+                "apt-get",
+                &format!(
+                    "case \"$*\" in *' update') n=$(cat '{c}' 2>/dev/null || echo 0); echo $((n+1)) >'{c}'; [ \"$n\" -ge {apt_fails} ];; esac",
+                    c = count.display()
+                ),
+            );
+            stub(
+                "dpkg-query",
+                "case \"$*\" in *unattended-upgrades) echo 'install ok installed';; *) exit 1;; esac",
+            );
+            stub("getent", "");
+            stub("sleep", "");
+            stub("systemctl", "");
+            stub("netplan", "");
+            stub("networkctl", "");
+            let s = script
+                .replace(
+                    "/var/log/rpiimg-firstboot.log",
+                    &root.join("log/fb.log").display().to_string(),
+                )
+                .replace(
+                    "/var/lib/rpiimg/firstboot.done",
+                    &root.join("lib/done").display().to_string(),
+                )
+                .replace(
+                    "NETWORKD=/etc/systemd/network",
+                    &format!("NETWORKD={}", root.join("net").display()),
+                );
+            let sp = root.join("firstboot");
+            std::fs::write(&sp, s).unwrap();
+            let go = || {
+                std::process::Command::new("bash")
+                    .arg(&sp)
+                    .env(
+                        "PATH",
+                        format!(
+                            "{}:{}",
+                            root.join("bin").display(),
+                            std::env::var("PATH").unwrap()
+                        ),
+                    )
+                    .status()
+                    .unwrap()
+                    .success()
+            };
+            let first = go();
+            let calls1 = std::fs::read_to_string(&calls).unwrap_or_default();
+            let second = go();
+            let calls2 = std::fs::read_to_string(&calls).unwrap_or_default();
+            let mut left: Vec<String> = std::fs::read_dir(root.join("net"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            let done = root.join("lib/done").exists();
+            let log = std::fs::read_to_string(root.join("log/fb.log")).unwrap_or_default();
+            (first, calls1, second, calls2, left, done, log)
+        };
+
+        let (ok, calls, ok2, calls2, left, done, log) = run(2);
+        assert!(ok && done, "{calls}\n{log}");
+        let lines: Vec<&str> = calls.lines().collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} not in {calls}"))
+        };
+        assert!(at("purge unattended-upgrades") < at("getent hosts"));
+        assert!(at("getent hosts") < at(" update"));
+        assert!(
+            at("install qemu-system-arm sshpass ufw net-tools lm-sensors netplan.io")
+                > at(" upgrade")
+        );
+        let sleeps: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("sleep"))
+            .copied()
+            .collect();
+        assert_eq!(
+            sleeps,
+            ["sleep 10", "sleep 20"],
+            "backoff while the mirror fails"
+        );
+        assert!(calls.contains("systemctl disable rpiimg-firstboot.service"));
+        assert_eq!(
+            left,
+            ["10-rpiimg-veth0.netdev"],
+            "bootstrap files handed to netplan"
+        );
+        assert!(log.contains("rpiimg-firstboot: done"), "{log}");
+        // Second run: the marker makes it a no-op.
+        assert!(ok2);
+        assert!(!calls2[calls.len()..].contains("apt-get"), "{calls2}");
+
+        let (ok, calls, _, _, left, done, log) = run(1000);
+        assert!(!ok && !done, "{log}");
+        assert!(log.contains("giving up after 30 attempts"), "{log}");
+        assert!(calls.lines().filter(|l| *l == "sleep 300").count() > 20);
+        assert!(!calls.contains("systemctl disable"));
+        assert_eq!(left.len(), 4, "network untouched when packages failed");
+    }
 }

@@ -109,9 +109,20 @@ pub fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
     }
 }
 
+/// A word for a POSIX shell: single-quoted, so nothing in it expands.
+fn shquote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 fn render(name: &str, src: &str, ctx: &Value) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // Profile strings go into shell scripts and YAML: templates quote them
+    // with `shquote` and `tojson` (a JSON string is a YAML double-quoted scalar).
+    env.add_filter("shquote", |s: String| shquote(&s));
+    // minijinja would pick HTML or JSON escaping from the target's
+    // extension (.yaml, .json, .html); these are config files, not markup.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_template(name, src)
         .map_err(|e| format!("template {name}: {e}"))?;
     env.get_template(name)
@@ -241,5 +252,17 @@ mod tests {
         let mut listed: Vec<String> = BUILTIN.iter().map(|b| b.1.to_string()).collect();
         listed.sort();
         assert_eq!(found, listed);
+    }
+
+    #[test]
+    fn shell_quoting_survives_the_shell() {
+        for s in ["plain", "it's", "$(reboot) `x` \"q\" \\ ;|&", ""] {
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shquote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(o.stdout).unwrap(), s);
+        }
     }
 }
