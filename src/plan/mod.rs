@@ -123,7 +123,39 @@ pub fn sha256_hex(b: &[u8]) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
     pub intent: String,
+    #[serde(serialize_with = "changes_with_content")]
     pub changes: Vec<Change>,
+}
+
+/// A change as `plan --json` shows it: a written file's content as text
+/// (when UTF-8), its size and sha256. Manifests keep only the digest.
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    change: &'a Change,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+}
+
+fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(c.iter().map(|change| match change {
+        Change::WriteFile { content, .. } => Shown {
+            change,
+            size: Some(content.len()),
+            sha256: Some(sha256_hex(content)),
+            text: std::str::from_utf8(content).ok(),
+        },
+        _ => Shown {
+            change,
+            size: None,
+            sha256: None,
+            text: None,
+        },
+    }))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -443,6 +475,19 @@ fn users_steps(b: &mut Builder) -> Result<users::UserDb, PlanError> {
                 uid: ids.0,
                 gid: ids.1,
             });
+            // What `useradd -m` copies, so the new user gets a normal shell setup.
+            for (path, text) in f.files.range("/etc/skel/".to_string()..) {
+                let Some(name) = path.strip_prefix("/etc/skel/") else {
+                    break;
+                };
+                changes.push(Change::WriteFile {
+                    path: format!("{home}/{name}"),
+                    content: text.clone().into_bytes(),
+                    mode: 0o644,
+                    uid: ids.0,
+                    gid: ids.1,
+                });
+            }
             ids
         };
         db.set_shell(&u.name, &u.shell);
@@ -905,5 +950,34 @@ mod tests {
         assert!(calls.lines().filter(|l| *l == "sleep 300").count() > 20);
         assert!(!calls.contains("systemctl disable"));
         assert_eq!(left.len(), 4, "network untouched when packages failed");
+    }
+
+    #[test]
+    fn json_shows_content_and_digest() {
+        let mut p = testing::profile("ost01-compute");
+        p.users[0].password = Some("Xyzzy-plain-42".into());
+        let plan = make_plan(&p, &testing::facts("bookworm")).unwrap();
+        let v = serde_json::to_value(&plan).unwrap();
+        let changes: Vec<&serde_json::Value> = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["changes"].as_array().unwrap())
+            .collect();
+        let host = changes
+            .iter()
+            .find(|c| c["path"] == "/etc/hostname")
+            .unwrap();
+        assert_eq!(host["op"], "write_file");
+        assert_eq!(host["text"], "ost01\n");
+        assert_eq!(host["size"], 6);
+        assert_eq!(host["sha256"], sha256_hex(b"ost01\n"));
+        assert_eq!(host["mode"], 0o644);
+        let link = changes.iter().find(|c| c["op"] == "symlink").unwrap();
+        assert!(link.get("sha256").is_none() && link["target"].is_string());
+        // The profile's plain password never appears; its hash does.
+        let all = v.to_string();
+        assert!(!all.contains("Xyzzy-plain-42") && all.contains("ubuntu:$6$"));
+        assert!(!plan.render().contains("Xyzzy-plain-42"));
     }
 }

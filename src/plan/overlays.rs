@@ -123,6 +123,12 @@ fn render(name: &str, src: &str, ctx: &Value) -> Result<String, String> {
     // minijinja would pick HTML or JSON escaping from the target's
     // extension (.yaml, .json, .html); these are config files, not markup.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    // Inline `files` keep their last line break (built-in ones are normalised in `file`).
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(|e| format!("template {name}: {e}"))?;
+    env.set_syntax(syntax);
     env.add_template(name, src)
         .map_err(|e| format!("template {name}: {e}"))?;
     env.get_template(name)

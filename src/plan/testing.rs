@@ -30,6 +30,10 @@ const SKEL: &[(&str, &str)] = &[
         include_str!("../../tests/fixtures/skel/common/etc/subgid"),
     ),
     (
+        "/etc/skel/.profile",
+        include_str!("../../tests/fixtures/skel/common/etc/skel/.profile"),
+    ),
+    (
         "/etc/hosts",
         include_str!("../../tests/fixtures/skel/common/etc/hosts"),
     ),
