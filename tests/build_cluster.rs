@@ -726,3 +726,26 @@ fn bad_profiles_and_interrupted_builds_leave_nothing() {
         }
     }
 }
+
+/// `--render-to` never writes outside its directory, even through a
+/// symbolic link left inside it.
+#[test]
+fn render_to_refuses_links_out_of_the_directory() {
+    let base = fixture(&["--flavour", "bookworm"]);
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("etc")).unwrap();
+    let o = rpiimg(&[
+        "plan",
+        "--profile",
+        &profile("ost04-control"),
+        "--base",
+        base.to_str().unwrap(),
+        "--render-to",
+        dir.path().to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+}

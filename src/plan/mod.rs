@@ -158,10 +158,27 @@ fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::O
     }))
 }
 
+/// The Raspberry Pi OS releases rpiimg knows how to configure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OsFlavour {
+    Bookworm,
+    Trixie,
+}
+
+impl std::fmt::Display for OsFlavour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OsFlavour::Bookworm => "bookworm",
+            OsFlavour::Trixie => "trixie",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub node: String,
-    pub os: String,
+    pub os: OsFlavour,
     pub warnings: Vec<String>,
     pub steps: Vec<Step>,
 }
@@ -282,18 +299,16 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
         f,
         steps: Vec::new(),
     };
-    let os = f.codename.clone();
-    if !(f.os_id == "debian" && (os == "bookworm" || os == "trixie")) {
-        return Err(b.err(format!(
-            "the base image runs {} {}; rpiimg knows Raspberry Pi OS bookworm and trixie",
-            if f.os_id.is_empty() {
-                "an unknown OS"
-            } else {
-                &f.os_id
-            },
-            os
-        )));
-    }
+    let os = match (f.os_id.as_str(), f.codename.as_str()) {
+        ("debian", "bookworm") => OsFlavour::Bookworm,
+        ("debian", "trixie") => OsFlavour::Trixie,
+        (id, codename) => {
+            return Err(b.err(format!(
+                "the base image runs {} {codename} (/etc/os-release); rpiimg knows Raspberry Pi OS bookworm and trixie",
+                if id.is_empty() { "an unknown OS" } else { id },
+            )))
+        }
+    };
     let node = p
         .node()
         .ok_or_else(|| b.err(format!("{} is not in the cluster's node list", p.hostname)))?
@@ -313,7 +328,7 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
             write("/etc/hosts", hosts, 0o644),
         ],
     );
-    let first_boot_id = if os == "trixie" {
+    let first_boot_id = if os == OsFlavour::Trixie {
         "uninitialized\n"
     } else {
         ""
@@ -346,7 +361,7 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
     if let Some(mib) = p.swap_mib {
         // The release decides the mechanism: a drop-in nothing reads would
         // leave the node without its swap and without an error.
-        let c = if os == "bookworm" {
+        let c = if os == OsFlavour::Bookworm {
             let t = f.file("/etc/dphys-swapfile").ok_or_else(|| {
                 b.err("swap_mib: the bookworm image has no /etc/dphys-swapfile to set CONF_SWAPSIZE in; remove swap_mib or use a stock image")
             })?;
