@@ -26,8 +26,9 @@ fn profile(name: &str) -> String {
         .to_string()
 }
 
-/// `rpiimg plan` text for each example profile on each fixture flavour,
-/// compared with the reviewed files in tests/golden (UPDATE_GOLDEN=1 rewrites them).
+/// `rpiimg plan` text for each example profile on each fixture flavour, and
+/// the text of every file it writes (from `--json`), compared with the
+/// reviewed files in tests/golden (UPDATE_GOLDEN=1 rewrites them).
 #[test]
 fn plans_match_golden_files() {
     let mut names: Vec<String> = std::fs::read_dir(repo().join("profiles"))
@@ -55,7 +56,28 @@ fn plans_match_golden_files() {
                 base.to_str().unwrap(),
                 "-q",
             ]);
-            let text = String::from_utf8(out).unwrap();
+            let mut text = String::from_utf8(out).unwrap();
+            // The content of every text file, so the golden can be reviewed.
+            let json = rpiimg_ok(&[
+                "plan",
+                "--profile",
+                &profile(n),
+                "--base",
+                base.to_str().unwrap(),
+                "--json",
+                "-q",
+            ]);
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            for step in v["steps"].as_array().unwrap() {
+                for c in step["changes"].as_array().unwrap() {
+                    if let Some(t) = c["text"].as_str() {
+                        text.push_str(&format!("\n---- {}\n{t}", c["path"].as_str().unwrap()));
+                        if !t.is_empty() && !t.ends_with('\n') {
+                            text.push_str("\n(no newline at end)\n");
+                        }
+                    }
+                }
+            }
             let golden = repo()
                 .join("tests/golden")
                 .join(format!("{n}.{flavour}.txt"));
@@ -703,4 +725,27 @@ fn bad_profiles_and_interrupted_builds_leave_nothing() {
             );
         }
     }
+}
+
+/// `--render-to` never writes outside its directory, even through a
+/// symbolic link left inside it.
+#[test]
+fn render_to_refuses_links_out_of_the_directory() {
+    let base = fixture(&["--flavour", "bookworm"]);
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("etc")).unwrap();
+    let o = rpiimg(&[
+        "plan",
+        "--profile",
+        &profile("ost04-control"),
+        "--base",
+        base.to_str().unwrap(),
+        "--render-to",
+        dir.path().to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }

@@ -98,7 +98,19 @@ fn render_to(plan: &Plan, dir: &Path) -> Result<usize> {
         {
             let rel: PathBuf =
                 crate::fs::path::components(&crate::fs::path::normalize(path)).collect();
-            let dest = dir.join(rel);
+            let dest = dir.join(&rel);
+            // A symlink already under DIR (say DIR/etc -> /etc) would carry
+            // the write outside it: refuse rather than follow.
+            let mut at = dir.to_path_buf();
+            for c in rel.components() {
+                at.push(c);
+                if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(Error::Usage(format!(
+                        "--render-to: {} is a symbolic link; render into an empty directory",
+                        at.display()
+                    )));
+                }
+            }
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::Host {
                     path: parent.display().to_string(),

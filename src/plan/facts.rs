@@ -77,6 +77,9 @@ pub const FILES: &[&str] = &[
     "/etc/hosts",
     "/etc/dphys-swapfile",
     "/etc/machine-id",
+    "/etc/skel/.bashrc",
+    "/etc/skel/.profile",
+    "/etc/skel/.bash_logout",
 ];
 
 /// Paths whose existence the plan depends on.

@@ -5,6 +5,8 @@
 
 pub mod facts;
 mod overlays;
+#[cfg(test)]
+mod testing;
 pub mod units;
 pub mod users;
 
@@ -21,6 +23,7 @@ pub use facts::ImageFacts;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
+    /// Replaces any file at `path`; missing parents are made 0755 root.
     WriteFile {
         path: String,
         #[serde(skip, default)]
@@ -29,7 +32,8 @@ pub enum Change {
         uid: u32,
         gid: u32,
     },
-    /// `mkdir -p`; parents 0755 root.
+    /// `mkdir -p`; parents 0755 root. The directory itself ends with
+    /// exactly this mode and owner even when it existed (verify checks it).
     Mkdir {
         path: String,
         mode: u16,
@@ -119,13 +123,62 @@ pub fn sha256_hex(b: &[u8]) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
     pub intent: String,
+    #[serde(serialize_with = "changes_with_content")]
     pub changes: Vec<Change>,
+}
+
+/// A change as `plan --json` shows it: a written file's content as text
+/// (when UTF-8), its size and sha256. Manifests keep only the digest.
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    change: &'a Change,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+}
+
+fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(c.iter().map(|change| match change {
+        Change::WriteFile { content, .. } => Shown {
+            change,
+            size: Some(content.len()),
+            sha256: Some(sha256_hex(content)),
+            text: std::str::from_utf8(content).ok(),
+        },
+        _ => Shown {
+            change,
+            size: None,
+            sha256: None,
+            text: None,
+        },
+    }))
+}
+
+/// The Raspberry Pi OS releases rpiimg knows how to configure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OsFlavour {
+    Bookworm,
+    Trixie,
+}
+
+impl std::fmt::Display for OsFlavour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OsFlavour::Bookworm => "bookworm",
+            OsFlavour::Trixie => "trixie",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub node: String,
-    pub os: String,
+    pub os: OsFlavour,
     pub warnings: Vec<String>,
     pub steps: Vec<Step>,
 }
@@ -162,19 +215,7 @@ pub struct PlanError {
     pub msg: String,
 }
 
-/// Stable, locally administered MAC for an interface of a node: the same
-/// inputs always give the same address, different nodes never share one
-/// (the lab's field failure: veth MACs derived from a cloned machine-id).
-pub fn derived_mac(cluster: &str, host: &str, ifname: &str) -> String {
-    let h = Sha256::digest(format!("rpiimg\0{cluster}\0{host}\0{ifname}").as_bytes());
-    let b0 = (h[0] & 0xFC) | 0x02;
-    format!(
-        "{b0:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        h[1], h[2], h[3], h[4], h[5]
-    )
-}
-
-pub const INTERFACES: &[&str] = &["veth0", "veth0br", "veth1", "veth1br", "brmux"];
+pub use crate::profile::{derived_mac, INTERFACES};
 
 struct Builder<'a> {
     p: &'a Profile,
@@ -258,18 +299,16 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
         f,
         steps: Vec::new(),
     };
-    let os = f.codename.clone();
-    if !(f.os_id == "debian" && (os == "bookworm" || os == "trixie")) {
-        return Err(b.err(format!(
-            "the base image runs {} {}; rpiimg knows Raspberry Pi OS bookworm and trixie",
-            if f.os_id.is_empty() {
-                "an unknown OS"
-            } else {
-                &f.os_id
-            },
-            os
-        )));
-    }
+    let os = match (f.os_id.as_str(), f.codename.as_str()) {
+        ("debian", "bookworm") => OsFlavour::Bookworm,
+        ("debian", "trixie") => OsFlavour::Trixie,
+        (id, codename) => {
+            return Err(b.err(format!(
+                "the base image runs {} {codename} (/etc/os-release); rpiimg knows Raspberry Pi OS bookworm and trixie",
+                if id.is_empty() { "an unknown OS" } else { id },
+            )))
+        }
+    };
     let node = p
         .node()
         .ok_or_else(|| b.err(format!("{} is not in the cluster's node list", p.hostname)))?
@@ -289,7 +328,7 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
             write("/etc/hosts", hosts, 0o644),
         ],
     );
-    let first_boot_id = if os == "trixie" {
+    let first_boot_id = if os == OsFlavour::Trixie {
         "uninitialized\n"
     } else {
         ""
@@ -305,7 +344,7 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
         id,
     );
 
-    users_steps(&mut b)?;
+    let db = users_steps(&mut b)?;
     ssh_steps(&mut b)?;
     network_steps(&mut b, &node)?;
 
@@ -320,16 +359,24 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
         );
     }
     if let Some(mib) = p.swap_mib {
-        let c = match f.file("/etc/dphys-swapfile") {
-            Some(t) => {
-                let t = set_conf(t, "CONF_SWAPSIZE", &mib.to_string());
-                write("/etc/dphys-swapfile", set_conf(&t, "CONF_MAXSWAP", &mib.to_string()), 0o644)
-            }
-            None => write(
+        // The release decides the mechanism: a drop-in nothing reads would
+        // leave the node without its swap and without an error.
+        let c = if os == OsFlavour::Bookworm {
+            let t = f.file("/etc/dphys-swapfile").ok_or_else(|| {
+                b.err("swap_mib: the bookworm image has no /etc/dphys-swapfile to set CONF_SWAPSIZE in; remove swap_mib or use a stock image")
+            })?;
+            let t = set_conf(t, "CONF_SWAPSIZE", &mib.to_string());
+            write(
+                "/etc/dphys-swapfile",
+                set_conf(&t, "CONF_MAXSWAP", &mib.to_string()),
+                0o644,
+            )
+        } else {
+            write(
                 "/etc/rpi/swap.conf.d/90-rpiimg.conf",
                 format!("# Written by rpiimg: a fixed {mib} MiB swap file.\n[Main]\nMechanism=swapfile\n\n[File]\nFixedSizeMiB={mib}\nMaxSizeMiB={mib}\n"),
                 0o644,
-            ),
+            )
         };
         b.step(format!("swap {mib} MiB"), vec![c]);
     }
@@ -362,7 +409,7 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
         ),
         fb,
     );
-    let extra = overlays::extra(p, &ctx).map_err(|e| b.err(e))?;
+    let extra = overlays::extra(p, &ctx, &db).map_err(|e| b.err(e))?;
     b.step("extra files and overlays from the profile", extra);
     Ok(Plan {
         node: p.hostname.clone(),
@@ -372,7 +419,8 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
     })
 }
 
-fn users_steps(b: &mut Builder) -> Result<(), PlanError> {
+/// The user edits; returns the databases as the node will have them.
+fn users_steps(b: &mut Builder) -> Result<users::UserDb, PlanError> {
     let (p, f) = (b.p, b.f);
     let need = |path: &str| {
         f.file(path)
@@ -442,6 +490,19 @@ fn users_steps(b: &mut Builder) -> Result<(), PlanError> {
                 uid: ids.0,
                 gid: ids.1,
             });
+            // What `useradd -m` copies, so the new user gets a normal shell setup.
+            for (path, text) in f.files.range("/etc/skel/".to_string()..) {
+                let Some(name) = path.strip_prefix("/etc/skel/") else {
+                    break;
+                };
+                changes.push(Change::WriteFile {
+                    path: format!("{home}/{name}"),
+                    content: text.clone().into_bytes(),
+                    mode: 0o644,
+                    uid: ids.0,
+                    gid: ids.1,
+                });
+            }
             ids
         };
         db.set_shell(&u.name, &u.shell);
@@ -499,7 +560,7 @@ fn users_steps(b: &mut Builder) -> Result<(), PlanError> {
         }
     }
     if p.users.is_empty() {
-        return Ok(());
+        return Ok(db);
     }
     changes.push(write("/etc/passwd", db.passwd.render(), 0o644));
     changes.push(Change::WriteFile {
@@ -537,7 +598,7 @@ fn users_steps(b: &mut Builder) -> Result<(), PlanError> {
         "first-boot user wizard disabled (as cancel-rename does)",
         cancel,
     );
-    Ok(())
+    Ok(db)
 }
 
 fn ssh_steps(b: &mut Builder) -> Result<(), PlanError> {
@@ -601,11 +662,15 @@ fn network_steps(b: &mut Builder, node: &crate::profile::Node) -> Result<(), Pla
         files,
     );
     if f.has("/etc/cloud") {
+        // Besides the network, the image's cloud.cfg (`users: [default]`,
+        // `preserve_hostname: false`) would recreate `pi` on first boot
+        // once it was renamed and could reset the hostname; rpiimg already
+        // did both offline. User-data on bootfs still applies.
         b.step(
-            "cloud-init does not rewrite the network configuration",
+            "cloud-init does not rewrite the network, recreate pi or reset the hostname",
             vec![write(
-                "/etc/cloud/cloud.cfg.d/99-rpiimg-disable-network-config.cfg",
-                "network: {config: disabled}\n",
+                "/etc/cloud/cloud.cfg.d/99-rpiimg.cfg",
+                "# Written by rpiimg: the image is configured offline.\nnetwork: {config: disabled}\nusers: []\npreserve_hostname: true\nmanage_etc_hosts: false\n",
                 0o644,
             )],
         );
@@ -640,5 +705,294 @@ mod tests {
             t,
             "#CONF_SWAPFILE=/var/swap\nCONF_SWAPSIZE=4096\nCONF_MAXSWAP=4096\n"
         );
+    }
+
+    /// A directory the plan hands to a user keeps that owner to the end:
+    /// nothing after the recursive chown makes it root's again.
+    #[test]
+    fn homes_keep_their_owner() {
+        for os in ["bookworm", "trixie"] {
+            for name in ["devstack-aio", "ost04-control"] {
+                let plan = make_plan(&testing::profile(name), &testing::facts(os)).unwrap();
+                let all: Vec<&Change> = plan.changes().collect();
+                let homes: Vec<(usize, &str, u32)> = all
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| match c {
+                        Change::Chown {
+                            path,
+                            uid,
+                            recursive: true,
+                            ..
+                        } => Some((i, path.as_str(), *uid)),
+                        _ => None,
+                    })
+                    .collect();
+                assert!(!homes.is_empty(), "{name}: no home handed over");
+                for (i, home, uid) in homes {
+                    for c in &all[i + 1..] {
+                        if let Change::Mkdir { path, uid: u, .. } = c {
+                            assert!(
+                                path != home || *u == uid,
+                                "{name}/{os}: {} after chown {home}",
+                                c.describe()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn swap_follows_the_release() {
+        let p = testing::profile("ost04-control");
+        let path_of = |os: &str| {
+            make_plan(&p, &testing::facts(os))
+                .unwrap()
+                .steps
+                .iter()
+                .find(|s| s.intent.starts_with("swap"))
+                .map(|s| s.changes[0].clone())
+                .unwrap()
+        };
+        let Change::WriteFile { path, content, .. } = path_of("bookworm") else {
+            panic!("no swap write")
+        };
+        assert_eq!(path, "/etc/dphys-swapfile");
+        let text = String::from_utf8(content).unwrap();
+        assert!(text.contains("\nCONF_SWAPSIZE=4096\n") && text.contains("\nCONF_MAXSWAP=4096\n"));
+        let Change::WriteFile { path, content, .. } = path_of("trixie") else {
+            panic!("no swap write")
+        };
+        assert_eq!(path, "/etc/rpi/swap.conf.d/90-rpiimg.conf");
+        assert!(String::from_utf8(content)
+            .unwrap()
+            .contains("FixedSizeMiB=4096"));
+        let mut f = testing::facts("bookworm");
+        f.files.remove("/etc/dphys-swapfile");
+        let e = make_plan(&p, &f).unwrap_err().to_string();
+        assert!(
+            e.contains("swap_mib") && e.contains("dphys-swapfile"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cloud_init_only_where_it_exists() {
+        let p = testing::profile("ost01-compute");
+        let cfg = |os: &str| {
+            make_plan(&p, &testing::facts(os))
+                .unwrap()
+                .changes()
+                .find_map(|c| match c {
+                    Change::WriteFile { path, content, .. } if path.starts_with("/etc/cloud/") => {
+                        Some(String::from_utf8(content.clone()).unwrap())
+                    }
+                    _ => None,
+                })
+        };
+        assert_eq!(cfg("bookworm"), None);
+        let t = cfg("trixie").unwrap();
+        assert!(
+            t.contains("network: {config: disabled}") && t.contains("users: []"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn other_releases_are_refused() {
+        let mut f = testing::facts("bookworm");
+        f.codename = "bullseye".into();
+        let e = make_plan(&testing::profile("ost01-compute"), &f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bullseye") && e.contains("bookworm and trixie"),
+            "{e}"
+        );
+    }
+
+    /// The rendered first-boot script, run by bash against stub apt-get,
+    /// dpkg-query, getent, sleep, systemctl and netplan: order, backoff,
+    /// hand-over to netplan, done-marker, idempotence, giving up.
+    #[test]
+    fn firstboot_script_behaves() {
+        use std::os::unix::fs::PermissionsExt;
+        let plan = make_plan(
+            &testing::profile("ost04-control"),
+            &testing::facts("bookworm"),
+        )
+        .unwrap();
+        let script = plan
+            .changes()
+            .find_map(|c| match c {
+                Change::WriteFile { path, content, .. }
+                    if path == "/usr/local/sbin/rpiimg-firstboot" =>
+                {
+                    Some(String::from_utf8(content.clone()).unwrap())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let run = |apt_fails: u32| {
+            let d = tempfile::tempdir().unwrap();
+            let root = d.path();
+            for sub in ["bin", "log", "lib", "net"] {
+                std::fs::create_dir(root.join(sub)).unwrap();
+            }
+            for f in [
+                "10-rpiimg-veth0.netdev",
+                "20-rpiimg-brmux.netdev",
+                "22-rpiimg-eth0.network",
+                "30-rpiimg-bootstrap-veth0.network",
+            ] {
+                std::fs::write(root.join("net").join(f), "").unwrap();
+            }
+            let calls = root.join("calls");
+            let stub = |name: &str, body: &str| {
+                let p = root.join("bin").join(name);
+                std::fs::write(
+                    &p,
+                    format!(
+                        "#!/bin/sh\necho \"{name} $*\" >>'{}'\n{body}\n",
+                        calls.display()
+                    ),
+                )
+                .unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            let count = root.join("count");
+            stub(
+                "apt-get",
+                &format!(
+                    "case \"$*\" in *' update') n=$(cat '{c}' 2>/dev/null || echo 0); echo $((n+1)) >'{c}'; [ \"$n\" -ge {apt_fails} ];; esac",
+                    c = count.display()
+                ),
+            );
+            stub(
+                "dpkg-query",
+                "case \"$*\" in *unattended-upgrades) echo 'install ok installed';; *) exit 1;; esac",
+            );
+            stub("getent", "");
+            stub("sleep", "");
+            stub("systemctl", "");
+            stub("netplan", "");
+            stub("networkctl", "");
+            let s = script
+                .replace(
+                    "/var/log/rpiimg-firstboot.log",
+                    &root.join("log/fb.log").display().to_string(),
+                )
+                .replace(
+                    "/var/lib/rpiimg/firstboot.done",
+                    &root.join("lib/done").display().to_string(),
+                )
+                .replace(
+                    "NETWORKD=/etc/systemd/network",
+                    &format!("NETWORKD={}", root.join("net").display()),
+                );
+            let sp = root.join("firstboot");
+            std::fs::write(&sp, s).unwrap();
+            let go = || {
+                std::process::Command::new("bash")
+                    .arg(&sp)
+                    .env(
+                        "PATH",
+                        format!(
+                            "{}:{}",
+                            root.join("bin").display(),
+                            std::env::var("PATH").unwrap()
+                        ),
+                    )
+                    .status()
+                    .unwrap()
+                    .success()
+            };
+            let first = go();
+            let calls1 = std::fs::read_to_string(&calls).unwrap_or_default();
+            let second = go();
+            let calls2 = std::fs::read_to_string(&calls).unwrap_or_default();
+            let mut left: Vec<String> = std::fs::read_dir(root.join("net"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            let done = root.join("lib/done").exists();
+            let log = std::fs::read_to_string(root.join("log/fb.log")).unwrap_or_default();
+            (first, calls1, second, calls2, left, done, log)
+        };
+
+        let (ok, calls, ok2, calls2, left, done, log) = run(2);
+        assert!(ok && done, "{calls}\n{log}");
+        let lines: Vec<&str> = calls.lines().collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} not in {calls}"))
+        };
+        assert!(at("purge unattended-upgrades") < at("getent hosts"));
+        assert!(at("getent hosts") < at(" update"));
+        assert!(
+            at("install qemu-system-arm sshpass ufw net-tools lm-sensors netplan.io")
+                > at(" upgrade")
+        );
+        let sleeps: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("sleep"))
+            .copied()
+            .collect();
+        assert_eq!(
+            sleeps,
+            ["sleep 10", "sleep 20"],
+            "backoff while the mirror fails"
+        );
+        assert!(calls.contains("systemctl disable rpiimg-firstboot.service"));
+        assert_eq!(
+            left,
+            ["10-rpiimg-veth0.netdev"],
+            "bootstrap files handed to netplan"
+        );
+        assert!(log.contains("rpiimg-firstboot: done"), "{log}");
+        // Second run: the marker makes it a no-op.
+        assert!(ok2);
+        assert!(!calls2[calls.len()..].contains("apt-get"), "{calls2}");
+
+        let (ok, calls, _, _, left, done, log) = run(1000);
+        assert!(!ok && !done, "{log}");
+        assert!(log.contains("giving up after 30 attempts"), "{log}");
+        assert!(calls.lines().filter(|l| *l == "sleep 300").count() > 20);
+        assert!(!calls.contains("systemctl disable"));
+        assert_eq!(left.len(), 4, "network untouched when packages failed");
+    }
+
+    #[test]
+    fn json_shows_content_and_digest() {
+        let mut p = testing::profile("ost01-compute");
+        p.users[0].password = Some("Xyzzy-plain-42".into());
+        let plan = make_plan(&p, &testing::facts("bookworm")).unwrap();
+        let v = serde_json::to_value(&plan).unwrap();
+        let changes: Vec<&serde_json::Value> = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["changes"].as_array().unwrap())
+            .collect();
+        let host = changes
+            .iter()
+            .find(|c| c["path"] == "/etc/hostname")
+            .unwrap();
+        assert_eq!(host["op"], "write_file");
+        assert_eq!(host["text"], "ost01\n");
+        assert_eq!(host["size"], 6);
+        assert_eq!(host["sha256"], sha256_hex(b"ost01\n"));
+        assert_eq!(host["mode"], 0o644);
+        let link = changes.iter().find(|c| c["op"] == "symlink").unwrap();
+        assert!(link.get("sha256").is_none() && link["target"].is_string());
+        // The profile's plain password never appears; its hash does.
+        let all = v.to_string();
+        assert!(!all.contains("Xyzzy-plain-42") && all.contains("ubuntu:$6$"));
+        assert!(!plan.render().contains("Xyzzy-plain-42"));
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use minijinja::{context, Environment, Value};
 
-use super::{derived_mac, facts::ImageFacts, Change, INTERFACES};
+use super::{facts::ImageFacts, users::UserDb, Change, INTERFACES};
 use crate::profile::{NetMode, Node, Profile};
 
 /// (group, target path, template, mode)
@@ -90,14 +90,7 @@ const BUILTIN: &[(&str, &str, &str, u16)] = &[
 pub fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
     let macs: std::collections::BTreeMap<String, String> = INTERFACES
         .iter()
-        .map(|i| {
-            let m = node
-                .macs
-                .get(*i)
-                .map(|m| m.to_ascii_lowercase())
-                .unwrap_or_else(|| derived_mac(&p.cluster.name, &node.hostname, i));
-            ((*i).to_string(), m)
-        })
+        .map(|i| ((*i).to_string(), node.mac(&p.cluster.name, i)))
         .collect();
     let prefix = crate::profile::parse_cidr(&p.cluster.subnet).map_or(24, |(_, l)| l);
     context! {
@@ -116,9 +109,26 @@ pub fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
     }
 }
 
+/// A word for a POSIX shell: single-quoted, so nothing in it expands.
+fn shquote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 fn render(name: &str, src: &str, ctx: &Value) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // Profile strings go into shell scripts and YAML: templates quote them
+    // with `shquote` and `tojson` (a JSON string is a YAML double-quoted scalar).
+    env.add_filter("shquote", |s: String| shquote(&s));
+    // minijinja would pick HTML or JSON escaping from the target's
+    // extension (.yaml, .json, .html); these are config files, not markup.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    // Inline `files` keep their last line break (built-in ones are normalised in `file`).
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(|e| format!("template {name}: {e}"))?;
+    env.set_syntax(syntax);
     env.add_template(name, src)
         .map_err(|e| format!("template {name}: {e}"))?;
     env.get_template(name)
@@ -148,16 +158,8 @@ pub fn render_builtin(ctx: &Value, group: &str) -> Result<Vec<Change>, String> {
     Ok(out)
 }
 
-fn parse_owner(s: &str) -> Result<(u32, u32), String> {
-    let (u, g) = s.split_once(':').unwrap_or((s, s));
-    match (u.parse(), g.parse()) {
-        (Ok(u), Ok(g)) => Ok((u, g)),
-        _ => Err(format!("owner {s:?} must be numeric UID:GID")),
-    }
-}
-
 /// The profile's `files` entries and overlay directories.
-pub fn extra(p: &Profile, ctx: &Value) -> Result<Vec<Change>, String> {
+pub fn extra(p: &Profile, ctx: &Value, db: &UserDb) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     for f in &p.files {
         let text = match (&f.content, &f.source) {
@@ -176,20 +178,15 @@ pub fn extra(p: &Profile, ctx: &Value) -> Result<Vec<Change>, String> {
         };
         let mode = u16::from_str_radix(&f.mode, 8)
             .map_err(|_| format!("files {}: mode {:?} is not octal", f.path, f.mode))?;
-        let (uid, gid) = parse_owner(&f.owner)?;
-        if let Some(parent) = f
-            .path
-            .rsplit_once('/')
-            .map(|(a, _)| a)
-            .filter(|a| !a.is_empty())
-        {
-            out.push(Change::Mkdir {
-                path: parent.into(),
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-            });
-        }
+        let (uid, gid) = db.owner(&f.owner).ok_or_else(|| {
+            format!(
+                "files {}: owner {:?}: no such user or group on the node",
+                f.path, f.owner
+            )
+        })?;
+        // No Mkdir for the parent: a Mkdir sets mode and owner, which would
+        // hand an existing directory (a user's home) to root. Writing a file
+        // creates missing parents as 0755 root anyway.
         out.push(Change::WriteFile {
             path: f.path.clone(),
             content: text,
@@ -216,12 +213,7 @@ fn walk(root: &Path, dir: &Path, ctx: &Value, out: &mut Vec<Change>) -> Result<(
         let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
         let target = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
         if path.is_dir() {
-            out.push(Change::Mkdir {
-                path: target,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-            });
+            // Directories come with the files in them (see `extra`).
             walk(root, &path, ctx, out)?;
         } else if let Some(t) = target.strip_suffix(".j2") {
             let src =
@@ -266,5 +258,17 @@ mod tests {
         let mut listed: Vec<String> = BUILTIN.iter().map(|b| b.1.to_string()).collect();
         listed.sort();
         assert_eq!(found, listed);
+    }
+
+    #[test]
+    fn shell_quoting_survives_the_shell() {
+        for s in ["plain", "it's", "$(reboot) `x` \"q\" \\ ;|&", ""] {
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shquote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(o.stdout).unwrap(), s);
+        }
     }
 }

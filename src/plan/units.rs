@@ -41,11 +41,22 @@ fn enable_into(
         .ok_or_else(|| format!("unit {file} is not installed in the image"))?;
     let target = format!("{}/{file}", f.unit_dir);
     // A template enabled without an instance uses DefaultInstance.
-    let name = match (&instance, &inst.default_instance) {
-        (Some(_), _) => unit.to_string(),
-        (None, Some(d)) if file.contains("@.") => file.replacen("@.", &format!("@{d}."), 1),
-        _ => unit.to_string(),
+    let instance = instance.or_else(|| {
+        inst.default_instance
+            .clone()
+            .filter(|_| file.contains("@."))
+    });
+    let with_instance = |n: &str| match &instance {
+        Some(i) if n.contains("@.") => n.replacen("@.", &format!("@{i}."), 1),
+        _ => n.to_string(),
     };
+    if instance.is_none() && file.contains("@.") {
+        return Err(format!(
+            "unit {file} is a template without DefaultInstance; enable an instance such as {}",
+            file.replacen("@.", "@NAME.", 1)
+        ));
+    }
+    let name = with_instance(&file);
     for (dirs, suffix) in [(&inst.wanted_by, "wants"), (&inst.required_by, "requires")] {
         for t in dirs {
             out.push(Change::Symlink {
@@ -55,8 +66,9 @@ fn enable_into(
         }
     }
     for a in &inst.alias {
+        // systemd gives a template's alias the same instance (foo@.service -> foo@tty1.service).
         out.push(Change::Symlink {
-            path: format!("{SYS}/{a}"),
+            path: format!("{SYS}/{}", with_instance(a)),
             target: target.clone(),
         });
     }
@@ -118,6 +130,10 @@ mod tests {
             Install::parse("[Install]\nWantedBy=getty.target\nDefaultInstance=tty1\n"),
         );
         f.units.insert(
+            "wpa_supplicant@.service".into(),
+            Install::parse("[Install]\nWantedBy=multi-user.target\nAlias=wpa@.service\n"),
+        );
+        f.units.insert(
             "NetworkManager.service".into(),
             Install::parse(
                 "[Install]\nWantedBy=multi-user.target\nAlso=NetworkManager-dispatcher.service\n",
@@ -170,6 +186,21 @@ mod tests {
             paths(&c),
             vec!["/etc/systemd/system/getty.target.wants/getty@tty1.service"]
         );
+    }
+
+    #[test]
+    fn template_aliases_take_the_instance() {
+        let c = enable(&facts(), "wpa_supplicant@wlan0.service").unwrap();
+        assert_eq!(
+            paths(&c),
+            vec![
+                "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service",
+                "/etc/systemd/system/wpa@wlan0.service",
+            ]
+        );
+        // As systemctl: a template needs an instance or a DefaultInstance.
+        let e = enable(&facts(), "wpa_supplicant@.service").unwrap_err();
+        assert!(e.contains("DefaultInstance"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 pub use validate::{validate, Finding};
 
@@ -229,6 +230,8 @@ pub struct ExtraFile {
     pub source: Option<PathBuf>,
     #[serde(default = "mode644")]
     pub mode: String,
+    /// `UID:GID`, `user` (with its primary group) or `user:group`, as the
+    /// node's user database will have them [default: 0:0]
     #[serde(default = "root_owner")]
     pub owner: String,
 }
@@ -295,6 +298,30 @@ impl Profile {
         } else {
             self.dir().join(p)
         }
+    }
+}
+
+/// Stable, locally administered MAC for an interface of a node: the same
+/// inputs always give the same address, different nodes never share one
+/// (the lab's field failure: veth MACs derived from a cloned machine-id).
+pub fn derived_mac(cluster: &str, host: &str, ifname: &str) -> String {
+    let h = sha2::Sha256::digest(format!("rpiimg\0{cluster}\0{host}\0{ifname}").as_bytes());
+    let b0 = (h[0] & 0xFC) | 0x02;
+    format!(
+        "{b0:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h[1], h[2], h[3], h[4], h[5]
+    )
+}
+
+pub const INTERFACES: &[&str] = &["veth0", "veth0br", "veth1", "veth1br", "brmux"];
+
+impl Node {
+    /// The MAC rpiimg gives `ifname` on this node: the profile's, else derived.
+    pub fn mac(&self, cluster: &str, ifname: &str) -> String {
+        self.macs
+            .get(ifname)
+            .map(|m| m.to_ascii_lowercase())
+            .unwrap_or_else(|| derived_mac(cluster, &self.hostname, ifname))
     }
 }
 
@@ -525,5 +552,39 @@ mod tests {
         assert!(in_subnet("192.168.10.24".parse().unwrap(), n, l));
         assert!(!in_subnet("192.168.11.24".parse().unwrap(), n, l));
         assert!(parse_pool("192.168.10.35-192.168.10.31").is_none());
+    }
+
+    /// The example profiles load, validate without errors, and warn exactly
+    /// where the guide does.
+    #[test]
+    fn example_profiles_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        let all = load_dir(&dir).unwrap();
+        assert_eq!(
+            all.len(),
+            9,
+            "{:?}",
+            all.iter().map(|p| &p.source).collect::<Vec<_>>()
+        );
+        for p in all {
+            let found = validate(&p);
+            assert!(
+                found.iter().all(|f| !f.error),
+                "{}: {found:?}",
+                p.source.display()
+            );
+            let warned: Vec<&str> = found.iter().map(|f| f.key.as_str()).collect();
+            let want: &[&str] = match p.hostname.as_str() {
+                "ost03" => &["cluster.nodes[2].roles"],
+                "devstack" => &["cluster.nodes[0].roles"],
+                _ => &[],
+            };
+            assert_eq!(warned, want, "{}", p.source.display());
+            if p.node()
+                .is_some_and(|n| n.roles.iter().any(|r| r == "control"))
+            {
+                assert!(p.swap_mib >= Some(4096), "{}", p.source.display());
+            }
+        }
     }
 }

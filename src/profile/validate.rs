@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use super::{in_subnet, parse_cidr, parse_pool, NetMode, Profile};
+use super::{in_subnet, parse_cidr, parse_pool, NetMode, Profile, INTERFACES};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
@@ -43,6 +43,32 @@ fn valid_user(u: &str) -> bool {
             .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
         && u.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// `UID:GID`, `user` or `user:group` (names resolved when planning).
+fn valid_owner(s: &str) -> bool {
+    let part = |x: &str| x.parse::<u32>().is_ok() || valid_group(x);
+    match s.split_once(':') {
+        Some((u, g)) => part(u) && part(g),
+        None => part(s),
+    }
+}
+
+fn valid_group(g: &str) -> bool {
+    !g.is_empty()
+        && g.len() <= 32
+        && g.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// Debian policy 5.6.1; the names go unquoted into the first-boot script.
+fn valid_package(s: &str) -> bool {
+    s.len() >= 2
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
 #[derive(Default)]
@@ -142,21 +168,43 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             );
         }
         for (ifname, m) in &n.macs {
-            let lower = m.to_ascii_lowercase();
+            let k = format!("{key}.macs.{ifname}");
+            if !INTERFACES.contains(&ifname.as_str()) {
+                f.err(
+                    k.clone(),
+                    format!(
+                        "rpiimg sets the MACs of {} only; remove {ifname}",
+                        INTERFACES.join(", ")
+                    ),
+                );
+            }
             if !valid_mac(m) {
                 f.err(
-                    format!("{key}.macs.{ifname}"),
+                    k,
                     format!("{m:?} is not a MAC address like 02:00:00:00:00:01"),
                 );
-            } else if let Some(other) = macs.insert(lower, format!("{key}.macs.{ifname}")) {
+            } else if u8::from_str_radix(&m[..2], 16).is_ok_and(|b| b & 1 == 1) {
                 f.err(
-                    format!("{key}.macs.{ifname}"),
-                    format!("{m} is also used by {other}"),
+                    k,
+                    format!("{m} is a multicast address; use a unicast one such as 02:..."),
                 );
             }
         }
+        // Every MAC a node will carry, given or derived: no two may match.
+        for ifname in INTERFACES {
+            let m = n.mac(&c.name, ifname);
+            let k = if n.macs.contains_key(*ifname) {
+                format!("{key}.macs.{ifname}")
+            } else {
+                format!("{key} {ifname} (derived)")
+            };
+            if let Some(other) = macs.insert(m.clone(), k.clone()) {
+                f.err(k, format!("{m} is also used by {other}"));
+            }
+        }
         let has = |r: &str| n.roles.iter().any(|x| x == r);
-        if has("compute") && has("network") {
+        // Only the node being built: the others get their warning in their own plan.
+        if has("compute") && has("network") && n.hostname == p.hostname {
             f.warn(
                 format!("{key}.roles"),
                 format!("{} has both compute and network roles; the guide advises against it on 8 GB boards", n.hostname),
@@ -281,7 +329,56 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             "vlan mode needs network.flat_vlan and network.provider_vlans".into(),
         );
     }
+    let mut names = BTreeMap::new();
     for (i, u) in p.users.iter().enumerate() {
+        if let Some(j) = names.insert(u.name.as_str(), i) {
+            f.err(
+                format!("users[{i}].name"),
+                format!("{} is also users[{j}]", u.name),
+            );
+        }
+        // These land in colon-separated, line-based files.
+        for (k, v) in [
+            ("home", u.home.as_deref()),
+            ("shell", Some(u.shell.as_str())),
+            ("password_hash", u.password_hash.as_deref()),
+        ] {
+            if let Some(v) = v {
+                if v.contains([':', '\n']) {
+                    f.err(
+                        format!("users[{i}].{k}"),
+                        "must not contain ':' or a line break".into(),
+                    );
+                } else if k != "password_hash" && !v.starts_with('/') {
+                    f.err(
+                        format!("users[{i}].{k}"),
+                        format!("{v:?} must be an absolute path"),
+                    );
+                }
+            }
+        }
+        if u.password.as_deref().is_some_and(|pw| pw.contains('\n')) {
+            f.err(
+                format!("users[{i}].password"),
+                "must not contain a line break".into(),
+            );
+        }
+        for (j, g) in u.groups.iter().enumerate() {
+            if !valid_group(g) {
+                f.err(
+                    format!("users[{i}].groups[{j}]"),
+                    format!("{g:?} is not a group name"),
+                );
+            }
+        }
+        for (j, k) in u.authorized_keys.iter().enumerate() {
+            if k.trim().is_empty() || k.contains('\n') {
+                f.err(
+                    format!("users[{i}].authorized_keys[{j}]"),
+                    "must be one non-empty line (a public key)".into(),
+                );
+            }
+        }
         if !valid_user(&u.name) {
             f.err(
                 format!("users[{i}].name"),
@@ -311,6 +408,81 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             || v.contains('\n')
         {
             f.err(format!("sysctl.{k}"), "not a sysctl key = value".into());
+        }
+    }
+    for (k, list) in [
+        ("firstboot.packages", &p.firstboot.packages),
+        ("firstboot.remove", &p.firstboot.remove),
+    ] {
+        for (i, pkg) in list.iter().enumerate() {
+            if !valid_package(pkg) {
+                f.err(
+                    format!("{k}[{i}]"),
+                    format!("{pkg:?} is not a Debian package name"),
+                );
+            }
+        }
+    }
+    for (i, s) in c.ntp.iter().enumerate() {
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            f.err(
+                format!("cluster.ntp[{i}]"),
+                format!("{s:?} is not a host name or address"),
+            );
+        }
+    }
+    if c.name.is_empty() || c.name.contains(char::is_control) {
+        f.err(
+            "cluster.name".into(),
+            "must be a non-empty single line".into(),
+        );
+    }
+    if let Some(w) = &net.wifi {
+        if w.ssid.is_empty() || w.ssid.len() > 32 {
+            f.err("network.wifi.ssid".into(), "must be 1 to 32 bytes".into());
+        }
+        let hex64 = w.psk.len() == 64 && w.psk.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex64 && !(8..=63).contains(&w.psk.len()) {
+            f.err(
+                "network.wifi.psk".into(),
+                "a WPA passphrase has 8 to 63 characters (or 64 hex digits)".into(),
+            );
+        }
+        if w.country.len() != 2 || !w.country.bytes().all(|b| b.is_ascii_uppercase()) {
+            f.err(
+                "network.wifi.country".into(),
+                format!("{:?} is not a two-letter country code like GB", w.country),
+            );
+        }
+    }
+    for (i, x) in p.files.iter().enumerate() {
+        let k = format!("files[{i}]");
+        if !x.path.starts_with('/')
+            || x.path.ends_with('/')
+            || x.path.split('/').any(|c| c == ".." || c == ".")
+        {
+            f.err(
+                format!("{k}.path"),
+                format!("{:?} must be an absolute file path without . or ..", x.path),
+            );
+        }
+        if x.content.is_some() == x.source.is_some() {
+            f.err(k.clone(), "give exactly one of content or source".into());
+        }
+        if u16::from_str_radix(&x.mode, 8).map_or(true, |m| m > 0o7777) {
+            f.err(
+                format!("{k}.mode"),
+                format!("{:?} is not an octal mode like \"644\"", x.mode),
+            );
+        }
+        if !valid_owner(&x.owner) {
+            f.err(
+                format!("{k}.owner"),
+                format!(
+                    "{:?} must be UID:GID or the name of a user (or user:group)",
+                    x.owner
+                ),
+            );
         }
     }
     let control = p
@@ -430,18 +602,341 @@ mod tests {
     }
 
     #[test]
+    fn more_rules() {
+        let check = |edit: &dyn Fn(&mut Profile), key: &str, needle: &str| {
+            let mut p = base();
+            edit(&mut p);
+            let found = validate(&p);
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.error && f.key == key && f.msg.contains(needle)),
+                "expected {key}: {needle:?} in {found:?}"
+            );
+        };
+        let user = |name: &str| crate::profile::User {
+            name: name.into(),
+            shell: "/bin/bash".into(),
+            ..Default::default()
+        };
+        check(
+            &|p| p.cluster.subnet = "192.168.10.0".into(),
+            "cluster.subnet",
+            "CIDR",
+        );
+        check(
+            &|p| p.cluster.nodes[0].hostname = "-ost".into(),
+            "cluster.nodes[0].hostname",
+            "valid host name",
+        );
+        check(
+            &|p| p.cluster.nodes[0].address = "192.168.10.1".parse().unwrap(),
+            "cluster.nodes[0].address",
+            "gateway",
+        );
+        check(
+            &|p| p.cluster.nodes[0].roles.push("compte".into()),
+            "cluster.nodes[0].roles",
+            "unknown Kolla role",
+        );
+        check(
+            &|p| {
+                p.cluster.nodes[0]
+                    .macs
+                    .insert("eth0".into(), "02:00:00:00:00:01".into());
+            },
+            "cluster.nodes[0].macs.eth0",
+            "remove eth0",
+        );
+        check(
+            &|p| {
+                p.cluster.nodes[0]
+                    .macs
+                    .insert("veth0".into(), "03:00:00:00:00:01".into());
+            },
+            "cluster.nodes[0].macs.veth0",
+            "multicast",
+        );
+        check(
+            &|p| {
+                p.cluster.nodes[0]
+                    .macs
+                    .insert("veth0".into(), "02:00:00:00:00".into());
+            },
+            "cluster.nodes[0].macs.veth0",
+            "not a MAC",
+        );
+        // Given on one node, derived on the other: still a clash.
+        check(
+            &|p| {
+                let m = crate::profile::derived_mac("ost", "ost01", "veth1");
+                p.cluster.nodes[1].macs.insert("veth0".into(), m);
+            },
+            "cluster.nodes[1].macs.veth0",
+            "also used by cluster.nodes[0] veth1 (derived)",
+        );
+        check(
+            &|p| p.cluster.floating_pool = Some("192.168.10.31".into()),
+            "cluster.floating_pool",
+            "not a range",
+        );
+        check(
+            &|p| p.cluster.floating_pool = Some("192.168.10.250-192.168.11.3".into()),
+            "cluster.floating_pool",
+            "not inside the subnet",
+        );
+        check(
+            &|p| p.cluster.floating_pool = Some("192.168.10.1-192.168.10.5".into()),
+            "cluster.floating_pool",
+            "gateway",
+        );
+        check(
+            &|p| p.cluster.vip = Some("10.1.1.1".parse().unwrap()),
+            "cluster.vip",
+            "outside the subnet",
+        );
+        check(
+            &|p| p.cluster.vip = Some("192.168.10.1".parse().unwrap()),
+            "cluster.vip",
+            "gateway",
+        );
+        check(
+            &|p| p.cluster.ntp = vec!["pool ntp org".into()],
+            "cluster.ntp[0]",
+            "not a host name",
+        );
+        check(
+            &|p| p.network.flat_vlan = Some(0),
+            "network.flat_vlan",
+            "outside 1-4094",
+        );
+        check(
+            &|p| p.network.provider_range = Some("101".into()),
+            "network.provider_range",
+            "101-200",
+        );
+        check(
+            &|p| p.network.provider_range = Some("200-101".into()),
+            "network.provider_range",
+            "within 1-4094",
+        );
+        check(
+            &|p| {
+                p.network.wifi = Some(crate::profile::Wifi {
+                    ssid: "lab".into(),
+                    psk: "short".into(),
+                    country: "gb".into(),
+                })
+            },
+            "network.wifi.psk",
+            "8 to 63",
+        );
+        check(
+            &|p| {
+                p.network.wifi = Some(crate::profile::Wifi {
+                    ssid: "lab".into(),
+                    psk: "long enough".into(),
+                    country: "gb".into(),
+                })
+            },
+            "network.wifi.country",
+            "two-letter",
+        );
+        check(
+            &|p| p.users = vec![user("ubuntu"), user("ubuntu")],
+            "users[1].name",
+            "also users[0]",
+        );
+        check(
+            &|p| p.users = vec![user("Ubuntu")],
+            "users[0].name",
+            "not a valid user name",
+        );
+        check(
+            &|p| {
+                let mut u = user("ubuntu");
+                u.home = Some("/home/a:b".into());
+                p.users = vec![u];
+            },
+            "users[0].home",
+            "':'",
+        );
+        check(
+            &|p| {
+                let mut u = user("ubuntu");
+                u.shell = "bash".into();
+                p.users = vec![u];
+            },
+            "users[0].shell",
+            "absolute",
+        );
+        check(
+            &|p| {
+                let mut u = user("ubuntu");
+                u.password_hash = Some("$6$salt$hash:0:0".into());
+                p.users = vec![u];
+            },
+            "users[0].password_hash",
+            "':'",
+        );
+        check(
+            &|p| {
+                let mut u = user("ubuntu");
+                u.password_hash = Some("plain".into());
+                p.users = vec![u];
+            },
+            "users[0].password_hash",
+            "crypt hash",
+        );
+        check(
+            &|p| {
+                let mut u = user("ubuntu");
+                u.password_hash = Some("$6$s$h".into());
+                u.password = Some("x".into());
+                p.users = vec![u];
+            },
+            "users[0]",
+            "not both",
+        );
+        check(
+            &|p| {
+                let mut u = user("ubuntu");
+                u.groups = vec!["sudo,adm".into()];
+                p.users = vec![u];
+            },
+            "users[0].groups[0]",
+            "not a group name",
+        );
+        check(
+            &|p| {
+                let mut u = user("ubuntu");
+                u.authorized_keys = vec![" ".into()];
+                p.users = vec![u];
+            },
+            "users[0].authorized_keys[0]",
+            "one non-empty line",
+        );
+        check(
+            &|p| p.firstboot.packages = vec!["ufw; reboot".into()],
+            "firstboot.packages[0]",
+            "Debian package name",
+        );
+        check(
+            &|p| {
+                p.sysctl.insert("net ipv4".into(), "1".into());
+            },
+            "sysctl.net ipv4",
+            "sysctl",
+        );
+        let file = |path: &str| crate::profile::ExtraFile {
+            path: path.into(),
+            content: Some("x".into()),
+            source: None,
+            mode: "644".into(),
+            owner: "0:0".into(),
+        };
+        check(
+            &|p| p.files = vec![file("etc/motd")],
+            "files[0].path",
+            "absolute",
+        );
+        check(
+            &|p| p.files = vec![file("/etc/../root/x")],
+            "files[0].path",
+            "without . or ..",
+        );
+        check(
+            &|p| {
+                let mut f = file("/etc/motd");
+                f.source = Some("motd".into());
+                p.files = vec![f];
+            },
+            "files[0]",
+            "exactly one",
+        );
+        check(
+            &|p| {
+                let mut f = file("/etc/motd");
+                f.mode = "0o644".into();
+                p.files = vec![f];
+            },
+            "files[0].mode",
+            "octal",
+        );
+        check(
+            &|p| {
+                let mut f = file("/etc/motd");
+                f.owner = "stack:".into();
+                p.files = vec![f];
+            },
+            "files[0].owner",
+            "UID:GID",
+        );
+    }
+
+    /// Everything a profile may hold, well formed: no finding.
+    #[test]
+    fn full_good_profile_is_clean() {
+        let mut p = base();
+        p.cluster.nodes[0]
+            .macs
+            .insert("veth0".into(), "02:AB:00:00:00:01".into());
+        p.cluster.ntp = vec!["192.168.10.1".into(), "pool.ntp.org".into()];
+        p.network = crate::profile::Network {
+            mode: NetMode::Vlan,
+            flat_vlan: Some(2),
+            provider_vlans: vec![101, 102, 103],
+            provider_range: Some("101-200".into()),
+            wifi: Some(crate::profile::Wifi {
+                ssid: "lab rescue".into(),
+                psk: "correct horse".into(),
+                country: "GB".into(),
+            }),
+        };
+        p.users = vec![crate::profile::User {
+            name: "stack".into(),
+            password: Some("stack".into()),
+            groups: vec!["sudo".into(), "netdev".into()],
+            authorized_keys: vec!["ssh-ed25519 AAAA lab".into()],
+            sudo_nopasswd: true,
+            home: Some("/opt/stack".into()),
+            shell: "/bin/bash".into(),
+            ..Default::default()
+        }];
+        p.sysctl.insert("net.ipv4.ip_forward".into(), "1".into());
+        p.files = vec![crate::profile::ExtraFile {
+            path: "/opt/stack/local.conf".into(),
+            content: Some("x".into()),
+            source: None,
+            mode: "600".into(),
+            owner: "stack:stack".into(),
+        }];
+        assert_eq!(validate(&p), vec![]);
+    }
+
+    #[test]
     fn warnings() {
+        let warnings = |p: &Profile| -> Vec<String> {
+            validate(p)
+                .into_iter()
+                .filter(|f| !f.error)
+                .map(|f| f.key)
+                .collect()
+        };
         let mut p = base();
         p.swap_mib = Some(1024);
-        p.cluster.nodes[0].roles = vec!["compute".into(), "network".into()];
-        let w: Vec<String> = validate(&p)
-            .into_iter()
-            .filter(|f| !f.error)
-            .map(|f| f.key)
-            .collect();
-        assert!(
-            w.contains(&"swap_mib".to_string()) && w.iter().any(|k| k.ends_with("roles")),
-            "{w:?}"
+        p.cluster.nodes[1].roles = vec!["control".into(), "compute".into(), "network".into()];
+        assert_eq!(
+            warnings(&p),
+            vec!["cluster.nodes[1].roles".to_string(), "swap_mib".into()]
         );
+        p.swap_mib = None;
+        assert!(warnings(&p).contains(&"swap_mib".to_string()));
+        p.swap_mib = Some(4096);
+        assert_eq!(warnings(&p), vec!["cluster.nodes[1].roles".to_string()]);
+        // Another node's roles are that node's concern.
+        p.cluster.nodes[1].roles = vec!["compute".into()];
+        p.cluster.nodes[0].roles = vec!["compute".into(), "network".into()];
+        assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
     }
 }

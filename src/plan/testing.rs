@@ -1,0 +1,130 @@
+//! Image facts for unit tests, made from the fixture skeleton that
+//! `scripts/mkfixture` turns into images, so plan tests and image tests
+//! see the same files without building an image.
+
+use super::facts::{ImageFacts, Install};
+
+const SKEL: &[(&str, &str)] = &[
+    (
+        "/etc/passwd",
+        include_str!("../../tests/fixtures/skel/common/etc/passwd"),
+    ),
+    (
+        "/etc/shadow",
+        include_str!("../../tests/fixtures/skel/common/etc/shadow"),
+    ),
+    (
+        "/etc/group",
+        include_str!("../../tests/fixtures/skel/common/etc/group"),
+    ),
+    (
+        "/etc/gshadow",
+        include_str!("../../tests/fixtures/skel/common/etc/gshadow"),
+    ),
+    (
+        "/etc/subuid",
+        include_str!("../../tests/fixtures/skel/common/etc/subuid"),
+    ),
+    (
+        "/etc/subgid",
+        include_str!("../../tests/fixtures/skel/common/etc/subgid"),
+    ),
+    (
+        "/etc/skel/.profile",
+        include_str!("../../tests/fixtures/skel/common/etc/skel/.profile"),
+    ),
+    (
+        "/etc/hosts",
+        include_str!("../../tests/fixtures/skel/common/etc/hosts"),
+    ),
+];
+
+/// (unit, [Install] body) as scripts/mkfixture installs them.
+const UNITS: &[(&str, &str)] = &[
+    ("NetworkManager.service", "WantedBy=multi-user.target\nAlso=NetworkManager-dispatcher.service\nAlias=dbus-org.freedesktop.NetworkManager.service"),
+    ("NetworkManager-wait-online.service", "WantedBy=network-online.target"),
+    ("NetworkManager-dispatcher.service", "Alias=dbus-org.freedesktop.nm-dispatcher.service"),
+    ("systemd-networkd.service", "WantedBy=multi-user.target\nAlso=systemd-networkd.socket\nAlso=systemd-network-generator.service\nAlso=systemd-networkd-wait-online.service\nAlias=dbus-org.freedesktop.network1.service"),
+    ("systemd-networkd.socket", "WantedBy=sockets.target"),
+    ("systemd-network-generator.service", "WantedBy=sysinit.target"),
+    ("systemd-networkd-wait-online.service", "WantedBy=network-online.target"),
+    ("ssh.service", "WantedBy=multi-user.target\nAlias=sshd.service"),
+    ("userconfig.service", "WantedBy=multi-user.target"),
+    ("getty@.service", "WantedBy=getty.target\nDefaultInstance=tty1"),
+];
+
+/// Links a stock image has under /etc/systemd/system.
+const LINKS: &[(&str, &str)] = &[
+    (
+        "multi-user.target.wants/NetworkManager.service",
+        "NetworkManager.service",
+    ),
+    (
+        "network-online.target.wants/NetworkManager-wait-online.service",
+        "NetworkManager-wait-online.service",
+    ),
+    (
+        "dbus-org.freedesktop.nm-dispatcher.service",
+        "NetworkManager-dispatcher.service",
+    ),
+    (
+        "multi-user.target.wants/userconfig.service",
+        "userconfig.service",
+    ),
+];
+
+/// Facts of a stock bookworm or trixie image (the fixture's).
+pub fn facts(codename: &str) -> ImageFacts {
+    let trixie = codename == "trixie";
+    let mut f = ImageFacts {
+        codename: codename.into(),
+        os_id: "debian".into(),
+        unit_dir: if trixie {
+            "/usr/lib/systemd/system".into()
+        } else {
+            "/lib/systemd/system".into()
+        },
+        ..Default::default()
+    };
+    for (p, t) in SKEL {
+        f.files.insert((*p).into(), (*t).into());
+    }
+    if trixie {
+        f.files
+            .insert("/etc/machine-id".into(), "uninitialized\n".into());
+    } else {
+        f.files.insert(
+            "/etc/dphys-swapfile".into(),
+            include_str!("../../tests/fixtures/skel/bookworm/etc/dphys-swapfile").into(),
+        );
+        f.files.insert("/etc/machine-id".into(), String::new());
+    }
+    for (u, body) in UNITS {
+        f.units
+            .insert((*u).into(), Install::parse(&format!("[Install]\n{body}\n")));
+    }
+    for (l, u) in LINKS {
+        f.links.insert(
+            format!("/etc/systemd/system/{l}"),
+            format!("{}/{u}", f.unit_dir),
+        );
+    }
+    let mut exists = vec!["/home/pi", "/etc/ssh/sshd_config.d/rename_user.conf"];
+    if trixie {
+        exists.extend(["/etc/cloud", "/usr/sbin/netplan", "/etc/rpi/swap.conf"]);
+    } else {
+        exists.push("/etc/sudoers.d/010_pi-nopasswd");
+    }
+    for p in super::facts::PROBES {
+        f.exists.insert((*p).into(), exists.contains(p));
+    }
+    f
+}
+
+/// An example profile from profiles/ (read from the repository).
+pub fn profile(name: &str) -> crate::profile::Profile {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("profiles")
+        .join(format!("{name}.toml"));
+    crate::profile::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
