@@ -42,42 +42,27 @@ impl Progress {
 
     /// A task measured in bytes.
     pub fn task(&self, what: &str, total: u64) -> Task {
-        let bar = match self.mode {
-            Mode::Bars => {
-                let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                b.set_message(what.to_string());
-                Some(b)
-            }
-            _ => None,
-        };
-        if self.mode == Mode::Lines {
-            eprintln!("{what}: started ({})", human_bytes(total));
-        }
-        Task {
-            what: what.to_string(),
-            mode: self.mode,
-            bar,
-            done: 0,
-            started: Instant::now(),
-            last_line: Instant::now(),
-            unit: human_bytes,
-        }
+        self.start(
+            what,
+            total,
+            "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            human_bytes,
+        )
     }
 
     /// A task measured in items (e.g. the changes of a plan).
     pub fn items(&self, what: &str, total: u64) -> Task {
+        self.start(what, total, "{msg:>12} [{bar:30}] {pos}/{len}", |n| {
+            format!("{n} items")
+        })
+    }
+
+    fn start(&self, what: &str, total: u64, template: &str, unit: fn(u64) -> String) -> Task {
         let bar = match self.mode {
             Mode::Bars => {
                 let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
                 b.set_style(
-                    ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len}")
+                    ProgressStyle::with_template(template)
                         .unwrap_or_else(|_| ProgressStyle::default_bar())
                         .progress_chars("=> "),
                 );
@@ -87,7 +72,7 @@ impl Progress {
             _ => None,
         };
         if self.mode == Mode::Lines {
-            eprintln!("{what}: started ({total} items)");
+            eprintln!("{what}: started ({})", unit(total));
         }
         Task {
             what: what.to_string(),
@@ -96,7 +81,7 @@ impl Progress {
             done: 0,
             started: Instant::now(),
             last_line: Instant::now(),
-            unit: |n| format!("{n} items"),
+            unit,
         }
     }
 }

@@ -486,24 +486,49 @@ impl<D: ReadAt> Ext4<D> {
     /// `Some(result)` when the index answered; `None` when the directory's
     /// hash version is unknown to this engine (then the caller scans).
     fn htree_lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<Option<u32>>> {
-        let ext = self.extents(dir)?;
-        let phys = |lblk: u32| -> Result<Vec<u8>> {
-            let e = ext
-                .iter()
-                .find(|e| lblk >= e.lblk && lblk - e.lblk < e.len)
-                .ok_or_else(|| {
-                    Ext4Error::corrupt(
-                        format!("htree index points to unmapped directory block {lblk}"),
-                        Location::Inode(dir.ino),
-                    )
-                })?;
-            self.read_block(e.pblk + u64::from(lblk - e.lblk), &Location::Inode(dir.ino))
+        let Some(leaves) = self.htree_leaves(dir, name)? else {
+            return Ok(None);
         };
+        let ext = self.extents(dir)?;
+        for lblk in leaves {
+            let block = self.dir_lblock(dir, &ext, lblk)?;
+            let entries = self.parse_dir_block(dir, lblk, &block)?;
+            if let Some(e) = entries.iter().find(|e| e.name == name) {
+                return Ok(Some(Some(e.ino)));
+            }
+        }
+        Ok(Some(None))
+    }
+
+    /// Block `lblk` of a directory whose extents are `ext`.
+    fn dir_lblock(&self, dir: &Inode, ext: &[Extent], lblk: u32) -> Result<Vec<u8>> {
+        let e = ext
+            .iter()
+            .find(|e| lblk >= e.lblk && lblk - e.lblk < e.len)
+            .ok_or_else(|| {
+                Ext4Error::corrupt(
+                    format!("htree index points to unmapped directory block {lblk}"),
+                    Location::Inode(dir.ino),
+                )
+            })?;
+        self.read_block(e.pblk + u64::from(lblk - e.lblk), &Location::Inode(dir.ino))
+    }
+
+    /// The leaves of an indexed directory that can hold `name`: the one its
+    /// hash selects, then those continuing a hash collision across a leaf
+    /// split (their index entries carry the hash with the low bit set).
+    /// `None` when the directory's hash version is unknown to this engine.
+    pub fn htree_leaves(&self, dir: &Inode, name: &[u8]) -> Result<Option<Vec<u32>>> {
+        let ext = self.extents(dir)?;
         let root_at = Location::Block {
             ino: dir.ino,
             block: 0,
         };
-        let root = htree::parse_root(&phys(0)?, self.dir_csum(dir), &root_at)?;
+        let root = htree::parse_root(
+            &self.dir_lblock(dir, &ext, 0)?,
+            self.dir_csum(dir),
+            &root_at,
+        )?;
         let version = hash::effective_version(root.hash_version, self.sb.unsigned_hash());
         let Some(h) = hash::name_hash(name, version, self.sb.hash_seed()) else {
             return Ok(None);
@@ -515,23 +540,15 @@ impl<D: ReadAt> Ext4<D> {
                 ino: dir.ino,
                 block: u64::from(lblk),
             };
-            level = htree::parse_node(&phys(lblk)?, self.dir_csum(dir), &at)?;
+            level = htree::parse_node(&self.dir_lblock(dir, &ext, lblk)?, self.dir_csum(dir), &at)?;
         }
-        // A hash that collides across a leaf split continues in the next leaf,
-        // whose index entry then carries the hash with its low bit set.
         let mut i = level.partition_point(|&(eh, _)| eh <= h).max(1) - 1;
-        loop {
-            let lblk = level[i].1;
-            let block = phys(lblk)?;
-            let entries = self.parse_dir_block(dir, lblk, &block)?;
-            if let Some(e) = entries.iter().find(|e| e.name == name) {
-                return Ok(Some(Some(e.ino)));
-            }
+        let mut out = vec![level[i].1];
+        while i + 1 < level.len() && level[i + 1].0 & !1 == h {
             i += 1;
-            if i >= level.len() || level[i].0 & !1 != h {
-                return Ok(Some(None));
-            }
+            out.push(level[i].1);
         }
+        Ok(Some(out))
     }
 
     /// Extended attributes of an inode (in-inode area, then EA block).

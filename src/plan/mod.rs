@@ -250,6 +250,17 @@ fn write(path: &str, content: impl Into<Vec<u8>>, mode: u16) -> Change {
     }
 }
 
+/// The shadow databases: root:shadow (gid 42), 0640, as Debian ships them.
+fn shadow_file(path: &str, content: String) -> Change {
+    Change::WriteFile {
+        path: path.into(),
+        content: content.into_bytes(),
+        mode: 0o640,
+        uid: 0,
+        gid: 42,
+    }
+}
+
 /// Set `KEY=value` in a shell-style config, uncommenting `#KEY=` or appending.
 fn set_conf(text: &str, key: &str, value: &str) -> String {
     let mut out = Vec::new();
@@ -563,21 +574,9 @@ fn users_steps(b: &mut Builder) -> Result<users::UserDb, PlanError> {
         return Ok(db);
     }
     changes.push(write("/etc/passwd", db.passwd.render(), 0o644));
-    changes.push(Change::WriteFile {
-        path: "/etc/shadow".into(),
-        content: db.shadow.render().into_bytes(),
-        mode: 0o640,
-        uid: 0,
-        gid: 42,
-    });
+    changes.push(shadow_file("/etc/shadow", db.shadow.render()));
     changes.push(write("/etc/group", db.group.render(), 0o644));
-    changes.push(Change::WriteFile {
-        path: "/etc/gshadow".into(),
-        content: db.gshadow.render().into_bytes(),
-        mode: 0o640,
-        uid: 0,
-        gid: 42,
-    });
+    changes.push(shadow_file("/etc/gshadow", db.gshadow.render()));
     changes.push(write("/etc/subuid", db.subuid.render(), 0o644));
     changes.push(write("/etc/subgid", db.subgid.render(), 0o644));
     changes.extend(after);

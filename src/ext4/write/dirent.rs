@@ -559,7 +559,12 @@ impl<D: ReadAt> Writer<D> {
         // are scanned only if it is not there (a name filed under a stale
         // hash would otherwise stay undeletable).
         let mut order = if dir.is_htree() {
-            self.htree_leaves(&dir, &map, name)?
+            self.fs.htree_leaves(&dir, name)?.ok_or_else(|| {
+                Ext4Error::unsupported(
+                    format!("directory inode {dir_ino} uses an unknown hash version"),
+                    "rpiimg edits directories indexed with legacy, half_md4 or tea hashes",
+                )
+            })?
         } else {
             Vec::new()
         };
@@ -597,39 +602,6 @@ impl<D: ReadAt> Writer<D> {
                 String::from_utf8_lossy(name)
             ),
         })
-    }
-
-    /// Leaves the index sends `name` to: the one its hash selects, then
-    /// those continuing a hash collision.
-    fn htree_leaves(&self, dir: &Inode, map: &[Extent], name: &[u8]) -> Result<Vec<u32>> {
-        let csum = self
-            .fs
-            .csum()
-            .then(|| (self.fs.seed, dir.ino, dir.generation()));
-        let rat = Location::Block {
-            ino: dir.ino,
-            block: 0,
-        };
-        let root = self.fs.read_block(Self::pblk_of(map, dir, 0)?, &rat)?;
-        let parsed = htree::parse_root(&root, csum, &rat)?;
-        let h = self.name_hash(dir, &root, name)?;
-        let mut level = parsed.entries;
-        for _ in 0..parsed.indirect_levels {
-            let nl = htree::descend(&level, h);
-            let nat = Location::Block {
-                ino: dir.ino,
-                block: u64::from(nl),
-            };
-            let node = self.fs.read_block(Self::pblk_of(map, dir, nl)?, &nat)?;
-            level = htree::parse_node(&node, csum, &nat)?;
-        }
-        let mut i = level.partition_point(|&(eh, _)| eh <= h).max(1) - 1;
-        let mut out = vec![level[i].1];
-        while i + 1 < level.len() && level[i + 1].0 & !1 == h {
-            i += 1;
-            out.push(level[i].1);
-        }
-        Ok(out)
     }
 
     /// Point a directory's `..` at a new parent (after a move).
