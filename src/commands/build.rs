@@ -45,6 +45,12 @@ pub fn open_base(
     cache: &Cache,
     progress: Progress,
 ) -> Result<OpenedImage> {
+    let (path, pin) = base_source(p, over)?;
+    Ok(image::open(&path, pin.as_deref(), cache, progress)?)
+}
+
+/// Which base image a profile builds from, with its pin.
+fn base_source(p: &Profile, over: &BaseArg) -> Result<(PathBuf, Option<String>)> {
     let path = match &over.base {
         Some(b) => b.clone(),
         None => {
@@ -75,7 +81,7 @@ pub fn open_base(
             p.base.sha256.clone()
         }
     });
-    Ok(image::open(&path, pin.as_deref(), cache, progress)?)
+    Ok((path, pin))
 }
 
 pub fn plan_for(p: &Profile, base: &OpenedImage) -> Result<Plan> {
@@ -228,9 +234,20 @@ pub fn run_build(
         hosts.push((&p.hostname, &p.source));
     }
     let mut summary = Vec::new();
+    // Nodes sharing a base open (hash, and for .xz decompress) it once.
+    let mut bases: Vec<((PathBuf, Option<String>), OpenedImage)> = Vec::new();
     for p in &loaded {
-        let img = open_base(p, base, cache, progress)?;
-        let plan = plan_for(p, &img)?;
+        let key = base_source(p, base)?;
+        let i = match bases.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let img = image::open(&key.0, key.1.as_deref(), cache, progress)?;
+                bases.push((key, img));
+                bases.len() - 1
+            }
+        };
+        let img = &bases[i].1;
+        let plan = plan_for(p, img)?;
         let opts = ImageOptions {
             out_dir: out_dir.map_or_else(|| p.resolve(&p.output.dir), Path::to_path_buf),
             xz: xz || p.output.xz,
@@ -240,7 +257,7 @@ pub fn run_build(
             xz_level: 6,
             now: super::fs::now(),
         };
-        let (written, applied) = build_image(&img, &p.hostname, &opts, cache, progress, |ed| {
+        let (written, applied) = build_image(img, &p.hostname, &opts, cache, progress, |ed| {
             crate::apply::apply(ed, &plan, progress)
         })?;
         let manifest = serde_json::json!({
