@@ -435,6 +435,10 @@ fn seed_cluster_builds_and_checks_with_independent_tools() {
             "/etc/netplan/50-cloud-init.yaml",
             "/etc/shadow",
             "/usr/local/sbin/rpiimg-firstboot",
+            // The provisioning banner and the seed's "ignored" note name the node.
+            "/etc/issue.d/rpiimg-firstboot.issue",
+            "/etc/motd.d/rpiimg-firstboot",
+            "/boot/firmware/network-config",
             "/etc/systemd/network/10-rpiimg-veth0.netdev",
             "/etc/systemd/network/11-rpiimg-veth1.netdev",
             "/etc/systemd/network/20-rpiimg-brmux.netdev",

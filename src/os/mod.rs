@@ -2,6 +2,7 @@
 //! where things live and what their states mean. One place that grows
 //! with new OS releases.
 
+pub mod presets;
 pub mod release;
 pub mod units;
 pub mod users;

@@ -63,6 +63,8 @@ pub struct ImageFacts {
     pub links: BTreeMap<String, String>,
     /// Paths the plan asks about, with whether they exist.
     pub exists: BTreeMap<String, bool>,
+    /// systemd preset files: (directory, file name) -> text.
+    pub presets: BTreeMap<(String, String), String>,
 }
 
 /// Files whose text the plan reads.
@@ -93,6 +95,7 @@ pub const PROBES: &[&str] = &[
     "/var/lib/dbus/machine-id",
     "/etc/ssh/sshd_config.d/rename_user.conf",
     "/etc/sudoers.d/010_pi-nopasswd",
+    "/boot/firmware/network-config",
 ];
 
 const UNIT_DIRS: &[&str] = &[
@@ -147,6 +150,17 @@ impl ImageFacts {
                         }
                     }
                     _ => {}
+                }
+            }
+        }
+        for d in crate::os::presets::PRESET_DIRS {
+            let Ok(list) = view.list(d) else { continue };
+            for (name, st) in list {
+                if st.kind == FileType::Regular && name.ends_with(".preset") {
+                    let text = view
+                        .read_text_opt(&format!("{d}/{name}"))?
+                        .unwrap_or_default();
+                    f.presets.insert(((*d).to_string(), name), text);
                 }
             }
         }

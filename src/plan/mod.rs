@@ -422,6 +422,21 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
     );
     let extra = overlays::extra(p, &ctx, &db).map_err(|e| b.err(e))?;
     b.step("extra files and overlays from the profile", extra);
+
+    // Last, so it sees every unit any step touched (extra files included).
+    let intents = units::intents(b.steps.iter().flat_map(|s| s.changes.iter()), f);
+    let listed: Vec<String> = intents.iter().map(|(u, i)| format!("{u} {i}")).collect();
+    b.step(
+        format!(
+            "unit states kept through systemd's first-boot presets: {}",
+            listed.join(", ")
+        ),
+        vec![write(
+            units::PRESET_FILE,
+            units::preset_text(&intents),
+            0o644,
+        )],
+    );
     Ok(Plan {
         node: p.hostname.clone(),
         os,
@@ -585,6 +600,11 @@ fn users_steps(b: &mut Builder) -> Result<users::UserDb, PlanError> {
 
     // What cancel-rename does: no wizard, a console login on tty1.
     let mut cancel = units::disable(f, "userconfig.service");
+    if f.units.contains_key("userconfig.service") {
+        // Masked as well: a wizard that comes back on tty8 would rename
+        // the user the profile made.
+        cancel.push(units::mask("userconfig.service"));
+    }
     if f.units.contains_key("getty@.service") {
         cancel.extend(units::enable(f, "getty@tty1.service").map_err(|e| b.err(e))?);
     }
@@ -594,7 +614,7 @@ fn users_steps(b: &mut Builder) -> Result<users::UserDb, PlanError> {
         });
     }
     b.step(
-        "first-boot user wizard disabled (as cancel-rename does)",
+        "first-boot user wizard disabled and masked (as cancel-rename does, and more)",
         cancel,
     );
     Ok(db)
@@ -632,6 +652,12 @@ fn network_steps(b: &mut Builder, node: &crate::profile::Node) -> Result<(), Pla
     ] {
         units_c.extend(units::disable(f, u));
     }
+    if f.units.contains_key("NetworkManager.service") {
+        // Masked as well: two network managers on one interface fight
+        // over it, whatever starts NetworkManager (a preset, D-Bus, a
+        // package script).
+        units_c.push(units::mask("NetworkManager.service"));
+    }
     units_c.extend(units::enable(f, "systemd-networkd.service").map_err(|e| b.err(e))?);
     if f.units.contains_key("systemd-networkd-wait-online.service") {
         units_c.extend(
@@ -639,7 +665,10 @@ fn network_steps(b: &mut Builder, node: &crate::profile::Node) -> Result<(), Pla
         );
     }
     dedup(&mut units_c);
-    b.step("NetworkManager disabled, systemd-networkd enabled", units_c);
+    b.step(
+        "NetworkManager disabled and masked, systemd-networkd enabled",
+        units_c,
+    );
     let ctx = overlays::context(b.p, f, node);
     let files = overlays::render_builtin(&ctx, "network").map_err(|e| b.err(e))?;
     let how = if b.p.network.mode == NetMode::Vlan {
@@ -660,6 +689,28 @@ fn network_steps(b: &mut Builder, node: &crate::profile::Node) -> Result<(), Pla
         ),
         files,
     );
+    if f.has("/boot/firmware/network-config") {
+        // The Pi documentation tells users to edit this file; on this node
+        // it must say so rather than be silently ignored.
+        b.step(
+            "cloud-init's NoCloud network-config on the boot partition says it is ignored",
+            vec![write(
+                "/boot/firmware/network-config",
+                format!(
+                    "# rpiimg: {host}'s network is configured by rpiimg (cluster {cluster}),\n\
+                     # in /etc/systemd/network and /etc/netplan on the root filesystem.\n\
+                     # cloud-init's network configuration is disabled on this node\n\
+                     # (/etc/cloud/cloud.cfg.d/99-rpiimg.cfg), so EDITS TO THIS FILE HAVE\n\
+                     # NO EFFECT. To change the network, edit the cluster profile and\n\
+                     # rebuild the image, or edit /etc/netplan/50-cloud-init.yaml on the node.\n\
+                     network:\n  config: disabled\n",
+                    host = b.p.hostname,
+                    cluster = b.p.cluster.name
+                ),
+                0o644,
+            )],
+        );
+    }
     if f.has("/etc/cloud") {
         // Besides the network, the image's cloud.cfg (`users: [default]`,
         // `preserve_hostname: false`) would recreate `pi` on first boot
@@ -890,6 +941,14 @@ mod tests {
                 .replace(
                     "NETWORKD=/etc/systemd/network",
                     &format!("NETWORKD={}", root.join("net").display()),
+                )
+                .replace(
+                    "ISSUE=/etc/issue.d/rpiimg-firstboot.issue",
+                    &format!("ISSUE={}", root.join("issue.d/fb.issue").display()),
+                )
+                .replace(
+                    "MOTD=/etc/motd.d/rpiimg-firstboot",
+                    &format!("MOTD={}", root.join("motd.d/fb").display()),
                 );
             let sp = root.join("firstboot");
             std::fs::write(&sp, s).unwrap();
@@ -918,7 +977,12 @@ mod tests {
                 .collect();
             left.sort();
             let done = root.join("lib/done").exists();
-            let log = std::fs::read_to_string(root.join("log/fb.log")).unwrap_or_default();
+            let mut log = std::fs::read_to_string(root.join("log/fb.log")).unwrap_or_default();
+            // The banner and the MOTD say the same; the log carries it for the asserts.
+            let issue = std::fs::read_to_string(root.join("issue.d/fb.issue")).unwrap_or_default();
+            let motd = std::fs::read_to_string(root.join("motd.d/fb")).unwrap_or_default();
+            assert_eq!(issue, motd);
+            log.push_str(&format!("STATUS: {issue}"));
             (first, calls1, second, calls2, left, done, log)
         };
 
@@ -954,6 +1018,10 @@ mod tests {
             "bootstrap files handed to netplan"
         );
         assert!(log.contains("rpiimg-firstboot: done"), "{log}");
+        assert!(
+            log.contains("STATUS: rpiimg: first-boot provisioning of ost04 is done ("),
+            "{log}"
+        );
         // Second run: the marker makes it a no-op.
         assert!(ok2);
         assert!(!calls2[calls.len()..].contains("apt-get"), "{calls2}");
@@ -961,9 +1029,54 @@ mod tests {
         let (ok, calls, _, _, left, done, log) = run(1000);
         assert!(!ok && !done, "{log}");
         assert!(log.contains("giving up after 30 attempts"), "{log}");
+        assert!(
+            log.contains(
+                "STATUS: rpiimg: first-boot provisioning of ost04 FAILED after 30 attempts"
+            ),
+            "{log}"
+        );
         assert!(calls.lines().filter(|l| *l == "sleep 300").count() > 20);
         assert!(!calls.contains("systemctl disable"));
         assert_eq!(left.len(), 4, "network untouched when packages failed");
+    }
+
+    /// The preset file pins every unit the plan touched, and only those.
+    #[test]
+    fn unit_states_are_pinned_as_presets() {
+        for os in ["bookworm", "trixie"] {
+            let f = testing::facts(os);
+            let plan = make_plan(&testing::profile("ost04-control"), &f).unwrap();
+            let intents = units::intents(plan.changes(), &f);
+            let get = |u: &str| intents.get(u).copied();
+            use units::Intent::*;
+            assert_eq!(get("NetworkManager.service"), Some(Masked), "{os}");
+            assert_eq!(get("userconfig.service"), Some(Masked), "{os}");
+            assert_eq!(get("NetworkManager-wait-online.service"), Some(Disabled));
+            assert_eq!(get("systemd-networkd.service"), Some(Enabled));
+            assert_eq!(get("ssh.service"), Some(Enabled));
+            assert_eq!(get("getty@tty1.service"), Some(Enabled));
+            assert_eq!(get("rpiimg-firstboot.service"), Some(Enabled));
+            assert_eq!(get("cron.service"), None, "untouched units stay out");
+            let preset = plan
+                .changes()
+                .find_map(|c| match c {
+                    Change::WriteFile { path, content, .. } if path == units::PRESET_FILE => {
+                        Some(String::from_utf8(content.clone()).unwrap())
+                    }
+                    _ => None,
+                })
+                .unwrap();
+            for line in [
+                "disable NetworkManager.service\n",
+                "disable userconfig.service\n",
+                "enable systemd-networkd.service\n",
+                "enable rpiimg-firstboot.service\n",
+                "enable getty@.service tty1\n",
+            ] {
+                assert!(preset.contains(line), "{line} in\n{preset}");
+            }
+            assert!(!preset.contains("getty@tty1"), "{preset}");
+        }
     }
 
     #[test]

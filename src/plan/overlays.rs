@@ -81,6 +81,18 @@ const BUILTIN: &[(&str, &str, &str, u16)] = &[
     ),
     (
         "firstboot",
+        "/etc/issue.d/rpiimg-firstboot.issue",
+        include_str!("../../overlays/etc/issue.d/rpiimg-firstboot.issue.j2"),
+        0o644,
+    ),
+    (
+        "firstboot",
+        "/etc/motd.d/rpiimg-firstboot",
+        include_str!("../../overlays/etc/motd.d/rpiimg-firstboot.j2"),
+        0o644,
+    ),
+    (
+        "firstboot",
         "/usr/local/sbin/rpiimg-firstboot",
         include_str!("../../overlays/usr/local/sbin/rpiimg-firstboot.j2"),
         0o755,

@@ -111,7 +111,12 @@ pub fn facts(codename: &str) -> ImageFacts {
     }
     let mut exists = vec!["/home/pi", "/etc/ssh/sshd_config.d/rename_user.conf"];
     if trixie {
-        exists.extend(["/etc/cloud", "/usr/sbin/netplan", "/etc/rpi/swap.conf"]);
+        exists.extend([
+            "/etc/cloud",
+            "/usr/sbin/netplan",
+            "/etc/rpi/swap.conf",
+            "/boot/firmware/network-config",
+        ]);
     } else {
         exists.push("/etc/sudoers.d/010_pi-nopasswd");
     }

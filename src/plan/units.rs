@@ -1,13 +1,15 @@
 //! `systemctl enable/disable/mask` as file changes, from the units'
 //! `[Install]` sections read from the image.
 
+use std::collections::BTreeMap;
+
 use super::facts::ImageFacts;
 use super::Change;
 
 const SYS: &str = "/etc/systemd/system";
 
 /// (template file, instance) for `name@inst.service`; `None` for plain units.
-fn template(unit: &str) -> Option<(String, String)> {
+pub fn template(unit: &str) -> Option<(String, String)> {
     let (base, rest) = unit.split_once('@')?;
     let (inst, suffix) = rest.rsplit_once('.')?;
     (!inst.is_empty()).then(|| (format!("{base}@.{suffix}"), inst.to_string()))
@@ -105,6 +107,112 @@ pub fn mask(unit: &str) -> Change {
         path: format!("{SYS}/{unit}"),
         target: "/dev/null".into(),
     }
+}
+
+/// The state a unit ends in after a plan's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    Enabled,
+    Disabled,
+    Masked,
+}
+
+impl std::fmt::Display for Intent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Intent::Enabled => "enabled",
+            Intent::Disabled => "disabled",
+            Intent::Masked => "masked",
+        })
+    }
+}
+
+/// The unit named by a link: template links keep the instance of the link
+/// name (`getty.target.wants/getty@tty1.service -> getty@.service`).
+fn linked_unit(link: &str, target: &str) -> String {
+    let file = target.rsplit('/').next().unwrap_or(target);
+    match (template(link), file.contains("@.")) {
+        (Some((_, inst)), true) => file.replacen("@.", &format!("@{inst}."), 1),
+        _ => file.to_string(),
+    }
+}
+
+/// Every unit the changes enable, disable or mask, with the state it ends
+/// in (the last change wins). Derived from the changes alone, so a build
+/// manifest gives the same answer as the plan it recorded.
+pub fn intents<'a>(
+    changes: impl IntoIterator<Item = &'a Change>,
+    f: &ImageFacts,
+) -> BTreeMap<String, Intent> {
+    // Alias names (`sshd.service`, `dbus-org...`) -> the unit they alias.
+    let mut aliases: BTreeMap<&str, &str> = BTreeMap::new();
+    for (unit, inst) in &f.units {
+        for a in &inst.alias {
+            aliases.insert(a, unit);
+        }
+    }
+    let unalias = |n: &str| aliases.get(n).map_or(n.to_string(), |u| (*u).to_string());
+    let mut out = BTreeMap::new();
+    for c in changes {
+        let Some(rel) = c.path().strip_prefix(&format!("{SYS}/")) else {
+            continue;
+        };
+        let (dir, name) = match rel.rsplit_once('/') {
+            Some((d, n)) => (Some(d), n),
+            None => (None, rel),
+        };
+        let in_deps = dir.is_some_and(|d| d.ends_with(".wants") || d.ends_with(".requires"));
+        if dir.is_some() && !in_deps {
+            continue;
+        }
+        match c {
+            Change::Symlink { target, .. } if target == "/dev/null" && dir.is_none() => {
+                out.insert(name.to_string(), Intent::Masked);
+            }
+            Change::Symlink { .. } if in_deps => {
+                out.insert(name.to_string(), Intent::Enabled);
+            }
+            Change::Symlink { target, .. } => {
+                // An alias made by enabling the unit it points to.
+                out.insert(linked_unit(name, target), Intent::Enabled);
+            }
+            Change::Remove { .. } if in_deps || aliases.contains_key(name) => {
+                out.insert(unalias(name), Intent::Disabled);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The preset file that pins `intents` (see docs/first-boot.md): sorted
+/// before the distribution's presets, so its lines are the first match.
+pub const PRESET_FILE: &str = "/etc/systemd/system-preset/00-rpiimg.preset";
+
+pub fn preset_text(intents: &BTreeMap<String, Intent>) -> String {
+    let mut s = String::from(
+        "# Written by rpiimg: the unit states of this node's plan as preset policy.\n\
+         # systemd applies presets on the first boot (/etc/machine-id missing or\n\
+         # \"uninitialized\") and on `systemctl preset-all`; a unit no line matches\n\
+         # is enabled. This file sorts before the distribution's presets, so its\n\
+         # lines win. Units that must never run are also masked.\n",
+    );
+    // Enabled instances of one template share one line.
+    let mut templates: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (unit, intent) in intents {
+        match (intent, template(unit)) {
+            (Intent::Enabled, Some((t, inst))) => templates.entry(t).or_default().push(inst),
+            // Disabling a template would disable its other instances too.
+            (_, Some(_)) => {}
+            (Intent::Enabled, None) => s.push_str(&format!("enable {unit}\n")),
+            (Intent::Disabled | Intent::Masked, None) => s.push_str(&format!("disable {unit}\n")),
+        }
+    }
+    for (t, inst) in templates {
+        s.push_str(&format!("enable {t} {}\n", inst.join(" ")));
+    }
+    s
 }
 
 #[cfg(test)]

@@ -149,5 +149,68 @@ pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
         };
         out.push(c);
     }
+    out.extend(presets(view, expects)?);
+    Ok(out)
+}
+
+/// Every unit the plan enabled, disabled or masked keeps that state through
+/// systemd's first-boot preset pass (enable-only) and a full
+/// `systemctl preset-all`, under the preset files the image carries.
+pub fn presets(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
+    use crate::os::presets::{Action, Presets};
+    use crate::plan::units::{self, Intent};
+    let facts = crate::plan::ImageFacts::from_view(view)?;
+    let intents = units::intents(expects.iter().map(|e| &e.change), &facts);
+    let policy = Presets::from_files(&facts.presets);
+    let first_boot = facts
+        .file("/etc/machine-id")
+        .is_none_or(|m| m.trim() == "uninitialized");
+    let mut out = Vec::new();
+    for (unit, intent) in intents {
+        let (file, instance) = match units::template(&unit) {
+            Some((t, i)) => (t, Some(i)),
+            None => (unit.clone(), None),
+        };
+        let v = policy.query(&file);
+        let why = v
+            .origin
+            .clone()
+            .unwrap_or_else(|| "no preset line matches it, and systemd's default is enable".into());
+        // Would `systemctl preset` enable this unit (this instance)?
+        let enables = v.action == Action::Enable
+            && instance.as_ref().is_none_or(|i| {
+                if v.instances.is_empty() {
+                    facts
+                        .units
+                        .get(&file)
+                        .and_then(|u| u.default_instance.as_ref())
+                        == Some(i)
+                } else {
+                    v.instances.contains(i)
+                }
+            });
+        let what = format!("unit {unit} stays {intent} through systemd's presets");
+        let c = match intent {
+            Intent::Masked => Check::new(what, true, String::new()),
+            Intent::Disabled => Check::new(
+                what,
+                !enables,
+                format!(
+                    "{why}: {} would enable it again; mask it or add a `disable {file}` preset line before that one",
+                    if first_boot {
+                        "the first boot (machine-id uninitialized or missing) or `systemctl preset-all`"
+                    } else {
+                        "`systemctl preset-all`"
+                    }
+                ),
+            ),
+            Intent::Enabled => Check::new(
+                what,
+                v.action == Action::Ignore || enables,
+                format!("{why}: `systemctl preset-all` would disable it; add an `enable {file}` preset line before that one"),
+            ),
+        };
+        out.push(c);
+    }
     Ok(out)
 }
