@@ -53,6 +53,11 @@ Examples:
   rpiimg build --profile ost04-control
   rpiimg build --all profiles --out /srv/images --xz
   rpiimg build --profile ost01-compute --profile ost02-compute --base ~/2025-05-13-raspios-bookworm-arm64-lite.img.xz
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) rpiimg build --all profiles --check-reproducible
+
+Builds are reproducible: the same base, profiles, key store and rpiimg give
+the same bytes. Times written come from SOURCE_DATE_EPOCH, else from the
+base's root filesystem superblock (never the clock).
   bmaptool copy out/ost04.img /dev/sdX        # then flash";
 
 /// An image argument with its optional pin.
@@ -146,6 +151,11 @@ pub enum Command {
         /// xz threads [default: all cores]
         #[arg(long, default_value_t = 0)]
         threads: u32,
+        /// Build twice (the second time with an empty cache) into temporary
+        /// folders, fail naming the first differing file and byte range,
+        /// else keep the first build's outputs
+        #[arg(long)]
+        check_reproducible: bool,
     },
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod bytes;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod diff;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod ext4;
 pub mod fs;
 pub mod image;
 pub mod inspect;
+pub mod keystore;
 pub mod os;
 pub mod output;
 pub mod partition;

@@ -15,8 +15,35 @@ use crate::progress::{human_bytes, Progress};
 
 /// Load and validate a profile: errors stop here, before any image I/O.
 pub fn load_profile(name: &str, progress: Progress) -> Result<Profile> {
+    load_profile_with(name, progress, true)
+}
+
+/// Load, validate and attach the cluster's secret; with `create`, a
+/// missing key store is made (plan, build), else it must exist (verify
+/// recomputes hashes and keys the build derived).
+pub fn load_profile_with(name: &str, progress: Progress, create: bool) -> Result<Profile> {
     let path = profile::find(name).map_err(|e| Error::Usage(e.to_string()))?;
-    let p = profile::load(&path).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut p = profile::load(&path).map_err(|e| Error::Usage(e.to_string()))?;
+    let dir = crate::keystore::store_dir(p.dir(), &p.cluster.name);
+    if create {
+        let (secret, made) = crate::keystore::open_or_create(&dir, &p.cluster.name)?;
+        if made && !progress.is_quiet() {
+            eprintln!(
+                "rpiimg: made the key store of cluster {} in {} (keep it and back it up: rebuilds derive the same password salts and host keys from it)",
+                p.cluster.name,
+                dir.display()
+            );
+        }
+        p.secret = Some(secret);
+    } else {
+        p.secret = Some(crate::keystore::read(&dir, &p.cluster.name)?.ok_or_else(|| {
+            Error::Usage(format!(
+                "no key store for cluster {} at {}: verify --profile recomputes what the build derived from it; run verify where the build ran, set RPIIMG_KEYS_DIR, or use verify --manifest",
+                p.cluster.name,
+                dir.display()
+            ))
+        })?);
+    }
     let findings = profile::validate(&p);
     let errors: Vec<String> = findings
         .iter()
@@ -82,6 +109,20 @@ fn base_source(p: &Profile, over: &BaseArg) -> Result<(PathBuf, Option<String>)>
         }
     });
     Ok((path, pin))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// The time a build from this base stamps (see `crate::clock`).
+fn build_time(base: &OpenedImage) -> Result<i64> {
+    let table = partition::read(&base.file, base.size)?;
+    let (view, _) = SystemView::open(base, &table)?;
+    crate::clock::build_time(view.ext4().superblock().newest_time())
 }
 
 pub fn plan_for(p: &Profile, base: &OpenedImage) -> Result<Plan> {
@@ -190,23 +231,23 @@ fn redacted(p: &Profile) -> serde_json::Value {
     v
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn run_build(
-    cache: &Cache,
-    progress: Progress,
-    profiles: &[String],
-    all: Option<&Path>,
-    base: &BaseArg,
-    out_dir: Option<&Path>,
-    xz: bool,
-    no_bmap: bool,
-    force: bool,
-    threads: u32,
-    out: &mut dyn Write,
-) -> Result<()> {
-    // Load and validate everything before touching an image.
+/// What `rpiimg build` was asked for.
+#[derive(Clone, Copy)]
+pub struct BuildRequest<'a> {
+    pub profiles: &'a [String],
+    pub all: Option<&'a Path>,
+    pub base: &'a BaseArg,
+    pub out_dir: Option<&'a Path>,
+    pub xz: bool,
+    pub no_bmap: bool,
+    pub force: bool,
+    pub threads: u32,
+}
+
+/// Profiles named by the request, loaded and validated.
+fn load_request(req: &BuildRequest, progress: Progress) -> Result<Vec<Profile>> {
     let mut loaded = Vec::new();
-    if let Some(dir) = all {
+    if let Some(dir) = req.all {
         for p in profile::load_dir(dir).map_err(|e| Error::Usage(e.to_string()))? {
             loaded.push(load_profile(&p.source.display().to_string(), progress)?);
         }
@@ -217,10 +258,132 @@ pub fn run_build(
             )));
         }
     } else {
-        for name in profiles {
+        for name in req.profiles {
             loaded.push(load_profile(name, progress)?);
         }
     }
+    Ok(loaded)
+}
+
+/// `build --check-reproducible`: two builds into temporary folders beside
+/// the output directory, the second with an empty cache; identical outputs
+/// move to the output directory, a difference fails naming the first
+/// differing file and byte range.
+pub fn check_reproducible(
+    cache: &Cache,
+    progress: Progress,
+    req: &BuildRequest,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let loaded = load_request(req, progress)?;
+    let dirs: std::collections::BTreeSet<PathBuf> = loaded
+        .iter()
+        .map(|p| {
+            req.out_dir
+                .map_or_else(|| p.resolve(&p.output.dir), Path::to_path_buf)
+        })
+        .collect();
+    if dirs.len() != 1 {
+        return Err(Error::Usage(
+            "--check-reproducible: the nodes have different output directories; give one with --out".into(),
+        ));
+    }
+    let final_dir = dirs.into_iter().next().unwrap_or_default();
+    let host = |path: &Path, e: std::io::Error| Error::Host {
+        path: path.display().to_string(),
+        source: e,
+    };
+    std::fs::create_dir_all(&final_dir).map_err(|e| host(&final_dir, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".rpiimg-reproducible.")
+        .tempdir_in(&final_dir)
+        .map_err(|e| host(&final_dir, e))?;
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let cold = Cache::new(tmp.path().join("cache"));
+    for (dir, c) in [(&a, cache), (&b, &cold)] {
+        let r = BuildRequest {
+            out_dir: Some(dir),
+            force: false,
+            ..*req
+        };
+        run_build(c, progress, &r, &mut std::io::sink())?;
+    }
+    let names = |d: &Path| -> Result<Vec<String>> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map_err(|e| host(d, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let (na, nb) = (names(&a)?, names(&b)?);
+    if na != nb {
+        return Err(Error::Usage(format!(
+            "not reproducible: the two builds wrote different files ({na:?} and {nb:?})"
+        )));
+    }
+    for n in &na {
+        if let Some(range) = crate::output::first_difference(&a.join(n), &b.join(n))? {
+            return Err(Error::Usage(format!(
+                "not reproducible: {n} differs between two builds at bytes {}..{} (first differing run){}",
+                range.0,
+                range.1,
+                if n.ends_with(".img") {
+                    "; compare the two builds with `rpiimg diff` and `cmp -l` to find the field"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    // Identical: the first build's outputs become the real ones, manifests
+    // last (a node's output set is complete when its manifest exists).
+    let mut order = na.clone();
+    order.sort_by_key(|n| n.ends_with(".manifest.json"));
+    for n in &order {
+        let dest = final_dir.join(n);
+        if dest.exists() && !req.force {
+            return Err(Error::Usage(format!(
+                "{} exists; pass --force to replace it",
+                dest.display()
+            )));
+        }
+    }
+    for n in &order {
+        let dest = final_dir.join(n);
+        std::fs::rename(a.join(n), &dest).map_err(|e| host(&dest, e))?;
+    }
+    writeln!(
+        out,
+        "reproducible: {} files byte-identical across two builds (the second with an empty cache), kept in {}",
+        na.len(),
+        final_dir.display()
+    )
+    .map_err(Error::Output)?;
+    for n in na.iter().filter(|n| n.ends_with(".img")) {
+        writeln!(out, "    {}", final_dir.join(n).display()).map_err(Error::Output)?;
+    }
+    Ok(())
+}
+
+pub fn run_build(
+    cache: &Cache,
+    progress: Progress,
+    req: &BuildRequest,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let BuildRequest {
+        base,
+        out_dir,
+        xz,
+        no_bmap,
+        force,
+        threads,
+        ..
+    } = *req;
+    // Load and validate everything before touching an image.
+    let loaded = load_request(req, progress)?;
     let mut hosts: Vec<(&str, &Path)> = Vec::new();
     for p in &loaded {
         if let Some((_, other)) = hosts.iter().find(|(h, _)| *h == p.hostname) {
@@ -255,7 +418,7 @@ pub fn run_build(
             force,
             threads,
             xz_level: 6,
-            now: super::fs::now(),
+            now: build_time(img)?,
         };
         let (written, applied) = build_image(img, &p.hostname, &opts, cache, progress, |ed| {
             crate::apply::apply(ed, &plan, progress)
@@ -263,10 +426,12 @@ pub fn run_build(
         let manifest = serde_json::json!({
             "rpiimg": env!("CARGO_PKG_VERSION"),
             "node": p.hostname,
-            "profile": p.source.display().to_string(),
+            // File names, not host paths: manifests are relocatable and
+            // the same on every machine.
+            "profile": file_name(&p.source),
             "os": plan.os,
             "base": {
-                "path": img.input.display().to_string(),
+                "path": file_name(&img.input),
                 "sha256": img.input_sha256,
             },
             "image": written,
@@ -329,7 +494,7 @@ pub fn run_verify(
     }
     let expects = match (profile, manifest) {
         (Some(name), _) => {
-            let p = load_profile(name, Progress::quiet())?;
+            let p = load_profile_with(name, Progress::quiet(), false)?;
             let b = open_base(&p, base, cache, Progress::quiet())?;
             Some(planned::from_plan(&plan_for(&p, &b)?))
         }

@@ -15,20 +15,6 @@ use crate::image::{self, Cache};
 use crate::partition;
 use crate::progress::Progress;
 
-/// Seconds since the epoch for every timestamp the edit writes:
-/// `SOURCE_DATE_EPOCH` when set (reproducible builds), else the clock.
-pub fn now() -> i64 {
-    if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-    {
-        return t;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
-}
-
 pub fn parse_mode(s: &str) -> Result<u16> {
     u16::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
@@ -368,7 +354,7 @@ pub fn run(
         ),
         other => (vec![other.clone()], PathBuf::from(".")),
     };
-    let mut edit = ImageEdit::open(&arg.image, &opened, &table, now())?;
+    let mut edit = ImageEdit::open(&arg.image, &opened, &table, crate::clock::edit_time()?)?;
     let ids = Ids::load(&edit)?;
     let mut done = Vec::new();
     for (i, op) in ops.iter().enumerate() {

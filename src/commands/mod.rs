@@ -105,19 +105,24 @@ pub fn run(cli: Cli) -> Result<i32> {
             no_bmap,
             force,
             threads,
-        } => build::run_build(
-            &ctx.cache,
-            ctx.progress,
-            profile,
-            all.as_deref(),
-            base,
-            out_dir.as_deref(),
-            *xz,
-            *no_bmap,
-            *force,
-            *threads,
-            &mut out,
-        ),
+            check_reproducible,
+        } => {
+            let req = build::BuildRequest {
+                profiles: profile,
+                all: all.as_deref(),
+                base,
+                out_dir: out_dir.as_deref(),
+                xz: *xz,
+                no_bmap: *no_bmap,
+                force: *force,
+                threads: *threads,
+            };
+            if *check_reproducible {
+                build::check_reproducible(&ctx.cache, ctx.progress, &req, &mut out)
+            } else {
+                build::run_build(&ctx.cache, ctx.progress, &req, &mut out)
+            }
+        }
         Command::Verify {
             images,
             profile,

@@ -289,6 +289,25 @@ impl Superblock {
         set_le32(&mut self.raw[..], 0x10, v);
     }
     /// Number of errors the kernel recorded (`s_error_count`).
+    /// The newest of the times the superblock records (last mount, last
+    /// write, last check, creation), with their high bytes.
+    pub fn newest_time(&self) -> i64 {
+        let t = |lo: usize, hi: usize| {
+            let lo = i64::from(le32(&self.raw[..], lo));
+            let hi = i64::from(self.raw.get(hi).copied().unwrap_or(0));
+            lo | (hi << 32)
+        };
+        [
+            t(0x2C, 0x275),
+            t(0x30, 0x274),
+            t(0x40, 0x277),
+            t(0x108, 0x276),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+
     pub fn error_count(&self) -> u32 {
         le32(&self.raw[..], 0x194)
     }

@@ -187,11 +187,11 @@ impl ImageEdit {
                 inner: stage.clone(),
                 pos: 0,
             };
-            let fs =
-                fatfs::FileSystem::new(io, fatfs::FsOptions::new()).map_err(|e| Error::Fat {
-                    part: m.part,
-                    detail: e.to_string(),
-                })?;
+            let opts = fatfs::FsOptions::new().time_provider(super::fat::FixedTime::leak(now));
+            let fs = fatfs::FileSystem::new(io, opts).map_err(|e| Error::Fat {
+                part: m.part,
+                detail: e.to_string(),
+            })?;
             fats.push(FatMount {
                 point: m.point.clone(),
                 part: m.part,

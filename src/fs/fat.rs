@@ -36,6 +36,60 @@ fn epoch(dt: fatfs::DateTime) -> i64 {
         + i64::from(dt.time.sec)
 }
 
+/// A FAT timestamp for seconds since the epoch (as UTC; clamped to FAT's
+/// 1980-2107 range; two-second resolution).
+pub fn fat_datetime(t: i64) -> fatfs::DateTime {
+    const MIN: i64 = 315_532_800; // 1980-01-01
+    const MAX: i64 = 4_354_819_198; // 2107-12-31 23:59:58
+    let t = t.clamp(MIN, MAX);
+    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let n = |v: i64| u16::try_from(v).unwrap_or(0);
+    fatfs::DateTime {
+        date: fatfs::Date {
+            year: n(y),
+            month: n(m),
+            day: n(d),
+        },
+        time: fatfs::Time {
+            hour: n(secs / 3600),
+            min: n(secs / 60 % 60),
+            sec: n(secs % 60 / 2 * 2),
+            millis: 0,
+        },
+    }
+}
+
+/// fatfs's clock for new and changed entries: the edit's fixed time, never
+/// the host's clock or time zone (fatfs wants a `'static` provider; one
+/// small allocation per edited image).
+#[derive(Debug)]
+pub struct FixedTime(fatfs::DateTime);
+
+impl FixedTime {
+    pub fn leak(t: i64) -> &'static FixedTime {
+        Box::leak(Box::new(FixedTime(fat_datetime(t))))
+    }
+}
+
+impl fatfs::TimeProvider for FixedTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        self.0.date
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        self.0
+    }
+}
+
 fn not_found(path: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
@@ -207,5 +261,10 @@ mod tests {
             },
         };
         assert_eq!(epoch(dt), 1_700_000_000);
+        assert_eq!(fat_datetime(1_700_000_000), dt);
+        for t in [315_532_800, 951_782_400, 1_709_251_199, 4_102_444_800] {
+            assert_eq!(epoch(fat_datetime(t)), t / 2 * 2, "{t}");
+        }
+        assert_eq!(epoch(fat_datetime(0)), 315_532_800, "clamped to 1980");
     }
 }

@@ -118,3 +118,58 @@ pub fn sha256_line(hex: &str, file: &Path) -> String {
         .unwrap_or_default();
     format!("{hex}  {name}\n")
 }
+
+/// The first run of differing bytes between two files, as a half-open
+/// range; `None` when they are identical. Streams both files.
+pub fn first_difference(a: &Path, b: &Path) -> Result<Option<(u64, u64)>> {
+    let open = |p: &Path| {
+        std::fs::File::open(p).map_err(|e| Error::Host {
+            path: p.display().to_string(),
+            source: e,
+        })
+    };
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut at = 0u64;
+    let mut start: Option<u64> = None;
+    loop {
+        let na = read_full(&mut fa, &mut ba).map_err(|e| Error::Host {
+            path: a.display().to_string(),
+            source: e,
+        })?;
+        let nb = read_full(&mut fb, &mut bb).map_err(|e| Error::Host {
+            path: b.display().to_string(),
+            source: e,
+        })?;
+        let n = na.min(nb);
+        for i in 0..n {
+            let differ = ba.get(i) != bb.get(i);
+            match (start, differ) {
+                (None, true) => start = Some(at + i as u64),
+                (Some(s), false) => return Ok(Some((s, at + i as u64))),
+                _ => {}
+            }
+        }
+        at += n as u64;
+        if na != nb {
+            // One file is longer: from here on they differ.
+            let longer = u64::try_from(na.max(nb) - n).unwrap_or(u64::MAX);
+            return Ok(Some((start.unwrap_or(at), at.saturating_add(longer))));
+        }
+        if na == 0 {
+            return Ok(start.map(|s| (s, at)));
+        }
+    }
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}

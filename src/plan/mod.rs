@@ -533,13 +533,18 @@ fn users_steps(b: &mut Builder) -> Result<users::UserDb, PlanError> {
         };
         db.set_shell(&u.name, &u.shell);
         let hash = match (&u.password, &u.password_hash) {
-            (Some(plain), _) => Some(
-                users::hash_password(
-                    plain,
-                    &format!("{}/{}/{}", p.cluster.name, p.hostname, u.name),
+            (Some(plain), _) => {
+                let secret = p.secret.as_ref().ok_or_else(|| {
+                    b.err(format!(
+                        "users.{}: a plain password needs the cluster's key store (rpiimg plan and build make it)",
+                        u.name
+                    ))
+                })?;
+                Some(
+                    users::hash_password(plain, secret, &[&p.hostname, &u.name])
+                        .map_err(|e| b.err(e))?,
                 )
-                .map_err(|e| b.err(e))?,
-            ),
+            }
             (None, Some(h)) => Some(h.clone()),
             (None, None) => None,
         };

@@ -131,5 +131,17 @@ pub fn profile(name: &str) -> crate::profile::Profile {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("profiles")
         .join(format!("{name}.toml"));
-    crate::profile::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    let mut p = crate::profile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    p.secret = Some(test_secret(&p.cluster.name));
+    p
+}
+
+/// The secret of the test key store in tests/fixtures/keys (not a real one).
+pub fn test_secret(cluster: &str) -> crate::keystore::ClusterSecret {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys")
+        .join(cluster);
+    crate::keystore::read(&dir, cluster)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no test key store {}", dir.display()))
 }

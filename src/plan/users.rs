@@ -206,10 +206,18 @@ impl UserDb {
 /// from `seed` (cluster, host, user) and the password, so a plan is
 /// reproducible and `verify` can recompute it; it still differs per node
 /// and per user, which is what a salt is for.
-pub fn hash_password(plain: &str, seed: &str) -> Result<String, String> {
-    use sha2::Digest;
+/// SHA-512 crypt of `plain` with a salt derived from the cluster's secret
+/// and `who` (host and user): the same on every rebuild, different for
+/// every node, user and cluster, and unpredictable without the secret.
+pub fn hash_password(
+    plain: &str,
+    secret: &crate::keystore::ClusterSecret,
+    who: &[&str],
+) -> Result<String, String> {
     use sha_crypt::PasswordHasher;
-    let d = sha2::Sha256::digest(format!("{seed}\0{plain}").as_bytes());
+    let mut parts = who.to_vec();
+    parts.push(plain);
+    let d = secret.derive("password-salt", &parts);
     let salt = &d[..12];
     sha_crypt::ShaCrypt::SHA512
         .hash_password_with_salt(plain.as_bytes(), salt)
@@ -263,9 +271,26 @@ mod tests {
 
     #[test]
     fn sha512_crypt_format() {
-        let h = hash_password("ubuntu", "ost/ost01/ubuntu").unwrap();
-        assert_eq!(h, hash_password("ubuntu", "ost/ost01/ubuntu").unwrap());
-        assert_ne!(h, hash_password("ubuntu", "ost/ost02/ubuntu").unwrap());
+        let k = crate::keystore::ClusterSecret::fixed("ost", [7; 32]);
+        let h = hash_password("ubuntu", &k, &["ost01", "ubuntu"]).unwrap();
+        assert_eq!(
+            h,
+            hash_password("ubuntu", &k, &["ost01", "ubuntu"]).unwrap()
+        );
+        assert_ne!(
+            h,
+            hash_password("ubuntu", &k, &["ost02", "ubuntu"]).unwrap()
+        );
+        let other = crate::keystore::ClusterSecret::fixed("ost", [8; 32]);
+        assert_ne!(
+            h,
+            hash_password("ubuntu", &other, &["ost01", "ubuntu"]).unwrap()
+        );
+        let lab2 = crate::keystore::ClusterSecret::fixed("lab2", [7; 32]);
+        assert_ne!(
+            h,
+            hash_password("ubuntu", &lab2, &["ost01", "ubuntu"]).unwrap()
+        );
         assert!(h.starts_with("$6$"), "{h}");
         assert!(!h.contains("ubuntu"));
     }

@@ -279,6 +279,10 @@ pub struct Profile {
     /// Where the profile was read from (set by the loader).
     #[serde(skip)]
     pub source: PathBuf,
+    /// The cluster's secret from its key store (`crate::keystore`), set by
+    /// the commands that plan; salts and host keys derive from it.
+    #[serde(skip)]
+    pub secret: Option<crate::keystore::ClusterSecret>,
 }
 
 impl Profile {

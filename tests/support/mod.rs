@@ -68,6 +68,8 @@ pub fn rpiimg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rpiimg"))
         .args(args)
         .env("RPIIMG_CACHE_DIR", cache)
+        // The test key store (public, fixed), so plans and golden files are stable.
+        .env("RPIIMG_KEYS_DIR", repo().join("tests/fixtures/keys"))
         .output()
         .expect("run rpiimg")
 }

@@ -116,9 +116,11 @@ impl<D: ReadAt> Writer<D> {
         let fs = Ext4::open(Cow::new(dev))?;
         checks::writable(&fs)?;
         // Generation numbers come from a generator seeded by the filesystem
-        // UUID and the clock, so a build is reproducible for a fixed clock.
+        // (UUID and superblock times), never the clock or `now`: the same
+        // base gives the same numbers, and a different SOURCE_DATE_EPOCH
+        // changes only time fields.
         let uuid = fs.sb.uuid();
-        let mut rng = now.cast_unsigned() ^ 0x9E37_79B9_7F4A_7C15;
+        let mut rng = fs.sb.newest_time().cast_unsigned() ^ 0x9E37_79B9_7F4A_7C15;
         for c in uuid.chunks(8) {
             let mut w = [0u8; 8];
             w[..c.len()].copy_from_slice(c);

@@ -1,0 +1,224 @@
+//! The per-cluster key store: one random secret per cluster, kept beside
+//! the profiles (never in the output directory, never in git).
+//!
+//! Everything in an image that must look random to outsiders but be the
+//! same on every rebuild (password-hash salts, and SSH host keys) is derived
+//! from this secret with HMAC-SHA256, so builds are reproducible for whoever
+//! holds the store and unpredictable for everyone else. Losing the store
+//! means new salts and keys; a store is bound to its cluster's name and is
+//! never used for another cluster.
+//!
+//! Location: `RPIIMG_KEYS_DIR/<cluster>/` when that variable is set, else
+//! `<node profile's directory>/.rpiimg-keys/<cluster>/`. The directory is
+//! made 0700 and `.rpiimg-keys/.gitignore` ignores everything in it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hmac::{KeyInit, Mac};
+
+use crate::error::{Error, Result};
+
+/// A cluster's secret. Its `Debug` never shows the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret {
+    cluster: String,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterSecret({}, <redacted>)", self.cluster)
+    }
+}
+
+impl ClusterSecret {
+    /// A fixed secret, for tests and examples only.
+    pub fn fixed(cluster: &str, key: [u8; 32]) -> Self {
+        ClusterSecret {
+            cluster: cluster.to_string(),
+            key,
+        }
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// HMAC-SHA256 of the labelled parts (NUL-separated, so no two part
+    /// lists give the same message).
+    pub fn derive(&self, label: &str, parts: &[&str]) -> [u8; 32] {
+        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        m.update(label.as_bytes());
+        for p in parts {
+            m.update(b"\0");
+            m.update(p.as_bytes());
+        }
+        m.update(b"\0");
+        m.update(self.cluster.as_bytes());
+        m.finalize().into_bytes().into()
+    }
+}
+
+/// Where the store of `cluster` lives for a profile in `profile_dir`.
+pub fn store_dir(profile_dir: &Path, cluster: &str) -> PathBuf {
+    match std::env::var_os("RPIIMG_KEYS_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join(cluster),
+        _ => profile_dir.join(".rpiimg-keys").join(cluster),
+    }
+}
+
+const SECRET: &str = "secret";
+
+fn host(path: &Path, e: std::io::Error) -> Error {
+    Error::Host {
+        path: path.display().to_string(),
+        source: e,
+    }
+}
+
+/// Read the store's secret; `None` when there is no store yet.
+pub fn read(dir: &Path, cluster: &str) -> Result<Option<ClusterSecret>> {
+    let path = dir.join(SECRET);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(host(&path, e)),
+    };
+    if !meta.file_type().is_file() || meta.len() > 4096 {
+        return Err(Error::Usage(format!(
+            "{}: not a regular rpiimg secret file; move it away (a new store is made on the next build)",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| host(&path, e))?;
+    let mut name = None;
+    let mut key = None;
+    for l in text.lines() {
+        if let Some(v) = l.strip_prefix("cluster = ") {
+            name = Some(v.trim().to_string());
+        } else if let Some(v) = l.strip_prefix("secret = ") {
+            key = crate::bytes::unhex(v.trim()).and_then(|b| <[u8; 32]>::try_from(b).ok());
+        }
+    }
+    let broken = || {
+        Error::Usage(format!(
+            "{}: damaged key store (no `cluster = ` and 64-hex-digit `secret = ` lines); restore it from a backup, or move it away to make new keys",
+            path.display()
+        ))
+    };
+    let name = name.ok_or_else(broken)?;
+    let key = key.ok_or_else(broken)?;
+    if name != cluster {
+        return Err(Error::Usage(format!(
+            "{}: this key store belongs to cluster {name:?}, not {cluster:?}; a store is never shared between clusters (set RPIIMG_KEYS_DIR or move the profile)",
+            path.display()
+        )));
+    }
+    Ok(Some(ClusterSecret { cluster: name, key }))
+}
+
+/// Read the store, making it (with a new random secret) when missing.
+/// Returns the secret and whether it was just made. Safe against a
+/// concurrent build making the same store: the first one wins.
+pub fn open_or_create(dir: &Path, cluster: &str) -> Result<(ClusterSecret, bool)> {
+    if let Some(s) = read(dir, cluster)? {
+        return Ok((s, false));
+    }
+    make_private_dir(dir)?;
+    if let Some(parent) = dir.parent() {
+        let ignore = parent.join(".gitignore");
+        if parent.file_name().is_some_and(|n| n == ".rpiimg-keys") && !ignore.exists() {
+            std::fs::write(
+                &ignore,
+                "# rpiimg key stores: secrets, never commit them\n*\n",
+            )
+            .map_err(|e| host(&ignore, e))?;
+        }
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| {
+        Error::Usage(format!(
+            "no randomness from the operating system for a new key store: {e}"
+        ))
+    })?;
+    let text = format!(
+        "# rpiimg key store of cluster {cluster}. Keep it (and back it up): password\n\
+         # salts and SSH host keys of the cluster's images are derived from it.\n\
+         cluster = {cluster}\nsecret = {}\n",
+        crate::bytes::hex(&key)
+    );
+    let path = dir.join(SECRET);
+    let tmp = tempfile::Builder::new()
+        .prefix(".secret.")
+        .tempfile_in(dir)
+        .map_err(|e| host(dir, e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut f = tmp.as_file();
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| host(tmp.path(), e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| host(tmp.path(), e))?;
+    }
+    // A hard link never replaces an existing file: a concurrent build that
+    // made the store first wins, and both use its secret.
+    match std::fs::hard_link(tmp.path(), &path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(host(&path, e)),
+    }
+    let s = read(dir, cluster)?
+        .ok_or_else(|| Error::Usage(format!("{}: the new key store vanished", path.display())))?;
+    let made = s.key == key;
+    Ok((s, made))
+}
+
+fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| host(dir, e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| host(dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: the key store must be a directory, not a link or file",
+            dir.display()
+        )));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| host(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_is_made_once_private_and_bound_to_its_cluster() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join(".rpiimg-keys").join("ost");
+        let (a, made) = open_or_create(&dir, "ost").unwrap();
+        assert!(made);
+        let (b, made) = open_or_create(&dir, "ost").unwrap();
+        assert!(!made);
+        assert_eq!(a, b);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("secret")), 0o600);
+        assert!(d.path().join(".rpiimg-keys/.gitignore").exists());
+        assert!(!format!("{a:?}").contains(&crate::bytes::hex(&a.key)));
+        // Another cluster's store is refused, not reused.
+        let e = read(&dir, "other").unwrap_err().to_string();
+        assert!(e.contains("belongs to cluster \"ost\""), "{e}");
+        // A new store elsewhere has another secret.
+        let (c, _) = open_or_create(&d.path().join("x/ost"), "ost").unwrap();
+        assert_ne!(a, c);
+        assert_ne!(a.derive("l", &["p"]), c.derive("l", &["p"]));
+        assert_ne!(a.derive("l", &["p", ""]), a.derive("l", &["p"]));
+    }
+}
