@@ -35,10 +35,13 @@ fn plans_match_golden_files() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
-            !p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("cluster-")
+            // Profiles only (scripts/demo leaves a key store beside them).
+            p.extension().is_some_and(|x| x == "toml")
+                && !p
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("cluster-")
         })
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
