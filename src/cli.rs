@@ -60,6 +60,17 @@ the same bytes. Times written come from SOURCE_DATE_EPOCH, else from the
 base's root filesystem superblock (never the clock).
   bmaptool copy out/ost04.img /dev/sdX        # then flash";
 
+const CLUSTER_EXAMPLES: &str = "\
+The SSH host keys in known_hosts are the ones the node images carry: both
+come from the cluster's key store (.rpiimg-keys/ beside the profile), so they
+stay right across rebuilds and reflashes. `rpiimg build` writes the same files
+into <out>/mgmt-<cluster>/ (with the minimal inventory groups).
+
+Examples:
+  rpiimg cluster --profile cluster-ost --out ~/kolla
+  rpiimg cluster --profile cluster-ost-vlan --kolla-inventory kolla-2025.1/share/kolla-ansible/ansible/inventory/multinode
+  ansible-inventory -i ~/kolla/multinode --graph";
+
 /// An image argument with its optional pin.
 #[derive(Debug, Args)]
 pub struct ImageArg {
@@ -156,6 +167,10 @@ pub enum Command {
         /// else keep the first build's outputs
         #[arg(long)]
         check_reproducible: bool,
+        /// Make new SSH host keys for these nodes (on purpose: clients will
+        /// see changed keys); recorded in the cluster's key store
+        #[arg(long, conflicts_with = "check_reproducible")]
+        rotate_host_keys: bool,
     },
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(
@@ -184,6 +199,24 @@ pub enum Command {
     #[command(
         after_help = "Exit status: 0 no differences, 1 differences, 2 error.\n\nExamples:\n  rpiimg diff base.img.xz out/ost04-control.img\n  rpiimg diff a.img b.img --json"
     )]
+    /// The management host's files for a cluster: hosts, known_hosts, the
+    /// Kolla-Ansible inventory, globals.yml, nova/neutron overrides, ansible.cfg
+    #[command(after_help = CLUSTER_EXAMPLES)]
+    Cluster {
+        /// Cluster profile (or any node profile of the cluster): a name from profiles/ or a path
+        #[arg(long, value_name = "PROFILE")]
+        profile: String,
+        /// Output directory [default: <profile's output.dir>/mgmt-<cluster>]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The stock inventory of your Kolla-Ansible release
+        /// (share/kolla-ansible/ansible/inventory/multinode): its child groups are kept
+        #[arg(long, value_name = "FILE")]
+        kolla_inventory: Option<PathBuf>,
+        /// Overwrite existing files
+        #[arg(long)]
+        force: bool,
+    },
     Diff {
         /// The image to compare from (e.g. the base; .img or .img.xz)
         a: PathBuf,

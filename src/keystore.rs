@@ -176,6 +176,65 @@ pub fn open_or_create(dir: &Path, cluster: &str) -> Result<(ClusterSecret, bool)
     Ok((s, made))
 }
 
+const ROTATIONS: &str = "host-key-rotations";
+
+fn rotations(dir: &Path) -> Result<Vec<(String, u32)>> {
+    let path = dir.join(ROTATIONS);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(host(&path, e)),
+    };
+    let mut out = Vec::new();
+    for l in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let parsed = l
+            .split_once(" = ")
+            .and_then(|(h, n)| Some((h.trim().to_string(), n.trim().parse::<u32>().ok()?)));
+        let Some(entry) = parsed else {
+            return Err(Error::Usage(format!(
+                "{}: damaged line {l:?} (expected `HOST = N`); fix or remove it",
+                path.display()
+            )));
+        };
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// How often `host`'s SSH host keys were rotated (0: never).
+pub fn host_key_generation(dir: &Path, host_name: &str) -> Result<u32> {
+    Ok(rotations(dir)?
+        .into_iter()
+        .find(|(h, _)| h == host_name)
+        .map_or(0, |(_, n)| n))
+}
+
+/// `--rotate-host-keys`: the next generation of `host`'s keys, recorded in
+/// the store (atomically) so later rebuilds keep the new keys.
+pub fn rotate_host_keys(dir: &Path, host_name: &str) -> Result<u32> {
+    let mut all = rotations(dir)?;
+    let next = host_key_generation(dir, host_name)?.saturating_add(1);
+    all.retain(|(h, _)| h != host_name);
+    all.push((host_name.to_string(), next));
+    all.sort();
+    let mut text =
+        String::from("# rpiimg: SSH host key generations (rpiimg build --rotate-host-keys)\n");
+    for (h, n) in &all {
+        text.push_str(&format!("{h} = {n}\n"));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".rotations.")
+        .tempfile_in(dir)
+        .map_err(|e| host(dir, e))?;
+    std::fs::write(tmp.path(), text).map_err(|e| host(tmp.path(), e))?;
+    let path = dir.join(ROTATIONS);
+    tmp.persist(&path).map_err(|e| host(&path, e.error))?;
+    Ok(next)
+}
+
 fn make_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()

@@ -5,6 +5,7 @@
 //! -> a pure plan of changes -> applying the plan -> outputs.
 
 pub mod apply;
+pub mod bundle;
 pub mod bytes;
 pub mod cli;
 pub mod clock;
@@ -22,4 +23,5 @@ pub mod partition;
 pub mod plan;
 pub mod profile;
 pub mod progress;
+pub mod sshkey;
 pub mod verify;

@@ -442,6 +442,11 @@ fn seed_cluster_builds_and_checks_with_independent_tools() {
             "/etc/issue.d/rpiimg-firstboot.issue",
             "/etc/motd.d/rpiimg-firstboot",
             "/boot/firmware/network-config",
+            // Each node has its own SSH host keys.
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/etc/ssh/ssh_host_ed25519_key.pub",
+            "/etc/ssh/ssh_host_ecdsa_key",
+            "/etc/ssh/ssh_host_ecdsa_key.pub",
             "/etc/systemd/network/10-rpiimg-veth0.netdev",
             "/etc/systemd/network/11-rpiimg-veth1.netdev",
             "/etc/systemd/network/20-rpiimg-brmux.netdev",

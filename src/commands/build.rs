@@ -35,6 +35,7 @@ pub fn load_profile_with(name: &str, progress: Progress, create: bool) -> Result
             );
         }
         p.secret = Some(secret);
+        p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
     } else {
         p.secret = Some(crate::keystore::read(&dir, &p.cluster.name)?.ok_or_else(|| {
             Error::Usage(format!(
@@ -43,6 +44,7 @@ pub fn load_profile_with(name: &str, progress: Progress, create: bool) -> Result
                 dir.display()
             ))
         })?);
+        p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
     }
     let findings = profile::validate(&p);
     let errors: Vec<String> = findings
@@ -116,6 +118,105 @@ fn file_name(p: &Path) -> String {
         || p.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
+}
+
+/// Write the management-host bundle of `p`'s cluster into `dir`.
+fn write_bundle(p: &Profile, dir: &Path, stock: Option<&str>, force: bool) -> Result<Vec<PathBuf>> {
+    let store = crate::keystore::store_dir(p.dir(), &p.cluster.name);
+    let mut gens = std::collections::BTreeMap::new();
+    for n in &p.cluster.nodes {
+        gens.insert(
+            n.hostname.clone(),
+            crate::keystore::host_key_generation(&store, &n.hostname)?,
+        );
+    }
+    let files = crate::bundle::render(p, &|h| gens.get(h).copied().unwrap_or(0), stock)
+        .map_err(Error::Usage)?;
+    let mut written = Vec::new();
+    for f in &files {
+        let dest = dir.join(&f.path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::Host {
+                path: parent.display().to_string(),
+                source: e,
+            })?;
+        }
+        written.push(crate::output::write_text_mode(
+            &dest, &f.text, force, f.mode,
+        )?);
+    }
+    Ok(written)
+}
+
+/// `rpiimg cluster`: the management host's files.
+pub fn run_cluster(
+    progress: Progress,
+    name: &str,
+    out_dir: Option<&Path>,
+    stock: Option<&Path>,
+    force: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let path = profile::find(name).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut p = profile::load_cluster(&path).map_err(|e| Error::Usage(e.to_string()))?;
+    let errors: Vec<String> = profile::validate(&p)
+        .iter()
+        .filter(|f| f.error)
+        .map(|f| format!("  {f}"))
+        .collect();
+    if !errors.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: invalid profile:\n{}",
+            path.display(),
+            errors.join("\n")
+        )));
+    }
+    let store = crate::keystore::store_dir(p.dir(), &p.cluster.name);
+    let (secret, made) = crate::keystore::open_or_create(&store, &p.cluster.name)?;
+    if made && !progress.is_quiet() {
+        eprintln!(
+            "rpiimg: made the key store of cluster {} in {} (node images built later carry the same host keys)",
+            p.cluster.name,
+            store.display()
+        );
+    }
+    p.secret = Some(secret);
+    let stock_text = match stock {
+        Some(f) => {
+            let meta = std::fs::metadata(f).map_err(|e| Error::Host {
+                path: f.display().to_string(),
+                source: e,
+            })?;
+            if !meta.is_file() || meta.len() > 4 << 20 {
+                return Err(Error::Usage(format!(
+                    "{}: --kolla-inventory must be a regular file (the stock multinode)",
+                    f.display()
+                )));
+            }
+            Some(std::fs::read_to_string(f).map_err(|e| Error::Host {
+                path: f.display().to_string(),
+                source: e,
+            })?)
+        }
+        None => None,
+    };
+    let dir = out_dir.map_or_else(
+        || {
+            p.resolve(&p.output.dir)
+                .join(format!("mgmt-{}", p.cluster.name))
+        },
+        Path::to_path_buf,
+    );
+    let written = write_bundle(&p, &dir, stock_text.as_deref(), force)?;
+    writeln!(
+        out,
+        "cluster {}: {} files for the management host in {} (see its README)",
+        p.cluster.name,
+        written.len(),
+        crate::output::display_path(&dir)
+    )
+    .map_err(Error::Output)?;
+    Ok(())
 }
 
 /// The time a build from this base stamps (see `crate::clock`).
@@ -242,6 +343,8 @@ pub struct BuildRequest<'a> {
     pub no_bmap: bool,
     pub force: bool,
     pub threads: u32,
+    /// Make new SSH host keys for the nodes built (recorded in the key store).
+    pub rotate_host_keys: bool,
 }
 
 /// Profiles named by the request, loaded and validated.
@@ -304,6 +407,7 @@ pub fn check_reproducible(
         let r = BuildRequest {
             out_dir: Some(dir),
             force: false,
+            rotate_host_keys: false,
             ..*req
         };
         run_build(c, progress, &r, &mut std::io::sink())?;
@@ -383,7 +487,19 @@ pub fn run_build(
         ..
     } = *req;
     // Load and validate everything before touching an image.
-    let loaded = load_request(req, progress)?;
+    let mut loaded = load_request(req, progress)?;
+    if req.rotate_host_keys {
+        for p in &mut loaded {
+            let dir = crate::keystore::store_dir(p.dir(), &p.cluster.name);
+            p.host_key_generation = crate::keystore::rotate_host_keys(&dir, &p.hostname)?;
+            if !progress.is_quiet() {
+                eprintln!(
+                    "rpiimg: {}: new SSH host keys (generation {}); known_hosts from `rpiimg cluster` must be refreshed",
+                    p.hostname, p.host_key_generation
+                );
+            }
+        }
+    }
     let mut hosts: Vec<(&str, &Path)> = Vec::new();
     for p in &loaded {
         if let Some((_, other)) = hosts.iter().find(|(h, _)| *h == p.hostname) {
@@ -448,6 +564,21 @@ pub fn run_build(
         )?;
         summary.push((p.hostname.clone(), written, mpath));
     }
+    // The management host's files, once per cluster of this run.
+    let mut clusters: Vec<(String, PathBuf)> = Vec::new();
+    for p in &loaded {
+        let dir = out_dir
+            .map_or_else(|| p.resolve(&p.output.dir), Path::to_path_buf)
+            .join(format!("mgmt-{}", p.cluster.name));
+        if clusters
+            .iter()
+            .any(|(c, d)| *c == p.cluster.name && *d == dir)
+        {
+            continue;
+        }
+        write_bundle(p, &dir, None, force)?;
+        clusters.push((p.cluster.name.clone(), dir));
+    }
     for (host, w, m) in &summary {
         writeln!(
             out,
@@ -471,6 +602,14 @@ pub fn run_build(
         writeln!(
             out,
             "    flash: {flash}   (check the device name with lsblk first)"
+        )
+        .map_err(Error::Output)?;
+    }
+    for (c, d) in &clusters {
+        writeln!(
+            out,
+            "cluster {c}: management-host files (hosts, known_hosts, Kolla-Ansible inventory) in {}",
+            crate::output::display_path(d)
         )
         .map_err(Error::Output)?;
     }

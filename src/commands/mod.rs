@@ -106,6 +106,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             force,
             threads,
             check_reproducible,
+            rotate_host_keys,
         } => {
             let req = build::BuildRequest {
                 profiles: profile,
@@ -116,6 +117,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 no_bmap: *no_bmap,
                 force: *force,
                 threads: *threads,
+                rotate_host_keys: *rotate_host_keys,
             };
             if *check_reproducible {
                 build::check_reproducible(&ctx.cache, ctx.progress, &req, &mut out)
@@ -149,6 +151,19 @@ pub fn run(cli: Cli) -> Result<i32> {
                 write!(out, "{}", crate::verify::render(&checks)).map_err(Error::Output)
             }
         }
+        Command::Cluster {
+            profile,
+            out: dir,
+            kolla_inventory,
+            force,
+        } => build::run_cluster(
+            ctx.progress,
+            profile,
+            dir.as_deref(),
+            kolla_inventory.as_deref(),
+            *force,
+            &mut out,
+        ),
         Command::Diff { a, b, json, full } => {
             let arg = |p: &std::path::PathBuf| ImageArg {
                 image: p.clone(),

@@ -64,7 +64,12 @@ impl Pending {
 
     /// Flush to disk and give the file its final name. Without `force`, an
     /// existing file of that name is an error and stays untouched.
-    pub fn persist(mut self, force: bool) -> Result<PathBuf> {
+    pub fn persist(self, force: bool) -> Result<PathBuf> {
+        self.persist_mode(force, 0o644)
+    }
+
+    /// `persist` with these permission bits (0600 for files with secrets).
+    pub fn persist_mode(mut self, force: bool, mode: u32) -> Result<PathBuf> {
         let dest = self.dest.clone();
         self.tmp
             .as_file_mut()
@@ -78,7 +83,7 @@ impl Pending {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(self.tmp.path(), std::fs::Permissions::from_mode(0o644))
+            std::fs::set_permissions(self.tmp.path(), std::fs::Permissions::from_mode(mode))
                 .map_err(|e| out_err(&dest, e))?;
         }
         if force {
@@ -103,11 +108,16 @@ impl Pending {
 
 /// A small text output (checksums, bmap, manifest), written atomically.
 pub fn write_text(dest: &Path, text: &str, force: bool) -> Result<PathBuf> {
+    write_text_mode(dest, text, force, 0o644)
+}
+
+/// `write_text` with these permission bits.
+pub fn write_text_mode(dest: &Path, text: &str, force: bool, mode: u32) -> Result<PathBuf> {
     let mut p = Pending::new(dest)?;
     p.file()
         .write_all(text.as_bytes())
         .map_err(|e| out_err(dest, e))?;
-    p.persist(force)
+    p.persist_mode(force, mode)
 }
 
 /// `sha256sum -c` line for a file in the same directory.
@@ -172,4 +182,25 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// A path for people: lexically normalised (`profiles/../out` -> `out`).
+pub fn display_path(p: &Path) -> String {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            _ => out.push(c),
+        }
+    }
+    let s: PathBuf = out.iter().collect();
+    if s.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        s.display().to_string()
+    }
 }

@@ -96,6 +96,10 @@ pub const PROBES: &[&str] = &[
     "/etc/ssh/sshd_config.d/rename_user.conf",
     "/etc/sudoers.d/010_pi-nopasswd",
     "/boot/firmware/network-config",
+    "/etc/ssh/ssh_host_rsa_key",
+    "/etc/ssh/ssh_host_rsa_key.pub",
+    "/etc/ssh/ssh_host_dsa_key",
+    "/etc/ssh/ssh_host_dsa_key.pub",
 ];
 
 const UNIT_DIRS: &[&str] = &[

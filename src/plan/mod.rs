@@ -143,11 +143,15 @@ struct Shown<'a> {
 
 fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(c.iter().map(|change| match change {
-        Change::WriteFile { content, .. } => Shown {
+        Change::WriteFile { path, content, .. } => Shown {
             change,
             size: Some(content.len()),
             sha256: Some(sha256_hex(content)),
-            text: std::str::from_utf8(content).ok(),
+            text: if is_private_key(path) {
+                Some("<redacted: SSH host private key>")
+            } else {
+                std::str::from_utf8(content).ok()
+            },
         },
         _ => Shown {
             change,
@@ -156,6 +160,12 @@ fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::O
             text: None,
         },
     }))
+}
+
+/// SSH host private keys: their text is never shown (plans, goldens, logs).
+pub fn is_private_key(path: &str) -> bool {
+    path.strip_prefix("/etc/ssh/ssh_host_")
+        .is_some_and(|rest| rest.ends_with("_key"))
 }
 
 /// The Raspberry Pi OS releases rpiimg knows how to configure.
@@ -632,6 +642,48 @@ fn ssh_steps(b: &mut Builder) -> Result<(), PlanError> {
     }
     let mut c = units::enable(b.f, "ssh.service").map_err(|e| b.err(e))?;
     c.push(write("/boot/firmware/ssh", "", 0o644));
+    b.step("SSH enabled", std::mem::take(&mut c));
+
+    // Host keys: derived from the cluster's key store, so a rebuild or a
+    // reflash keeps them and known_hosts stays right.
+    let secret = b.p.secret.as_ref().ok_or_else(|| {
+        b.err("SSH host keys need the cluster's key store (rpiimg plan and build make it)")
+    })?;
+    let mut prints = Vec::new();
+    for kind in crate::sshkey::KeyType::ALL {
+        let k = crate::sshkey::derive(secret, &b.p.hostname, kind, b.p.host_key_generation);
+        let path = format!("/etc/ssh/ssh_host_{}_key", kind.file_name());
+        c.push(write(&path, k.private_pem.clone(), 0o600));
+        c.push(write(
+            &format!("{path}.pub"),
+            format!("{}\n", k.public_line),
+            0o644,
+        ));
+        prints.push(format!("{} {}", kind.file_name(), k.fingerprint()));
+    }
+    // Keys of other types in the base would be the same on every node.
+    for other in ["rsa", "dsa"] {
+        for suffix in ["", ".pub"] {
+            let path = format!("/etc/ssh/ssh_host_{other}_key{suffix}");
+            if b.f.has(&path) {
+                c.push(Change::Remove { path });
+            }
+        }
+    }
+    // bookworm's regenerate_ssh_host_keys deletes every key on the first
+    // boot and makes new ones: off and masked. trixie's sshd-keygen only
+    // fills in missing keys and stays.
+    if b.f.units.contains_key("regenerate_ssh_host_keys.service") {
+        c.extend(units::disable(b.f, "regenerate_ssh_host_keys.service"));
+        c.push(units::mask("regenerate_ssh_host_keys.service"));
+    }
+    b.step(
+        format!(
+            "SSH host keys from the cluster's key store ({}), kept through the first boot",
+            prints.join(", ")
+        ),
+        std::mem::take(&mut c),
+    );
     c.push(write(
         "/etc/ssh/sshd_config.d/10-rpiimg.conf",
         format!(
@@ -644,7 +696,7 @@ fn ssh_steps(b: &mut Builder) -> Result<(), PlanError> {
         ),
         0o644,
     ));
-    b.step("SSH enabled", c);
+    b.step("SSH settings", c);
     Ok(())
 }
 
@@ -725,7 +777,7 @@ fn network_steps(b: &mut Builder, node: &crate::profile::Node) -> Result<(), Pla
             "cloud-init does not rewrite the network, recreate pi or reset the hostname",
             vec![write(
                 "/etc/cloud/cloud.cfg.d/99-rpiimg.cfg",
-                "# Written by rpiimg: the image is configured offline.\nnetwork: {config: disabled}\nusers: []\npreserve_hostname: true\nmanage_etc_hosts: false\n",
+                "# Written by rpiimg: the image is configured offline.\nnetwork: {config: disabled}\nusers: []\npreserve_hostname: true\nmanage_etc_hosts: false\n# The SSH host keys come from the cluster's key store: keep them.\nssh_deletekeys: false\n",
                 0o644,
             )],
         );
@@ -1062,6 +1114,9 @@ mod tests {
             assert_eq!(get("getty@tty1.service"), Some(Enabled));
             assert_eq!(get("rpiimg-firstboot.service"), Some(Enabled));
             assert_eq!(get("cron.service"), None, "untouched units stay out");
+            // bookworm's key regeneration would replace the derived host keys.
+            let regen = get("regenerate_ssh_host_keys.service");
+            assert_eq!(regen, (os == "bookworm").then_some(Masked), "{os}");
             let preset = plan
                 .changes()
                 .find_map(|c| match c {

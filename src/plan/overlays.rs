@@ -267,7 +267,16 @@ mod tests {
             }
         }
         found.sort();
-        let mut listed: Vec<String> = BUILTIN.iter().map(|b| b.1.to_string()).collect();
+        // overlays/mgmt/ holds the management-host bundle's templates.
+        let mut listed: Vec<String> = BUILTIN
+            .iter()
+            .map(|b| b.1.to_string())
+            .chain(
+                crate::bundle::TEMPLATES
+                    .iter()
+                    .map(|t| format!("/mgmt/{}", t.0)),
+            )
+            .collect();
         listed.sort();
         assert_eq!(found, listed);
     }

@@ -103,6 +103,16 @@ pub fn facts(codename: &str) -> ImageFacts {
         f.units
             .insert((*u).into(), Install::parse(&format!("[Install]\n{body}\n")));
     }
+    if !trixie {
+        f.units.insert(
+            "regenerate_ssh_host_keys.service".into(),
+            Install::parse("[Install]\nWantedBy=multi-user.target\n"),
+        );
+        f.links.insert(
+            "/etc/systemd/system/multi-user.target.wants/regenerate_ssh_host_keys.service".into(),
+            format!("{}/regenerate_ssh_host_keys.service", f.unit_dir),
+        );
+    }
     for (l, u) in LINKS {
         f.links.insert(
             format!("/etc/systemd/system/{l}"),

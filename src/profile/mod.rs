@@ -242,6 +242,36 @@ fn root_owner() -> String {
     "0:0".into()
 }
 
+/// Kolla-Ansible settings for the management-host bundle (`rpiimg cluster`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kolla {
+    /// OpenStack release: "2023.1" or "2025.1" (the guide's two).
+    #[serde(default = "default_release")]
+    pub release: String,
+    #[serde(default = "default_distro")]
+    pub base_distro: String,
+    /// A name for the internal VIP in the management host's /etc/hosts.
+    pub vip_name: Option<String>,
+}
+
+fn default_release() -> String {
+    "2025.1".into()
+}
+fn default_distro() -> String {
+    "debian".into()
+}
+
+impl Default for Kolla {
+    fn default() -> Self {
+        Kolla {
+            release: default_release(),
+            base_distro: default_distro(),
+            vip_name: None,
+        }
+    }
+}
+
 /// A fully resolved node profile.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,6 +306,8 @@ pub struct Profile {
     pub overlays: Vec<PathBuf>,
     #[serde(default)]
     pub files: Vec<ExtraFile>,
+    #[serde(default)]
+    pub kolla: Kolla,
     /// Where the profile was read from (set by the loader).
     #[serde(skip)]
     pub source: PathBuf,
@@ -283,6 +315,9 @@ pub struct Profile {
     /// the commands that plan; salts and host keys derive from it.
     #[serde(skip)]
     pub secret: Option<crate::keystore::ClusterSecret>,
+    /// How often this node's SSH host keys were rotated (from the key store).
+    #[serde(skip)]
+    pub host_key_generation: u32,
 }
 
 impl Profile {
@@ -453,6 +488,29 @@ fn pathdiff(abs: &Path, base: &Path) -> PathBuf {
         out.push(c);
     }
     out
+}
+
+/// Load a cluster profile (or a node profile, for its cluster). A cluster
+/// file names no node: the first node stands in so the profile types and
+/// validation apply unchanged.
+pub fn load_cluster(path: &Path) -> Result<Profile, ProfileError> {
+    let mut table = read_table(path, &mut Vec::new())?;
+    if !table.contains_key("hostname") {
+        let first = table
+            .get("cluster")
+            .and_then(|c| c.get("nodes"))
+            .and_then(|n| n.as_array())
+            .and_then(|n| n.first())
+            .and_then(|n| n.get("hostname"))
+            .cloned()
+            .ok_or_else(|| invalid(path, "cluster.nodes: the cluster has no nodes"))?;
+        table.insert("hostname".into(), first);
+    }
+    let mut p: Profile = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(path, e.to_string()))?;
+    p.source = path.to_path_buf();
+    Ok(p)
 }
 
 /// Load a node profile with everything it extends.

@@ -109,6 +109,32 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             format!("{} is outside the subnet {}", c.gateway, c.subnet),
         );
     }
+    if !["2023.1", "2025.1"].contains(&p.kolla.release.as_str()) {
+        f.err(
+            "kolla.release".into(),
+            format!(
+                "{:?}: rpiimg writes Kolla-Ansible files for the guide's releases \"2023.1\" and \"2025.1\"",
+                p.kolla.release
+            ),
+        );
+    }
+    if let Some(n) = &p.kolla.vip_name {
+        if !valid_hostname(n) {
+            f.err(
+                "kolla.vip_name".into(),
+                format!("{n:?} is not a valid host name (letters, digits, '-', at most 63)"),
+            );
+        }
+    }
+    if !["debian", "ubuntu", "rocky", "centos"].contains(&p.kolla.base_distro.as_str()) {
+        f.err(
+            "kolla.base_distro".into(),
+            format!(
+                "{:?}: Kolla-Ansible knows debian, ubuntu, rocky and centos",
+                p.kolla.base_distro
+            ),
+        );
+    }
     if !valid_hostname(&p.hostname) {
         f.err(
             "hostname".into(),
