@@ -35,3 +35,19 @@ pub fn edit_time() -> Result<i64> {
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
     }))
 }
+
+/// (year, month, day, hour, minute, second) in UTC of seconds since the
+/// epoch (Howard Hinnant's civil-from-days algorithm).
+pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+}

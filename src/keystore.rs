@@ -155,10 +155,14 @@ pub fn open_or_create(dir: &Path, cluster: &str) -> Result<(ClusterSecret, bool)
         .tempfile_in(dir)
         .map_err(|e| host(dir, e))?;
     {
-        use std::os::unix::fs::PermissionsExt;
         let mut f = tmp.as_file();
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| host(tmp.path(), e))?;
+        // tempfile makes the file 0600 already; say it for the record.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| host(tmp.path(), e))?;
+        }
         f.write_all(text.as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|e| host(tmp.path(), e))?;
@@ -236,12 +240,11 @@ pub fn rotate_host_keys(dir: &Path, host_name: &str) -> Result<u32> {
 }
 
 fn make_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| host(dir, e))?;
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(|e| host(dir, e))?;
     let meta = std::fs::symlink_metadata(dir).map_err(|e| host(dir, e))?;
     if !meta.is_dir() {
         return Err(Error::Usage(format!(
@@ -249,7 +252,13 @@ fn make_private_dir(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| host(dir, e))
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| host(dir, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

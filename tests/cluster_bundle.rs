@@ -10,23 +10,7 @@ use std::process::Command;
 use support::*;
 
 fn profile(name: &str) -> String {
-    repo()
-        .join("profiles")
-        .join(format!("{name}.toml"))
-        .display()
-        .to_string()
-}
-
-fn need(tool: &str, package: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{tool} not found: install the Debian package {package} (.ci/run does)"
-    );
+    profile_path(name)
 }
 
 /// rpiimg with its own key store directory.

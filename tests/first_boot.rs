@@ -13,24 +13,7 @@ use std::process::Command;
 use support::*;
 
 fn profile(name: &str) -> String {
-    repo()
-        .join("profiles")
-        .join(format!("{name}.toml"))
-        .display()
-        .to_string()
-}
-
-/// The oracle must be there: a missing tool is a failure that names its package.
-fn need(tool: &str, package: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{tool} not found: install the Debian package {package} (.ci/run does)"
-    );
+    profile_path(name)
 }
 
 /// Build `node` from the fixture of `flavour` into `out`; returns (base, image).

@@ -10,11 +10,7 @@ use std::process::Command;
 use support::*;
 
 fn profile(name: &str) -> String {
-    repo()
-        .join("profiles")
-        .join(format!("{name}.toml"))
-        .display()
-        .to_string()
+    profile_path(name)
 }
 
 /// rpiimg with a chosen environment (cache, key store, TZ, SOURCE_DATE_EPOCH).
@@ -100,10 +96,28 @@ fn same_inputs_give_the_same_bytes() {
             ],
         );
     }
-    let one = outputs(&d.join("one"));
-    assert_eq!(one.len(), 12, "{one:?}");
+    let one: Vec<PathBuf> = outputs(&d.join("one"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .chain(outputs(&d.join("one/mgmt-ost/config/nova")))
+        .chain(
+            outputs(&d.join("one/mgmt-ost"))
+                .into_iter()
+                .filter(|p| p.is_file()),
+        )
+        .collect();
+    assert_eq!(one.len(), 19, "{one:?}");
     for other in ["nested/two", "nested/three"] {
-        let two = outputs(&d.join(other));
+        let two: Vec<PathBuf> = outputs(&d.join(other))
+            .into_iter()
+            .filter(|p| p.is_file())
+            .chain(outputs(&d.join(other).join("mgmt-ost/config/nova")))
+            .chain(
+                outputs(&d.join(other).join("mgmt-ost"))
+                    .into_iter()
+                    .filter(|p| p.is_file()),
+            )
+            .collect();
         assert_eq!(one.len(), two.len());
         for (a, b) in one.iter().zip(&two) {
             assert_eq!(a.file_name(), b.file_name());
@@ -243,7 +257,7 @@ fn check_reproducible_builds_twice_and_keeps_one() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("reproducible: 4 files byte-identical"),
+        stdout(&o).contains("reproducible: 12 files byte-identical"),
         "{}",
         stdout(&o)
     );
@@ -254,6 +268,7 @@ fn check_reproducible_builds_twice_and_keeps_one() {
     assert_eq!(
         names,
         [
+            "mgmt-ost",
             "ost04.img",
             "ost04.img.bmap",
             "ost04.img.sha256",

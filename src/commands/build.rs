@@ -18,35 +18,9 @@ pub fn load_profile(name: &str, progress: Progress) -> Result<Profile> {
     load_profile_with(name, progress, true)
 }
 
-/// Load, validate and attach the cluster's secret; with `create`, a
-/// missing key store is made (plan, build), else it must exist (verify
-/// recomputes hashes and keys the build derived).
-pub fn load_profile_with(name: &str, progress: Progress, create: bool) -> Result<Profile> {
-    let path = profile::find(name).map_err(|e| Error::Usage(e.to_string()))?;
-    let mut p = profile::load(&path).map_err(|e| Error::Usage(e.to_string()))?;
-    let dir = crate::keystore::store_dir(p.dir(), &p.cluster.name);
-    if create {
-        let (secret, made) = crate::keystore::open_or_create(&dir, &p.cluster.name)?;
-        if made && !progress.is_quiet() {
-            eprintln!(
-                "rpiimg: made the key store of cluster {} in {} (keep it and back it up: rebuilds derive the same password salts and host keys from it)",
-                p.cluster.name,
-                dir.display()
-            );
-        }
-        p.secret = Some(secret);
-        p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
-    } else {
-        p.secret = Some(crate::keystore::read(&dir, &p.cluster.name)?.ok_or_else(|| {
-            Error::Usage(format!(
-                "no key store for cluster {} at {}: verify --profile recomputes what the build derived from it; run verify where the build ran, set RPIIMG_KEYS_DIR, or use verify --manifest",
-                p.cluster.name,
-                dir.display()
-            ))
-        })?);
-        p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
-    }
-    let findings = profile::validate(&p);
+/// The profile's validation findings; an error when any is an error.
+fn check_valid(p: &Profile, path: &Path) -> Result<Vec<profile::Finding>> {
+    let findings = profile::validate(p);
     let errors: Vec<String> = findings
         .iter()
         .filter(|f| f.error)
@@ -59,6 +33,45 @@ pub fn load_profile_with(name: &str, progress: Progress, create: bool) -> Result
             errors.join("\n")
         )));
     }
+    Ok(findings)
+}
+
+/// Attach the cluster's secret, making its key store when missing.
+fn attach_store(p: &mut Profile, progress: Progress) -> Result<()> {
+    let dir = crate::keystore::store_dir(p.dir(), &p.cluster.name);
+    let (secret, made) = crate::keystore::open_or_create(&dir, &p.cluster.name)?;
+    if made && !progress.is_quiet() {
+        eprintln!(
+            "rpiimg: made the key store of cluster {} in {} (keep it and back it up: rebuilds derive the same password salts and host keys from it)",
+            p.cluster.name,
+            dir.display()
+        );
+    }
+    p.secret = Some(secret);
+    Ok(())
+}
+
+/// Load, validate and attach the cluster's secret; with `create`, a
+/// missing key store is made (plan, build), else it must exist (verify
+/// recomputes hashes and keys the build derived).
+pub fn load_profile_with(name: &str, progress: Progress, create: bool) -> Result<Profile> {
+    let path = profile::find(name).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut p = profile::load(&path).map_err(|e| Error::Usage(e.to_string()))?;
+    let dir = crate::keystore::store_dir(p.dir(), &p.cluster.name);
+    if create {
+        attach_store(&mut p, progress)?;
+        p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
+    } else {
+        p.secret = Some(crate::keystore::read(&dir, &p.cluster.name)?.ok_or_else(|| {
+            Error::Usage(format!(
+                "no key store for cluster {} at {}: verify --profile recomputes what the build derived from it; run verify where the build ran, set RPIIMG_KEYS_DIR, or use verify --manifest",
+                p.cluster.name,
+                dir.display()
+            ))
+        })?);
+        p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
+    }
+    let findings = check_valid(&p, &path)?;
     if !progress.is_quiet() {
         for w in findings.iter().filter(|f| !f.error) {
             eprintln!("rpiimg: warning: {}: {w}", path.display());
@@ -159,28 +172,8 @@ pub fn run_cluster(
 ) -> Result<()> {
     let path = profile::find(name).map_err(|e| Error::Usage(e.to_string()))?;
     let mut p = profile::load_cluster(&path).map_err(|e| Error::Usage(e.to_string()))?;
-    let errors: Vec<String> = profile::validate(&p)
-        .iter()
-        .filter(|f| f.error)
-        .map(|f| format!("  {f}"))
-        .collect();
-    if !errors.is_empty() {
-        return Err(Error::Usage(format!(
-            "{}: invalid profile:\n{}",
-            path.display(),
-            errors.join("\n")
-        )));
-    }
-    let store = crate::keystore::store_dir(p.dir(), &p.cluster.name);
-    let (secret, made) = crate::keystore::open_or_create(&store, &p.cluster.name)?;
-    if made && !progress.is_quiet() {
-        eprintln!(
-            "rpiimg: made the key store of cluster {} in {} (node images built later carry the same host keys)",
-            p.cluster.name,
-            store.display()
-        );
-    }
-    p.secret = Some(secret);
+    check_valid(&p, &path)?;
+    attach_store(&mut p, progress)?;
     let stock_text = match stock {
         Some(f) => {
             let meta = std::fs::metadata(f).map_err(|e| Error::Host {
@@ -412,12 +405,23 @@ pub fn check_reproducible(
         };
         run_build(c, progress, &r, &mut std::io::sink())?;
     }
+    // Every output file, by path relative to its build folder (the
+    // management-host bundle is a subfolder).
     let names = |d: &Path| -> Result<Vec<String>> {
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .map_err(|e| host(d, e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v = Vec::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let dir = d.join(&rel);
+            for e in std::fs::read_dir(&dir).map_err(|e| host(&dir, e))? {
+                let e = e.map_err(|e| host(&dir, e))?;
+                let r = rel.join(e.file_name());
+                if e.file_type().map_err(|e| host(&dir, e))?.is_dir() {
+                    stack.push(r);
+                } else {
+                    v.push(r.to_string_lossy().into_owned());
+                }
+            }
+        }
         v.sort();
         Ok(v)
     };
@@ -456,6 +460,9 @@ pub fn check_reproducible(
     }
     for n in &order {
         let dest = final_dir.join(n);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| host(parent, e))?;
+        }
         std::fs::rename(a.join(n), &dest).map_err(|e| host(&dest, e))?;
     }
     writeln!(

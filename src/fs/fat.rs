@@ -41,18 +41,7 @@ fn epoch(dt: fatfs::DateTime) -> i64 {
 pub fn fat_datetime(t: i64) -> fatfs::DateTime {
     const MIN: i64 = 315_532_800; // 1980-01-01
     const MAX: i64 = 4_354_819_198; // 2107-12-31 23:59:58
-    let t = t.clamp(MIN, MAX);
-    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d, hh, mm, ss) = crate::clock::civil(t.clamp(MIN, MAX));
     let n = |v: i64| u16::try_from(v).unwrap_or(0);
     fatfs::DateTime {
         date: fatfs::Date {
@@ -61,9 +50,9 @@ pub fn fat_datetime(t: i64) -> fatfs::DateTime {
             day: n(d),
         },
         time: fatfs::Time {
-            hour: n(secs / 3600),
-            min: n(secs / 60 % 60),
-            sec: n(secs % 60 / 2 * 2),
+            hour: n(hh),
+            min: n(mm),
+            sec: n(ss / 2 * 2),
             millis: 0,
         },
     }

@@ -242,3 +242,25 @@ pub fn sha256_file(p: &Path) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// An example profile of the repository, by name.
+pub fn profile_path(name: &str) -> String {
+    repo()
+        .join("profiles")
+        .join(format!("{name}.toml"))
+        .display()
+        .to_string()
+}
+
+/// The oracle must be there: a missing tool is a failure that names its package.
+pub fn need(tool: &str, package: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{tool} not found: install the Debian package {package} (.ci/run does)"
+    );
+}
