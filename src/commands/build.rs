@@ -590,20 +590,23 @@ pub fn run_build(
         writeln!(
             out,
             "{host}: {} ({}), sha256 {}",
-            w.image.display(),
+            crate::output::display_path(&w.image),
             human_bytes(w.size),
             w.sha256
         )
         .map_err(Error::Output)?;
         if let Some(x) = &w.xz {
-            writeln!(out, "    {}", x.display()).map_err(Error::Output)?;
+            writeln!(out, "    {}", crate::output::display_path(x)).map_err(Error::Output)?;
         }
-        writeln!(out, "    manifest {}", m.display()).map_err(Error::Output)?;
+        writeln!(out, "    manifest {}", crate::output::display_path(m)).map_err(Error::Output)?;
         let flash = match &w.bmap {
-            Some(_) => format!("bmaptool copy {} /dev/sdX", w.image.display()),
+            Some(_) => format!(
+                "bmaptool copy {} /dev/sdX",
+                crate::output::display_path(&w.image)
+            ),
             None => format!(
                 "dd if={} of=/dev/sdX bs=4M conv=fsync status=progress",
-                w.image.display()
+                crate::output::display_path(&w.image)
             ),
         };
         writeln!(

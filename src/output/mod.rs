@@ -204,3 +204,18 @@ pub fn display_path(p: &Path) -> String {
         s.display().to_string()
     }
 }
+
+#[cfg(test)]
+mod display_tests {
+    #[test]
+    fn paths_for_people_are_normalised() {
+        use std::path::Path;
+        assert_eq!(
+            super::display_path(Path::new("profiles/../out/ost04.img")),
+            "out/ost04.img"
+        );
+        assert_eq!(super::display_path(Path::new("./a/./b")), "a/b");
+        assert_eq!(super::display_path(Path::new("../x")), "../x");
+        assert_eq!(super::display_path(Path::new("/srv/../img")), "/img");
+    }
+}
