@@ -58,6 +58,7 @@ fn build(flavour: &str, out: &Path, keys: &Path, extra: &[&str]) -> PathBuf {
 
 /// The image's host key files: (private text, public line) per type.
 fn image_keys(img: &Path, dir: &Path) -> Vec<(PathBuf, String)> {
+    std::fs::create_dir_all(dir).unwrap();
     let (off, _) = partition(img, 2);
     let mut out = Vec::new();
     for t in ["ed25519", "ecdsa"] {
@@ -123,12 +124,74 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
                 "{flavour}: {known}"
             );
         }
-        let f = Command::new("ssh-keygen")
-            .args(["-F", "ost04", "-f"])
-            .arg(out.join("mgmt-ost/known_hosts"))
-            .output()
-            .unwrap();
-        assert!(f.status.success() && String::from_utf8_lossy(&f.stdout).contains("ssh-ed25519"));
+        for (host, addr) in [
+            ("ost01", "192.168.10.21"),
+            ("ost02", "192.168.10.22"),
+            ("ost03", "192.168.10.23"),
+            ("ost04", "192.168.10.24"),
+        ] {
+            for name in [host, addr] {
+                let f = Command::new("ssh-keygen")
+                    .args(["-F", name, "-f"])
+                    .arg(out.join("mgmt-ost/known_hosts"))
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&f.stdout);
+                assert!(
+                    f.status.success()
+                        && text.contains("ssh-ed25519")
+                        && text.contains("ecdsa-sha2-nistp256"),
+                    "{name}: {text}"
+                );
+            }
+        }
+        // verify --profile recomputes the keys from the store: a swapped
+        // public key fails, named.
+        if flavour == "trixie" {
+            let fake = dir.path().join("fake.pub");
+            std::fs::write(&fake, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKeyOtherKey root@x\n").unwrap();
+            let base = fixture(&["--flavour", flavour]);
+            let verify = || {
+                Command::new(env!("CARGO_BIN_EXE_rpiimg"))
+                    .args([
+                        "verify",
+                        img.to_str().unwrap(),
+                        "--profile",
+                        &profile("ost04-control"),
+                        "--base",
+                        base.to_str().unwrap(),
+                    ])
+                    .env("RPIIMG_KEYS_DIR", &keys)
+                    .env(
+                        "RPIIMG_CACHE_DIR",
+                        std::env::temp_dir().join("rpiimg-bundle-test-cache"),
+                    )
+                    .output()
+                    .unwrap()
+            };
+            assert_eq!(verify().status.code(), Some(0), "{}", stdout(&verify()));
+            run_with_keys(
+                &[
+                    "fs",
+                    img.to_str().unwrap(),
+                    "put",
+                    fake.to_str().unwrap(),
+                    "/etc/ssh/ssh_host_ed25519_key.pub",
+                    "--mode",
+                    "644",
+                ],
+                &keys,
+            );
+            let o = verify();
+            assert_eq!(o.status.code(), Some(1));
+            assert!(
+                stdout(&o).contains("FAIL file /etc/ssh/ssh_host_ed25519_key.pub"),
+                "{}",
+                stdout(&o)
+            );
+            // Rebuild to restore the image for what follows.
+            build(flavour, &out, &keys, &[]);
+        }
         // The image's first-boot key units leave the keys alone.
         let root = dir.path().join(format!("{flavour}-root"));
         std::fs::create_dir_all(&root).unwrap();
@@ -183,7 +246,13 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
         before.iter().map(|k| &k.1).collect::<Vec<_>>(),
         again.iter().map(|k| &k.1).collect::<Vec<_>>()
     );
-    std::fs::create_dir_all(dir.path().join("a1")).ok();
+    for (a, b) in before.iter().zip(&again) {
+        assert_eq!(
+            read(&a.0),
+            read(&b.0),
+            "private keys byte-identical on rebuild"
+        );
+    }
     let rotated = image_keys(
         &build("trixie", &out, &keys, &["--rotate-host-keys"]),
         &dir.path().join("a3"),
