@@ -7,8 +7,6 @@
 //! Templates are `overlays/mgmt/*.j2` (compiled in); a profile overrides
 //! one by putting `mgmt/<name>.j2` in one of its overlay directories.
 
-use std::path::Path;
-
 use minijinja::{context, Environment, Value};
 
 use crate::profile::{NetMode, Profile};
@@ -165,10 +163,17 @@ pub fn render(
         let custom = p
             .overlays
             .iter()
-            .map(|d| p.resolve(d).join("mgmt").join(format!("{path}.j2")))
-            .find(|f| f.is_file());
+            .map(|d| {
+                (
+                    p.resolve(d),
+                    p.resolve(d).join("mgmt").join(format!("{path}.j2")),
+                )
+            })
+            .find(|(_, f)| std::fs::symlink_metadata(f).is_ok());
         let src = match &custom {
-            Some(f) => read_template(f)?,
+            Some((root, f)) => {
+                crate::hostfile::read_text(f, Some(root), crate::hostfile::TEXT_CAP)?
+            }
             None => (*builtin).to_string(),
         };
         let text = render_one(path, &src, &ctx)?;
@@ -182,21 +187,11 @@ pub fn render(
     Ok(out)
 }
 
-fn read_template(f: &Path) -> Result<String, String> {
-    let meta = std::fs::symlink_metadata(f).map_err(|e| format!("{}: {e}", f.display()))?;
-    if !meta.is_file() || meta.len() > 1 << 20 {
-        return Err(format!(
-            "{}: a template must be a regular file under 1 MiB",
-            f.display()
-        ));
-    }
-    std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))
-}
-
 fn render_one(name: &str, src: &str, ctx: &Value) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_fuel(Some(crate::plan::TEMPLATE_FUEL));
     env.add_template(name, src)
         .map_err(|e| format!("template mgmt/{name}: {e}"))?;
     let t = env

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod error;
 pub mod ext4;
 pub mod fs;
+pub mod hostfile;
 pub mod image;
 pub mod inspect;
 pub mod keystore;

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::profile::{NetMode, Profile};
 pub use facts::ImageFacts;
+pub use overlays::TEMPLATE_FUEL;
 
 /// One file-level change; paths are as the booted system sees them.
 /// (In manifests the content is left out; its sha256 stands beside it.)

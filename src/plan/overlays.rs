@@ -126,6 +126,10 @@ fn shquote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Work a template may do (minijinja fuel: about one unit per instruction;
+/// the built-in templates use a few thousand).
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
 fn render(name: &str, src: &str, ctx: &Value) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
@@ -135,6 +139,8 @@ fn render(name: &str, src: &str, ctx: &Value) -> Result<String, String> {
     // minijinja would pick HTML or JSON escaping from the target's
     // extension (.yaml, .json, .html); these are config files, not markup.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    // Bounded work: a template with huge nested loops stops with an error.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     // Inline `files` keep their last line break (built-in ones are normalised in `file`).
     let syntax = minijinja::syntax::SyntaxConfig::builder()
         .keep_trailing_newline(true)
@@ -178,8 +184,14 @@ pub fn extra(p: &Profile, ctx: &Value, db: &UserDb) -> Result<Vec<Change>, Strin
             (Some(c), None) => render(&f.path, c, ctx)?.into_bytes(),
             (None, Some(s)) => {
                 let path = p.resolve(s);
-                std::fs::read(&path)
-                    .map_err(|e| format!("files {}: {}: {e}", f.path, path.display()))?
+                // A link is followed only within its own directory.
+                let is_link =
+                    std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+                let inside = is_link
+                    .then(|| path.parent().map(Path::to_path_buf))
+                    .flatten();
+                crate::hostfile::read(&path, inside.as_deref(), crate::hostfile::DATA_CAP)
+                    .map_err(|e| format!("files {}: {e}", f.path))?
             }
             _ => {
                 return Err(format!(
@@ -224,15 +236,25 @@ fn walk(root: &Path, dir: &Path, ctx: &Value, out: &mut Vec<Change>) -> Result<(
         let path = e.path();
         let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
         let target = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
-        if path.is_dir() {
-            // Directories come with the files in them (see `extra`).
+        // overlay/mgmt/ holds templates for the management host's files
+        // (`rpiimg cluster`), not files for the image.
+        if dir == root && e.file_name() == "mgmt" {
+            continue;
+        }
+        let kind = e
+            .file_type()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if kind.is_dir() {
+            // Directories come with the files in them (see `extra`); a link
+            // to a directory is not followed (see hostfile).
             walk(root, &path, ctx, out)?;
         } else if let Some(t) = target.strip_suffix(".j2") {
-            let src =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let src = crate::hostfile::read_text(&path, Some(root), crate::hostfile::TEXT_CAP)
+                .map_err(|e| format!("overlay {e}"))?;
             out.extend(file(t, render(t, &src, ctx)?, 0o644));
         } else {
-            let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let data = crate::hostfile::read(&path, Some(root), crate::hostfile::DATA_CAP)
+                .map_err(|e| format!("overlay {e}"))?;
             out.push(Change::WriteFile {
                 path: target,
                 content: data,

@@ -414,7 +414,9 @@ fn read_table(path: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Table, Prof
         });
     }
     chain.push(canon);
-    let text = std::fs::read_to_string(path).map_err(|e| invalid(path, e.to_string()))?;
+    // Bounded, regular files only: `extends = "/dev/zero"` is an error, not a hang.
+    let text = crate::hostfile::read_text(path, None, crate::hostfile::TEXT_CAP)
+        .map_err(|e| invalid(path, e))?;
     let mut table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| invalid(path, e.to_string()))?;

@@ -1,0 +1,128 @@
+//! Host inputs a profile names are read bounded and contained (issue 10,
+//! classes 11 and 14): no endless read of a device or FIFO, no host file
+//! pulled in through an overlay's symbolic link, no endless template.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A node profile in `dir` extending the repository's cluster, plus `extra`.
+fn node_profile(dir: &Path, extra: &str) -> String {
+    let p = dir.join("node.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "extends = {:?}\nhostname = \"ost04\"\n{extra}\n",
+            profile_path("cluster-ost")
+        ),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+/// `rpiimg plan` of `profile`: (exit code, stderr, stdout), in bounded time.
+fn plan(profile: &str) -> (Option<i32>, String, String) {
+    let base = fixture(&["--flavour", "trixie"]);
+    let t = Instant::now();
+    let o = rpiimg(&[
+        "plan",
+        "--profile",
+        profile,
+        "--base",
+        base.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t.elapsed()
+    );
+    (o.status.code(), stderr(&o), stdout(&o))
+}
+
+#[test]
+fn devices_fifos_and_huge_profiles_are_refused_not_read() {
+    let d = tempfile::tempdir().unwrap();
+    // extends pointing at a device.
+    let p = d.path().join("zero.toml");
+    std::fs::write(&p, "extends = \"/dev/zero\"\nhostname = \"ost04\"\n").unwrap();
+    let (code, err, _) = plan(p.to_str().unwrap());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("/dev/zero") && err.contains("not a regular file"),
+        "{err}"
+    );
+    // files.source naming a FIFO (nobody ever writes to it).
+    let fifo = d.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let prof = node_profile(
+        d.path(),
+        &format!(
+            "[[files]]\npath = \"/etc/x\"\nsource = {:?}\n",
+            fifo.display().to_string()
+        ),
+    );
+    let (code, err, _) = plan(&prof);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    // A profile over the 1 MiB bound.
+    let big = d.path().join("big.toml");
+    std::fs::write(
+        &big,
+        format!("# {}\nhostname = \"ost04\"\n", "x".repeat(2 << 20)),
+    )
+    .unwrap();
+    let (code, err, _) = plan(big.to_str().unwrap());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("more than the 1048576 bytes"), "{err}");
+}
+
+#[test]
+fn overlay_links_that_leave_the_overlay_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let secret = d.path().join("host-secret");
+    std::fs::write(&secret, "root:$6$hostsecret:19000::::::\n").unwrap();
+    let ov = d.path().join("ov");
+    std::fs::create_dir_all(ov.join("etc")).unwrap();
+    std::os::unix::fs::symlink(&secret, ov.join("etc/leak")).unwrap();
+    let prof = node_profile(d.path(), "overlays = [\"ov\"]");
+    let (code, err, out) = plan(&prof);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("outside") && err.contains("etc/leak"), "{err}");
+    assert!(!out.contains("hostsecret") && !err.contains("hostsecret"));
+    // A link that stays inside the overlay is fine; mgmt/ is not image content.
+    std::fs::remove_file(ov.join("etc/leak")).unwrap();
+    std::fs::write(ov.join("etc/real"), "inside\n").unwrap();
+    std::os::unix::fs::symlink("real", ov.join("etc/alias")).unwrap();
+    std::fs::create_dir_all(ov.join("mgmt")).unwrap();
+    std::fs::write(ov.join("mgmt/hosts.j2"), "# custom hosts\n").unwrap();
+    let (code, err, out) = plan(&prof);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("\"/etc/alias\"") && out.contains("\"/etc/real\""),
+        "{out}"
+    );
+    assert!(
+        !out.contains("/mgmt/"),
+        "bundle templates are not copied into the image"
+    );
+}
+
+#[test]
+fn endless_templates_stop_with_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let prof = node_profile(
+        d.path(),
+        "[[files]]\npath = \"/etc/big\"\ncontent = \"{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}\"\n",
+    );
+    let (code, err, _) = plan(&prof);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/etc/big") && err.contains("fuel"), "{err}");
+}
