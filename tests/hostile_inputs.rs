@@ -126,3 +126,27 @@ fn endless_templates_stop_with_an_error() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/etc/big") && err.contains("fuel"), "{err}");
 }
+
+#[test]
+fn line_breaks_in_values_are_refused_everywhere() {
+    let d = tempfile::tempdir().unwrap();
+    for (extra, key, code) in [
+        // systemd-sysctl splits on CR: a second sysctl line.
+        ("[sysctl]\n\"net.ipv4.ip_forward\" = \"1\\rkernel.panic = 1\"\n", "sysctl.net.ipv4.ip_forward", "U+000D"),
+        // U+2028 is a line break to YAML: a new top-level key in netplan.
+        ("[vars]\nnote = \"a\\u2028network: {}\"\n", "vars.note", "U+2028"),
+        ("[ssh]\nenable = true\npassword_authentication = true\n[[users]]\nname = \"ubuntu\"\nshell = \"/bin/bash\\u000b\"\n", "users[0].shell", "U+000B"),
+    ] {
+        let prof = node_profile(d.path(), extra);
+        let (status, err, _) = plan(&prof);
+        assert_eq!(status, Some(2), "{extra}: {err}");
+        assert!(err.contains(key) && err.contains(code), "{extra}: {err}");
+    }
+    // A file's own content may span lines.
+    let prof = node_profile(
+        d.path(),
+        "[[files]]\npath = \"/etc/motd.d/lab\"\ncontent = \"line one\\nline two\\n\"\n",
+    );
+    let (status, err, _) = plan(&prof);
+    assert_eq!(status, Some(0), "{err}");
+}

@@ -91,9 +91,66 @@ impl Findings {
     }
 }
 
+/// Characters that end or break a line somewhere: control characters
+/// (CR, VT, FF, ESC, ...; systemd-sysctl splits on CR), NEL, and the
+/// Unicode line and paragraph separators (YAML line breaks).
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// One rule for every string of the profile that reaches a template or a
+/// line-based file: no line terminator or control character. Only a
+/// file's own `content` may span lines.
+fn line_safe_strings(v: &serde_json::Value, key: &str, f: &mut Findings) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Some(c) = s.chars().find(|&c| breaks_lines(c)) {
+                f.err(
+                    key.to_string(),
+                    format!(
+                        "contains the control or line-break character U+{:04X}, which would start a new line (or key) in the files it is written to; remove it",
+                        u32::from(c)
+                    ),
+                );
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                line_safe_strings(x, &format!("{key}[{i}]"), f);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                if k == "content" && key.starts_with("files[") {
+                    continue;
+                }
+                if let Some(c) = k.chars().find(|&c| breaks_lines(c)) {
+                    f.err(
+                        key.to_string(),
+                        format!(
+                            "a key contains the control or line-break character U+{:04X}",
+                            u32::from(c)
+                        ),
+                    );
+                }
+                let sub = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                line_safe_strings(x, &sub, f);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Errors and warnings; the profile may be used only when there is no error.
 pub fn validate(p: &Profile) -> Vec<Finding> {
     let mut f = Findings::default();
+    if let Ok(v) = serde_json::to_value(p) {
+        line_safe_strings(&v, "", &mut f);
+    }
     let c = &p.cluster;
     let subnet = parse_cidr(&c.subnet);
     if subnet.is_none() {
