@@ -135,6 +135,10 @@ pub enum Command {
         /// Also write every file the plan writes under DIR, mirroring target paths
         #[arg(long, value_name = "DIR")]
         render_to: Option<PathBuf>,
+        /// With --json: show file texts that hold the profile's secrets
+        /// (passwords, Wi-Fi key, [vars]); they are redacted by default
+        #[arg(long, requires = "json")]
+        show_secrets: bool,
     },
     /// Build one ready-to-flash image per node from the profile's base image
     #[command(after_help = BUILD_EXAMPLES)]

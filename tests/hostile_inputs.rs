@@ -150,3 +150,68 @@ fn line_breaks_in_values_are_refused_everywhere() {
     let (status, err, _) = plan(&prof);
     assert_eq!(status, Some(0), "{err}");
 }
+
+/// Secrets of the profile appear in no plan output or manifest (unless
+/// `plan --json --show-secrets` is asked for).
+#[test]
+fn secrets_stay_out_of_plans_and_manifests() {
+    let d = tempfile::tempdir().unwrap();
+    let psk = "Wifi-Psk-Secret-7731";
+    let var = "Var-Secret-5512";
+    let hash = "$6$saltsaltsalt$Hash-Secret-9043";
+    let prof = node_profile(
+        d.path(),
+        &format!(
+            "[network.wifi]\nssid = \"lab\"\npsk = \"{psk}\"\n[vars]\ntoken = \"{var}\"\n[[files]]\npath = \"/etc/lab-token\"\ncontent = \"token={{{{ vars.token }}}}\\n\"\n[[users]]\nname = \"ubuntu\"\npassword_hash = \"{hash}\"\n"
+        ),
+    );
+    let (status, err, json) = plan(&prof);
+    assert_eq!(status, Some(0), "{err}");
+    let base = fixture(&["--flavour", "trixie"]);
+    let text = stdout(&rpiimg(&[
+        "plan",
+        "--profile",
+        &prof,
+        "--base",
+        base.to_str().unwrap(),
+    ]));
+    for s in [psk, var, hash] {
+        assert!(
+            !json.contains(s) && !text.contains(s) && !err.contains(s),
+            "{s} leaked"
+        );
+    }
+    assert!(json.contains("<redacted: holds a secret"), "{json}");
+    let shown = stdout(&rpiimg(&[
+        "plan",
+        "--profile",
+        &prof,
+        "--base",
+        base.to_str().unwrap(),
+        "--json",
+        "--show-secrets",
+    ]));
+    assert!(
+        shown.contains(psk) && shown.contains(var),
+        "--show-secrets shows them"
+    );
+    // The build's manifest and its messages.
+    let out = d.path().join("out");
+    let o = rpiimg(&[
+        "build",
+        "--profile",
+        &prof,
+        "--base",
+        base.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = std::fs::read_to_string(out.join("ost04.manifest.json")).unwrap();
+    for s in [psk, var, hash] {
+        assert!(
+            !manifest.contains(s) && !stderr(&o).contains(s) && !stdout(&o).contains(s),
+            "{s} in the manifest or output"
+        );
+    }
+}

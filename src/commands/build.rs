@@ -278,15 +278,24 @@ fn render_to(plan: &Plan, dir: &Path) -> Result<usize> {
     Ok(n)
 }
 
+/// How `rpiimg plan` prints: text, or JSON (secret-bearing texts redacted
+/// unless `show_secrets`).
+#[derive(Clone, Copy)]
+pub struct PlanFormat {
+    pub json: bool,
+    pub show_secrets: bool,
+}
+
 pub fn run_plan(
     cache: &Cache,
     progress: Progress,
     name: &str,
     base: &BaseArg,
-    json: bool,
+    format: PlanFormat,
     render: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let PlanFormat { json, show_secrets } = format;
     let p = load_profile(name, progress)?;
     let img = open_base(&p, base, cache, progress)?;
     let plan = plan_for(&p, &img)?;
@@ -297,7 +306,14 @@ pub fn run_plan(
         }
     }
     let text = if json {
-        serde_json::to_string_pretty(&plan).map_err(|e| Error::Output(e.into()))? + "\n"
+        let secrets = if show_secrets {
+            Vec::new()
+        } else {
+            p.secret_values()
+        };
+        serde_json::to_string_pretty(&plan.to_json(&secrets))
+            .map_err(|e| Error::Output(e.into()))?
+            + "\n"
     } else {
         plan.render()
     };
@@ -309,8 +325,10 @@ fn redacted(p: &Profile) -> serde_json::Value {
     let mut v = serde_json::to_value(p).unwrap_or_default();
     if let Some(users) = v.get_mut("users").and_then(|u| u.as_array_mut()) {
         for u in users {
-            if u.get("password").is_some_and(|x| !x.is_null()) {
-                u["password"] = "<redacted>".into();
+            for k in ["password", "password_hash"] {
+                if u.get(k).is_some_and(|x| !x.is_null()) {
+                    u[k] = "<redacted>".into();
+                }
             }
         }
     }

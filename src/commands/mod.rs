@@ -87,12 +87,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             base,
             json,
             render_to,
+            show_secrets,
         } => build::run_plan(
             &ctx.cache,
             ctx.progress,
             profile,
             base,
-            *json,
+            build::PlanFormat {
+                json: *json,
+                show_secrets: *show_secrets,
+            },
             render_to.as_deref(),
             &mut out,
         ),

@@ -163,6 +163,33 @@ fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::O
     }))
 }
 
+impl Plan {
+    /// `plan --json`: each written file's text, except that texts holding
+    /// one of `secrets` (and host private keys, always) are redacted.
+    pub fn to_json(&self, secrets: &[String]) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(steps) = v.get_mut("steps").and_then(|s| s.as_array_mut()) {
+            for st in steps {
+                let Some(changes) = st.get_mut("changes").and_then(|c| c.as_array_mut()) else {
+                    continue;
+                };
+                for c in changes {
+                    let holds = c
+                        .get("text")
+                        .and_then(|t| t.as_str())
+                        .is_some_and(|t| secrets.iter().any(|x| t.contains(x.as_str())));
+                    if holds {
+                        c["text"] =
+                            "<redacted: holds a secret of the profile; --show-secrets shows it>"
+                                .into();
+                    }
+                }
+            }
+        }
+        v
+    }
+}
+
 /// SSH host private keys: their text is never shown (plans, goldens, logs).
 pub fn is_private_key(path: &str) -> bool {
     path.strip_prefix("/etc/ssh/ssh_host_")

@@ -321,6 +321,26 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The secret values the profile holds (given password hashes, the
+    /// Wi-Fi key, `[vars]`), for redaction wherever file texts are
+    /// shown. Very short values are left out: they would redact everything.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        // Plain passwords never reach a file (only their hashes do, in
+        // /etc/shadow); a hash given in the profile is a secret as given.
+        for u in &self.users {
+            v.extend(u.password_hash.iter().cloned());
+        }
+        if let Some(w) = &self.network.wifi {
+            v.push(w.psk.clone());
+        }
+        v.extend(self.vars.values().cloned());
+        v.retain(|s| s.chars().count() >= 4);
+        v.sort();
+        v.dedup();
+        v
+    }
+
     pub fn node(&self) -> Option<&Node> {
         self.cluster
             .nodes
