@@ -290,19 +290,7 @@ fn management_bundle_parses_and_matches_golden_files() {
             out.to_str().unwrap(),
         ]);
         let mut golden = String::new();
-        let mut files = Vec::new();
-        let mut stack = vec![out.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    files.push(p);
-                }
-            }
-        }
-        files.sort();
+        let files = all_files(&out);
         for f in &files {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;

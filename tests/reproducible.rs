@@ -50,23 +50,6 @@ fn outputs(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Every file below `dir` (the management bundle is a subfolder), sorted.
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for p in outputs(&d) {
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                v.push(p);
-            }
-        }
-    }
-    v.sort();
-    v
-}
-
 fn shadow_hash(img: &Path, user: &str) -> String {
     let (off, _) = partition(img, 2);
     let text = debugfs(img, off, "cat /etc/shadow");

@@ -264,3 +264,21 @@ pub fn need(tool: &str, package: &str) {
         "{tool} not found: install the Debian package {package} (.ci/run does)"
     );
 }
+
+/// Every file below `dir` (subfolders included), sorted.
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
