@@ -199,10 +199,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// File-level differences between two images (e.g. a node image and its base)
-    #[command(
-        after_help = "Exit status: 0 no differences, 1 differences, 2 error.\n\nExamples:\n  rpiimg diff base.img.xz out/ost04-control.img\n  rpiimg diff a.img b.img --json"
-    )]
     /// The management host's files for a cluster: hosts, known_hosts, the
     /// Kolla-Ansible inventory, globals.yml, nova/neutron overrides, ansible.cfg
     #[command(after_help = CLUSTER_EXAMPLES)]
@@ -221,6 +217,10 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// File-level differences between two images (e.g. a node image and its base)
+    #[command(
+        after_help = "Exit status: 0 no differences, 1 differences, 2 error.\n\nExamples:\n  rpiimg diff base.img.xz out/ost04-control.img\n  rpiimg diff a.img b.img --json"
+    )]
     Diff {
         /// The image to compare from (e.g. the base; .img or .img.xz)
         a: PathBuf,
