@@ -123,7 +123,7 @@ fn rendered_files_pass_their_own_checkers() {
                 "-q",
             ]);
             let etc = dir.path().join("etc");
-            let o = Command::new("pwck")
+            let o = tool("pwck")
                 .arg("-r")
                 .arg("-q")
                 .arg(etc.join("passwd"))
@@ -137,7 +137,7 @@ fn rendered_files_pass_their_own_checkers() {
             );
             // grpck checks members against the passwd of its root: chroot into the render.
             if is_root() {
-                let o = Command::new("grpck")
+                let o = tool("grpck")
                     .arg("-r")
                     .arg("-R")
                     .arg(dir.path())
@@ -154,7 +154,7 @@ fn rendered_files_pass_their_own_checkers() {
             }
             for e in std::fs::read_dir(etc.join("sudoers.d")).unwrap() {
                 let p = e.unwrap().path();
-                let o = Command::new("visudo").arg("-cf").arg(&p).output().unwrap();
+                let o = tool("visudo").arg("-cf").arg(&p).output().unwrap();
                 assert!(
                     o.status.success(),
                     "visudo -cf {}: {}",
@@ -163,7 +163,7 @@ fn rendered_files_pass_their_own_checkers() {
                 );
             }
             let y = etc.join("netplan/50-cloud-init.yaml");
-            let o = Command::new("python3")
+            let o = tool("python3")
                 .args(["-c", "import sys,yaml; d=yaml.safe_load(open(sys.argv[1])); assert d['network']['version']==2; print(sorted(d['network']['ethernets']))"])
                 .arg(&y)
                 .output()
@@ -206,8 +206,8 @@ fn rendered_files_pass_their_own_checkers() {
                 );
             }
             // netplan itself renders the YAML (where it is installed), without complaints.
-            if Command::new("netplan").arg("--help").output().is_ok() {
-                let o = Command::new("netplan")
+            if tool("netplan").arg("--help").output().is_ok() {
+                let o = tool("netplan")
                     .arg("generate")
                     .arg("--root-dir")
                     .arg(dir.path())
@@ -239,7 +239,7 @@ fn rendered_files_pass_their_own_checkers() {
 
 /// The partition table as `sfdisk -d` prints it, without the file names.
 fn sfdisk_dump(img: &Path) -> String {
-    let o = Command::new("sfdisk").arg("-d").arg(img).output().unwrap();
+    let o = tool("sfdisk").arg("-d").arg(img).output().unwrap();
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter(|l| !l.starts_with("device:"))
@@ -318,7 +318,7 @@ fn seed_cluster_builds_and_checks_with_independent_tools() {
                     match c["op"].as_str().unwrap() {
                         "write_file" if path.starts_with("/boot/firmware/") => {
                             let (foff, _) = partition(&img, 1);
-                            let o = Command::new("mtype")
+                            let o = tool("mtype")
                                 .env("MTOOLS_SKIP_CHECK", "1")
                                 .arg("-i")
                                 .arg(format!("{}@@{foff}", img.display()))
@@ -386,7 +386,7 @@ fn seed_cluster_builds_and_checks_with_independent_tools() {
                     &format!("dump /etc/{f} {}", etc.join(f).display()),
                 );
             }
-            let o = Command::new("pwck")
+            let o = tool("pwck")
                 .arg("-r")
                 .arg("-q")
                 .arg(etc.join("passwd"))

@@ -63,7 +63,7 @@ fn image_keys(img: &Path, dir: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     for t in ["ed25519", "ecdsa"] {
         let key = dir.join(format!("ssh_host_{t}_key"));
-        let o = Command::new("debugfs")
+        let o = tool("debugfs")
             .arg("-R")
             .arg(format!(
                 "dump -p /etc/ssh/ssh_host_{t}_key {}",
@@ -97,14 +97,14 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
         let known = read(&out.join("mgmt-ost/known_hosts"));
         for (key, public) in &found {
             // ssh-keygen reads the private key and derives the same public key.
-            let l = Command::new("ssh-keygen")
+            let l = tool("ssh-keygen")
                 .arg("-l")
                 .arg("-f")
                 .arg(key)
                 .output()
                 .unwrap();
             assert!(l.status.success(), "{}", String::from_utf8_lossy(&l.stderr));
-            let y = Command::new("ssh-keygen")
+            let y = tool("ssh-keygen")
                 .arg("-y")
                 .arg("-f")
                 .arg(key)
@@ -131,7 +131,7 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
             ("ost04", "192.168.10.24"),
         ] {
             for name in [host, addr] {
-                let f = Command::new("ssh-keygen")
+                let f = tool("ssh-keygen")
                     .args(["-F", name, "-f"])
                     .arg(out.join("mgmt-ost/known_hosts"))
                     .output()
@@ -313,7 +313,7 @@ fn management_bundle_parses_and_matches_golden_files() {
         }
 
         // The inventory, as Ansible reads it.
-        let inv = Command::new("ansible-inventory")
+        let inv = tool("ansible-inventory")
             .arg("-i")
             .arg(out.join("multinode"))
             .arg("--list")
@@ -350,7 +350,7 @@ fn management_bundle_parses_and_matches_golden_files() {
         }
 
         // globals.yml and the .ini files parse; the VLAN variant declares its range.
-        let py = Command::new("python3")
+        let py = tool("python3")
             .arg("-c")
             .arg("import sys, yaml, configparser\ng = yaml.safe_load(open(sys.argv[1]))\nassert g['network_interface'] == 'veth0' and g['neutron_external_interface'] == 'veth1', g\nassert g['kolla_internal_vip_address'] == '192.168.10.20'\nassert g['enable_proxysql'] == 'no' and g['openstack_release'] == '2025.1'\nfor f in sys.argv[2:]:\n    c = configparser.ConfigParser(); c.read_string(open(f).read())\nc = configparser.ConfigParser(); c.read(sys.argv[3])\nprint(c.get('ml2_type_vlan', 'network_vlan_ranges', fallback='none'))\n")
             .arg(out.join("globals.yml"))
@@ -395,7 +395,7 @@ fn management_bundle_parses_and_matches_golden_files() {
         text.contains("[nova-api:children]\nnova\n") && !text.contains("control01"),
         "{text}"
     );
-    let g = Command::new("ansible-inventory")
+    let g = tool("ansible-inventory")
         .arg("-i")
         .arg(out.join("multinode"))
         .arg("--graph")

@@ -286,7 +286,7 @@ fn step(r: &mut Rng, w: &mut Writer<Window>, m: &mut Model) -> rpiimg::ext4::Res
 
 fn compare(img: &Path, m: &Model) {
     let out = tempfile::tempdir().unwrap();
-    let o = std::process::Command::new("debugfs")
+    let o = tool("debugfs")
         .arg("-R")
         .arg(format!("rdump /t {}", out.path().display()))
         .arg(img)

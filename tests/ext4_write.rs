@@ -183,7 +183,7 @@ fn open_writer(img: &Path) -> rpiimg::ext4::Result<Writer<Window>> {
 
 fn dbg_w(img: &Path, cmds: &str) {
     for c in cmds.lines() {
-        let o = std::process::Command::new("debugfs")
+        let o = tool("debugfs")
             .args(["-w", "-R", c])
             .arg(img)
             .output()

@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use support::*;
 
@@ -74,7 +73,7 @@ fn planned_states(node: &str, base: &Path) -> BTreeMap<String, &'static str> {
 fn rdump(img: &Path, dir: &Path) {
     let (off, _) = partition(img, 2);
     std::fs::create_dir_all(dir).unwrap();
-    let o = Command::new("debugfs")
+    let o = tool("debugfs")
         .arg("-R")
         .arg(format!("rdump / {}", dir.display()))
         .arg(at_offset(img, off))
@@ -85,7 +84,7 @@ fn rdump(img: &Path, dir: &Path) {
 }
 
 fn systemctl(root: &Path, args: &[&str]) -> String {
-    let o = Command::new("systemctl")
+    let o = tool("systemctl")
         .arg(format!("--root={}", root.display()))
         .args(args)
         .output()

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::*;
 
@@ -22,11 +21,7 @@ fn fat_clean(img: &Path) {
         v
     };
     std::fs::write(&fat, data).unwrap();
-    let o = Command::new("fsck.fat")
-        .arg("-n")
-        .arg(&fat)
-        .output()
-        .unwrap();
+    let o = tool("fsck.fat").arg("-n").arg(&fat).output().unwrap();
     let text =
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "fsck.fat -n: {text}");
@@ -40,7 +35,7 @@ fn fat_clean(img: &Path) {
 
 fn mtype(img: &Path, p: &str) -> String {
     let (off, _) = partition(img, 1);
-    let o = Command::new("mtype")
+    let o = tool("mtype")
         .env("MTOOLS_SKIP_CHECK", "1")
         .arg("-i")
         .arg(format!("{}@@{off}", img.display()))

@@ -57,11 +57,7 @@ fn devices_fifos_and_huge_profiles_are_refused_not_read() {
     );
     // files.source naming a FIFO (nobody ever writes to it).
     let fifo = d.path().join("fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    assert!(tool("mkfifo").arg(&fifo).status().unwrap().success());
     let prof = node_profile(
         d.path(),
         &format!(

@@ -52,7 +52,7 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
     assert_eq!(sha256_file(&base), base_sum, "the base must not change");
     assert_eq!(sha256_file(&w.image), w.sha256);
     for sums in ["ost04.img.sha256", "ost04.img.xz.sha256"] {
-        let o = Command::new("sha256sum")
+        let o = tool("sha256sum")
             .arg("-c")
             .arg(sums)
             .current_dir(&out)
@@ -78,7 +78,7 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
     // result must still equal the image.
     let target = dir.path().join("card.img");
     std::fs::write(&target, vec![0xAAu8; usize::try_from(w.size).unwrap()]).unwrap();
-    let o = Command::new("bmaptool")
+    let o = tool("bmaptool")
         .arg("copy")
         .arg("--bmap")
         .arg(w.bmap.as_ref().unwrap())
@@ -108,7 +108,7 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
         "zero-filled file blocks are mapped"
     );
     // The xz decompresses to the image.
-    let o = Command::new("xz")
+    let o = tool("xz")
         .arg("-dc")
         .arg(w.xz.as_ref().unwrap())
         .output()
@@ -160,7 +160,7 @@ fn a_failed_edit_leaves_no_output() {
 /// of the cached base: it takes almost no space and no copy is made.
 #[test]
 fn reflink_clone_where_the_filesystem_supports_it() {
-    if !is_root() || Command::new("mkfs.xfs").arg("-V").output().is_err() {
+    if !is_root() || tool("mkfs.xfs").arg("-V").output().is_err() {
         eprintln!("skipped: needs root and mkfs.xfs (xfsprogs) for an XFS loop mount");
         return;
     }
@@ -170,7 +170,7 @@ fn reflink_clone_where_the_filesystem_supports_it() {
         .unwrap()
         .set_len(700 << 20)
         .unwrap();
-    assert!(Command::new("mkfs.xfs")
+    assert!(tool("mkfs.xfs")
         .args(["-q", "-f", "-m", "reflink=1"])
         .arg(&fsimg)
         .status()

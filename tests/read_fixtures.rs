@@ -5,7 +5,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use rpiimg::ext4::FileType;
 use rpiimg::fs::view::SystemView;
@@ -38,7 +37,7 @@ fn compare_etc_with_debugfs(img: &Path) {
     let (off, _) = partition(img, 2);
     let view = open_view(img);
     let dump = tempfile::tempdir().unwrap();
-    let o = Command::new("debugfs")
+    let o = tool("debugfs")
         .arg("-R")
         .arg(format!("rdump /etc {}", dump.path().display()))
         .arg(at_offset(img, off))
@@ -117,7 +116,7 @@ fn compare_boot_with_mtools(img: &Path) {
     let (off, _) = partition(img, 1);
     let view = open_view(img);
     let dump = tempfile::tempdir().unwrap();
-    let o = Command::new("mcopy")
+    let o = tool("mcopy")
         .env("MTOOLS_SKIP_CHECK", "1")
         .arg("-s")
         .arg("-n")
@@ -323,7 +322,7 @@ fn special_files_match_debugfs() {
     // The depth-1 extent tree file reads back byte-identical.
     let dump = tempfile::tempdir().unwrap();
     let out = dump.path().join("frag");
-    let o = Command::new("debugfs")
+    let o = tool("debugfs")
         .arg("-R")
         .arg(format!("dump /usr/lib/fragmented.bin {}", out.display()))
         .arg(at_offset(&img, off))

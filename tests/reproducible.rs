@@ -184,7 +184,7 @@ fn source_date_epoch_changes_only_times() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     // The FAT entries rpiimg writes carry SOURCE_DATE_EPOCH (2023-11-14 22:13).
     let (off, _) = partition(&a, 1);
-    let o = Command::new("mdir")
+    let o = tool("mdir")
         .env("MTOOLS_SKIP_CHECK", "1")
         .arg("-i")
         .arg(format!("{}@@{off}", a.display()))
@@ -258,7 +258,7 @@ fn check_reproducible_builds_twice_and_keeps_one() {
         ],
         "no temporary folder left behind"
     );
-    let sum = Command::new("sha256sum")
+    let sum = tool("sha256sum")
         .arg("-c")
         .arg("ost04.img.sha256")
         .current_dir(&out)

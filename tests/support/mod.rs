@@ -91,11 +91,7 @@ pub fn rpiimg_ok(args: &[&str]) -> Vec<u8> {
 
 /// (start, size) in bytes of partition `n`, read with sfdisk (an independent reader).
 pub fn partition(img: &Path, n: usize) -> (u64, u64) {
-    let o = Command::new("sfdisk")
-        .arg("-J")
-        .arg(img)
-        .output()
-        .expect("sfdisk");
+    let o = tool("sfdisk").arg("-J").arg(img).output().expect("sfdisk");
     assert!(o.status.success(), "sfdisk -J failed");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk json");
     let p = &v["partitiontable"]["partitions"][n - 1];
@@ -110,7 +106,7 @@ pub fn at_offset(img: &Path, off: u64) -> String {
 }
 
 pub fn debugfs(img: &Path, off: u64, cmd: &str) -> String {
-    let o = Command::new("debugfs")
+    let o = tool("debugfs")
         .arg("-R")
         .arg(cmd)
         .arg(at_offset(img, off))
@@ -122,7 +118,7 @@ pub fn debugfs(img: &Path, off: u64, cmd: &str) -> String {
 /// Lines of `e2fsck -fn` output that are not the pass headers or summary:
 /// e2fsck exits 0 on some real errors, so its output is the verdict.
 pub fn e2fsck_problems(img: &Path, off: u64) -> Vec<String> {
-    let o = Command::new("e2fsck")
+    let o = tool("e2fsck")
         .arg("-fn")
         .arg(at_offset(img, off))
         .output()
@@ -188,7 +184,7 @@ pub fn mkfs(path: &Path, o: &MkfsOpts) {
     let f = std::fs::File::create(path).unwrap();
     f.set_len(o.size_mib << 20).unwrap();
     drop(f);
-    let mut c = Command::new("mkfs.ext4");
+    let mut c = tool("mkfs.ext4");
     c.env("MKE2FS_CONFIG", repo().join("tests/fixtures/mke2fs.conf"))
         .args([
             "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-i", "16384",
@@ -213,7 +209,7 @@ pub fn mkfs(path: &Path, o: &MkfsOpts) {
     } else {
         "ssv flags 1\n"
     });
-    let out = Command::new("debugfs")
+    let out = tool("debugfs")
         .arg("-w")
         .arg("-f")
         .arg("-")
@@ -232,10 +228,7 @@ pub fn mkfs(path: &Path, o: &MkfsOpts) {
 }
 
 pub fn sha256_file(p: &Path) -> String {
-    let o = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
+    let o = tool("sha256sum").arg(p).output().expect("sha256sum");
     String::from_utf8_lossy(&o.stdout)
         .split_whitespace()
         .next()
@@ -281,4 +274,40 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     }
     v.sort();
     v
+}
+
+/// The Debian package of each external tool the tests use as an oracle.
+const PACKAGES: &[(&str, &str)] = &[
+    ("debugfs", "e2fsprogs"),
+    ("e2fsck", "e2fsprogs"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("fsck.fat", "dosfstools"),
+    ("mcopy", "mtools"),
+    ("mdir", "mtools"),
+    ("mtype", "mtools"),
+    ("sfdisk", "fdisk"),
+    ("xz", "xz-utils"),
+    ("bmaptool", "bmap-tools"),
+    ("pwck", "passwd"),
+    ("grpck", "passwd"),
+    ("visudo", "sudo"),
+    ("netplan", "netplan.io"),
+    ("python3", "python3 python3-yaml"),
+    ("mkfs.xfs", "xfsprogs"),
+    ("systemctl", "systemd"),
+    ("ssh-keygen", "openssh-client"),
+    ("ansible-inventory", "ansible-core"),
+    ("sha256sum", "coreutils"),
+    ("mkfifo", "coreutils"),
+];
+
+/// A command for an external oracle; a missing tool fails the test with
+/// the package to install, not a bare "No such file or directory".
+pub fn tool(name: &str) -> Command {
+    let pkg = PACKAGES
+        .iter()
+        .find(|(t, _)| *t == name)
+        .map_or("(unknown)", |(_, p)| *p);
+    need(name, pkg);
+    Command::new(name)
 }
