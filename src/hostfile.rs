@@ -7,7 +7,7 @@
 //! in an overlay to the host's /etc/shadow would copy it into the image).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The most a profile or template may hold.
 pub const TEXT_CAP: u64 = 1 << 20;
@@ -67,13 +67,4 @@ pub fn read(path: &Path, inside: Option<&Path>, cap: u64) -> Result<Vec<u8>, Str
 pub fn read_text(path: &Path, inside: Option<&Path>, cap: u64) -> Result<String, String> {
     String::from_utf8(read(path, inside, cap)?)
         .map_err(|_| format!("{}: not UTF-8 text", path.display()))
-}
-
-/// The directory a profile's relative paths are allowed to reach through
-/// links: the profile's own directory.
-pub fn profile_root(profile_source: &Path) -> PathBuf {
-    profile_source
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }

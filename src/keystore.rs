@@ -208,6 +208,11 @@ fn rotations(dir: &Path) -> Result<Vec<(String, u32)>> {
     Ok(out)
 }
 
+/// Every recorded host-key generation of the store, by host.
+pub fn host_key_generations(dir: &Path) -> Result<std::collections::BTreeMap<String, u32>> {
+    Ok(rotations(dir)?.into_iter().collect())
+}
+
 /// How often `host`'s SSH host keys were rotated (0: never).
 pub fn host_key_generation(dir: &Path, host_name: &str) -> Result<u32> {
     Ok(rotations(dir)?

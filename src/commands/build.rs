@@ -60,7 +60,6 @@ pub fn load_profile_with(name: &str, progress: Progress, create: bool) -> Result
     let dir = crate::keystore::store_dir(p.dir(), &p.cluster.name);
     if create {
         attach_store(&mut p, progress)?;
-        p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
     } else {
         p.secret = Some(crate::keystore::read(&dir, &p.cluster.name)?.ok_or_else(|| {
             Error::Usage(format!(
@@ -69,8 +68,8 @@ pub fn load_profile_with(name: &str, progress: Progress, create: bool) -> Result
                 dir.display()
             ))
         })?);
-        p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
     }
+    p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
     let findings = check_valid(&p, &path)?;
     if !progress.is_quiet() {
         for w in findings.iter().filter(|f| !f.error) {
@@ -126,23 +125,10 @@ fn base_source(p: &Profile, over: &BaseArg) -> Result<(PathBuf, Option<String>)>
     Ok((path, pin))
 }
 
-fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(
-        || p.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
 /// Write the management-host bundle of `p`'s cluster into `dir`.
 fn write_bundle(p: &Profile, dir: &Path, stock: Option<&str>, force: bool) -> Result<Vec<PathBuf>> {
     let store = crate::keystore::store_dir(p.dir(), &p.cluster.name);
-    let mut gens = std::collections::BTreeMap::new();
-    for n in &p.cluster.nodes {
-        gens.insert(
-            n.hostname.clone(),
-            crate::keystore::host_key_generation(&store, &n.hostname)?,
-        );
-    }
+    let gens = crate::keystore::host_key_generations(&store)?;
     let files = crate::bundle::render(p, &|h| gens.get(h).copied().unwrap_or(0), stock)
         .map_err(Error::Usage)?;
     let mut written = Vec::new();
@@ -174,25 +160,11 @@ pub fn run_cluster(
     let mut p = profile::load_cluster(&path).map_err(|e| Error::Usage(e.to_string()))?;
     check_valid(&p, &path)?;
     attach_store(&mut p, progress)?;
-    let stock_text = match stock {
-        Some(f) => {
-            let meta = std::fs::metadata(f).map_err(|e| Error::Host {
-                path: f.display().to_string(),
-                source: e,
-            })?;
-            if !meta.is_file() || meta.len() > 4 << 20 {
-                return Err(Error::Usage(format!(
-                    "{}: --kolla-inventory must be a regular file (the stock multinode)",
-                    f.display()
-                )));
-            }
-            Some(std::fs::read_to_string(f).map_err(|e| Error::Host {
-                path: f.display().to_string(),
-                source: e,
-            })?)
-        }
-        None => None,
-    };
+    // The stock inventory is ~30 KB; 4 MiB bounds a wrong argument.
+    let stock_text = stock
+        .map(|f| crate::hostfile::read_text(f, None, 4 << 20))
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--kolla-inventory {e}")))?;
     let dir = out_dir.map_or_else(
         || {
             p.resolve(&p.output.dir)
@@ -539,18 +511,20 @@ pub fn run_build(
     }
     let mut summary = Vec::new();
     // Nodes sharing a base open (hash, and for .xz decompress) it once.
-    let mut bases: Vec<((PathBuf, Option<String>), OpenedImage)> = Vec::new();
+    // (the time a build from a base stamps is the base's, so it is read once too)
+    let mut bases: Vec<((PathBuf, Option<String>), OpenedImage, i64)> = Vec::new();
     for p in &loaded {
         let key = base_source(p, base)?;
-        let i = match bases.iter().position(|(k, _)| *k == key) {
+        let i = match bases.iter().position(|(k, _, _)| *k == key) {
             Some(i) => i,
             None => {
                 let img = image::open(&key.0, key.1.as_deref(), cache, progress)?;
-                bases.push((key, img));
+                let t = build_time(&img)?;
+                bases.push((key, img, t));
                 bases.len() - 1
             }
         };
-        let img = &bases[i].1;
+        let (_, img, now) = &bases[i];
         let plan = plan_for(p, img)?;
         let opts = ImageOptions {
             out_dir: out_dir.map_or_else(|| p.resolve(&p.output.dir), Path::to_path_buf),
@@ -559,7 +533,7 @@ pub fn run_build(
             force,
             threads,
             xz_level: 6,
-            now: build_time(img)?,
+            now: *now,
         };
         let (written, applied) = build_image(img, &p.hostname, &opts, cache, progress, |ed| {
             crate::apply::apply(ed, &plan, progress)
@@ -569,10 +543,10 @@ pub fn run_build(
             "node": p.hostname,
             // File names, not host paths: manifests are relocatable and
             // the same on every machine.
-            "profile": file_name(&p.source),
+            "profile": crate::output::file_name(&p.source),
             "os": plan.os,
             "base": {
-                "path": file_name(&img.input),
+                "path": crate::output::file_name(&img.input),
                 "sha256": img.input_sha256,
             },
             "image": written,

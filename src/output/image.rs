@@ -27,19 +27,18 @@ pub struct ImageOptions {
     pub now: i64,
 }
 
-/// What was written for one image.
 /// The files written for one node. Manifests name them by file name only
 /// (they sit beside the manifest), so moving the output folder changes
 /// nothing in it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Written {
-    #[serde(serialize_with = "file_name")]
+    #[serde(serialize_with = "ser_file_name")]
     pub image: PathBuf,
     pub size: u64,
     pub sha256: String,
-    #[serde(serialize_with = "opt_file_name")]
+    #[serde(serialize_with = "ser_opt_file_name")]
     pub bmap: Option<PathBuf>,
-    #[serde(serialize_with = "opt_file_name")]
+    #[serde(serialize_with = "ser_opt_file_name")]
     pub xz: Option<PathBuf>,
     pub xz_sha256: Option<String>,
 }
@@ -185,23 +184,16 @@ pub fn build<T>(
     ))
 }
 
-fn name_of(p: &Path) -> String {
-    p.file_name().map_or_else(
-        || p.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
+fn ser_file_name<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&super::file_name(p))
 }
 
-fn file_name<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&name_of(p))
-}
-
-fn opt_file_name<S: serde::Serializer>(
+fn ser_opt_file_name<S: serde::Serializer>(
     p: &Option<PathBuf>,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     match p {
-        Some(p) => s.serialize_str(&name_of(p)),
+        Some(p) => s.serialize_str(&super::file_name(p)),
         None => s.serialize_none(),
     }
 }

@@ -129,6 +129,15 @@ pub fn sha256_line(hex: &str, file: &Path) -> String {
     format!("{hex}  {name}\n")
 }
 
+/// A path's file name, as manifests name their siblings and inputs (the
+/// whole path when it has none).
+pub fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// The first run of differing bytes between two files, as a half-open
 /// range; `None` when they are identical. Streams both files.
 pub fn first_difference(a: &Path, b: &Path) -> Result<Option<(u64, u64)>> {
