@@ -76,8 +76,8 @@ pub fn apply_change(ed: &mut ImageEdit, c: &Change) -> Result<()> {
                 true,
             )?;
             if !on_fat(ed, path) {
-                ed.chmod(path, *mode)?;
-                ed.chown(path, *uid, *gid)?;
+                ed.chmod(path, *mode, false)?;
+                ed.chown(path, *uid, *gid, false)?;
             }
             Ok(())
         }
@@ -102,12 +102,7 @@ pub fn apply_change(ed: &mut ImageEdit, c: &Change) -> Result<()> {
             uid,
             gid,
             recursive,
-        } => {
-            for p in ed.tree(path, *recursive)? {
-                ed.chown(&p, *uid, *gid)?;
-            }
-            Ok(())
-        }
+        } => ed.chown(path, *uid, *gid, *recursive),
     }
 }
 

@@ -73,6 +73,26 @@ pub fn is_zero(b: &[u8]) -> bool {
     chunks.all(|c| c == Z) && chunks.remainder().iter().all(|&x| x == 0)
 }
 
+/// A `Write` that hashes what it is given (to stream content into sha256).
+#[derive(Default)]
+pub struct Sha256Writer(sha2::Sha256);
+
+impl Sha256Writer {
+    pub fn finish(self) -> [u8; 32] {
+        sha2::Digest::finalize(self.0).into()
+    }
+}
+
+impl std::io::Write for Sha256Writer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,13 +2,10 @@
 //! its base): added, removed and changed paths, with what changed.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-
-use sha2::{Digest, Sha256};
 
 use crate::error::Result;
 use crate::ext4::FileType;
-use crate::fs::view::SystemView;
+use crate::fs::view::{Node, SystemView};
 use crate::fs::Stat;
 
 /// Files larger than this with a byte-identical inode record (same blocks,
@@ -17,6 +14,7 @@ const TRUST_INODE_ABOVE: u64 = 64 << 10;
 
 struct Entry {
     stat: Stat,
+    node: Node,
     raw_inode: Option<Vec<u8>>,
 }
 
@@ -105,57 +103,38 @@ fn summary(st: &Stat) -> Summary {
     }
 }
 
-fn walk(view: &SystemView, dir: &str, out: &mut BTreeMap<String, Entry>) -> Result<()> {
-    for (name, st) in view.list(dir)? {
-        let p = if dir == "/" {
-            format!("/{name}")
-        } else {
-            format!("{dir}/{name}")
+/// Every path of `view` with its record (one linear walk; see
+/// [`SystemView::walk`]).
+fn entries(view: &SystemView) -> Result<BTreeMap<String, Entry>> {
+    let mut out = BTreeMap::new();
+    for e in view.walk()? {
+        let raw_inode = match e.node {
+            Node::Ext4(ino) => Some(view.ext4().live_inode(ino)?.raw().to_vec()),
+            Node::Fat(..) => None,
         };
-        let raw_inode = if st.fs == "ext4" && st.ino != 0 {
-            Some(view.ext4().live_inode(st.ino)?.raw().to_vec())
-        } else {
-            None
-        };
-        let is_dir = st.kind == FileType::Directory;
         out.insert(
-            p.clone(),
+            e.path,
             Entry {
-                stat: st,
+                stat: e.stat,
+                node: e.node,
                 raw_inode,
             },
         );
-        if is_dir {
-            walk(view, &p, out)?;
-        }
     }
-    Ok(())
+    Ok(out)
 }
 
-struct HashWriter(Sha256);
-impl Write for HashWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.update(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn content_hash(view: &SystemView, p: &str) -> Result<Vec<u8>> {
-    let mut h = HashWriter(Sha256::new());
-    view.read_to(p, &mut h)?;
-    Ok(h.0.finalize().to_vec())
+fn content_hash(view: &SystemView, node: &Node) -> Result<[u8; 32]> {
+    let mut h = crate::bytes::Sha256Writer::default();
+    view.read_node_to(node, &mut h)?;
+    Ok(h.finish())
 }
 
 /// Compare every path of `a` with `b`. With `full`, every common regular
 /// file's content is compared even when its inode record is unchanged.
 pub fn diff(a: &SystemView, b: &SystemView, full: bool) -> Result<Diff> {
-    let mut ma = BTreeMap::new();
-    let mut mb = BTreeMap::new();
-    walk(a, "/", &mut ma)?;
-    walk(b, "/", &mut mb)?;
+    let ma = entries(a)?;
+    let mb = entries(b)?;
     let mut d = Diff::default();
     for (p, eb) in &mb {
         if !ma.contains_key(p) {
@@ -199,7 +178,7 @@ pub fn diff(a: &SystemView, b: &SystemView, full: bool) -> Result<Diff> {
             } else if same_inode && !full && sa.size > TRUST_INODE_ABOVE {
                 false
             } else {
-                content_hash(a, p)? != content_hash(b, p)?
+                content_hash(a, &ea.node)? != content_hash(b, &eb.node)?
             };
             if differs {
                 changes.push(if sa.size == sb.size {

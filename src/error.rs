@@ -25,6 +25,10 @@ pub enum Error {
     IsADirectory { path: String },
     #[error("{path}: too many levels of symbolic links")]
     SymlinkLoop { path: String },
+    #[error("{path}: {size} bytes is more than the {} MiB rpiimg reads into memory; this file is not what rpiimg expects there (a damaged or hostile image?)", cap >> 20)]
+    TooLarge { path: String, size: u64, cap: u64 },
+    #[error("{path}: {source}")]
+    Damaged { path: String, source: Ext4Error },
     #[error("{0}")]
     Usage(String),
     #[error("{path}: {source}")]
@@ -34,6 +38,22 @@ pub enum Error {
     },
     #[error("writing output: {0}")]
     Output(std::io::Error),
+}
+
+impl Error {
+    /// Name the image path on whose way a damaged structure was met (an
+    /// ext4 error by itself names only an inode or block).
+    pub fn in_path(self, path: &str) -> Error {
+        match self {
+            Error::Ext4(source @ (Ext4Error::Corrupt { .. } | Ext4Error::Io(_))) => {
+                Error::Damaged {
+                    path: crate::term::escape(path),
+                    source,
+                }
+            }
+            e => e,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -135,7 +135,7 @@ fn swap_info(view: &SystemView) -> Result<SwapInfo> {
         // Drop-ins override the main file in name order.
         let mut text = base;
         let mut config = "/etc/rpi/swap.conf".to_string();
-        if let Ok(list) = view.list("/etc/rpi/swap.conf.d") {
+        if let Some(list) = view.list_opt("/etc/rpi/swap.conf.d")? {
             for (name, _) in list.into_iter().filter(|(n, _)| n.ends_with(".conf")) {
                 let p = format!("/etc/rpi/swap.conf.d/{name}");
                 if let Some(t) = view.read_text_opt(&p)? {
@@ -257,24 +257,18 @@ pub fn inspect(img: &OpenedImage, table: &PartitionTable) -> Result<Report> {
         .collect();
 
     let all_units = units::scan(&view)?;
-    let units = units::UNITS_OF_INTEREST
-        .iter()
-        .filter(|u| {
-            all_units.contains_key(**u)
-                || view
-                    .exists(&format!("/lib/systemd/system/{u}"))
-                    .unwrap_or(false)
-                || u.contains('@')
-        })
-        .map(|u| {
-            (
-                u.to_string(),
-                all_units
-                    .get(*u)
-                    .map_or_else(|| "disabled".to_string(), |s| s.summary()),
-            )
-        })
-        .collect();
+    let mut units = BTreeMap::new();
+    for u in units::UNITS_OF_INTEREST {
+        if all_units.contains_key(*u)
+            || view.exists(&format!("/lib/systemd/system/{u}"))?
+            || u.contains('@')
+        {
+            let state = all_units
+                .get(*u)
+                .map_or_else(|| "disabled".to_string(), |s| s.summary());
+            units.insert(u.to_string(), state);
+        }
+    }
 
     let sshd = view
         .read_text_opt("/etc/ssh/sshd_config")?
@@ -286,7 +280,7 @@ pub fn inspect(img: &OpenedImage, table: &PartitionTable) -> Result<Report> {
             pw_auth.get_or_insert(v.trim().to_string());
         }
     }
-    if let Ok(list) = view.list("/etc/ssh/sshd_config.d") {
+    if let Some(list) = view.list_opt("/etc/ssh/sshd_config.d")? {
         // sshd takes the first value it reads; Include comes first in Debian's file.
         for (name, _) in list.into_iter().filter(|(n, _)| n.ends_with(".conf")) {
             let t = view
@@ -389,6 +383,9 @@ impl Report {
                 p.type_name,
                 p.partuuid
             );
+        }
+        for w in &self.partition_table.problems {
+            let _ = writeln!(s, "  WARNING: {w}; rpiimg will not write to this image");
         }
         let _ = writeln!(s, "Filesystems");
         for f in &self.filesystems {

@@ -25,4 +25,5 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod sshkey;
+pub mod term;
 pub mod verify;

@@ -220,3 +220,83 @@ fn missing_path_inside_image() {
         "is a directory",
     );
 }
+
+/// Issue 10 class 1: GPT header fields are checked before anything is
+/// sized from them (an entry size of 0 with a correct header CRC used to
+/// panic inside the gpt crate).
+#[test]
+fn gpt_header_with_entry_size_zero() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("gpt.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let mut sf = tool("sfdisk")
+        .args(["--quiet", img.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        sf.stdin.as_mut().unwrap(),
+        b"label: gpt\nstart=2048, size=4096, type=linux\n",
+    )
+    .unwrap();
+    assert!(sf.wait().unwrap().success());
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let sectors = (4u64 << 20) / 512;
+    for lba in [1, sectors - 1] {
+        let mut h = [0u8; 92];
+        f.read_exact_at(&mut h, lba * 512).unwrap();
+        assert_eq!(&h[..8], b"EFI PART");
+        h[84..88].copy_from_slice(&0u32.to_le_bytes());
+        h[16..20].fill(0);
+        let crc = rpiimg::partition::gpt::crc32(&h);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&h, lba * 512).unwrap();
+    }
+    drop(f);
+    expect_error(
+        &img,
+        &["inspect", img.to_str().unwrap(), "-q"],
+        "partition entry size of 0 bytes",
+    );
+}
+
+/// Issue 10 class 6: a table whose partition 1 runs into partition 2 is
+/// read, but every write is refused before anything changes.
+#[test]
+fn overlapping_partitions_are_not_written() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(BOOKWORM, dir.path());
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let mut e = [0u8; 32];
+    f.read_exact_at(&mut e, 446).unwrap();
+    let p1_start = u32::from_le_bytes(e[8..12].try_into().unwrap());
+    let p2_start = u32::from_le_bytes(e[24..28].try_into().unwrap());
+    f.write_all_at(&(p2_start - p1_start + 16).to_le_bytes(), 446 + 12)
+        .unwrap();
+    drop(f);
+    let i = img.to_str().unwrap();
+    let local = dir.path().join("hostname");
+    std::fs::write(&local, "x\n").unwrap();
+    expect_error(
+        &img,
+        &["fs", i, "put", local.to_str().unwrap(), "/etc/hostname"],
+        "overlap",
+    );
+    let o = rpiimg(&["inspect", i]);
+    assert!(o.status.success(), "inspect still reads: {}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("WARNING: partitions 1"), "{out}");
+}

@@ -209,9 +209,7 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
             recursive,
         } => {
             let m = parse_mode(mode)?;
-            for p in edit.tree(path, *recursive)? {
-                edit.chmod(&p, m)?;
-            }
+            edit.chmod(path, m, *recursive)?;
             format!("chmod {mode} {path}")
         }
         FsOp::Chown {
@@ -220,9 +218,7 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
             recursive,
         } => {
             let (uid, gid) = ids.owner(owner)?;
-            for p in edit.tree(path, *recursive)? {
-                edit.chown(&p, uid, gid)?;
-            }
+            edit.chown(path, uid, gid, *recursive)?;
             format!("chown {owner} {path}")
         }
         FsOp::Stat { .. } | FsOp::Batch { .. } => {

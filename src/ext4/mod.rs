@@ -375,8 +375,22 @@ impl<D: ReadAt> Ext4<D> {
     }
 
     /// A whole file in memory (for small files: configuration, unit files).
+    /// Refused above 16 MiB: a legal sparse file of a terabyte must not
+    /// exhaust memory; large content is streamed with [`Ext4::read_to`].
     pub fn read_all(&self, inode: &Inode) -> Result<Vec<u8>> {
-        let mut v = Vec::with_capacity(usize::try_from(inode.size().min(1 << 20)).unwrap_or(0));
+        const CAP: u64 = 16 << 20;
+        if inode.size() > CAP {
+            return Err(Ext4Error::unsupported(
+                format!(
+                    "inode {} holds {} bytes, more than the {} MiB rpiimg reads into memory",
+                    inode.ino,
+                    inode.size(),
+                    CAP >> 20
+                ),
+                "this file is not what rpiimg expects there (a damaged or hostile image?)",
+            ));
+        }
+        let mut v = Vec::with_capacity(usize::try_from(inode.size()).unwrap_or(0));
         self.read_to(inode, &mut v)?;
         Ok(v)
     }

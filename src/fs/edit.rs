@@ -164,6 +164,7 @@ impl ImageEdit {
                 image.display()
             )));
         }
+        table.check_writable()?;
         let (view, _) = SystemView::open(opened, table)?;
         let file = OpenOptions::new()
             .read(true)
@@ -358,16 +359,18 @@ impl ImageEdit {
         }
     }
 
-    pub fn chmod(&mut self, p: &str, mode: u16) -> Result<()> {
+    /// chmod, with `recursive` the whole tree below `p` too.
+    pub fn chmod(&mut self, p: &str, mode: u16, recursive: bool) -> Result<()> {
         match self.target(p)? {
-            Target::Ext4(q) => Ok(self.root.chmod(&q, mode)?),
+            Target::Ext4(q) => Ok(self.root.chmod_tree(&q, mode, recursive)?),
             Target::Fat(..) => Err(unsupported_on_fat("chmod", p)),
         }
     }
 
-    pub fn chown(&mut self, p: &str, uid: u32, gid: u32) -> Result<()> {
+    /// chown of the path itself, with `recursive` the whole tree below it too.
+    pub fn chown(&mut self, p: &str, uid: u32, gid: u32, recursive: bool) -> Result<()> {
         match self.target(p)? {
-            Target::Ext4(q) => Ok(self.root.chown(&q, uid, gid)?),
+            Target::Ext4(q) => Ok(self.root.chown_tree(&q, uid, gid, recursive)?),
             Target::Fat(..) => Err(unsupported_on_fat("chown", p)),
         }
     }
@@ -416,31 +419,6 @@ impl ImageEdit {
             Ok(_) | Err(crate::ext4::Ext4Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// `p`, and with `recursive` everything below it (symlinks are not
-    /// descended into), parents first.
-    pub fn tree(&self, p: &str, recursive: bool) -> Result<Vec<String>> {
-        let mut out = vec![p.to_string()];
-        if !recursive {
-            return Ok(out);
-        }
-        let Target::Ext4(q) = self.target(p)? else {
-            return Err(unsupported_on_fat("a recursive change of owner or mode", p));
-        };
-        let fs = self.root.fs();
-        let mut stack = vec![(q.clone(), fs.resolve(&q, false)?)];
-        while let Some((dir_path, inode)) = stack.pop() {
-            if !inode.is_dir() {
-                continue;
-            }
-            for e in fs.read_dir(&inode)? {
-                let child = format!("{}/{}", dir_path.trim_end_matches('/'), e.name_lossy());
-                out.push(child.clone());
-                stack.push((child, fs.live_inode(e.ino)?));
-            }
-        }
-        Ok(out)
     }
 
     /// Write everything staged to the image: FAT partitions, then ext4.

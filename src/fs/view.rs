@@ -13,6 +13,10 @@ use crate::ext4::{Ext4, Ext4Error, FileType, Inode};
 use crate::image::{OpenedImage, Window};
 use crate::partition::{Partition, PartitionTable};
 
+/// The most rpiimg reads of one image file into memory (configuration
+/// files, unit files, key files are far smaller).
+pub const MEMORY_CAP: u64 = 16 << 20;
+
 /// What a partition holds.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -230,8 +234,8 @@ impl SystemView {
 
     /// Metadata of a path; symlinks in the last component are followed only with `follow`.
     pub fn stat(&self, p: &str, follow: bool) -> Result<Stat> {
-        let (node, _) = self.resolve(p, follow)?;
-        self.node_stat(&node)
+        let (node, _) = self.resolve(p, follow).map_err(|e| e.in_path(p))?;
+        self.node_stat(&node).map_err(|e| e.in_path(p))
     }
 
     /// Canonical path (all symlinks resolved inside the image).
@@ -243,12 +247,16 @@ impl SystemView {
         match self.resolve(p, false) {
             Ok(_) => Ok(true),
             Err(Error::NotFound { .. } | Error::NotADirectory { .. }) => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => Err(e.in_path(p)),
         }
     }
 
     /// Stream a file's content (following symlinks).
     pub fn read_to(&self, p: &str, w: &mut dyn Write) -> Result<u64> {
+        self.read_to_inner(p, w).map_err(|e| e.in_path(p))
+    }
+
+    fn read_to_inner(&self, p: &str, w: &mut dyn Write) -> Result<u64> {
         let (node, canon) = self.resolve(p, true)?;
         match node {
             Node::Ext4(ino) => {
@@ -272,10 +280,30 @@ impl SystemView {
         }
     }
 
+    /// A whole file in memory, refused (naming the file) above
+    /// [`MEMORY_CAP`]: what rpiimg reads whole is configuration, and a
+    /// legal sparse file of a terabyte must not exhaust memory. Large
+    /// content goes through [`SystemView::read_to`].
     pub fn read(&self, p: &str) -> Result<Vec<u8>> {
-        let mut v = Vec::new();
+        let st = self.stat(p, true)?;
+        if st.size > MEMORY_CAP {
+            return Err(Error::TooLarge {
+                path: p.to_string(),
+                size: st.size,
+                cap: MEMORY_CAP,
+            });
+        }
+        // Both engines write exactly the size they report.
+        let mut v = Vec::with_capacity(usize::try_from(st.size).unwrap_or(0));
         self.read_to(p, &mut v)?;
         Ok(v)
+    }
+
+    /// The sha256 of a file's content, streamed (any size).
+    pub fn sha256(&self, p: &str) -> Result<[u8; 32]> {
+        let mut h = crate::bytes::Sha256Writer::default();
+        self.read_to(p, &mut h)?;
+        Ok(h.finish())
     }
 
     /// A text file, or `None` when it does not exist.
@@ -287,8 +315,22 @@ impl SystemView {
         }
     }
 
+    /// Entries of a directory, or `None` when it does not exist. Any other
+    /// failure (a damaged directory) is an error, never an empty answer.
+    pub fn list_opt(&self, p: &str) -> Result<Option<Vec<(String, Stat)>>> {
+        match self.list(p) {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NotFound { .. } | Error::NotADirectory { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Entries of a directory (following symlinks to it), sorted by name.
     pub fn list(&self, p: &str) -> Result<Vec<(String, Stat)>> {
+        self.list_inner(p).map_err(|e| e.in_path(p))
+    }
+
+    fn list_inner(&self, p: &str) -> Result<Vec<(String, Stat)>> {
         let (node, canon) = self.resolve(p, true)?;
         let mut out = match &node {
             Node::Ext4(ino) => {
@@ -324,6 +366,123 @@ impl SystemView {
         };
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+}
+
+/// One entry met by [`SystemView::walk`].
+pub struct WalkEntry {
+    pub path: String,
+    pub stat: Stat,
+    pub node: Node,
+}
+
+/// Directory nesting a walk follows on FAT, where directories have no
+/// inode number to recognise a loop by (Linux refuses longer paths anyway).
+const FAT_MAX_DEPTH: usize = 256;
+
+impl SystemView {
+    /// Every path of the system below `/`, parents before children, each
+    /// directory read once by inode (never by re-resolving its path), so
+    /// the walk is linear in the number of entries however deep the tree.
+    /// A directory met twice (a hard-linked directory or an entry pointing
+    /// at an ancestor: corruption) is an error naming the path, not a loop.
+    pub fn walk(&self) -> Result<Vec<WalkEntry>> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(crate::ext4::ROOT_INO);
+        let mut stack = vec![("/".to_string(), Node::Ext4(crate::ext4::ROOT_INO), 0usize)];
+        while let Some((dir, node, depth)) = stack.pop() {
+            let children = self.children(&dir, &node).map_err(|e| e.in_path(&dir))?;
+            for (path, stat, child) in children {
+                if stat.kind == FileType::Directory {
+                    match &child {
+                        Node::Ext4(ino) if !seen.insert(*ino) => {
+                            return Err(Error::Damaged {
+                                path: crate::term::escape(&path),
+                                source: Ext4Error::corrupt(
+                                    "a directory entry leads back to a directory already met (a directory cycle or hard-linked directory)",
+                                    crate::ext4::Location::Inode(*ino),
+                                ),
+                            });
+                        }
+                        Node::Fat(i, _) if depth >= FAT_MAX_DEPTH => {
+                            return Err(Error::Fat {
+                                part: self.mounts[*i].part,
+                                detail: format!(
+                                    "{}: directories nested more than {FAT_MAX_DEPTH} deep (a directory loop?)",
+                                    crate::term::escape(&path)
+                                ),
+                            });
+                        }
+                        _ => stack.push((path.clone(), child.clone(), depth + 1)),
+                    }
+                }
+                out.push(WalkEntry {
+                    path,
+                    stat,
+                    node: child,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of directory `node` found at `dir`: (path, stat, node).
+    fn children(&self, dir: &str, node: &Node) -> Result<Vec<(String, Stat, Node)>> {
+        let join = |name: &str| {
+            if dir == "/" {
+                format!("/{name}")
+            } else {
+                format!("{dir}/{name}")
+            }
+        };
+        let mut out = Vec::new();
+        match node {
+            Node::Ext4(ino) => {
+                let d = self.root.live_inode(*ino)?;
+                for e in self.root.read_dir(&d)? {
+                    let path = join(&e.name_lossy());
+                    let (st, child) = match self.mounts.iter().position(|m| m.point == path) {
+                        Some(i) => {
+                            let n = Node::Fat(i, String::new());
+                            (self.node_stat(&n)?, n)
+                        }
+                        None => (
+                            self.ext4_stat(&self.root.live_inode(e.ino)?)
+                                .map_err(|err| err.in_path(&path))?,
+                            Node::Ext4(e.ino),
+                        ),
+                    };
+                    out.push((path, st, child));
+                }
+            }
+            Node::Fat(i, rel) => {
+                let list = self.mounts[*i]
+                    .fat
+                    .list(rel)
+                    .map_err(|e| self.fat_err(*i, e))?;
+                for (name, st) in list {
+                    let child = if rel.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    out.push((join(&name), st, Node::Fat(*i, child)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stream the content of a regular file met by [`SystemView::walk`].
+    pub fn read_node_to(&self, node: &Node, w: &mut dyn Write) -> Result<u64> {
+        match node {
+            Node::Ext4(ino) => Ok(self.root.read_to(&self.root.live_inode(*ino)?, w)?),
+            Node::Fat(i, rel) => self.mounts[*i]
+                .fat
+                .read_to(rel, w)
+                .map_err(|e| self.fat_err(*i, e)),
+        }
     }
 }
 

@@ -4,8 +4,10 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use crate::bytes::hex;
 use crate::image::{ReadAt, Window};
+
+pub mod gpt;
+pub mod mbr;
 
 pub const SECTOR: u64 = 512;
 
@@ -19,6 +21,8 @@ pub enum PartitionError {
     Corrupt { table: &'static str, detail: String },
     #[error("partition {number} ends at byte {end} but the image has only {size} bytes: the image is truncated (re-download or re-decompress it)")]
     Truncated { number: u32, end: u64, size: u64 },
+    #[error("unsafe partition layout: {0}; a write to one would damage the other, so rpiimg does not write to this image (fix the table with fdisk/sfdisk or use an intact image)")]
+    Overlap(String),
     #[error("I/O error reading the partition table: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -61,11 +65,26 @@ pub struct PartitionTable {
     /// MBR disk identifier as 8 hex digits, or the GPT disk GUID.
     pub disk_id: String,
     pub partitions: Vec<Partition>,
+    /// Layout problems (overlapping partitions): reading is allowed, every
+    /// command that writes refuses (see [`PartitionTable::check_writable`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// First and last sector partitions may use.
+    #[serde(skip)]
+    pub usable: (u64, u64),
 }
 
 impl PartitionTable {
     pub fn get(&self, number: u32) -> Option<&Partition> {
         self.partitions.iter().find(|p| p.number == number)
+    }
+
+    /// Refuse to write into an image whose partitions overlap.
+    pub fn check_writable(&self) -> Result<(), PartitionError> {
+        match self.problems.first() {
+            None => Ok(()),
+            Some(p) => Err(PartitionError::Overlap(p.clone())),
+        }
     }
 
     pub fn window(&self, file: &Arc<File>, p: &Partition, writable: bool) -> Window {
@@ -112,38 +131,44 @@ pub fn read(file: &Arc<File>, size: u64) -> Result<PartitionTable, PartitionErro
     if s0[510..512] != [0x55, 0xAA] {
         return Err(PartitionError::NoSignature);
     }
-    let mut reader = whole.clone();
-    let mbr = mbrman::MBR::read_from(&mut reader, 512).map_err(|e| PartitionError::Corrupt {
-        table: "MBR",
-        detail: e.to_string(),
-    })?;
-    let table = if mbr.iter().any(|(_, p)| p.is_used() && p.sys == 0xee) {
-        read_gpt(&whole)?
-    } else {
-        let id = mbr.header.disk_signature;
-        let disk_id = hex(&[id[3], id[2], id[1], id[0]]);
-        let mut partitions: Vec<Partition> = mbr
+    let (disk_id, entries) = mbr::parse(&s0)?;
+    let sectors = size / SECTOR;
+    let mut table = if entries.iter().any(|e| e.kind == 0xee) {
+        let g = gpt::read(&whole, sectors)?;
+        let partitions = g
+            .entries
             .iter()
-            .filter(|(_, p)| p.is_used())
-            .map(|(i, p)| Partition {
-                number: u32::try_from(i).unwrap_or(u32::MAX),
-                start_sector: u64::from(p.starting_lba),
-                sectors: u64::from(p.sectors),
-                type_id: format!("{:#04x}", p.sys),
-                type_name: mbr_type_name(p.sys).to_string(),
-                partuuid: format!("{disk_id}-{i:02}"),
-                name: String::new(),
+            .map(|e| Partition {
+                number: e.number,
+                start_sector: e.first_lba,
+                sectors: e.last_lba - e.first_lba + 1,
+                type_name: gpt_type_name(&e.type_guid).to_string(),
+                type_id: e.type_guid.clone(),
+                partuuid: e.part_guid.clone(),
+                name: e.name.clone(),
             })
             .collect();
-        partitions.sort_by_key(|p| p.number);
+        PartitionTable {
+            kind: TableKind::Gpt,
+            disk_id: g.disk_guid,
+            partitions,
+            problems: Vec::new(),
+            usable: (g.first_usable, g.last_usable),
+        }
+    } else {
         PartitionTable {
             kind: TableKind::Mbr,
+            partitions: entries
+                .iter()
+                .map(|e| e.partition(&disk_id, mbr_type_name(e.kind)))
+                .collect(),
             disk_id,
-            partitions,
+            problems: Vec::new(),
+            usable: (1, sectors.saturating_sub(1)),
         }
     };
     for p in &table.partitions {
-        let end = p.start() + p.size();
+        let end = p.start().saturating_add(p.size());
         if end > size {
             return Err(PartitionError::Truncated {
                 number: p.number,
@@ -152,38 +177,54 @@ pub fn read(file: &Arc<File>, size: u64) -> Result<PartitionTable, PartitionErro
             });
         }
     }
+    table.problems = layout_problems(&table);
     Ok(table)
 }
 
-fn read_gpt(whole: &Window) -> Result<PartitionTable, PartitionError> {
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        .open_from_device(whole.clone())
-        .map_err(|e| PartitionError::Corrupt {
-            table: "GPT",
-            detail: e.to_string(),
-        })?;
-    let partitions = disk
-        .partitions()
-        .iter()
-        .filter(|(_, p)| p.is_used())
-        .map(|(&n, p)| {
-            let type_id = p.part_type_guid.guid.to_string().to_lowercase();
-            Partition {
-                number: n,
-                start_sector: p.first_lba,
-                sectors: (p.last_lba + 1).saturating_sub(p.first_lba),
-                type_name: gpt_type_name(&type_id).to_string(),
-                type_id,
-                partuuid: p.part_guid.to_string().to_lowercase(),
-                name: p.name.clone(),
+/// Partitions that overlap each other or the partition table itself: an
+/// image with these reads, but a write to one partition would land in
+/// another (or in the table).
+fn layout_problems(t: &PartitionTable) -> Vec<String> {
+    let mut out = Vec::new();
+    let (first, last) = t.usable;
+    for p in &t.partitions {
+        if p.sectors == 0 {
+            continue;
+        }
+        let p_last = p.start_sector + p.sectors - 1;
+        if p.start_sector < first || p_last > last {
+            out.push(format!(
+                "partition {} (sectors {} to {p_last}) lies outside the usable sectors {first} to {last} and overlaps the partition table",
+                p.number, p.start_sector
+            ));
+        }
+    }
+    let mut sorted: Vec<&Partition> = t.partitions.iter().filter(|p| p.sectors > 0).collect();
+    sorted.sort_by_key(|p| (p.start_sector, p.number));
+    for (i, a) in sorted.iter().enumerate() {
+        let a_end = a.start_sector + a.sectors;
+        for b in sorted.iter().skip(i + 1) {
+            if b.start_sector >= a_end {
+                break;
             }
-        })
-        .collect();
-    Ok(PartitionTable {
-        kind: TableKind::Gpt,
-        disk_id: disk.guid().to_string().to_lowercase(),
-        partitions,
-    })
+            // An MBR extended partition contains its logical ones by design.
+            if t.kind == TableKind::Mbr
+                && [&a.type_id, &b.type_id]
+                    .iter()
+                    .any(|k| ["0x05", "0x0f", "0x85"].contains(&k.as_str()))
+            {
+                continue;
+            }
+            out.push(format!(
+                "partitions {} (sectors {} to {}) and {} (sectors {} to {}) overlap",
+                a.number,
+                a.start_sector,
+                a_end - 1,
+                b.number,
+                b.start_sector,
+                b.start_sector + b.sectors - 1
+            ));
+        }
+    }
+    out
 }

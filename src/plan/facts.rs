@@ -124,7 +124,9 @@ impl ImageFacts {
         f.codename = rel.version_codename;
         f.os_id = rel.id;
         for d in UNIT_DIRS {
-            let Ok(list) = view.list(d) else { continue };
+            let Some(list) = view.list_opt(d)? else {
+                continue;
+            };
             for (name, st) in list {
                 if st.kind == FileType::Regular
                     && name.contains('.')
@@ -138,7 +140,7 @@ impl ImageFacts {
             }
         }
         let sys = "/etc/systemd/system";
-        if let Ok(list) = view.list(sys) {
+        if let Some(list) = view.list_opt(sys)? {
             for (name, st) in list {
                 let p = format!("{sys}/{name}");
                 match st.kind {
@@ -158,7 +160,9 @@ impl ImageFacts {
             }
         }
         for d in crate::os::presets::PRESET_DIRS {
-            let Ok(list) = view.list(d) else { continue };
+            let Some(list) = view.list_opt(d)? else {
+                continue;
+            };
             for (name, st) in list {
                 if st.kind == FileType::Regular && name.ends_with(".preset") {
                     let text = view

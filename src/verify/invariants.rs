@@ -157,7 +157,7 @@ pub fn check(view: &SystemView, table: &PartitionTable) -> Result<Vec<Check>> {
         ("/etc/sudoers.d", 0o440, "sudoers drop-ins are 0440"),
     ] {
         let mut bad = Vec::new();
-        if let Ok(list) = view.list(dir) {
+        if let Some(list) = view.list_opt(dir)? {
             for (name, st) in list {
                 if st.kind == crate::ext4::FileType::Regular && st.mode != mode {
                     bad.push(format!("{dir}/{name} is {:04o}", st.mode));

@@ -66,7 +66,9 @@ pub fn identity(view: &SystemView) -> Result<Identity> {
         ..Default::default()
     };
     for dir in ["/etc/systemd/network", "/etc/netplan"] {
-        let Ok(list) = view.list(dir) else { continue };
+        let Some(list) = view.list_opt(dir)? else {
+            continue;
+        };
         for (name, _) in list {
             let Some(text) = view.read_text_opt(&format!("{dir}/{name}"))? else {
                 continue;
@@ -88,7 +90,7 @@ pub fn identity(view: &SystemView) -> Result<Identity> {
             }
         }
     }
-    if let Ok(list) = view.list("/etc/ssh") {
+    if let Some(list) = view.list_opt("/etc/ssh")? {
         for (name, _) in list {
             if name.starts_with("ssh_host_") && name.ends_with(".pub") {
                 if let Some(k) = view.read_text_opt(&format!("/etc/ssh/{name}"))? {

@@ -77,7 +77,7 @@ pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
                 } else if view.stat(path, false)?.kind != FileType::Regular {
                     Check::new(what, false, "not a regular file".into())
                 } else {
-                    let got = sha256_hex(&view.read(path)?);
+                    let got = crate::bytes::hex(&view.sha256(path)?);
                     if e.sha256.as_deref().is_some_and(|want| want != got) {
                         Check::new(
                             what,

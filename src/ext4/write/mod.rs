@@ -75,6 +75,9 @@ pub struct Writer<D: ReadAt> {
     sources: Vec<(Arc<PathBuf>, u64)>,
 }
 
+/// An entry met below a directory: (parent dir, name, inode, is a directory).
+type Below = (u32, Vec<u8>, u32, bool);
+
 fn split_path(p: &str) -> Result<(String, Vec<u8>)> {
     let norm = path::normalize(p);
     let Some((parent, name)) = norm.rsplit_once('/') else {
@@ -526,14 +529,36 @@ impl<D: ReadAt> Writer<D> {
         self.unlink(dir, &name, ino)
     }
 
-    fn remove_tree_at(&mut self, dir: u32, name: &[u8], ino: u32) -> Result<()> {
-        let i = self.fs.live_inode(ino)?;
-        if i.is_dir() {
-            for e in self.fs.read_dir(&i)? {
-                self.remove_tree_at(ino, &e.name, e.ino)?;
+    /// Every inode below directory `top` as (parent dir, name, inode,
+    /// is a directory), parents before children. Iterative, each directory
+    /// read once by inode, so it is linear in the entries at any depth; a
+    /// directory met twice (an entry pointing back at an ancestor) is
+    /// reported as corruption instead of looping.
+    fn below(&self, top: u32) -> Result<Vec<Below>> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::from([top]);
+        let mut stack = vec![top];
+        while let Some(dir) = stack.pop() {
+            let d = self.fs.live_inode(dir)?;
+            for e in self.fs.read_dir(&d)? {
+                let child = self.fs.live_inode(e.ino)?;
+                let is_dir = child.is_dir();
+                if is_dir {
+                    if !seen.insert(e.ino) {
+                        return Err(Ext4Error::corrupt(
+                            format!(
+                                "directory entry '{}' leads back to a directory already met (a directory cycle)",
+                                crate::term::escape(&e.name_lossy())
+                            ),
+                            Location::Inode(dir),
+                        ));
+                    }
+                    stack.push(e.ino);
+                }
+                out.push((dir, e.name, e.ino, is_dir));
             }
         }
-        self.unlink(dir, name, ino)
+        Ok(out)
     }
 
     /// Remove a path and everything under it.
@@ -542,7 +567,54 @@ impl<D: ReadAt> Writer<D> {
         let ino = self
             .lookup(dir, &name)?
             .ok_or_else(|| Ext4Error::NotFound { path: p.into() })?;
-        self.remove_tree_at(dir, &name, ino)
+        if self.fs.live_inode(ino)?.is_dir() {
+            // Children after parents in `below`: unlink in reverse, so each
+            // directory is empty when its turn comes.
+            for (parent, child_name, child, _) in self.below(ino)?.into_iter().rev() {
+                self.unlink(parent, &child_name, child)?;
+            }
+        }
+        self.unlink(dir, &name, ino)
+    }
+
+    /// Change the owner of `p` (not following a final symlink) and, with
+    /// `recursive`, of everything below it (symlinks themselves, not their
+    /// targets).
+    pub fn chown_tree(&mut self, p: &str, uid: u32, gid: u32, recursive: bool) -> Result<()> {
+        let ino = self.resolve_ino(p, false)?;
+        let mut all = vec![ino];
+        if recursive && self.fs.live_inode(ino)?.is_dir() {
+            all.extend(self.below(ino)?.into_iter().map(|(_, _, i, _)| i));
+        }
+        for i in all {
+            let mut inode = self.fs.live_inode(i)?;
+            inode.set_uid(uid);
+            inode.set_gid(gid);
+            inode.set_ctime(self.now);
+            self.put_inode(&mut inode)?;
+        }
+        Ok(())
+    }
+
+    /// Change permission bits of `p` (following a final symlink, as
+    /// chmod(1) does) and, with `recursive`, of everything below it except
+    /// symlinks (whose own mode means nothing).
+    pub fn chmod_tree(&mut self, p: &str, mode: u16, recursive: bool) -> Result<()> {
+        let ino = self.resolve_ino(p, true)?;
+        let mut all = vec![ino];
+        if recursive && self.fs.live_inode(ino)?.is_dir() {
+            all.extend(self.below(ino)?.into_iter().map(|(_, _, i, _)| i));
+        }
+        for i in all {
+            let mut inode = self.fs.live_inode(i)?;
+            if inode.file_type() == crate::ext4::FileType::Symlink {
+                continue;
+            }
+            inode.set_mode((inode.mode() & S_IFMT) | (mode & 0o7777));
+            inode.set_ctime(self.now);
+            self.put_inode(&mut inode)?;
+        }
+        Ok(())
     }
 
     /// Move `from` to `to`. An existing non-directory at `to` is replaced,
@@ -609,21 +681,12 @@ impl<D: ReadAt> Writer<D> {
 
     /// Change permission bits (follows a final symlink, as chmod(1) does).
     pub fn chmod(&mut self, p: &str, mode: u16) -> Result<()> {
-        let ino = self.resolve_ino(p, true)?;
-        let mut i = self.fs.live_inode(ino)?;
-        i.set_mode((i.mode() & S_IFMT) | (mode & 0o7777));
-        i.set_ctime(self.now);
-        self.put_inode(&mut i)
+        self.chmod_tree(p, mode, false)
     }
 
     /// Change owner and group of the path itself (a symlink is not followed).
     pub fn chown(&mut self, p: &str, uid: u32, gid: u32) -> Result<()> {
-        let ino = self.resolve_ino(p, false)?;
-        let mut i = self.fs.live_inode(ino)?;
-        i.set_uid(uid);
-        i.set_gid(gid);
-        i.set_ctime(self.now);
-        self.put_inode(&mut i)
+        self.chown_tree(p, uid, gid, false)
     }
 
     /// Set access and/or modification time of the path itself.
