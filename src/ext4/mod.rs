@@ -38,6 +38,10 @@ pub use xattr::Xattr;
 
 const JOURNAL_MAGIC: u32 = 0xC03B_3998;
 
+/// The most rpiimg reads of one file into memory (configuration, unit and
+/// key files are far smaller); larger content is streamed.
+pub const MEMORY_CAP: u64 = 16 << 20;
+
 /// State of the internal journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -378,14 +382,13 @@ impl<D: ReadAt> Ext4<D> {
     /// Refused above 16 MiB: a legal sparse file of a terabyte must not
     /// exhaust memory; large content is streamed with [`Ext4::read_to`].
     pub fn read_all(&self, inode: &Inode) -> Result<Vec<u8>> {
-        const CAP: u64 = 16 << 20;
-        if inode.size() > CAP {
+        if inode.size() > MEMORY_CAP {
             return Err(Ext4Error::unsupported(
                 format!(
                     "inode {} holds {} bytes, more than the {} MiB rpiimg reads into memory",
                     inode.ino,
                     inode.size(),
-                    CAP >> 20
+                    MEMORY_CAP >> 20
                 ),
                 "this file is not what rpiimg expects there (a damaged or hostile image?)",
             ));

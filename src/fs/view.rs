@@ -13,9 +13,8 @@ use crate::ext4::{Ext4, Ext4Error, FileType, Inode};
 use crate::image::{OpenedImage, Window};
 use crate::partition::{Partition, PartitionTable};
 
-/// The most rpiimg reads of one image file into memory (configuration
-/// files, unit files, key files are far smaller).
-pub const MEMORY_CAP: u64 = 16 << 20;
+/// The same bound on both filesystems.
+pub use crate::ext4::MEMORY_CAP;
 
 /// What a partition holds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -253,30 +252,18 @@ impl SystemView {
 
     /// Stream a file's content (following symlinks).
     pub fn read_to(&self, p: &str, w: &mut dyn Write) -> Result<u64> {
-        self.read_to_inner(p, w).map_err(|e| e.in_path(p))
+        let (node, canon) = self.resolve(p, true).map_err(|e| e.in_path(p))?;
+        self.read_file_to(&node, &canon, w)
+            .map_err(|e| e.in_path(p))
     }
 
-    fn read_to_inner(&self, p: &str, w: &mut dyn Write) -> Result<u64> {
-        let (node, canon) = self.resolve(p, true)?;
-        match node {
-            Node::Ext4(ino) => {
-                let inode = self.root.live_inode(ino)?;
-                match inode.file_type() {
-                    FileType::Directory => Err(Error::IsADirectory { path: canon }),
-                    FileType::Regular => Ok(self.root.read_to(&inode, w)?),
-                    _ => Err(Error::Layout(format!("{canon}: not a regular file"))),
-                }
-            }
-            Node::Fat(i, rel) => {
-                let st = self.node_stat(&Node::Fat(i, rel.clone()))?;
-                if st.kind == FileType::Directory {
-                    return Err(Error::IsADirectory { path: canon });
-                }
-                self.mounts[i]
-                    .fat
-                    .read_to(&rel, w)
-                    .map_err(|e| self.fat_err(i, e))
-            }
+    /// The content of the regular file `node` (found at `canon`).
+    fn read_file_to(&self, node: &Node, canon: &str, w: &mut dyn Write) -> Result<u64> {
+        let st = self.node_stat(node)?;
+        match st.kind {
+            FileType::Directory => Err(Error::IsADirectory { path: canon.into() }),
+            FileType::Regular => self.read_node_to(node, w),
+            _ => Err(Error::Layout(format!("{canon}: not a regular file"))),
         }
     }
 
@@ -285,17 +272,19 @@ impl SystemView {
     /// legal sparse file of a terabyte must not exhaust memory. Large
     /// content goes through [`SystemView::read_to`].
     pub fn read(&self, p: &str) -> Result<Vec<u8>> {
-        let st = self.stat(p, true)?;
-        if st.size > MEMORY_CAP {
+        let (node, canon) = self.resolve(p, true).map_err(|e| e.in_path(p))?;
+        let size = self.node_stat(&node).map_err(|e| e.in_path(p))?.size;
+        if size > MEMORY_CAP {
             return Err(Error::TooLarge {
                 path: p.to_string(),
-                size: st.size,
+                size,
                 cap: MEMORY_CAP,
             });
         }
         // Both engines write exactly the size they report.
-        let mut v = Vec::with_capacity(usize::try_from(st.size).unwrap_or(0));
-        self.read_to(p, &mut v)?;
+        let mut v = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        self.read_file_to(&node, &canon, &mut v)
+            .map_err(|e| e.in_path(p))?;
         Ok(v)
     }
 
@@ -332,41 +321,25 @@ impl SystemView {
 
     fn list_inner(&self, p: &str) -> Result<Vec<(String, Stat)>> {
         let (node, canon) = self.resolve(p, true)?;
-        let mut out = match &node {
-            Node::Ext4(ino) => {
-                let dir = self.root.live_inode(*ino)?;
-                if !dir.is_dir() {
-                    return Err(Error::NotADirectory { path: canon });
-                }
-                let mut v = Vec::new();
-                for e in self.root.read_dir(&dir)? {
-                    let full = if canon == "/" {
-                        format!("/{}", e.name_lossy())
-                    } else {
-                        format!("{canon}/{}", e.name_lossy())
-                    };
-                    // A mount point shows the mounted filesystem's root, as on a running system.
-                    let st = match self.mounts.iter().position(|m| m.point == full) {
-                        Some(i) => self.node_stat(&Node::Fat(i, String::new()))?,
-                        None => self.ext4_stat(&self.root.live_inode(e.ino)?)?,
-                    };
-                    v.push((e.name_lossy(), st));
-                }
-                v
-            }
-            Node::Fat(i, rel) => {
-                if self.node_stat(&node)?.kind != FileType::Directory {
-                    return Err(Error::NotADirectory { path: canon });
-                }
-                self.mounts[*i]
-                    .fat
-                    .list(rel)
-                    .map_err(|e| self.fat_err(*i, e))?
-            }
-        };
+        if self.node_stat(&node)?.kind != FileType::Directory {
+            return Err(Error::NotADirectory { path: canon });
+        }
+        let mut out: Vec<(String, Stat)> = self
+            .children(&canon, &node)?
+            .into_iter()
+            .map(|c| (c.name, c.stat))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// An entry of a directory, as [`SystemView::children`] finds it.
+struct Child {
+    name: String,
+    path: String,
+    stat: Stat,
+    node: Node,
 }
 
 /// One entry met by [`SystemView::walk`].
@@ -393,7 +366,13 @@ impl SystemView {
         let mut stack = vec![("/".to_string(), Node::Ext4(crate::ext4::ROOT_INO), 0usize)];
         while let Some((dir, node, depth)) = stack.pop() {
             let children = self.children(&dir, &node).map_err(|e| e.in_path(&dir))?;
-            for (path, stat, child) in children {
+            for Child {
+                path,
+                stat,
+                node: child,
+                ..
+            } in children
+            {
                 if stat.kind == FileType::Directory {
                     match &child {
                         Node::Ext4(ino) if !seen.insert(*ino) => {
@@ -427,8 +406,9 @@ impl SystemView {
         Ok(out)
     }
 
-    /// The entries of directory `node` found at `dir`: (path, stat, node).
-    fn children(&self, dir: &str, node: &Node) -> Result<Vec<(String, Stat, Node)>> {
+    /// The entries of directory `node` found at `dir`, unsorted. A mount
+    /// point shows the mounted filesystem's root, as on a running system.
+    fn children(&self, dir: &str, node: &Node) -> Result<Vec<Child>> {
         let join = |name: &str| {
             if dir == "/" {
                 format!("/{name}")
@@ -441,8 +421,9 @@ impl SystemView {
             Node::Ext4(ino) => {
                 let d = self.root.live_inode(*ino)?;
                 for e in self.root.read_dir(&d)? {
-                    let path = join(&e.name_lossy());
-                    let (st, child) = match self.mounts.iter().position(|m| m.point == path) {
+                    let name = e.name_lossy();
+                    let path = join(&name);
+                    let (stat, node) = match self.mounts.iter().position(|m| m.point == path) {
                         Some(i) => {
                             let n = Node::Fat(i, String::new());
                             (self.node_stat(&n)?, n)
@@ -453,7 +434,12 @@ impl SystemView {
                             Node::Ext4(e.ino),
                         ),
                     };
-                    out.push((path, st, child));
+                    out.push(Child {
+                        name,
+                        path,
+                        stat,
+                        node,
+                    });
                 }
             }
             Node::Fat(i, rel) => {
@@ -467,7 +453,12 @@ impl SystemView {
                     } else {
                         format!("{rel}/{name}")
                     };
-                    out.push((join(&name), st, Node::Fat(*i, child)));
+                    out.push(Child {
+                        path: join(&name),
+                        name,
+                        stat: st,
+                        node: Node::Fat(*i, child),
+                    });
                 }
             }
         }

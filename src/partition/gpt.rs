@@ -6,6 +6,7 @@
 //! entry size other than 128, and sized reads from `num_entries`).
 
 use super::{PartitionError, SECTOR};
+use crate::bytes::{le32, le64};
 use crate::image::ReadAt;
 use crate::image::Window;
 
@@ -61,18 +62,13 @@ pub fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-fn le<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+/// `N` bytes at `at` (zeros past the end).
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     let mut a = [0u8; N];
     if let Some(s) = b.get(at..at + N) {
         a.copy_from_slice(s);
     }
     a
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(le(b, at))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(le(b, at))
 }
 
 /// A GUID as stored on disk (first three fields little-endian), in the
@@ -106,14 +102,14 @@ fn read_at(disk: &Window, sectors: u64, lba: u64) -> Result<Gpt, PartitionError>
             "the {which} header (sector {lba}) lacks the \"EFI PART\" signature"
         )));
     }
-    let size = usize::try_from(u32_at(&h, 12)).unwrap_or(usize::MAX);
+    let size = usize::try_from(le32(&h, 12)).unwrap_or(usize::MAX);
     if !(MIN_HEADER..=h.len()).contains(&size) {
         return Err(corrupt(format!(
             "the {which} header claims {size} bytes (valid: {MIN_HEADER} to {})",
             h.len()
         )));
     }
-    let stored = u32_at(&h, 16);
+    let stored = le32(&h, 16);
     let mut copy = h;
     copy[16..20].fill(0);
     if crc32(&copy[..size]) != stored {
@@ -121,8 +117,8 @@ fn read_at(disk: &Window, sectors: u64, lba: u64) -> Result<Gpt, PartitionError>
             "the {which} header checksum does not match"
         )));
     }
-    let (my_lba, first_usable, last_usable) = (u64_at(&h, 24), u64_at(&h, 40), u64_at(&h, 48));
-    let (array_lba, count, entry_size) = (u64_at(&h, 72), u32_at(&h, 80), u32_at(&h, 84));
+    let (my_lba, first_usable, last_usable) = (le64(&h, 24), le64(&h, 40), le64(&h, 48));
+    let (array_lba, count, entry_size) = (le64(&h, 72), le32(&h, 80), le32(&h, 84));
     if my_lba != lba {
         return Err(corrupt(format!(
             "the {which} header at sector {lba} says it is at sector {my_lba}"
@@ -154,7 +150,7 @@ fn read_at(disk: &Window, sectors: u64, lba: u64) -> Result<Gpt, PartitionError>
     }
     let mut array = vec![0u8; usize::try_from(array_len).unwrap_or(0)];
     disk.read_exact_at(&mut array, array_lba * SECTOR)?;
-    if crc32(&array) != u32_at(&h, 88) {
+    if crc32(&array) != le32(&h, 88) {
         return Err(corrupt(format!(
             "the {which} partition entry array checksum does not match"
         )));
@@ -162,12 +158,12 @@ fn read_at(disk: &Window, sectors: u64, lba: u64) -> Result<Gpt, PartitionError>
     let mut entries = Vec::new();
     let step = usize::try_from(entry_size).unwrap_or(128);
     for (i, e) in array.chunks_exact(step).enumerate() {
-        let type_raw: [u8; 16] = le(e, 0);
+        let type_raw: [u8; 16] = bytes_at(e, 0);
         if type_raw == [0; 16] {
             continue;
         }
         let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        let (first_lba, last_lba) = (u64_at(e, 32), u64_at(e, 40));
+        let (first_lba, last_lba) = (le64(e, 32), le64(e, 40));
         if last_lba < first_lba {
             return Err(corrupt(format!(
                 "partition {number} ends (sector {last_lba}) before it starts (sector {first_lba})"
@@ -183,14 +179,14 @@ fn read_at(disk: &Window, sectors: u64, lba: u64) -> Result<Gpt, PartitionError>
         entries.push(Entry {
             number,
             type_guid: guid(&type_raw),
-            part_guid: guid(&le(e, 16)),
+            part_guid: guid(&bytes_at(e, 16)),
             first_lba,
             last_lba,
             name: String::from_utf16_lossy(&units),
         });
     }
     Ok(Gpt {
-        disk_guid: guid(&le(&h, 56)),
+        disk_guid: guid(&bytes_at(&h, 56)),
         first_usable,
         last_usable,
         entries,

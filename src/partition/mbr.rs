@@ -7,7 +7,7 @@
 //! none).
 
 use super::{Partition, PartitionError};
-use crate::bytes::hex;
+use crate::bytes::{hex, le32};
 
 /// One used primary entry: (1-based number, type byte, first LBA, sectors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,21 +18,15 @@ pub struct Entry {
     pub sectors: u32,
 }
 
-fn le32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b.get(..4).unwrap_or(&[0; 4]));
-    u32::from_le_bytes(a)
-}
-
 /// The disk identifier and used entries of sector 0 (which the caller has
 /// checked for the 0x55AA signature).
 pub fn parse(s0: &[u8; 512]) -> Result<(String, Vec<Entry>), PartitionError> {
-    let id = le32(&s0[440..444]);
+    let id = le32(s0, 440);
     let mut out = Vec::new();
     for (i, raw) in s0[446..510].chunks_exact(16).enumerate() {
         let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let (status, kind) = (raw[0], raw[4]);
-        let (start, sectors) = (le32(&raw[8..12]), le32(&raw[12..16]));
+        let (start, sectors) = (le32(raw, 8), le32(raw, 12));
         if kind == 0 || sectors == 0 {
             continue;
         }

@@ -577,16 +577,20 @@ impl<D: ReadAt> Writer<D> {
         self.unlink(dir, &name, ino)
     }
 
-    /// Change the owner of `p` (not following a final symlink) and, with
-    /// `recursive`, of everything below it (symlinks themselves, not their
-    /// targets).
-    pub fn chown_tree(&mut self, p: &str, uid: u32, gid: u32, recursive: bool) -> Result<()> {
-        let ino = self.resolve_ino(p, false)?;
+    /// `ino`, and with `recursive` every inode below it.
+    fn tree_inodes(&self, ino: u32, recursive: bool) -> Result<Vec<u32>> {
         let mut all = vec![ino];
         if recursive && self.fs.live_inode(ino)?.is_dir() {
             all.extend(self.below(ino)?.into_iter().map(|(_, _, i, _)| i));
         }
-        for i in all {
+        Ok(all)
+    }
+
+    /// Change the owner of `p` (not following a final symlink) and, with
+    /// `recursive`, of everything below it (symlinks themselves, not their
+    /// targets).
+    pub fn chown_tree(&mut self, p: &str, uid: u32, gid: u32, recursive: bool) -> Result<()> {
+        for i in self.tree_inodes(self.resolve_ino(p, false)?, recursive)? {
             let mut inode = self.fs.live_inode(i)?;
             inode.set_uid(uid);
             inode.set_gid(gid);
@@ -600,12 +604,7 @@ impl<D: ReadAt> Writer<D> {
     /// chmod(1) does) and, with `recursive`, of everything below it except
     /// symlinks (whose own mode means nothing).
     pub fn chmod_tree(&mut self, p: &str, mode: u16, recursive: bool) -> Result<()> {
-        let ino = self.resolve_ino(p, true)?;
-        let mut all = vec![ino];
-        if recursive && self.fs.live_inode(ino)?.is_dir() {
-            all.extend(self.below(ino)?.into_iter().map(|(_, _, i, _)| i));
-        }
-        for i in all {
+        for i in self.tree_inodes(self.resolve_ino(p, true)?, recursive)? {
             let mut inode = self.fs.live_inode(i)?;
             if inode.file_type() == crate::ext4::FileType::Symlink {
                 continue;
