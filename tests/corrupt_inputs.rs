@@ -13,7 +13,7 @@ const BOOKWORM: &[&str] = &["--flavour", "bookworm", "--hash", "signed"];
 /// Run `rpiimg args`, expect exit 2 with `needle` in the message; the image is unchanged.
 fn expect_error(img: &Path, args: &[&str], needle: &str) {
     let before = std::fs::read(img).unwrap();
-    let o = rpiimg(args);
+    let o = rpiimg_within(args, std::time::Duration::from_secs(60));
     let err = stderr(&o);
     assert_eq!(
         o.status.code(),
@@ -299,4 +299,69 @@ fn overlapping_partitions_are_not_written() {
     assert!(o.status.success(), "inspect still reads: {}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("WARNING: partitions 1"), "{out}");
+}
+
+/// (byte offset of the first FAT, FAT32 root cluster) of the boot partition.
+fn fat32_layout(img: &Path, part_off: u64) -> (u64, u32) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(img).unwrap();
+    let mut bs = [0u8; 512];
+    f.read_exact_at(&mut bs, part_off).unwrap();
+    let bps = u64::from(u16::from_le_bytes([bs[11], bs[12]]));
+    let reserved = u64::from(u16::from_le_bytes([bs[14], bs[15]]));
+    let root = u32::from_le_bytes(bs[44..48].try_into().unwrap());
+    (part_off + reserved * bps, root)
+}
+
+/// First cluster of `path` on the FAT at `part_off`, read with mtools' mshowfat.
+fn first_cluster(img: &Path, part_off: u64, path: &str) -> u32 {
+    let o = tool("mshowfat")
+        .arg("-i")
+        .arg(format!("{}@@{part_off}", img.display()))
+        .arg(format!("::{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let start = text.find('<').expect("chain") + 1;
+    text[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn fat_chain_loops_are_reported_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(BOOKWORM, dir.path());
+    let i = img.to_str().unwrap();
+    let (off, _) = partition(&img, 1);
+    let (fat, root) = fat32_layout(&img, off);
+    // A file's chain: its sixth cluster points back to its first.
+    let first = first_cluster(&img, off, "/kernel8.img");
+    patch(&img, fat + u64::from(first + 5) * 4, &first.to_le_bytes());
+    for args in [
+        &["cat", i, "/boot/firmware/kernel8.img"][..],
+        &["ls", i, "/boot/firmware"],
+        &["inspect", i, "-q"],
+        &["verify", i],
+    ] {
+        expect_error(&img, args, "cluster chain loops");
+    }
+    let local = dir.path().join("x");
+    std::fs::write(&local, "x\n").unwrap();
+    expect_error(
+        &img,
+        &["fs", i, "put", local.to_str().unwrap(), "/boot/firmware/x"],
+        "cluster chain loops",
+    );
+    // The root directory's own chain pointing at itself.
+    let img = copy_fixture(BOOKWORM, dir.path());
+    patch(&img, fat + u64::from(root) * 4, &root.to_le_bytes());
+    expect_error(
+        &img,
+        &["ls", i, "/boot/firmware"],
+        "root directory's cluster chain loops",
+    );
 }

@@ -87,8 +87,12 @@ fn not_found(path: &str) -> io::Error {
 }
 
 impl Fat {
+    /// Opens the volume and proves its table loop-free ([`super::fat_chains`])
+    /// before any chain is followed.
     pub fn open(w: Window) -> io::Result<Self> {
-        let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new())?;
+        // fatfs validates the boot sector (and follows no chain doing so).
+        let fs = fatfs::FileSystem::new(w.clone(), fatfs::FsOptions::new())?;
+        super::fat_chains::check(&w)?;
         Ok(Fat { fs })
     }
 

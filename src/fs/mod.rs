@@ -3,6 +3,7 @@
 
 pub mod edit;
 pub mod fat;
+mod fat_chains;
 pub mod fstab;
 pub mod path;
 pub mod view;

@@ -74,6 +74,42 @@ pub fn rpiimg(args: &[&str]) -> Output {
         .expect("run rpiimg")
 }
 
+/// `rpiimg args`, killed (and the test failed) if it runs longer than
+/// `limit`: damaged input must give an answer in bounded time, and a hang
+/// should fail the test rather than stall the suite.
+pub fn rpiimg_within(args: &[&str], limit: std::time::Duration) -> Output {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let cache = fixture_dir().join("cache");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpiimg"))
+        .args(args)
+        .env("RPIIMG_CACHE_DIR", cache)
+        .env("RPIIMG_KEYS_DIR", repo().join("tests/fixtures/keys"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("run rpiimg");
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rpiimg {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(out).unwrap(),
+        stderr: std::fs::read(err).unwrap(),
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

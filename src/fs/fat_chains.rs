@@ -1,0 +1,289 @@
+//! The file allocation table checked once, before any chain is followed.
+//!
+//! fatfs follows a cluster chain until it meets an end-of-chain mark, so a
+//! FAT entry that points back into its own chain (the root directory's, a
+//! file's) makes every walk, read or free-space count run forever. Rather
+//! than bounding each walk inside the crate, [`check`] reads the first FAT
+//! once at open and proves the table is a forest: every entry is free, bad,
+//! end-of-chain or a pointer to a real cluster, and no pointer path comes
+//! back to a cluster it has passed. With that, every chain fatfs follows is
+//! at most `clusters` long. The check is one linear pass over the table
+//! (512 KiB for a Pi OS boot partition).
+
+use std::io;
+
+use crate::bytes::{le16, le32};
+use crate::ext4::MEMORY_CAP;
+use crate::image::ReadAt;
+
+/// What the boot sector says about where the table is and how big it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    /// Byte offset of the first FAT.
+    fat_offset: u64,
+    /// Bytes of the first FAT.
+    fat_bytes: u64,
+    /// Data clusters; valid cluster numbers are `2..clusters + 2`.
+    clusters: u32,
+    /// Bits per entry: 12, 16 or 32.
+    bits: u32,
+    /// FAT32's root directory cluster (0 on FAT12/16, whose root is fixed).
+    root_cluster: u32,
+}
+
+fn damaged(what: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the file allocation table is damaged: {what}; \
+             check a copy with `fsck.fat -n`, or start again from an intact image"
+        ),
+    )
+}
+
+fn geometry(bs: &[u8; 512]) -> io::Result<Geometry> {
+    let bps = u64::from(le16(bs, 11));
+    let spc = u64::from(bs[13]);
+    let reserved = u64::from(le16(bs, 14));
+    let fats = u64::from(bs[16]);
+    let root_entries = u64::from(le16(bs, 17));
+    let total = match le16(bs, 19) {
+        0 => u64::from(le32(bs, 32)),
+        n => u64::from(n),
+    };
+    let fat_sectors = match le16(bs, 22) {
+        0 => u64::from(le32(bs, 36)),
+        n => u64::from(n),
+    };
+    if !matches!(bps, 512 | 1024 | 2048 | 4096) || !spc.is_power_of_two() || fats == 0 {
+        return Err(damaged(format!(
+            "boot sector gives {bps} bytes per sector, {spc} sectors per cluster and {fats} FATs"
+        )));
+    }
+    let root_sectors = (root_entries * 32).div_ceil(bps);
+    let data_start = reserved + fats * fat_sectors + root_sectors;
+    let clusters = total
+        .checked_sub(data_start)
+        .map(|d| d / spc)
+        .ok_or_else(|| {
+            damaged(format!(
+            "the data area starts at sector {data_start}, past the {total} sectors of the volume"
+        ))
+        })?;
+    // The FAT type follows from the cluster count alone (Microsoft's rule).
+    let bits = match clusters {
+        0..4085 => 12,
+        4085..65525 => 16,
+        _ => 32,
+    };
+    let clusters = u32::try_from(clusters)
+        .ok()
+        .filter(|&c| c <= 0x0FFF_FFF5)
+        .ok_or_else(|| {
+            damaged(format!(
+                "{clusters} clusters is more than FAT32 can address"
+            ))
+        })?;
+    let fat_bytes = fat_sectors * bps;
+    let needed = (u64::from(clusters) + 2) * u64::from(bits) / 8;
+    if fat_bytes < needed {
+        return Err(damaged(format!(
+            "a {fat_bytes}-byte table cannot describe {clusters} clusters"
+        )));
+    }
+    Ok(Geometry {
+        fat_offset: reserved * bps,
+        fat_bytes,
+        clusters,
+        bits,
+        root_cluster: if bits == 32 { le32(bs, 44) } else { 0 },
+    })
+}
+
+/// Entry kinds, normalised across FAT12/16/32.
+const FREE: u32 = 0;
+const END: u32 = u32::MAX;
+const BAD: u32 = u32::MAX - 1;
+
+/// The table as one `u32` per cluster: FREE, END, BAD or the next cluster.
+fn load(dev: &impl ReadAt, g: &Geometry) -> io::Result<Vec<u32>> {
+    let entries = g.clusters as usize + 2;
+    let bytes = (entries * g.bits as usize).div_ceil(8);
+    if bytes as u64 > MEMORY_CAP {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "a {bytes}-byte file allocation table is larger than rpiimg reads \
+                 ({MEMORY_CAP} bytes); boot partitions of Pi OS images are far smaller"
+            ),
+        ));
+    }
+    let mut raw = vec![0u8; bytes];
+    dev.read_exact_at(&mut raw, g.fat_offset)?;
+    let mut next = Vec::with_capacity(entries);
+    for c in 0..entries {
+        let (v, eoc, bad) = match g.bits {
+            12 => {
+                let i = c + c / 2;
+                let pair = u32::from(raw[i]) | u32::from(raw[i + 1]) << 8;
+                let v = if c % 2 == 0 { pair & 0xFFF } else { pair >> 4 };
+                (v, 0xFF8, 0xFF7)
+            }
+            16 => (u32::from(le16(&raw, c * 2)), 0xFFF8, 0xFFF7),
+            _ => (le32(&raw, c * 4) & 0x0FFF_FFFF, 0x0FFF_FFF8, 0x0FFF_FFF7),
+        };
+        next.push(match v {
+            0 => FREE,
+            v if v >= eoc => END,
+            v if v == bad => BAD,
+            v => v,
+        });
+    }
+    Ok(next)
+}
+
+/// Proves the first FAT of the volume on `dev` is free of loops and stray
+/// pointers. Linear in the cluster count; memory bounded by [`MEMORY_CAP`].
+pub fn check(dev: &impl ReadAt) -> io::Result<()> {
+    let mut bs = [0u8; 512];
+    dev.read_exact_at(&mut bs, 0)?;
+    let g = geometry(&bs)?;
+    if g.fat_offset.saturating_add(g.fat_bytes) > dev.size() {
+        return Err(damaged(format!(
+            "the table ends at byte {}, past the end of the {}-byte partition",
+            g.fat_offset.saturating_add(g.fat_bytes),
+            dev.size()
+        )));
+    }
+    let next = load(dev, &g)?;
+    let limit = g.clusters + 2;
+    for (c, &n) in next.iter().enumerate().skip(2) {
+        if n != FREE && n != END && n != BAD && !(2..limit).contains(&n) {
+            return Err(damaged(format!(
+                "cluster {c} points to cluster {n}, outside the volume's 2..{limit}"
+            )));
+        }
+    }
+    if g.bits == 32 && !(2..limit).contains(&g.root_cluster) {
+        return Err(damaged(format!(
+            "the root directory starts at cluster {}, outside the volume",
+            g.root_cluster
+        )));
+    }
+    // Each cluster has one successor, so the table is a functional graph:
+    // follow each unvisited path, marking clusters "on this path" (1) and
+    // then "proved to reach an end" (2). Meeting a 1 again is a loop.
+    let mut state = vec![0u8; next.len()];
+    let mut path = Vec::new();
+    for start in 2..next.len() {
+        let mut c = start;
+        while state[c] == 0 {
+            state[c] = 1;
+            path.push(c);
+            match next[c] {
+                FREE | END | BAD => break,
+                n => c = n as usize,
+            }
+        }
+        if state[c] == 1 && !matches!(next[c], FREE | END | BAD) {
+            let what = if g.bits == 32 && path.contains(&(g.root_cluster as usize)) {
+                "the root directory's"
+            } else {
+                "a"
+            };
+            return Err(damaged(format!(
+                "{what} cluster chain loops: cluster {} leads back to cluster {c}",
+                path.last().copied().unwrap_or(c)
+            )));
+        }
+        for &p in &path {
+            state[p] = 2;
+        }
+        path.clear();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Mem(Vec<u8>);
+    impl ReadAt for Mem {
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            let s = usize::try_from(offset).unwrap();
+            let src = self
+                .0
+                .get(s..s + buf.len())
+                .ok_or(io::ErrorKind::UnexpectedEof)?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+    }
+
+    /// A FAT16 volume: 512-byte sectors, 1 sector per cluster, 1 reserved,
+    /// 1 FAT of 32 sectors, 512 root entries, 5000 clusters.
+    fn fat16() -> Mem {
+        let mut v = vec![0u8; (1 + 32 + 32 + 5000) * 512];
+        v[11..13].copy_from_slice(&512u16.to_le_bytes());
+        v[13] = 1;
+        v[14..16].copy_from_slice(&1u16.to_le_bytes());
+        v[16] = 1;
+        v[17..19].copy_from_slice(&512u16.to_le_bytes());
+        v[19..21].copy_from_slice(&5065u16.to_le_bytes());
+        v[22..24].copy_from_slice(&32u16.to_le_bytes());
+        Mem(v)
+    }
+
+    fn set(m: &mut Mem, c: usize, v: u16) {
+        m.0[512 + c * 2..512 + c * 2 + 2].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn chains_that_end_pass() {
+        let mut m = fat16();
+        set(&mut m, 2, 3);
+        set(&mut m, 3, 4);
+        set(&mut m, 4, 0xFFFF);
+        set(&mut m, 10, 3); // two chains may not share, but a join is not a loop
+        check(&m).unwrap();
+    }
+
+    #[test]
+    fn a_loop_is_reported() {
+        let mut m = fat16();
+        set(&mut m, 2, 3);
+        set(&mut m, 3, 4);
+        set(&mut m, 4, 2);
+        let e = check(&m).unwrap_err().to_string();
+        assert!(e.contains("loops"), "{e}");
+        let mut m = fat16();
+        set(&mut m, 7, 7);
+        assert!(check(&m).unwrap_err().to_string().contains("cluster 7"));
+    }
+
+    #[test]
+    fn stray_pointer_is_reported() {
+        let mut m = fat16();
+        set(&mut m, 2, 6000);
+        let e = check(&m).unwrap_err().to_string();
+        assert!(e.contains("outside"), "{e}");
+    }
+
+    #[test]
+    fn fat12_entries_are_unpacked() {
+        let mut m = fat16();
+        // 1000 clusters makes it FAT12: entries are 12 bits, two per 3 bytes.
+        m.0[19..21].copy_from_slice(&1065u16.to_le_bytes());
+        m.0.truncate((1 + 32 + 32 + 1000) * 512);
+        // cluster 2 -> 3, cluster 3 -> 2: bytes for entries 2,3 at offset 3.
+        let (a, b) = (3u32, 2u32);
+        let packed = a | b << 12;
+        m.0[512 + 3..512 + 6].copy_from_slice(&packed.to_le_bytes()[..3]);
+        let e = check(&m).unwrap_err().to_string();
+        assert!(e.contains("loops"), "{e}");
+    }
+}
