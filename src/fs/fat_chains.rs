@@ -9,6 +9,12 @@
 //! back to a cluster it has passed. With that, every chain fatfs follows is
 //! at most `clusters` long. The check is one linear pass over the table
 //! (512 KiB for a Pi OS boot partition).
+//!
+//! Directories get the same proof one level up: a directory entry whose
+//! first cluster is an ancestor's (or any other directory's) would make a
+//! recursive walk loop or grow exponentially, and FAT directories have no
+//! inode number a walker could recognise. [`check`] walks the raw tree once
+//! and refuses a directory cluster that two entries (or two chains) claim.
 
 use std::io;
 
@@ -29,6 +35,11 @@ struct Geometry {
     bits: u32,
     /// FAT32's root directory cluster (0 on FAT12/16, whose root is fixed).
     root_cluster: u32,
+    /// Byte offset and length of FAT12/16's fixed root directory.
+    root_dir: (u64, u64),
+    /// Byte offset of cluster 2, and bytes per cluster.
+    data_offset: u64,
+    cluster_bytes: u64,
 }
 
 fn damaged(what: String) -> io::Error {
@@ -97,6 +108,9 @@ fn geometry(bs: &[u8; 512]) -> io::Result<Geometry> {
         clusters,
         bits,
         root_cluster: if bits == 32 { le32(bs, 44) } else { 0 },
+        root_dir: ((reserved + fats * fat_sectors) * bps, root_entries * 32),
+        data_offset: (reserved + fats * fat_sectors + root_sectors) * bps,
+        cluster_bytes: spc * bps,
     })
 }
 
@@ -201,6 +215,90 @@ pub fn check(dev: &impl ReadAt) -> io::Result<()> {
         }
         path.clear();
     }
+    check_directories(dev, &g, &next)
+}
+
+/// FAT directories hold at most 65536 entries of 32 bytes (the spec's
+/// limit), which also bounds what the walk below holds in memory.
+const MAX_DIR_BYTES: u64 = 65536 * 32;
+
+/// Walks the raw directory tree from the root, reading each directory
+/// cluster at most once: a cluster reached a second time (an entry naming
+/// an ancestor or another directory, or two directory chains joining) is
+/// damage, reported with the entry's name.
+fn check_directories(dev: &impl ReadAt, g: &Geometry, next: &[u32]) -> io::Result<()> {
+    let mut claimed = vec![false; next.len()];
+    // (path, first cluster); cluster 0 is FAT12/16's fixed root.
+    let mut stack = vec![(String::from("/"), g.root_cluster)];
+    let mut buf = vec![0u8; usize::try_from(g.cluster_bytes).unwrap_or(0)];
+    while let Some((dir, first)) = stack.pop() {
+        let mut entries = Vec::new();
+        if first == 0 {
+            let len = usize::try_from(g.root_dir.1).unwrap_or(0);
+            entries.resize(len, 0);
+            dev.read_exact_at(&mut entries, g.root_dir.0)?;
+        } else {
+            let mut c = first;
+            while let Some(seen) = claimed.get_mut(c as usize) {
+                if *seen {
+                    return Err(damaged(format!(
+                        "directory {} reuses cluster {c}, which belongs to another directory",
+                        crate::term::escape(&dir)
+                    )));
+                }
+                *seen = true;
+                if entries.len() as u64 + g.cluster_bytes > MAX_DIR_BYTES {
+                    return Err(damaged(format!(
+                        "directory {} is longer than FAT's limit of 65536 entries",
+                        crate::term::escape(&dir)
+                    )));
+                }
+                let off = u64::from(c - 2) * g.cluster_bytes + g.data_offset;
+                dev.read_exact_at(&mut buf, off)?;
+                entries.extend_from_slice(&buf);
+                match next[c as usize] {
+                    FREE | END | BAD => break,
+                    n => c = n,
+                }
+            }
+        }
+        for e in entries.chunks_exact(32) {
+            match e[0] {
+                0 => break,       // end of directory
+                0xE5 => continue, // deleted
+                _ => {}
+            }
+            let attr = e[11];
+            if attr & 0x0F == 0x0F || attr & 0x08 != 0 || attr & 0x10 == 0 {
+                continue; // long-name part, volume label, or a file
+            }
+            let name = &e[..11];
+            if name == b".          " || name == b"..         " {
+                continue;
+            }
+            let cluster = (u32::from(le16(e, 20)) << 16) | u32::from(le16(e, 26));
+            let cluster = if g.bits == 32 {
+                cluster
+            } else {
+                cluster & 0xFFFF
+            };
+            let shown = String::from_utf8_lossy(name).trim_end().to_string();
+            let path = format!("{}{}/", dir, shown);
+            if cluster == 0 || cluster == g.root_cluster {
+                return Err(damaged(format!(
+                    "directory {} points back at the root directory",
+                    crate::term::escape(&path)
+                )));
+            }
+            if !(2..g.clusters + 2).contains(&cluster) || next[cluster as usize] == FREE {
+                return Err(damaged(format!(
+                    "directory {} starts at cluster {cluster}, which is not allocated",
+                    crate::term::escape(&path)
+                )));
+            }
+            stack.push((path, cluster));
+        }
+    }
     Ok(())
 }
 
@@ -285,5 +383,35 @@ mod tests {
         m.0[512 + 3..512 + 6].copy_from_slice(&packed.to_le_bytes()[..3]);
         let e = check(&m).unwrap_err().to_string();
         assert!(e.contains("loops"), "{e}");
+    }
+
+    /// A FAT16 directory entry in the fixed root: `name` starting at `cluster`.
+    fn dir_entry(m: &mut Mem, slot: usize, name: &[u8; 11], cluster: u16) {
+        let off = (1 + 32) * 512 + slot * 32;
+        m.0[off..off + 11].copy_from_slice(name);
+        m.0[off + 11] = 0x10;
+        m.0[off + 26..off + 28].copy_from_slice(&cluster.to_le_bytes());
+    }
+
+    #[test]
+    fn directories_claimed_twice_are_reported() {
+        let mut m = fat16();
+        set(&mut m, 2, 0xFFFF);
+        dir_entry(&mut m, 0, b"A          ", 2);
+        check(&m).unwrap();
+        // A second entry naming the same directory: a walk would visit it twice.
+        dir_entry(&mut m, 1, b"B          ", 2);
+        let e = check(&m).unwrap_err().to_string();
+        assert!(e.contains("reuses cluster 2"), "{e}");
+        // A subdirectory whose entry points at its parent: a loop.
+        let mut m = fat16();
+        set(&mut m, 2, 0xFFFF);
+        dir_entry(&mut m, 0, b"A          ", 2);
+        let sub = (1 + 32 + 32) * 512;
+        m.0[sub..sub + 11].copy_from_slice(b"LOOP       ");
+        m.0[sub + 11] = 0x10;
+        m.0[sub + 26..sub + 28].copy_from_slice(&2u16.to_le_bytes());
+        let e = check(&m).unwrap_err().to_string();
+        assert!(e.contains("/A/LOOP/"), "{e}");
     }
 }
