@@ -178,7 +178,7 @@ pub enum Command {
     },
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(
-        after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440.\n\nExamples:\n  rpiimg verify out/ost04.img\n  rpiimg verify out/ost04.img --profile ost04-control\n  rpiimg verify out/ost04.img --manifest out/ost04.manifest.json --json\n  rpiimg verify --cluster out/ost01.img out/ost02.img out/ost03.img out/ost04.img"
+        after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440.\n\nExamples:\n  rpiimg verify out/ost04.img\n  rpiimg verify out/ost04.img --profile ost04-control\n  rpiimg verify out/ost04.img --manifest out/ost04.manifest.json --json\n  rpiimg verify out/ost04.img --manifest      (the manifest beside the image)\n  rpiimg verify --cluster out/ost01.img out/ost02.img out/ost03.img out/ost04.img"
     )]
     Verify {
         /// Image(s) to check (several with --cluster)
@@ -189,9 +189,13 @@ pub enum Command {
         profile: Option<String>,
         #[command(flatten)]
         base: BaseArg,
-        /// Also check every change recorded in this build manifest (no profile needed)
-        #[arg(long, value_name = "MANIFEST.json")]
-        manifest: Option<PathBuf>,
+        /// Also check every change recorded in this build manifest (no profile
+        /// needed); bare --manifest takes the one beside the image
+        /// (out/ost04.img -> out/ost04.manifest.json). A missing manifest is an
+        /// error: without it, the image's output set is incomplete.
+        #[arg(long, value_name = "MANIFEST.json", num_args = 0..=1, default_missing_value = "",
+              value_parser = clap::value_parser!(std::ffi::OsString))]
+        manifest: Option<std::ffi::OsString>,
         /// The images are one cluster: hostnames, addresses, MACs and host keys must differ
         #[arg(long)]
         cluster: bool,

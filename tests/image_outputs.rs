@@ -28,7 +28,7 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
         xz_level: 1,
         now: 1_760_000_000,
     };
-    let (w, n) = build(&opened, "ost04", &opts, &cache, Progress::quiet(), |ed| {
+    let (staged, n) = build(&opened, "ost04", &opts, &cache, Progress::quiet(), |ed| {
         ed.write_file(
             "/etc/hostname",
             Content::Bytes(b"ost04\n".to_vec()),
@@ -48,6 +48,9 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
         Ok(3)
     })
     .unwrap();
+    let w = staged
+        .commit(&out.join("ost04.manifest.json"), "{}\n")
+        .unwrap();
     assert_eq!(n, 3);
     assert_eq!(sha256_file(&base), base_sum, "the base must not change");
     assert_eq!(sha256_file(&w.image), w.sha256);
@@ -224,7 +227,7 @@ fn reflink_clone_where_the_filesystem_supports_it() {
             xz_level: 1,
             now: 0,
         };
-        let (w, ()) = build(&opened, "n1", &opts, &cache, Progress::quiet(), |ed| {
+        let (staged, ()) = build(&opened, "n1", &opts, &cache, Progress::quiet(), |ed| {
             ed.write_file(
                 "/etc/hostname",
                 Content::Bytes(b"n1\n".to_vec()),
@@ -232,6 +235,9 @@ fn reflink_clone_where_the_filesystem_supports_it() {
             )
         })
         .unwrap();
+        let w = staged
+            .commit(&opts.out_dir.join("n1.manifest.json"), "{}\n")
+            .unwrap();
         let grew = used().saturating_sub(before);
         assert!(
             grew < 16 << 20,
@@ -242,4 +248,69 @@ fn reflink_clone_where_the_filesystem_supports_it() {
     });
     let _ = Command::new("umount").arg(&mnt).status();
     res.unwrap();
+}
+
+/// A node's output set is complete iff its manifest exists (issue 10,
+/// class 12): a full disk while staging leaves no final name at all, a kill
+/// between renames leaves no manifest, and verify --manifest refuses then.
+#[test]
+fn outputs_are_all_or_nothing_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture(&["--flavour", "bookworm"]);
+    let out = dir.path().join("out");
+    let build = |fault: &str| {
+        rpiimg_cmd()
+            .args(["build", "--profile", &profile_path("ost04-control")])
+            .args(["--base", base.to_str().unwrap(), "-q", "--force", "--out"])
+            .arg(&out)
+            .env("RPIIMG_FAULT", fault)
+            .output()
+            .unwrap()
+    };
+    let finals = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&out)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("ost04"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    // The disk fills while the manifest is written: nothing renamed.
+    let o = build("manifest-write:enospc");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ost04.manifest.json"), "{}", stderr(&o));
+    assert!(finals().is_empty(), "no final names: {:?}", finals());
+    // Killed right after the image got its final name.
+    let o = build("rename-2");
+    assert!(!o.status.success());
+    assert_eq!(finals(), ["ost04.img"], "only the image was renamed");
+    let img = out.join("ost04.img");
+    let o = rpiimg(&["verify", img.to_str().unwrap(), "--manifest"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no manifest at"), "{}", stderr(&o));
+    // A whole build: the set is complete and the bare --manifest finds it.
+    let o = build("");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        finals(),
+        [
+            "ost04.img",
+            "ost04.img.bmap",
+            "ost04.img.sha256",
+            "ost04.manifest.json"
+        ]
+    );
+    let o = rpiimg(&["verify", img.to_str().unwrap(), "--manifest"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A replacement killed halfway never pairs new files with the old manifest.
+    let o = build("rename-3");
+    assert!(!o.status.success());
+    assert!(
+        !finals().contains(&"ost04.manifest.json".to_string()),
+        "{:?}",
+        finals()
+    );
 }

@@ -535,7 +535,7 @@ pub fn run_build(
             xz_level: 6,
             now: *now,
         };
-        let (written, applied) = build_image(img, &p.hostname, &opts, cache, progress, |ed| {
+        let (staged, applied) = build_image(img, &p.hostname, &opts, cache, progress, |ed| {
             crate::apply::apply(ed, &plan, progress)
         })?;
         let manifest = serde_json::json!({
@@ -549,18 +549,15 @@ pub fn run_build(
                 "path": crate::output::file_name(&img.input),
                 "sha256": img.input_sha256,
             },
-            "image": written,
+            "image": staged.written,
             "resolved_profile": redacted(p),
             "warnings": plan.warnings,
             "changes": applied,
         });
         let text =
             serde_json::to_string_pretty(&manifest).map_err(|e| Error::Output(e.into()))? + "\n";
-        let mpath = crate::output::write_text(
-            &opts.out_dir.join(format!("{}.manifest.json", p.hostname)),
-            &text,
-            force,
-        )?;
+        let mpath = opts.out_dir.join(format!("{}.manifest.json", p.hostname));
+        let written = staged.commit(&mpath, &text)?;
         summary.push((p.hostname.clone(), written, mpath));
     }
     // The management host's files, once per cluster of this run.
@@ -618,6 +615,20 @@ pub fn run_build(
     Ok(())
 }
 
+/// The manifest `--manifest` names, or for a bare `--manifest` the one a
+/// build writes beside `image` (`ost04.img[.xz]` -> `ost04.manifest.json`).
+fn manifest_for(image: &Path, given: &Path) -> PathBuf {
+    if !given.as_os_str().is_empty() {
+        return given.to_path_buf();
+    }
+    let name = crate::output::file_name(image);
+    let stem = name
+        .strip_suffix(".img.xz")
+        .or_else(|| name.strip_suffix(".img"))
+        .unwrap_or(&name);
+    image.with_file_name(format!("{stem}.manifest.json"))
+}
+
 /// `rpiimg verify`: invariants for each image, the plan or manifest, and
 /// cross-image identity. Returns the checks and the exit status.
 pub fn run_verify(
@@ -640,6 +651,14 @@ pub fn run_verify(
             Some(planned::from_plan(&plan_for(&p, &b)?))
         }
         (None, Some(m)) => {
+            let m = &manifest_for(&images[0], m);
+            if !m.exists() {
+                return Err(Error::Usage(format!(
+                    "{}: no manifest at {}: a node's outputs are complete only once its manifest is written, so this image may come from an interrupted build; rebuild it with `rpiimg build` (or name the manifest with --manifest FILE)",
+                    images[0].display(),
+                    m.display()
+                )));
+            }
             let text = std::fs::read_to_string(m).map_err(|e| Error::Host {
                 path: m.display().to_string(),
                 source: e,

@@ -143,7 +143,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 images,
                 profile.as_deref(),
                 base,
-                manifest.as_deref(),
+                manifest.as_deref().map(std::path::Path::new),
                 *cluster,
             )?;
             status = st;

@@ -1,11 +1,11 @@
 //! One node's image: a sparse copy of the cached base, edited in one
-//! transaction, then checksummed, mapped and optionally compressed. Every
-//! file appears under its final name only when complete; the base is only
-//! ever read.
+//! transaction, then checksummed, mapped and optionally compressed. All of
+//! a node's files are staged under temporary names and renamed together,
+//! the manifest last; the base is only ever read.
 
 use std::path::{Path, PathBuf};
 
-use super::{bmap, copy, sha256_line, write_text, xz, Pending};
+use super::{bmap, copy, sha256_line, xz, Pending};
 use crate::error::{Error, Result};
 use crate::ext4::Ext4;
 use crate::fs::edit::ImageEdit;
@@ -67,7 +67,11 @@ pub fn check_free(opts: &ImageOptions, name: &str) -> Result<()> {
     if opts.force {
         return Ok(());
     }
-    let mut names = vec![format!("{name}.img"), format!("{name}.img.sha256")];
+    let mut names = vec![
+        format!("{name}.img"),
+        format!("{name}.img.sha256"),
+        format!("{name}.manifest.json"),
+    ];
     if opts.bmap {
         names.push(format!("{name}.img.bmap"));
     }
@@ -97,7 +101,7 @@ pub fn build<T>(
     cache: &Cache,
     progress: Progress,
     edit: impl FnOnce(&mut ImageEdit) -> Result<T>,
-) -> Result<(Written, T)> {
+) -> Result<(Staged, T)> {
     check_free(opts, name)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| {
         Error::Usage(format!(
@@ -144,44 +148,106 @@ pub fn build<T>(
         let sum = sha256_of(p.path())?;
         xz_out = Some((p, sum));
     }
-    let image = img.persist(opts.force)?;
-    write_text(
+    let image = img.dest().to_path_buf();
+    let mut files = vec![img];
+    files.push(pending_text(
         &opts.out_dir.join(format!("{name}.img.sha256")),
         &sha256_line(&scan.sha256, &image),
-        opts.force,
-    )?;
+    )?);
     let bmap_path = if opts.bmap {
-        Some(write_text(
+        let p = pending_text(
             &opts.out_dir.join(format!("{name}.img.bmap")),
             &bmap::render(&scan),
-            opts.force,
-        )?)
+        )?;
+        let dest = p.dest().to_path_buf();
+        files.push(p);
+        Some(dest)
     } else {
         None
     };
     let (xz_path, xz_sha256) = match xz_out {
         Some((p, sum)) => {
-            let path = p.persist(opts.force)?;
-            write_text(
+            let path = p.dest().to_path_buf();
+            files.push(p);
+            files.push(pending_text(
                 &opts.out_dir.join(format!("{name}.img.xz.sha256")),
                 &sha256_line(&sum, &path),
-                opts.force,
-            )?;
+            )?);
             (Some(path), Some(sum))
         }
         None => (None, None),
     };
     Ok((
-        Written {
-            image,
-            size: scan.size,
-            sha256: scan.sha256,
-            bmap: bmap_path,
-            xz: xz_path,
-            xz_sha256,
+        Staged {
+            files,
+            force: opts.force,
+            written: Written {
+                image,
+                size: scan.size,
+                sha256: scan.sha256,
+                bmap: bmap_path,
+                xz: xz_path,
+                xz_sha256,
+            },
         },
         value,
     ))
+}
+
+/// One node's outputs, complete but still under temporary names: nothing
+/// of the node carries a final name until [`Staged::commit`].
+#[derive(Debug)]
+pub struct Staged {
+    files: Vec<Pending>,
+    force: bool,
+    /// What the files will be once committed (final names).
+    pub written: Written,
+}
+
+impl Staged {
+    /// Gives every file its final name, `manifest` last: a node's output
+    /// set is complete if and only if its manifest exists. The manifest is
+    /// written (to a temporary name) before any rename, so a full disk
+    /// fails with nothing renamed; a replaced set loses its old manifest
+    /// first, so a kill halfway never pairs new files with an old manifest.
+    /// If a rename fails, the files already renamed are removed again.
+    pub fn commit(self, manifest: &Path, manifest_text: &str) -> Result<Written> {
+        super::fault("manifest-write").map_err(|e| super::out_err(manifest, e))?;
+        let m = pending_text(manifest, manifest_text)?;
+        if self.force {
+            match std::fs::remove_file(manifest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(super::out_err(manifest, e)),
+            }
+        }
+        let mut done: Vec<PathBuf> = Vec::new();
+        for f in self.files.into_iter().chain(std::iter::once(m)) {
+            let renamed = super::fault(&format!("rename-{}", done.len() + 1))
+                .map_err(|e| super::out_err(f.dest(), e))
+                .and_then(|()| f.persist(self.force));
+            match renamed {
+                Ok(p) => done.push(p),
+                Err(e) => {
+                    for p in &done {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.written)
+    }
+}
+
+/// A small text output, written under its temporary name.
+fn pending_text(dest: &Path, text: &str) -> Result<Pending> {
+    use std::io::Write;
+    let mut p = Pending::new(dest)?;
+    p.file()
+        .write_all(text.as_bytes())
+        .map_err(|e| super::out_err(dest, e))?;
+    Ok(p)
 }
 
 fn ser_file_name<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 /// A file being written; becomes `dest` on [`Pending::persist`], and
 /// disappears if dropped first (an error, or the process being killed
 /// leaves only a `.rpiimg-partial-*` file, never a final name).
+#[derive(Debug)]
 pub struct Pending {
     tmp: tempfile::NamedTempFile,
     dest: PathBuf,
@@ -103,6 +104,21 @@ impl Pending {
             })?;
         }
         Ok(dest)
+    }
+}
+
+/// Test hook for the all-or-nothing output tests: with
+/// `RPIIMG_FAULT=<point>` the process stops at that point as if killed
+/// (`abort`, no cleanup), or with `RPIIMG_FAULT=<point>:enospc` the step
+/// fails as on a full disk. Unset, this costs one environment lookup per
+/// node output set.
+pub(crate) fn fault(point: &str) -> io::Result<()> {
+    match std::env::var("RPIIMG_FAULT") {
+        Ok(v) if v == point => std::process::abort(),
+        Ok(v) if v.strip_suffix(":enospc") == Some(point) => {
+            Err(io::Error::from(io::ErrorKind::StorageFull))
+        }
+        _ => Ok(()),
     }
 }
 

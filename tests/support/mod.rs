@@ -63,15 +63,17 @@ pub fn copy_fixture(opts: &[&str], dir: &Path) -> PathBuf {
     dst
 }
 
-pub fn rpiimg(args: &[&str]) -> Output {
-    let cache = fixture_dir().join("cache");
-    Command::new(env!("CARGO_BIN_EXE_rpiimg"))
-        .args(args)
-        .env("RPIIMG_CACHE_DIR", cache)
+/// The rpiimg binary with the tests' cache and key store, ready for args.
+pub fn rpiimg_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rpiimg"));
+    c.env("RPIIMG_CACHE_DIR", fixture_dir().join("cache"))
         // The test key store (public, fixed), so plans and golden files are stable.
-        .env("RPIIMG_KEYS_DIR", repo().join("tests/fixtures/keys"))
-        .output()
-        .expect("run rpiimg")
+        .env("RPIIMG_KEYS_DIR", repo().join("tests/fixtures/keys"));
+    c
+}
+
+pub fn rpiimg(args: &[&str]) -> Output {
+    rpiimg_cmd().args(args).output().expect("run rpiimg")
 }
 
 /// `rpiimg args`, killed (and the test failed) if it runs longer than
@@ -81,11 +83,8 @@ pub fn rpiimg_within(args: &[&str], limit: std::time::Duration) -> Output {
     use std::process::Stdio;
     let dir = tempfile::tempdir().expect("temp dir");
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let cache = fixture_dir().join("cache");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpiimg"))
+    let mut child = rpiimg_cmd()
         .args(args)
-        .env("RPIIMG_CACHE_DIR", cache)
-        .env("RPIIMG_KEYS_DIR", repo().join("tests/fixtures/keys"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
