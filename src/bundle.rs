@@ -123,7 +123,10 @@ pub fn render(
         conn.push_str(&format!(" ansible_user={}", inventory_word(&u.name)));
     }
     if let Some(pw) = &password {
-        conn.push_str(&format!(" ansible_password={}", inventory_word(pw)));
+        conn.push_str(&format!(
+            " ansible_password={}",
+            inventory_word(pw.expose())
+        ));
     }
     conn.push_str(" ansible_become=true");
     let groups: Vec<Value> = NODE_GROUPS

@@ -24,6 +24,7 @@ pub mod partition;
 pub mod plan;
 pub mod profile;
 pub mod progress;
+pub mod secret;
 pub mod sshkey;
 pub mod term;
 pub mod verify;

@@ -155,10 +155,11 @@ fn secrets_stay_out_of_plans_and_manifests() {
     let psk = "Wifi-Psk-Secret-7731";
     let var = "Var-Secret-5512";
     let hash = "$6$saltsaltsalt$Hash-Secret-9043";
+    let plain = "Plain-Secret-2210";
     let prof = node_profile(
         d.path(),
         &format!(
-            "[network.wifi]\nssid = \"lab\"\npsk = \"{psk}\"\n[vars]\ntoken = \"{var}\"\n[[files]]\npath = \"/etc/lab-token\"\ncontent = \"token={{{{ vars.token }}}}\\n\"\n[[users]]\nname = \"ubuntu\"\npassword_hash = \"{hash}\"\n"
+            "[network.wifi]\nssid = \"lab\"\npsk = \"{psk}\"\n[vars]\ntoken = \"{var}\"\n[[files]]\npath = \"/etc/lab-token\"\ncontent = \"token={{{{ vars.token }}}}\\n\"\n[[users]]\nname = \"ubuntu\"\npassword_hash = \"{hash}\"\n[[users]]\nname = \"student\"\npassword = \"{plain}\"\n"
         ),
     );
     let (status, err, json) = plan(&prof);
@@ -171,7 +172,7 @@ fn secrets_stay_out_of_plans_and_manifests() {
         "--base",
         base.to_str().unwrap(),
     ]));
-    for s in [psk, var, hash] {
+    for s in [psk, var, hash, plain] {
         assert!(
             !json.contains(s) && !text.contains(s) && !err.contains(s),
             "{s} leaked"
@@ -204,7 +205,22 @@ fn secrets_stay_out_of_plans_and_manifests() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let manifest = std::fs::read_to_string(out.join("ost04.manifest.json")).unwrap();
-    for s in [psk, var, hash] {
+    // The hash derived from the plain password, as the image holds it.
+    let img = out.join("ost04.img");
+    let shadow = stdout(&rpiimg(&["cat", img.to_str().unwrap(), "/etc/shadow"]));
+    let derived = shadow
+        .lines()
+        .find_map(|l| l.strip_prefix("student:"))
+        .and_then(|l| l.split(':').next())
+        .expect("student in /etc/shadow")
+        .to_string();
+    assert!(derived.starts_with('$'), "{derived}");
+    assert!(!json.contains(&derived), "derived hash in plan --json");
+    assert!(
+        manifest.contains("\"password\": \"<redacted>\""),
+        "secrets are redacted by their type"
+    );
+    for s in [psk, var, hash, plain, &derived] {
         assert!(
             !manifest.contains(s) && !stderr(&o).contains(s) && !stdout(&o).contains(s),
             "{s} in the manifest or output"

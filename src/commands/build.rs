@@ -292,27 +292,10 @@ pub fn run_plan(
     out.write_all(text.as_bytes()).map_err(Error::Output)
 }
 
-/// The profile as recorded in a manifest: resolved, secrets redacted.
+/// The profile as recorded in a manifest: resolved; its secrets
+/// ([`crate::secret::Secret`]) serialize as `<redacted>`.
 fn redacted(p: &Profile) -> serde_json::Value {
-    let mut v = serde_json::to_value(p).unwrap_or_default();
-    if let Some(users) = v.get_mut("users").and_then(|u| u.as_array_mut()) {
-        for u in users {
-            for k in ["password", "password_hash"] {
-                if u.get(k).is_some_and(|x| !x.is_null()) {
-                    u[k] = "<redacted>".into();
-                }
-            }
-        }
-    }
-    if let Some(vars) = v.get_mut("vars").and_then(|u| u.as_object_mut()) {
-        for (_, val) in vars.iter_mut() {
-            *val = "<redacted>".into();
-        }
-    }
-    if let Some(w) = v.pointer_mut("/network/wifi/psk") {
-        *w = "<redacted>".into();
-    }
-    v
+    serde_json::to_value(p).unwrap_or_default()
 }
 
 /// What `rpiimg build` was asked for.

@@ -174,10 +174,13 @@ impl Plan {
                     continue;
                 };
                 for c in changes {
+                    // /etc/shadow holds the password hashes derived from
+                    // the profile's passwords: secret whatever they are.
+                    let shadow = c.get("path").and_then(|p| p.as_str()) == Some("/etc/shadow");
                     let holds = c
                         .get("text")
                         .and_then(|t| t.as_str())
-                        .is_some_and(|t| secrets.iter().any(|x| t.contains(x.as_str())));
+                        .is_some_and(|t| shadow || secrets.iter().any(|x| t.contains(x.as_str())));
                     if holds {
                         c["text"] =
                             "<redacted: holds a secret of the profile; --show-secrets shows it>"
@@ -579,11 +582,11 @@ fn users_steps(b: &mut Builder) -> Result<users::UserDb, PlanError> {
                     ))
                 })?;
                 Some(
-                    users::hash_password(plain, secret, &[&p.hostname, &u.name])
+                    users::hash_password(plain.expose(), secret, &[&p.hostname, &u.name])
                         .map_err(|e| b.err(e))?,
                 )
             }
-            (None, Some(h)) => Some(h.clone()),
+            (None, Some(h)) => Some(h.expose().to_string()),
             (None, None) => None,
         };
         if let Some(h) = hash {

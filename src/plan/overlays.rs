@@ -105,20 +105,24 @@ pub fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
         .map(|i| ((*i).to_string(), node.mac(&p.cluster.name, i)))
         .collect();
     let prefix = crate::profile::parse_cidr(&p.cluster.subnet).map_or(24, |(_, l)| l);
-    context! {
-        node => Value::from(minijinja::value::Serde(node)),
-        cluster => Value::from(minijinja::value::Serde(&p.cluster)),
-        network => Value::from(minijinja::value::Serde(&p.network)),
-        firstboot => Value::from(minijinja::value::Serde(&p.firstboot)),
-        users => Value::from(minijinja::value::Serde(&p.users.iter().map(|u| &u.name).collect::<Vec<_>>())),
-        vars => Value::from(minijinja::value::Serde(&p.vars)),
-        macs => Value::from(minijinja::value::Serde(&macs)),
-        prefix => prefix,
-        vlan => p.network.mode == NetMode::Vlan,
-        bootstrap => !f.has_netplan(),
-        os => f.codename.clone(),
-        hostname => p.hostname.clone(),
-    }
+    // Templates write secrets (the Wi-Fi key, [vars]) where they belong;
+    // minijinja converts the values here, eagerly, while they are revealed.
+    crate::secret::reveal(|| {
+        context! {
+            node => Value::from(minijinja::value::Serde(node)),
+            cluster => Value::from(minijinja::value::Serde(&p.cluster)),
+            network => Value::from(minijinja::value::Serde(&p.network)),
+            firstboot => Value::from(minijinja::value::Serde(&p.firstboot)),
+            users => Value::from(minijinja::value::Serde(&p.users.iter().map(|u| &u.name).collect::<Vec<_>>())),
+            vars => Value::from(minijinja::value::Serde(&p.vars)),
+            macs => Value::from(minijinja::value::Serde(&macs)),
+            prefix => prefix,
+            vlan => p.network.mode == NetMode::Vlan,
+            bootstrap => !f.has_netplan(),
+            os => f.codename.clone(),
+            hostname => p.hostname.clone(),
+        }
+    })
 }
 
 /// A word for a POSIX shell: single-quoted, so nothing in it expands.

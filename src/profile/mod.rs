@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
 use sha2::Digest;
 
 pub use validate::{validate, Finding};
@@ -105,9 +107,9 @@ pub struct Cluster {
 pub struct User {
     pub name: String,
     /// Plain text, hashed (SHA-512 crypt) when the plan is made; never stored or printed.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// A crypt(3) hash ($y$, $6$, $5$) used as is.
-    pub password_hash: Option<String>,
+    pub password_hash: Option<Secret>,
     #[serde(default)]
     pub groups: Vec<String>,
     #[serde(default)]
@@ -136,7 +138,7 @@ pub enum NetMode {
 #[serde(deny_unknown_fields)]
 pub struct Wifi {
     pub ssid: String,
-    pub psk: String,
+    pub psk: Secret,
     #[serde(default = "gb")]
     pub country: String,
 }
@@ -298,9 +300,9 @@ pub struct Profile {
     pub network: Network,
     #[serde(default)]
     pub firstboot: Firstboot,
-    /// Free-form values for templates (e.g. DevStack passwords).
+    /// Free-form values for templates (e.g. DevStack passwords): secrets.
     #[serde(default)]
-    pub vars: BTreeMap<String, String>,
+    pub vars: BTreeMap<String, Secret>,
     /// Extra overlay directories (relative to the profile's directory).
     #[serde(default)]
     pub overlays: Vec<PathBuf>,
@@ -329,12 +331,12 @@ impl Profile {
         // Plain passwords never reach a file (only their hashes do, in
         // /etc/shadow); a hash given in the profile is a secret as given.
         for u in &self.users {
-            v.extend(u.password_hash.iter().cloned());
+            v.extend(u.password_hash.iter().map(|h| h.expose().to_string()));
         }
         if let Some(w) = &self.network.wifi {
-            v.push(w.psk.clone());
+            v.push(w.psk.expose().to_string());
         }
-        v.extend(self.vars.values().cloned());
+        v.extend(self.vars.values().map(|s| s.expose().to_string()));
         v.retain(|s| s.chars().count() >= 4);
         v.sort();
         v.dedup();

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use crate::secret::Secret;
+
 use super::{in_subnet, parse_cidr, parse_pool, NetMode, Profile, INTERFACES};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -148,7 +150,8 @@ fn line_safe_strings(v: &serde_json::Value, key: &str, f: &mut Findings) {
 /// Errors and warnings; the profile may be used only when there is no error.
 pub fn validate(p: &Profile) -> Vec<Finding> {
     let mut f = Findings::default();
-    if let Ok(v) = serde_json::to_value(p) {
+    // Secrets too: they are written into the same files.
+    if let Ok(v) = crate::secret::reveal(|| serde_json::to_value(p)) {
         line_safe_strings(&v, "", &mut f);
     }
     let c = &p.cluster;
@@ -424,7 +427,10 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
         for (k, v) in [
             ("home", u.home.as_deref()),
             ("shell", Some(u.shell.as_str())),
-            ("password_hash", u.password_hash.as_deref()),
+            (
+                "password_hash",
+                u.password_hash.as_ref().map(Secret::expose),
+            ),
         ] {
             if let Some(v) = v {
                 if v.contains([':', '\n']) {
@@ -440,7 +446,10 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
                 }
             }
         }
-        if u.password.as_deref().is_some_and(|pw| pw.contains('\n')) {
+        if u.password
+            .as_ref()
+            .is_some_and(|pw| pw.expose().contains('\n'))
+        {
             f.err(
                 format!("users[{i}].password"),
                 "must not contain a line break".into(),
@@ -474,7 +483,7 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
                 "give password or password_hash, not both".into(),
             );
         }
-        if let Some(h) = &u.password_hash {
+        if let Some(h) = u.password_hash.as_ref().map(Secret::expose) {
             if !(h.starts_with("$y$") || h.starts_with("$6$") || h.starts_with("$5$")) {
                 f.err(
                     format!("users[{i}].password_hash"),
@@ -524,8 +533,9 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
         if w.ssid.is_empty() || w.ssid.len() > 32 {
             f.err("network.wifi.ssid".into(), "must be 1 to 32 bytes".into());
         }
-        let hex64 = w.psk.len() == 64 && w.psk.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hex64 && !(8..=63).contains(&w.psk.len()) {
+        let psk = w.psk.expose();
+        let hex64 = psk.len() == 64 && psk.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex64 && !(8..=63).contains(&psk.len()) {
             f.err(
                 "network.wifi.psk".into(),
                 "a WPA passphrase has 8 to 63 characters (or 64 hex digits)".into(),
