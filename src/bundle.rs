@@ -7,7 +7,7 @@
 //! Templates are `overlays/mgmt/*.j2` (compiled in); a profile overrides
 //! one by putting `mgmt/<name>.j2` in one of its overlay directories.
 
-use minijinja::{context, Environment, Value};
+use minijinja::{context, Value};
 
 use crate::profile::{NetMode, Profile};
 use crate::sshkey::{self, KeyType};
@@ -191,10 +191,8 @@ pub fn render(
 }
 
 fn render_one(name: &str, src: &str, ctx: &Value) -> Result<String, String> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.set_fuel(Some(crate::plan::TEMPLATE_FUEL));
+    let mut env =
+        crate::template::environment().map_err(|e| format!("template mgmt/{name}: {e}"))?;
     env.add_template(name, src)
         .map_err(|e| format!("template mgmt/{name}: {e}"))?;
     let t = env

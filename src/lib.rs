@@ -26,5 +26,6 @@ pub mod profile;
 pub mod progress;
 pub mod secret;
 pub mod sshkey;
+pub mod template;
 pub mod term;
 pub mod verify;

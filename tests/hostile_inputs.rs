@@ -227,3 +227,47 @@ fn secrets_stay_out_of_plans_and_manifests() {
         );
     }
 }
+
+/// The `yaml` filter's output reads back, with a YAML 1.1 parser (PyYAML
+/// on libyaml, the parser family netplan uses), as exactly the string
+/// that went in, and as one key: no value can start a line of its own.
+#[test]
+fn yaml_quoting_round_trips_through_a_yaml_parser() {
+    let values = [
+        "lab",
+        "it's \"quoted\" \\ back",
+        "k: v\u{2028}evil: 1",
+        "cr\rlf\nnel\u{85}ps\u{2029}tab\tesc\u{1b}del\u{7f}csi\u{9b}",
+        "# not a comment",
+        "- not a list",
+        "ünïcödé ✓",
+    ];
+    let mut doc = String::new();
+    for (i, v) in values.iter().enumerate() {
+        doc.push_str(&format!("k{i}: {}\n", rpiimg::template::yaml_quote(v)));
+    }
+    let mut child = tool("python3")
+        .args([
+            "-c",
+            "import sys, json, yaml; d = yaml.load(sys.stdin.read(), Loader=yaml.CSafeLoader); print(json.dumps(d))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{doc}");
+    let back: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(back.len(), values.len(), "{back:?}");
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(back[&format!("k{i}")], *v);
+    }
+}

@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 
 use crate::profile::{NetMode, Profile};
 pub use facts::ImageFacts;
-pub use overlays::TEMPLATE_FUEL;
 
 /// One file-level change; paths are as the booted system sees them.
 /// (In manifests the content is left out; its sha256 stands beside it.)
@@ -174,13 +173,13 @@ impl Plan {
                     continue;
                 };
                 for c in changes {
-                    // /etc/shadow holds the password hashes derived from
-                    // the profile's passwords: secret whatever they are.
+                    // A password hash in /etc/shadow (derived from a
+                    // profile's password, or the base's own) is secret too.
                     let shadow = c.get("path").and_then(|p| p.as_str()) == Some("/etc/shadow");
-                    let holds = c
-                        .get("text")
-                        .and_then(|t| t.as_str())
-                        .is_some_and(|t| shadow || secrets.iter().any(|x| t.contains(x.as_str())));
+                    let holds = c.get("text").and_then(|t| t.as_str()).is_some_and(|t| {
+                        (shadow && t.lines().any(has_crypt_hash))
+                            || secrets.iter().any(|x| t.contains(x.as_str()))
+                    });
                     if holds {
                         c["text"] =
                             "<redacted: holds a secret of the profile; --show-secrets shows it>"
@@ -191,6 +190,11 @@ impl Plan {
         }
         v
     }
+}
+
+/// Whether a shadow(5) line holds a crypt(3) hash (not `!`, `*` or empty).
+fn has_crypt_hash(line: &str) -> bool {
+    line.split(':').nth(1).is_some_and(|h| h.starts_with('$'))
 }
 
 /// SSH host private keys: their text is never shown (plans, goldens, logs).

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use minijinja::{context, Environment, Value};
+use minijinja::{context, Value};
 
 use super::{facts::ImageFacts, users::UserDb, Change, INTERFACES};
 use crate::profile::{NetMode, Node, Profile};
@@ -125,32 +125,11 @@ pub fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
     })
 }
 
-/// A word for a POSIX shell: single-quoted, so nothing in it expands.
-fn shquote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// Work a template may do (minijinja fuel: about one unit per instruction;
-/// the built-in templates use a few thousand).
-pub const TEMPLATE_FUEL: u64 = 5_000_000;
-
 fn render(name: &str, src: &str, ctx: &Value) -> Result<String, String> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     // Profile strings go into shell scripts and YAML: templates quote them
-    // with `shquote` and `tojson` (a JSON string is a YAML double-quoted scalar).
-    env.add_filter("shquote", |s: String| shquote(&s));
-    // minijinja would pick HTML or JSON escaping from the target's
-    // extension (.yaml, .json, .html); these are config files, not markup.
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    // Bounded work: a template with huge nested loops stops with an error.
-    env.set_fuel(Some(TEMPLATE_FUEL));
-    // Inline `files` keep their last line break (built-in ones are normalised in `file`).
-    let syntax = minijinja::syntax::SyntaxConfig::builder()
-        .keep_trailing_newline(true)
-        .build()
-        .map_err(|e| format!("template {name}: {e}"))?;
-    env.set_syntax(syntax);
+    // with `shquote` and `yaml`. Inline `files` keep their last line break
+    // (built-in ones are normalised in `file`).
+    let mut env = crate::template::environment().map_err(|e| format!("template {name}: {e}"))?;
     env.add_template(name, src)
         .map_err(|e| format!("template {name}: {e}"))?;
     env.get_template(name)
@@ -312,7 +291,7 @@ mod tests {
         for s in ["plain", "it's", "$(reboot) `x` \"q\" \\ ;|&", ""] {
             let o = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(format!("printf %s {}", shquote(s)))
+                .arg(format!("printf %s {}", crate::template::shquote(s)))
                 .output()
                 .unwrap();
             assert_eq!(String::from_utf8(o.stdout).unwrap(), s);
