@@ -1,6 +1,7 @@
 //! File-level differences between two images (typically a node image and
 //! its base): added, removed and changed paths, with what changed.
 
+use crate::term::escape;
 use std::collections::BTreeMap;
 
 use crate::error::Result;
@@ -52,21 +53,21 @@ impl Diff {
         let line = |sum: &Summary| {
             let mut l = format!("{} {} {} {} bytes", sum.kind, sum.mode, sum.owner, sum.size);
             if let Some(t) = &sum.target {
-                l.push_str(&format!(" -> {t}"));
+                l.push_str(&format!(" -> {}", escape(t)));
             }
             l
         };
         let mut all: Vec<(String, String)> = Vec::new();
         for (p, sum) in &self.added {
-            all.push((p.clone(), format!("+ {p}  ({})", line(sum))));
+            all.push((p.clone(), format!("+ {}  ({})", escape(p), line(sum))));
         }
         for (p, sum) in &self.removed {
-            all.push((p.clone(), format!("- {p}  ({})", line(sum))));
+            all.push((p.clone(), format!("- {}  ({})", escape(p), line(sum))));
         }
         for c in &self.changed {
             all.push((
                 c.path.clone(),
-                format!("M {}  ({})", c.path, c.changes.join(", ")),
+                format!("M {}  ({})", escape(&c.path), escape(&c.changes.join(", "))),
             ));
         }
         all.sort();

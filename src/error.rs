@@ -31,6 +31,9 @@ pub enum Error {
     Damaged { path: String, source: Ext4Error },
     #[error("{0}")]
     Usage(String),
+    /// The one message of several lines: one per validation error.
+    #[error("{path}: invalid profile:\n{}", errors.iter().map(|e| format!("  {}", crate::term::defuse(e))).collect::<Vec<_>>().join("\n"))]
+    InvalidProfile { path: String, errors: Vec<String> },
     #[error("{path}: {source}")]
     Host {
         path: String,
@@ -41,6 +44,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// The message as the terminal gets it: nothing in it can act on the
+    /// terminal or start a line of its own (image-derived names inside
+    /// were escaped with [`crate::term::escape`] where they were formed;
+    /// this is the last line of defence). Only an invalid profile's list
+    /// keeps its line breaks, one per finding.
+    pub fn for_terminal(&self) -> String {
+        match self {
+            Error::InvalidProfile { .. } => self.to_string(),
+            e => crate::term::defuse(&e.to_string()),
+        }
+    }
+
     /// Name the image path on whose way a damaged structure was met (an
     /// ext4 error by itself names only an inode or block).
     pub fn in_path(self, path: &str) -> Error {

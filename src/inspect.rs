@@ -396,7 +396,7 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "  p{}  {ty:<5} label {label:?}  UUID {uuid}  size {}  free {}  {}",
+                "  p{}  {ty:<5} label \"{label}\"  UUID {uuid}  size {}  free {}  {}",
                 f.partition,
                 human_bytes(f.size),
                 human_bytes(f.free),
@@ -479,6 +479,8 @@ impl Report {
                 .as_deref()
                 .unwrap_or("(no /boot/firmware/cmdline.txt)")
         );
-        s
+        // Every field is one line of image-derived text: escaped for the
+        // terminal (`--json` keeps it exact).
+        crate::term::escape_lines(&s)
     }
 }

@@ -7,7 +7,7 @@ fn main() {
     match rpiimg::commands::run(cli) {
         Ok(status) => std::process::exit(status),
         Err(e) => {
-            eprintln!("rpiimg: error: {e}");
+            eprintln!("rpiimg: error: {}", e.for_terminal());
             std::process::exit(2);
         }
     }

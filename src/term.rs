@@ -40,6 +40,22 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// `s` escaped line by line: for reports whose lines are built from
+/// single-line fields, the line breaks stay and nothing else acts on the
+/// terminal.
+pub fn escape_lines(s: &str) -> String {
+    s.split('\n').map(escape).collect::<Vec<_>>().join("\n")
+}
+
+/// `s` on one line with only what a terminal would act on escaped
+/// (controls, line breaks, invisible formatting); backslashes are kept as
+/// they are. The last line of defence for error messages, whose
+/// image-derived parts were already escaped with [`escape`] where they
+/// were formed.
+pub fn defuse(s: &str) -> String {
+    s.split('\\').map(escape).collect::<Vec<_>>().join("\\")
+}
+
 /// Characters a terminal would act on or hide rather than show.
 fn needs_escape(c: char) -> bool {
     c == '\\'
@@ -53,6 +69,12 @@ fn needs_escape(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::escape;
+
+    #[test]
+    fn defuse_keeps_backslashes_and_lines() {
+        assert_eq!(super::defuse("a\\033b\n\x1b[31mc"), "a\\033b\\n\\033[31mc");
+        assert_eq!(super::escape_lines("x\ny\x07"), "x\ny\\a");
+    }
 
     #[test]
     fn plain_names_are_unchanged() {

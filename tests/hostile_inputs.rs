@@ -271,3 +271,65 @@ fn yaml_quoting_round_trips_through_a_yaml_parser() {
         assert_eq!(back[&format!("k{i}")], *v);
     }
 }
+
+/// Names from an image reach the terminal escaped as `ls -b` shows them
+/// (issue 10, class 9): an ESC sequence, a BEL or a newline in a file name
+/// cannot recolour the screen or fake a line of `ls`, `diff`, `verify` or
+/// an error; `--json` keeps the name exact.
+#[test]
+fn image_names_are_escaped_for_terminals() {
+    let d = tempfile::tempdir().unwrap();
+    let base = fixture(&["--flavour", "trixie"]);
+    let img = d.path().join("node.img");
+    std::fs::copy(&base, &img).unwrap();
+    let i = img.to_str().unwrap();
+    let name = "evil\u{1b}]0;pwned\u{7}\nok   fake";
+    let shown = "evil\\033]0;pwned\\a\\nok   fake";
+    let local = d.path().join("x");
+    std::fs::write(&local, "x\n").unwrap();
+    // A sudoers drop-in of the wrong mode: verify names it in a FAIL line.
+    let inside = format!("/etc/sudoers.d/{name}");
+    let o = rpiimg(&[
+        "fs",
+        i,
+        "put",
+        local.to_str().unwrap(),
+        &inside,
+        "--mode",
+        "0644",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let raw = |s: &str| s.contains('\u{1b}') || s.contains('\u{7}');
+    for args in [
+        &["ls", i, "/etc/sudoers.d"][..],
+        &["ls", "-l", i, "/etc/sudoers.d"],
+        &["diff", base.to_str().unwrap(), i],
+        &["verify", i],
+    ] {
+        let o = rpiimg(args);
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert!(
+            !raw(&out) && !raw(&err),
+            "{args:?} printed a raw control: {out:?}"
+        );
+        assert!(out.contains(shown), "{args:?} shows {shown}: {out}");
+        assert!(
+            !out.lines().any(|l| l.starts_with("ok   fake")),
+            "{args:?}: a name faked a line"
+        );
+    }
+    // An error naming the path.
+    let o = rpiimg(&["cat", i, &format!("{inside}/below")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!raw(&stderr(&o)), "{:?}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    // JSON stays exact.
+    let o = rpiimg(&["diff", base.to_str().unwrap(), i, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v
+        .to_string()
+        .contains(&serde_json::to_string(&inside).unwrap()[1..20]));
+    assert!(serde_json::to_string(&v)
+        .unwrap()
+        .contains("\\u001b]0;pwned\\u0007\\nok   fake"));
+}

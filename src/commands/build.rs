@@ -24,14 +24,13 @@ fn check_valid(p: &Profile, path: &Path) -> Result<Vec<profile::Finding>> {
     let errors: Vec<String> = findings
         .iter()
         .filter(|f| f.error)
-        .map(|f| format!("  {f}"))
+        .map(ToString::to_string)
         .collect();
     if !errors.is_empty() {
-        return Err(Error::Usage(format!(
-            "{}: invalid profile:\n{}",
-            path.display(),
-            errors.join("\n")
-        )));
+        return Err(Error::InvalidProfile {
+            path: path.display().to_string(),
+            errors,
+        });
     }
     Ok(findings)
 }

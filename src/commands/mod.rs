@@ -65,7 +65,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     if *long {
                         writeln!(out, "{}", long_line(name, st))
                     } else {
-                        writeln!(out, "{name}")
+                        writeln!(out, "{}", crate::term::escape(name))
                     }
                 })
                 .map_err(Error::Output)
@@ -201,18 +201,20 @@ pub fn format_time(t: i64) -> String {
 }
 
 fn long_line(name: &str, st: &Stat) -> String {
+    // Names and targets come from the image: escaped as `ls -b` does.
     let mut l = format!(
-        "{} {:>3} {:>5} {:>5} {:>10} {} {name}",
+        "{} {:>3} {:>5} {:>5} {:>10} {} {}",
         st.mode_string(),
         st.nlink,
         st.uid,
         st.gid,
         st.size,
-        format_time(st.mtime)
+        format_time(st.mtime),
+        crate::term::escape(name)
     );
     if let Some(t) = &st.target {
         l.push_str(" -> ");
-        l.push_str(t);
+        l.push_str(&crate::term::escape(t));
     }
     l
 }

@@ -22,14 +22,19 @@ impl Check {
     }
 }
 
-/// Human report: failures first, then a count.
+/// Human report: failures first, then a count. What comes from the image
+/// is escaped for the terminal (`--json` keeps it exact).
 pub fn render(checks: &[Check]) -> String {
     let mut s = String::new();
     for c in checks.iter().filter(|c| !c.ok) {
-        s.push_str(&format!("FAIL {}\n     {}\n", c.what, c.detail));
+        s.push_str(&format!(
+            "FAIL {}\n     {}\n",
+            escape(&c.what),
+            escape(&c.detail)
+        ));
     }
     for c in checks.iter().filter(|c| c.ok) {
-        s.push_str(&format!("ok   {}\n", c.what));
+        s.push_str(&format!("ok   {}\n", escape(&c.what)));
     }
     let failed = checks.iter().filter(|c| !c.ok).count();
     s.push_str(&format!(
@@ -42,6 +47,7 @@ pub fn render(checks: &[Check]) -> String {
 
 pub mod planned;
 
+use crate::term::escape;
 use std::collections::BTreeMap;
 
 use crate::error::Result;
