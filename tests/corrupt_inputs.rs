@@ -365,3 +365,55 @@ fn fat_chain_loops_are_reported_not_followed() {
         "root directory's cluster chain loops",
     );
 }
+
+/// verify's ext4 line claims only what it checks, and checks what it
+/// claims (issue 10, class 8): a corrupt journal superblock, or a bad
+/// checksum on an inode no plan touches, fails it, as e2fsck agrees.
+#[test]
+fn verify_checks_what_it_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    type Damage = fn(&Path, u64);
+    let cases: [(&str, Damage); 3] = [
+        (
+            "journal superblock: records an aborted journal",
+            |img, off| {
+                let j = debugfs(img, off, "bmap <8> 0");
+                let block = number_after(&j, "");
+                // s_errno, which nothing but a journal check reads.
+                flip(img, off + block * 4096 + 0x23);
+            },
+        ),
+        ("journal superblock: block size", |img, off| {
+            let j = debugfs(img, off, "bmap <8> 0");
+            let block = number_after(&j, "");
+            flip(img, off + block * 4096 + 0x0E);
+        }),
+        ("inode checksum does not match", |img, off| {
+            let imap = debugfs(img, off, "imap /etc/os-release");
+            let block = number_after(&imap, "located at block");
+            let offset = number_after(&imap, "offset");
+            flip(img, off + block * 4096 + offset + 2);
+        }),
+    ];
+    for (needle, damage) in cases {
+        let img = copy_fixture(BOOKWORM, dir.path());
+        let (off, _) = partition(&img, 2);
+        let o = rpiimg(&["verify", img.to_str().unwrap()]);
+        assert!(o.status.success(), "intact: {}", stdout(&o));
+        damage(&img, off);
+        assert!(
+            !e2fsck_problems(&img, off).is_empty(),
+            "e2fsck sees the damage ({needle})"
+        );
+        let o = rpiimg_within(
+            &["verify", img.to_str().unwrap()],
+            std::time::Duration::from_secs(60),
+        );
+        let out = stdout(&o);
+        assert_eq!(o.status.code(), Some(1), "{needle}: {out}{}", stderr(&o));
+        assert!(
+            out.contains("FAIL ext4 root") && out.contains(needle),
+            "{needle}: {out}"
+        );
+    }
+}

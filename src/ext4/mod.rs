@@ -12,6 +12,7 @@
     clippy::cast_lossless
 )]
 
+mod check;
 pub mod checksum;
 pub mod dir;
 pub mod error;

@@ -89,9 +89,10 @@ pub fn ext4_consistency<D: ReadAt>(fs: &Ext4<D>) -> Result<Vec<String>> {
 /// All profile-independent checks.
 pub fn check(view: &SystemView, table: &PartitionTable) -> Result<Vec<Check>> {
     let mut out = Vec::new();
-    let problems = ext4_consistency(view.ext4())?;
+    let mut problems = ext4_consistency(view.ext4())?;
+    problems.extend(view.ext4().metadata_problems(20)?);
     out.push(Check::new(
-        "ext4 root: checksums and counts consistent",
+        "ext4 root: checksums and counts consistent (superblock, group descriptors, bitmaps and free counts, every in-use inode, its extent, directory and xattr blocks, the journal superblock)",
         problems.is_empty(),
         problems.join("; "),
     ));
