@@ -417,3 +417,96 @@ fn verify_checks_what_it_claims() {
         );
     }
 }
+
+/// Runs a debugfs -w script on the root filesystem of `img`.
+fn debugfs_write(img: &Path, off: u64, script: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("script");
+    std::fs::write(&f, script).unwrap();
+    let o = tool("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&f)
+        .arg(at_offset(img, off))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A directory entry pointing at an ancestor (issue 10, class 4): every
+/// recursive walk reports the cycle instead of looping or overflowing.
+#[test]
+fn directory_cycles_are_reported_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture(BOOKWORM);
+    let img = copy_fixture(BOOKWORM, dir.path());
+    let (off, _) = partition(&img, 2);
+    debugfs_write(&img, off, "link /etc /etc/ssh/loop\n");
+    let i = img.to_str().unwrap();
+    for args in [
+        &["fs", i, "rm", "-r", "/etc/ssh"][..],
+        &["fs", i, "chown", "-R", "1000:1000", "/etc"],
+        &["fs", i, "chmod", "-R", "0755", "/etc"],
+        &["diff", base.to_str().unwrap(), i],
+    ] {
+        expect_error(&img, args, "directory cycle");
+    }
+}
+
+/// A 10 000-deep directory chain (issue 10, class 5): recursive edits and
+/// diff stay linear in the number of entries (the old per-entry path
+/// resolution took 41 s at 2 000 deep), and the result is a clean ext4.
+#[test]
+fn deep_trees_take_linear_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture(BOOKWORM);
+    let img = copy_fixture(BOOKWORM, dir.path());
+    let (off, _) = partition(&img, 2);
+    let mut script = String::from("cd /root\n");
+    for _ in 0..10_000 {
+        script.push_str("mkdir d\ncd d\n");
+    }
+    debugfs_write(&img, off, &script);
+    let i = img.to_str().unwrap();
+    let limit = std::time::Duration::from_secs(60);
+    let o = rpiimg_within(&["diff", base.to_str().unwrap(), i, "--json"], limit);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["added"].as_array().map(Vec::len), Some(10_000));
+    for args in [
+        &["fs", i, "chown", "-R", "1000:1000", "/root/d"][..],
+        &["fs", i, "chmod", "-R", "0700", "/root/d"],
+        &["fs", i, "rm", "-r", "/root/d"],
+    ] {
+        let o = rpiimg_within(args, limit);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(e2fsck_problems(&img, off), Vec::<String>::new());
+    assert!(debugfs(&img, off, "ls /root").contains("."));
+    assert!(!debugfs(&img, off, "ls -l /root").contains(" d "));
+}
+
+/// A damaged directory inode on the way to the units (issue 10, class 7):
+/// inspect and plan name the damaged path and say the image is damaged,
+/// instead of dropping units or blaming a missing one.
+#[test]
+fn damage_on_the_way_is_never_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(BOOKWORM, dir.path());
+    let (off, _) = partition(&img, 2);
+    let imap = debugfs(&img, off, "imap /usr/lib/systemd/system");
+    let block = number_after(&imap, "located at block");
+    let offset = number_after(&imap, "offset");
+    flip(&img, off + block * 4096 + offset + 2);
+    let i = img.to_str().unwrap();
+    expect_error(&img, &["inspect", i, "-q"], "systemd/system");
+    expect_error(&img, &["inspect", i, "-q"], "corrupt");
+    let profile = profile_path("ost04-control");
+    expect_error(
+        &img,
+        &["plan", "--profile", &profile, "--base", i],
+        "/usr/lib/systemd/system: ext4 filesystem is corrupt",
+    );
+    let o = rpiimg(&["plan", "--profile", &profile, "--base", i]);
+    assert!(!stderr(&o).contains("not installed"), "{}", stderr(&o));
+}
