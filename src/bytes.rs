@@ -93,6 +93,23 @@ impl std::io::Write for Sha256Writer {
     }
 }
 
+/// CRC-32 (IEEE 802.3, reflected): GPT headers and arrays, xz headers,
+/// indexes and footers.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

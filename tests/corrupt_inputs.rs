@@ -256,7 +256,7 @@ fn gpt_header_with_entry_size_zero() {
         assert_eq!(&h[..8], b"EFI PART");
         h[84..88].copy_from_slice(&0u32.to_le_bytes());
         h[16..20].fill(0);
-        let crc = rpiimg::partition::gpt::crc32(&h);
+        let crc = rpiimg::bytes::crc32(&h);
         h[16..20].copy_from_slice(&crc.to_le_bytes());
         f.write_all_at(&h, lba * 512).unwrap();
     }

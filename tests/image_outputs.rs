@@ -314,3 +314,62 @@ fn outputs_are_all_or_nothing_per_node() {
         finals()
     );
 }
+
+/// `--xz` from a multi-block base (issue 16): blocks the patch did not
+/// touch are the base's compressed bytes, the rest are compressed again
+/// with the same boundaries; the stream passes `xz -t` and decompresses to
+/// exactly the `.img`. A single-block base is compressed whole.
+#[test]
+fn xz_output_reuses_the_base_blocks_the_patch_did_not_touch() {
+    use rpiimg::image::xz_index;
+    for (mode, reused) in [("multi", true), ("single", false)] {
+        let base = fixture(&["--flavour", "bookworm", "--xz", mode]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let o = rpiimg(&[
+            "build",
+            "--profile",
+            &profile_path("ost04-control"),
+            "--base",
+            base.to_str().unwrap(),
+            "--xz",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let xz = out.join("ost04.img.xz");
+        assert!(tool("xz").arg("-t").arg(&xz).status().unwrap().success());
+        let o = tool("xz").arg("-dc").arg(&xz).output().unwrap();
+        assert!(o.stdout == std::fs::read(out.join("ost04.img")).unwrap());
+        let (b, n) = (
+            xz_index::read(&base).unwrap().unwrap(),
+            xz_index::read(&xz).unwrap().unwrap(),
+        );
+        let (bb, nb) = (std::fs::read(&base).unwrap(), std::fs::read(&xz).unwrap());
+        let bytes = |data: &[u8], blk: &xz_index::Block| -> Vec<u8> {
+            let s = usize::try_from(blk.offset).unwrap();
+            data[s..s + usize::try_from(blk.stored()).unwrap()].to_vec()
+        };
+        if reused {
+            assert_eq!(b.blocks.len(), n.blocks.len(), "same block layout");
+            let same = b
+                .blocks
+                .iter()
+                .zip(&n.blocks)
+                .filter(|(x, y)| {
+                    assert_eq!(x.uncompressed, y.uncompressed, "same boundaries");
+                    bytes(&bb, x) == bytes(&nb, y)
+                })
+                .count();
+            // The patch touches the tables, /etc, /home and the boot partition.
+            assert!(
+                same >= b.blocks.len() / 2 && same < b.blocks.len(),
+                "{same} of {} blocks copied verbatim",
+                b.blocks.len()
+            );
+        } else {
+            assert_eq!(b.blocks.len(), 1);
+            assert!(n.blocks.len() > 1, "compressed whole, in 16 MiB blocks");
+        }
+    }
+}

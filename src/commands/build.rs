@@ -567,7 +567,14 @@ pub fn run_build(
         )
         .map_err(Error::Output)?;
         if let Some(x) = &w.xz {
-            writeln!(out, "    {}", crate::output::display_path(x)).map_err(Error::Output)?;
+            let how = match w.xz_reuse {
+                Some(r) => format!(
+                    " ({} of {} blocks compressed again, the rest copied from the base)",
+                    r.recompressed, r.blocks
+                ),
+                None => String::new(),
+            };
+            writeln!(out, "    {}{how}", crate::output::display_path(x)).map_err(Error::Output)?;
         }
         writeln!(out, "    manifest {}", crate::output::display_path(m)).map_err(Error::Output)?;
         let flash = match &w.bmap {

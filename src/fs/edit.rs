@@ -422,7 +422,11 @@ impl ImageEdit {
     }
 
     /// Write everything staged to the image: FAT partitions, then ext4.
-    pub fn commit(mut self) -> Result<()> {
+    /// Writes the transaction; returns the image byte ranges `[start, end)`
+    /// it wrote (everything else is as it was: `output::xz` reuses the base's
+    /// compressed blocks outside them).
+    pub fn commit(mut self) -> Result<Vec<(u64, u64)>> {
+        let mut touched = Vec::new();
         let mut fat_stages = Vec::new();
         for m in &mut self.fats {
             if let Some(fs) = m.fs.take() {
@@ -441,6 +445,11 @@ impl ImageEdit {
             fat_stages.push((m.part, cow));
         }
         let ext4 = self.root.finish()?;
+        for cow in fat_stages.iter().map(|(_, c)| c).chain([&ext4]) {
+            let at = cow.base().start();
+            touched.extend(cow.touched().into_iter().map(|(s, e)| (at + s, at + e)));
+        }
+        touched.sort_unstable();
         for (part, cow) in fat_stages {
             cow.commit().map_err(|e| Error::Fat {
                 part,
@@ -448,6 +457,6 @@ impl ImageEdit {
             })?;
         }
         ext4.commit().map_err(|e| Error::Ext4(e.into()))?;
-        Ok(())
+        Ok(touched)
     }
 }

@@ -52,6 +52,29 @@ impl<D: ReadAt> Cow<D> {
         self.pages.len() as u64 * PAGE + self.ranges.values().map(|(n, _)| n * PAGE).sum::<u64>()
     }
 
+    /// The byte ranges `[start, end)` of the base a commit writes, merged
+    /// and sorted: everything outside them stays as the base has it.
+    pub fn touched(&self) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = self
+            .pages
+            .keys()
+            .map(|&p| (p, p + 1))
+            .chain(self.ranges.iter().map(|(&s, (n, _))| (s, s + n)))
+            .collect();
+        runs.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in runs {
+            match out.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => out.push((s, e)),
+            }
+        }
+        let size = self.base.size();
+        out.into_iter()
+            .map(|(s, e)| (s * PAGE, (e * PAGE).min(size)))
+            .collect()
+    }
+
     fn range_for(&self, page: u64) -> Option<(u64, &FileRange)> {
         let (&start, (n, r)) = self.ranges.range(..=page).next_back()?;
         (page < start + n).then_some((start, r))

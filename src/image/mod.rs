@@ -4,6 +4,7 @@ pub mod cache;
 pub mod cow;
 pub mod source;
 mod window;
+pub mod xz_index;
 
 pub use cache::Cache;
 pub use cow::{Cow, FileRange};

@@ -41,6 +41,10 @@ pub struct Written {
     #[serde(serialize_with = "ser_opt_file_name")]
     pub xz: Option<PathBuf>,
     pub xz_sha256: Option<String>,
+    /// Blocks of the `.xz` and how many were compressed again (the rest
+    /// were copied from the base's `.xz`); `None` when compressed whole.
+    #[serde(skip)]
+    pub xz_reuse: Option<xz::Reuse>,
 }
 
 fn sha256_of(p: &Path) -> Result<String> {
@@ -118,7 +122,7 @@ pub fn build<T>(
     let table = partition::read(&opened.file, opened.size)?;
     let mut ed = ImageEdit::open(img.path(), &opened, &table, opts.now)?;
     let value = edit(&mut ed)?;
-    ed.commit()?;
+    let touched = ed.commit()?;
 
     // Blocks the root filesystem uses stay mapped even when they hold zeros.
     let (view, _) = SystemView::open(&opened, &table)?;
@@ -144,9 +148,28 @@ pub fn build<T>(
         } else {
             opts.threads
         };
-        xz::compress(img.path(), &mut p, threads, opts.xz_level, progress)?;
+        // A multi-block base: reuse its blocks the patch did not touch.
+        let layout = base
+            .compressed
+            .then(|| xz::reusable(&base.input, scan.size))
+            .flatten();
+        let reuse = match layout {
+            Some(l) => Some(xz::compress_reusing(
+                img.path(),
+                &base.input,
+                &l,
+                &touched,
+                &mut p,
+                (threads, opts.xz_level),
+                progress,
+            )?),
+            None => {
+                xz::compress(img.path(), &mut p, threads, opts.xz_level, progress)?;
+                None
+            }
+        };
         let sum = sha256_of(p.path())?;
-        xz_out = Some((p, sum));
+        xz_out = Some((p, sum, reuse));
     }
     let image = img.dest().to_path_buf();
     let mut files = vec![img];
@@ -165,8 +188,9 @@ pub fn build<T>(
     } else {
         None
     };
+    let xz_reuse = xz_out.as_ref().and_then(|x| x.2);
     let (xz_path, xz_sha256) = match xz_out {
-        Some((p, sum)) => {
+        Some((p, sum, _)) => {
             let path = p.dest().to_path_buf();
             files.push(p);
             files.push(pending_text(
@@ -188,6 +212,7 @@ pub fn build<T>(
                 bmap: bmap_path,
                 xz: xz_path,
                 xz_sha256,
+                xz_reuse,
             },
         },
         value,

@@ -6,7 +6,7 @@
 //! entry size other than 128, and sized reads from `num_entries`).
 
 use super::{PartitionError, SECTOR};
-use crate::bytes::{le32, le64};
+use crate::bytes::{crc32, le32, le64};
 use crate::image::ReadAt;
 use crate::image::Window;
 
@@ -44,22 +44,6 @@ fn corrupt(detail: impl Into<String>) -> PartitionError {
         table: "GPT",
         detail: detail.into(),
     }
-}
-
-/// CRC-32 (IEEE 802.3, reflected), as the GPT header and array use.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// `N` bytes at `at` (zeros past the end).
@@ -199,7 +183,7 @@ mod tests {
 
     #[test]
     fn crc32_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crate::bytes::crc32(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]
