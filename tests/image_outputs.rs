@@ -28,7 +28,7 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
         xz_level: 1,
         now: 1_760_000_000,
     };
-    let (staged, n) = build(&opened, "ost04", &opts, &cache, Progress::quiet(), |ed| {
+    let (staged, n) = build(&opened, "ost04", &opts, Progress::quiet(), |ed| {
         ed.write_file(
             "/etc/hostname",
             Content::Bytes(b"ost04\n".to_vec()),
@@ -119,10 +119,7 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
     assert!(o.status.success());
     assert!(o.stdout == std::fs::read(&w.image).unwrap());
     // A second build refuses to overwrite, before doing any work.
-    let err = build(&opened, "ost04", &opts, &cache, Progress::quiet(), |_| {
-        Ok(())
-    })
-    .unwrap_err();
+    let err = build(&opened, "ost04", &opts, Progress::quiet(), |_| Ok(())).unwrap_err();
     assert!(err.to_string().contains("--force"), "{err}");
 }
 
@@ -142,7 +139,7 @@ fn a_failed_edit_leaves_no_output() {
         xz_level: 1,
         now: 0,
     };
-    let err = build(&opened, "n1", &opts, &cache, Progress::quiet(), |ed| {
+    let err = build(&opened, "n1", &opts, Progress::quiet(), |ed| {
         ed.write_file(
             "/no/such/dir/x",
             Content::Bytes(b"x".to_vec()),
@@ -227,7 +224,7 @@ fn reflink_clone_where_the_filesystem_supports_it() {
             xz_level: 1,
             now: 0,
         };
-        let (staged, ()) = build(&opened, "n1", &opts, &cache, Progress::quiet(), |ed| {
+        let (staged, ()) = build(&opened, "n1", &opts, Progress::quiet(), |ed| {
             ed.write_file(
                 "/etc/hostname",
                 Content::Bytes(b"n1\n".to_vec()),

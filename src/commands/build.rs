@@ -517,7 +517,7 @@ pub fn run_build(
             xz_level: 6,
             now: *now,
         };
-        let (staged, applied) = build_image(img, &p.hostname, &opts, cache, progress, |ed| {
+        let (staged, applied) = build_image(img, &p.hostname, &opts, progress, |ed| {
             crate::apply::apply(ed, &plan, progress)
         })?;
         let manifest = serde_json::json!({

@@ -173,12 +173,30 @@ impl ImageEdit {
             .map_err(|e| {
                 Error::Usage(format!("{}: cannot open for writing: {e}", image.display()))
             })?;
-        let file = Arc::new(file);
+        Self::over(&Arc::new(file), true, &view, table, now)
+    }
+
+    /// A transaction over `opened` that is never committed to it: build
+    /// reads the base through [`Finished::read_at`] while writing each node's
+    /// image, so the base is read once and never written.
+    pub fn stage_over(opened: &OpenedImage, table: &PartitionTable, now: i64) -> Result<Self> {
+        table.check_writable()?;
+        let (view, _) = SystemView::open(opened, table)?;
+        Self::over(&opened.file, false, &view, table, now)
+    }
+
+    fn over(
+        file: &Arc<File>,
+        writable: bool,
+        view: &SystemView,
+        table: &PartitionTable,
+        now: i64,
+    ) -> Result<Self> {
         let window = |n: u32| -> Result<Window> {
             let p = table
                 .get(n)
                 .ok_or_else(|| Error::Layout(format!("partition {n} disappeared")))?;
-            Ok(table.window(&file, p, true))
+            Ok(table.window(file, p, writable))
         };
         let root = Writer::open(window(view.root_partition())?, now)?;
         let mut fats = Vec::new();
@@ -425,8 +443,13 @@ impl ImageEdit {
     /// Writes the transaction; returns the image byte ranges `[start, end)`
     /// it wrote (everything else is as it was: `output::xz` reuses the base's
     /// compressed blocks outside them).
-    pub fn commit(mut self) -> Result<Vec<(u64, u64)>> {
-        let mut touched = Vec::new();
+    pub fn commit(self) -> Result<Vec<(u64, u64)>> {
+        self.finish()?.commit()
+    }
+
+    /// Ends the transaction without writing it: what it would write, to be
+    /// committed or read through ([`Finished::read_at`]).
+    pub fn finish(mut self) -> Result<Finished> {
         let mut fat_stages = Vec::new();
         for m in &mut self.fats {
             if let Some(fs) = m.fs.take() {
@@ -445,18 +468,85 @@ impl ImageEdit {
             fat_stages.push((m.part, cow));
         }
         let ext4 = self.root.finish()?;
-        for cow in fat_stages.iter().map(|(_, c)| c).chain([&ext4]) {
+        let touched = fat_stages
+            .iter()
+            .map(|(_, c)| c)
+            .chain([&ext4])
+            .map(|cow| {
+                let at = cow.base().start();
+                cow.touched()
+                    .into_iter()
+                    .map(|(s, e)| (at + s, at + e))
+                    .collect()
+            })
+            .collect();
+        Ok(Finished {
+            fat_stages,
+            ext4,
+            touched,
+        })
+    }
+}
+
+/// A finished transaction: the staged partitions, not yet written.
+pub struct Finished {
+    fat_stages: Vec<(u32, Cow<Window>)>,
+    ext4: Cow<Window>,
+    /// Per stage (FAT stages, then ext4): its touched image ranges.
+    touched: Vec<Vec<(u64, u64)>>,
+}
+
+impl Finished {
+    fn stages(&self) -> impl Iterator<Item = &Cow<Window>> {
+        self.fat_stages.iter().map(|(_, c)| c).chain([&self.ext4])
+    }
+
+    /// The image byte ranges `[start, end)` a commit writes, sorted.
+    pub fn touched(&self) -> Vec<(u64, u64)> {
+        let mut all: Vec<(u64, u64)> = self.touched.concat();
+        all.sort_unstable();
+        all
+    }
+
+    /// The staged root filesystem (it reads as the committed one would).
+    pub fn root(&self) -> &Cow<Window> {
+        &self.ext4
+    }
+
+    /// Replaces the bytes of `buf` (image bytes at `offset`, as read from
+    /// the image) that the transaction changes, so `buf` reads as the
+    /// committed image would, without writing the image.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset + buf.len() as u64;
+        for (cow, ranges) in self.stages().zip(&self.touched) {
             let at = cow.base().start();
-            touched.extend(cow.touched().into_iter().map(|(s, e)| (at + s, at + e)));
+            // Ranges are sorted: skip to the first that may reach `offset`.
+            let first = ranges.partition_point(|&(_, e)| e <= offset);
+            for &(s, e) in &ranges[first..] {
+                if s >= end {
+                    break;
+                }
+                let (s, e) = (s.max(offset), e.min(end));
+                if s < e {
+                    let b = usize::try_from(s - offset).unwrap_or(0);
+                    let n = usize::try_from(e - s).unwrap_or(0);
+                    cow.read_exact_at(&mut buf[b..b + n], s - at)?;
+                }
+            }
         }
-        touched.sort_unstable();
-        for (part, cow) in fat_stages {
+        Ok(())
+    }
+
+    /// Writes everything staged to the image; returns [`Finished::touched`].
+    pub fn commit(self) -> Result<Vec<(u64, u64)>> {
+        let touched = self.touched();
+        for (part, cow) in self.fat_stages {
             cow.commit().map_err(|e| Error::Fat {
                 part,
                 detail: format!("writing the partition: {e}"),
             })?;
         }
-        ext4.commit().map_err(|e| Error::Ext4(e.into()))?;
+        self.ext4.commit().map_err(|e| Error::Ext4(e.into()))?;
         Ok(touched)
     }
 }

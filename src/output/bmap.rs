@@ -24,8 +24,69 @@ pub struct Scan {
     pub ranges: Vec<(u64, u64, String)>,
 }
 
-/// Scan `img`; `in_use` lists extra mapped block ranges `[start, end)` in
-/// 4 KiB image blocks, sorted.
+/// The block map and sha256 of an image fed to it in order, in chunks that
+/// are whole 4 KiB blocks (except the last): the one pass a node's bytes
+/// take on their way to the output.
+pub struct Scanner<'a> {
+    in_use: &'a [(u64, u64)],
+    next_use: usize,
+    whole: Sha256,
+    ranges: Vec<(u64, u64, String)>,
+    cur: Option<(u64, Sha256)>,
+    block: u64,
+    size: u64,
+}
+
+impl<'a> Scanner<'a> {
+    /// `in_use` lists extra mapped block ranges `[start, end)` in 4 KiB
+    /// image blocks, sorted.
+    pub fn new(in_use: &'a [(u64, u64)]) -> Self {
+        Scanner {
+            in_use,
+            next_use: 0,
+            whole: Sha256::new(),
+            ranges: Vec::new(),
+            cur: None,
+            block: 0,
+            size: 0,
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        self.whole.update(data);
+        self.size += data.len() as u64;
+        for chunk in data.chunks(BLOCK_US) {
+            let b = self.block;
+            while self.next_use < self.in_use.len() && self.in_use[self.next_use].1 <= b {
+                self.next_use += 1;
+            }
+            let used = self.next_use < self.in_use.len() && self.in_use[self.next_use].0 <= b;
+            if used || !crate::bytes::is_zero(chunk) {
+                self.cur
+                    .get_or_insert_with(|| (b, Sha256::new()))
+                    .1
+                    .update(chunk);
+            } else if let Some((start, h)) = self.cur.take() {
+                self.ranges.push((start, b - 1, hex(&h.finalize())));
+            }
+            self.block += 1;
+        }
+    }
+
+    pub fn finish(mut self) -> Scan {
+        if let Some((start, h)) = self.cur.take() {
+            self.ranges
+                .push((start, self.block - 1, hex(&h.finalize())));
+        }
+        Scan {
+            size: self.size,
+            sha256: hex(&self.whole.finalize()),
+            ranges: self.ranges,
+        }
+    }
+}
+
+/// Scan the image file `img` (see [`Scanner`]).
 pub fn scan(img: &Path, in_use: &[(u64, u64)], progress: Progress) -> Result<Scan> {
     let host = |e: std::io::Error| Error::Host {
         path: img.display().to_string(),
@@ -34,12 +95,8 @@ pub fn scan(img: &Path, in_use: &[(u64, u64)], progress: Progress) -> Result<Sca
     let mut f = File::open(img).map_err(host)?;
     let size = f.metadata().map_err(host)?.len();
     let mut task = progress.task("checksum", size);
-    let mut whole = Sha256::new();
-    let mut ranges = Vec::new();
-    let mut cur: Option<(u64, Sha256)> = None;
+    let mut scanner = Scanner::new(in_use);
     let mut buf = vec![0u8; 1 << 20];
-    let mut block = 0u64;
-    let mut next_use = 0usize;
     let mut filled = 0usize;
     loop {
         let n = f.read(&mut buf[filled..]).map_err(host)?;
@@ -47,37 +104,15 @@ pub fn scan(img: &Path, in_use: &[(u64, u64)], progress: Progress) -> Result<Sca
         if filled < buf.len() && n != 0 {
             continue;
         }
-        let data = &buf[..filled];
-        whole.update(data);
-        for chunk in data.chunks(BLOCK_US) {
-            while next_use < in_use.len() && in_use[next_use].1 <= block {
-                next_use += 1;
-            }
-            let used = next_use < in_use.len() && in_use[next_use].0 <= block;
-            if used || !crate::bytes::is_zero(chunk) {
-                cur.get_or_insert_with(|| (block, Sha256::new()))
-                    .1
-                    .update(chunk);
-            } else if let Some((start, h)) = cur.take() {
-                ranges.push((start, block - 1, hex(&h.finalize())));
-            }
-            block += 1;
-        }
+        scanner.feed(&buf[..filled]);
         task.inc(filled as u64);
         if n == 0 {
             break;
         }
         filled = 0;
     }
-    if let Some((start, h)) = cur.take() {
-        ranges.push((start, block - 1, hex(&h.finalize())));
-    }
     task.finish();
-    Ok(Scan {
-        size,
-        sha256: hex(&whole.finalize()),
-        ranges,
-    })
+    Ok(scanner.finish())
 }
 
 fn hex(b: &[u8]) -> String {

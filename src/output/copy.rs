@@ -42,6 +42,19 @@ pub fn stream(
 }
 
 /// Clone `src` into `dst` where the filesystem can share extents (btrfs,
+/// XFS: instant, no extra space); whether it worked. A failed attempt
+/// leaves `dst` empty.
+pub fn reflink(src: &Path, dst: &mut Pending) -> bool {
+    if let Ok(f) = File::open(src) {
+        if reflink_copy::reflink_file(&f, dst.file()).is_ok() {
+            return true;
+        }
+    }
+    let _ = dst.file().set_len(0);
+    false
+}
+
+/// Clone `src` into `dst` where the filesystem can share extents (btrfs,
 /// XFS, ReFS: instant, no extra space), else copy it sparse. Returns whether
 /// it was a clone.
 pub fn clone_or_copy(

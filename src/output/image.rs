@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use super::{bmap, copy, sha256_line, xz, Pending};
 use crate::error::{Error, Result};
 use crate::ext4::Ext4;
-use crate::fs::edit::ImageEdit;
-use crate::fs::view::SystemView;
-use crate::image::{self, Cache, OpenedImage};
+use crate::fs::edit::{Finished, ImageEdit};
+use crate::image::OpenedImage;
 use crate::partition;
 use crate::progress::Progress;
+use std::os::unix::fs::FileExt;
 
 #[derive(Debug, Clone)]
 pub struct ImageOptions {
@@ -45,6 +45,52 @@ pub struct Written {
     /// were copied from the base's `.xz`); `None` when compressed whole.
     #[serde(skip)]
     pub xz_reuse: Option<xz::Reuse>,
+}
+
+fn base_err(base: &OpenedImage, e: std::io::Error) -> Error {
+    Error::Host {
+        path: base.raw_path.display().to_string(),
+        source: e,
+    }
+}
+
+/// Streams the node's image: the base's bytes with `staged` laid over
+/// them, in 1 MiB chunks, into the block map scanner and (when given)
+/// sparse into `out`.
+fn stream_node(
+    base: &OpenedImage,
+    staged: &Finished,
+    in_use: &[(u64, u64)],
+    out: Option<&mut std::fs::File>,
+    dest: &Path,
+    progress: Progress,
+    name: &str,
+) -> Result<bmap::Scan> {
+    use std::io::Write;
+    let mut scanner = bmap::Scanner::new(in_use);
+    let mut task = progress.task(&format!("write {name}"), base.size);
+    let mut writer = out.map(crate::image::source::SparseWriter::new);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < base.size {
+        let n = usize::try_from((base.size - off).min(buf.len() as u64)).unwrap_or(buf.len());
+        let chunk = &mut buf[..n];
+        base.file
+            .read_exact_at(chunk, off)
+            .map_err(|e| base_err(base, e))?;
+        staged.read_at(chunk, off).map_err(|e| base_err(base, e))?;
+        scanner.feed(chunk);
+        if let Some(w) = writer.as_mut() {
+            w.write_all(chunk).map_err(|e| super::out_err(dest, e))?;
+        }
+        off += n as u64;
+        task.inc(n as u64);
+    }
+    if let Some(w) = writer {
+        w.finish().map_err(|e| super::out_err(dest, e))?;
+    }
+    task.finish();
+    Ok(scanner.finish())
 }
 
 fn sha256_of(p: &Path) -> Result<String> {
@@ -102,7 +148,6 @@ pub fn build<T>(
     base: &OpenedImage,
     name: &str,
     opts: &ImageOptions,
-    cache: &Cache,
     progress: Progress,
     edit: impl FnOnce(&mut ImageEdit) -> Result<T>,
 ) -> Result<(Staged, T)> {
@@ -115,29 +160,51 @@ pub fn build<T>(
     })?;
     let img_dest = opts.out_dir.join(format!("{name}.img"));
     let mut img = Pending::new(&img_dest)?;
-    copy::clone_or_copy(&base.raw_path, &mut img, progress, &format!("copy {name}"))?;
 
-    // The copy is edited through its temporary name.
-    let opened = image::open(img.path(), None, cache, Progress::quiet())?;
-    let table = partition::read(&opened.file, opened.size)?;
-    let mut ed = ImageEdit::open(img.path(), &opened, &table, opts.now)?;
+    // The edit is staged over the base, which is only read: the node's
+    // bytes are the base's with the staged ones laid over them.
+    let table = partition::read(&base.file, base.size)?;
+    let mut ed = ImageEdit::stage_over(base, &table, opts.now)?;
     let value = edit(&mut ed)?;
-    let touched = ed.commit()?;
+    let staged = ed.finish()?;
+    let touched = staged.touched();
 
     // Blocks the root filesystem uses stay mapped even when they hold zeros.
-    let (view, _) = SystemView::open(&opened, &table)?;
-    let root = table
-        .get(view.root_partition())
-        .ok_or_else(|| Error::Layout("root partition vanished".into()))?;
-    let fs = Ext4::open(table.window(&opened.file, root, false))?;
-    let first = root.start() / bmap::BLOCK;
-    let in_use: Vec<(u64, u64)> = fs
+    let root = staged.root();
+    let first = root.base().start() / bmap::BLOCK;
+    let in_use: Vec<(u64, u64)> = Ext4::open(root)?
         .used_block_ranges()?
         .into_iter()
         .map(|(a, b)| (first + a, first + b))
         .collect();
-    drop((view, fs, opened));
-    let scan = bmap::scan(img.path(), &in_use, progress)?;
+
+    // One pass: read the base, lay the edit over it, write the node's image
+    // (unless it is a clone of the base, which then gets only the edited
+    // ranges), and hash and map what was written.
+    let cloned = copy::reflink(&base.raw_path, &mut img);
+    if cloned {
+        let mut buf = Vec::new();
+        for &(s, e) in &touched {
+            buf.resize(usize::try_from(e - s).unwrap_or(0), 0);
+            base.file
+                .read_exact_at(&mut buf, s)
+                .map_err(|e| base_err(base, e))?;
+            staged.read_at(&mut buf, s).map_err(|e| base_err(base, e))?;
+            img.file()
+                .write_all_at(&buf, s)
+                .map_err(|e| super::out_err(&img_dest, e))?;
+        }
+    }
+    let scan = stream_node(
+        base,
+        &staged,
+        &in_use,
+        (!cloned).then(|| img.file()),
+        &img_dest,
+        progress,
+        name,
+    )?;
+    drop(staged);
 
     let mut xz_out = None;
     if opts.xz {
