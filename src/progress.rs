@@ -4,7 +4,14 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// One set of bars for the process: nodes built in parallel each show
+/// theirs, one per line, without overwriting each other.
+fn bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -60,7 +67,7 @@ impl Progress {
     fn start(&self, what: &str, total: u64, template: &str, unit: fn(u64) -> String) -> Task {
         let bar = match self.mode {
             Mode::Bars => {
-                let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                let b = bars().add(ProgressBar::new(total));
                 b.set_style(
                     ProgressStyle::with_template(template)
                         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -111,13 +118,19 @@ impl Task {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
-        if self.mode != Mode::Quiet {
-            eprintln!(
-                "{}: done, {} in {:.1}s",
-                self.what,
-                (self.unit)(self.done),
-                self.started.elapsed().as_secs_f64()
-            );
+        let line = format!(
+            "{}: done, {} in {:.1}s",
+            self.what,
+            (self.unit)(self.done),
+            self.started.elapsed().as_secs_f64()
+        );
+        match self.mode {
+            // Printed above the bars still running.
+            Mode::Bars => {
+                let _ = bars().println(line);
+            }
+            Mode::Lines => eprintln!("{line}"),
+            Mode::Quiet => {}
         }
     }
 }

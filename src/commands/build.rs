@@ -491,10 +491,10 @@ pub fn run_build(
         }
         hosts.push((&p.hostname, &p.source));
     }
-    let mut summary = Vec::new();
     // Nodes sharing a base open (hash, and for .xz decompress) it once.
     // (the time a build from a base stamps is the base's, so it is read once too)
     let mut bases: Vec<((PathBuf, Option<String>), OpenedImage, i64)> = Vec::new();
+    let mut base_of = Vec::new();
     for p in &loaded {
         let key = base_source(p, base)?;
         let i = match bases.iter().position(|(k, _, _)| *k == key) {
@@ -506,7 +506,20 @@ pub fn run_build(
                 bases.len() - 1
             }
         };
-        let (_, img, now) = &bases[i];
+        base_of.push(i);
+    }
+    // Nodes are independent: build them on all cores (each one streams
+    // its base once). With --xz one node at a time, as its compression
+    // already uses every core (and bounds memory: ~94 MiB per encoder).
+    let any_xz = xz || loaded.iter().any(|p| p.output.xz);
+    let workers = if any_xz {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    };
+    let build_node = |k: usize| -> Result<(String, crate::output::image::Written, PathBuf)> {
+        let p = &loaded[k];
+        let (_, img, now) = &bases[base_of[k]];
         let plan = plan_for(p, img)?;
         let opts = ImageOptions {
             out_dir: out_dir.map_or_else(|| p.resolve(&p.output.dir), Path::to_path_buf),
@@ -540,7 +553,41 @@ pub fn run_build(
             serde_json::to_string_pretty(&manifest).map_err(|e| Error::Output(e.into()))? + "\n";
         let mpath = opts.out_dir.join(format!("{}.manifest.json", p.hostname));
         let written = staged.commit(&mpath, &text)?;
-        summary.push((p.hostname.clone(), written, mpath));
+        Ok((p.hostname.clone(), written, mpath))
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, Result<_>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.min(loaded.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if k >= loaded.len() {
+                            return done;
+                        }
+                        done.push((k, build_node(k)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![(
+                        usize::MAX,
+                        Err(Error::Layout("a node's build thread panicked".into())),
+                    )]
+                })
+            })
+            .collect()
+    });
+    // Report in profile order; the first failure (in that order) is the error.
+    results.sort_by_key(|(k, _)| *k);
+    let mut summary = Vec::new();
+    for (_, r) in results {
+        summary.push(r?);
     }
     // The management host's files, once per cluster of this run.
     let mut clusters: Vec<(String, PathBuf)> = Vec::new();
