@@ -108,7 +108,9 @@ fn geometry(bs: &[u8; 512]) -> io::Result<Geometry> {
         clusters,
         bits,
         root_cluster: if bits == 32 { le32(bs, 44) } else { 0 },
-        root_dir: ((reserved + fats * fat_sectors) * bps, root_entries * 32),
+        // Whole sectors, as fatfs reads it (entries past `root_entries` in
+        // the last sector are still listed).
+        root_dir: ((reserved + fats * fat_sectors) * bps, root_sectors * bps),
         data_offset: (reserved + fats * fat_sectors + root_sectors) * bps,
         cluster_bytes: spc * bps,
     })
@@ -262,18 +264,30 @@ fn check_directories(dev: &impl ReadAt, g: &Geometry, next: &[u32]) -> io::Resul
                 }
             }
         }
+        // Whether long-name parts precede the entry: fatfs then lists it
+        // under the long name, so a short name "." or ".." with a long name
+        // is an ordinary child (a loop if it points back), not a dot entry.
+        let mut long_name = false;
         for e in entries.chunks_exact(32) {
             match e[0] {
-                0 => break,       // end of directory
-                0xE5 => continue, // deleted
+                0 => break, // end of directory
+                0xE5 => {
+                    long_name = false;
+                    continue; // deleted
+                }
                 _ => {}
             }
             let attr = e[11];
-            if attr & 0x0F == 0x0F || attr & 0x08 != 0 || attr & 0x10 == 0 {
-                continue; // long-name part, volume label, or a file
+            if attr & 0x0F == 0x0F {
+                long_name = true;
+                continue;
+            }
+            let named = std::mem::take(&mut long_name);
+            if attr & 0x08 != 0 || attr & 0x10 == 0 {
+                continue; // volume label, or a file
             }
             let name = &e[..11];
-            if name == b".          " || name == b"..         " {
+            if !named && (name == b".          " || name == b"..         ") {
                 continue;
             }
             let cluster = (u32::from(le16(e, 20)) << 16) | u32::from(le16(e, 26));
@@ -413,5 +427,42 @@ mod tests {
         m.0[sub + 26..sub + 28].copy_from_slice(&2u16.to_le_bytes());
         let e = check(&m).unwrap_err().to_string();
         assert!(e.contains("/A/LOOP/"), "{e}");
+    }
+
+    /// Found by the fat fuzz target (a hang): the root directory region is
+    /// read in whole sectors by fatfs, so an entry past `root_entries` in
+    /// the last sector is listed too; here it names the root as a
+    /// subdirectory, which made every walk descend forever.
+    #[test]
+    fn root_entries_past_the_count_are_checked() {
+        let mut m = fat16();
+        m.0[17..19].copy_from_slice(&7u16.to_le_bytes());
+        // 7 entries: the root is 1 sector, data starts right after it.
+        let total = 1 + 32 + 1 + 5000;
+        m.0[19..21].copy_from_slice(&u16::try_from(total).unwrap().to_le_bytes());
+        for slot in 0..9 {
+            dir_entry(&mut m, slot, b"FILE       ", 0);
+            m.0[(1 + 32) * 512 + slot * 32 + 11] = 0x20; // a file
+        }
+        dir_entry(&mut m, 9, b"LOOP       ", 0);
+        let e = check(&m).unwrap_err().to_string();
+        assert!(e.contains("points back at the root"), "{e}");
+    }
+
+    /// A short name "." behind long-name parts is listed under the long
+    /// name: an ordinary child, and a loop when it points at itself.
+    #[test]
+    fn a_dot_entry_with_a_long_name_is_a_child() {
+        let mut m = fat16();
+        set(&mut m, 2, 0xFFFF);
+        dir_entry(&mut m, 0, b"A          ", 2);
+        let sub = (1 + 32 + 32) * 512;
+        m.0[sub + 11] = 0x0F; // a long-name part
+        m.0[sub] = 0x41;
+        m.0[sub + 32..sub + 43].copy_from_slice(b".          ");
+        m.0[sub + 43] = 0x10;
+        m.0[sub + 32 + 26..sub + 32 + 28].copy_from_slice(&2u16.to_le_bytes());
+        let e = check(&m).unwrap_err().to_string();
+        assert!(e.contains("reuses cluster 2"), "{e}");
     }
 }
