@@ -94,22 +94,9 @@ fn stream_node(
 }
 
 fn sha256_of(p: &Path) -> Result<String> {
-    let mut h = sha2::Sha256::default();
-    copy::stream(p, &mut DigestWriter(&mut h), p, Progress::quiet(), "sha256")?;
-    use sha2::Digest;
-    Ok(crate::bytes::hex(&h.finalize()))
-}
-
-struct DigestWriter<'a>(&'a mut sha2::Sha256);
-impl std::io::Write for DigestWriter<'_> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        self.0.update(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    let mut h = crate::bytes::Sha256Writer::default();
+    copy::stream(p, &mut h, p, Progress::quiet(), "sha256")?;
+    Ok(crate::bytes::hex(&h.finish()))
 }
 
 /// Refuse early when an output exists and `force` is off, before any work.
