@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use rpiimg::ext4::write::{Content, Meta};
@@ -369,4 +370,41 @@ fn xz_output_reuses_the_base_blocks_the_patch_did_not_touch() {
             assert!(n.blocks.len() > 1, "compressed whole, in 16 MiB blocks");
         }
     }
+}
+
+/// A warm build (the base already decompressed in the cache) gives the
+/// same image as a cold one, and `bmaptool copy` of it onto a card full of
+/// other bytes reproduces it exactly (issue 16).
+#[test]
+fn warm_build_image_flashes_exactly_with_bmaptool() {
+    let base = fixture(&["--flavour", "trixie", "--xz", "multi"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let build = |out: &Path| {
+        let o = rpiimg_cmd()
+            .env("RPIIMG_CACHE_DIR", &cache)
+            .args(["build", "--profile", &profile_path("ost04-control"), "-q"])
+            .args(["--base", base.to_str().unwrap(), "--out"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(out.join("ost04.img.sha256")).unwrap()
+    };
+    let (cold, warm) = (dir.path().join("cold"), dir.path().join("warm"));
+    let sum = build(&cold);
+    assert_eq!(build(&warm), sum, "warm and cold builds agree");
+    let img = warm.join("ost04.img");
+    let card = dir.path().join("card.img");
+    let size = std::fs::metadata(&img).unwrap().len();
+    std::fs::write(&card, vec![0xAAu8; usize::try_from(size).unwrap()]).unwrap();
+    let o = tool("bmaptool")
+        .args(["copy", "--bmap"])
+        .arg(warm.join("ost04.img.bmap"))
+        .arg(&img)
+        .arg(&card)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256_file(&card), sum.split_whitespace().next().unwrap());
 }
