@@ -170,16 +170,22 @@ pub fn build<T>(
     // ranges), and hash and map what was written.
     let cloned = copy::reflink(&base.raw_path, &mut img);
     if cloned {
-        let mut buf = Vec::new();
+        // In 1 MiB pieces: a staged file may be large.
+        let mut buf = vec![0u8; 1 << 20];
         for &(s, e) in &touched {
-            buf.resize(usize::try_from(e - s).unwrap_or(0), 0);
-            base.file
-                .read_exact_at(&mut buf, s)
-                .map_err(|e| base_err(base, e))?;
-            staged.read_at(&mut buf, s).map_err(|e| base_err(base, e))?;
-            img.file()
-                .write_all_at(&buf, s)
-                .map_err(|e| super::out_err(&img_dest, e))?;
+            let mut at = s;
+            while at < e {
+                let n = usize::try_from((e - at).min(buf.len() as u64)).unwrap_or(buf.len());
+                let piece = &mut buf[..n];
+                base.file
+                    .read_exact_at(piece, at)
+                    .map_err(|e| base_err(base, e))?;
+                staged.read_at(piece, at).map_err(|e| base_err(base, e))?;
+                img.file()
+                    .write_all_at(piece, at)
+                    .map_err(|e| super::out_err(&img_dest, e))?;
+                at += n as u64;
+            }
         }
     }
     let scan = stream_node(
