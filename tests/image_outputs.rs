@@ -408,3 +408,40 @@ fn warm_build_image_flashes_exactly_with_bmaptool() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sha256_file(&card), sum.split_whitespace().next().unwrap());
 }
+
+/// A pinned base is served from the cache without reading its `.xz`; if
+/// the file at that path was replaced since, its blocks must not be
+/// reused (they hold another image): the output is compressed whole and
+/// still decompresses to exactly the `.img`.
+#[test]
+fn a_replaced_base_xz_lends_no_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let base = dir.path().join("base.img.xz");
+    std::fs::copy(fixture(&["--flavour", "bookworm", "--xz", "multi"]), &base).unwrap();
+    let pin = sha256_file(&base);
+    let build = |out: &str| {
+        let out = dir.path().join(out);
+        let o = rpiimg_cmd()
+            .env("RPIIMG_CACHE_DIR", &cache)
+            .args(["build", "--profile", &profile_path("ost04-control"), "--xz"])
+            .args(["--base", base.to_str().unwrap(), "--sha256", &pin, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        (out, stdout(&o))
+    };
+    let (_, first) = build("first");
+    assert!(first.contains("blocks compressed again"), "{first}");
+    // Another image of the same size under the same name.
+    std::fs::copy(fixture(&["--flavour", "trixie", "--xz", "multi"]), &base).unwrap();
+    let (out, second) = build("second");
+    assert!(!second.contains("blocks compressed again"), "{second}");
+    let o = tool("xz")
+        .arg("-dc")
+        .arg(out.join("ost04.img.xz"))
+        .output()
+        .unwrap();
+    assert!(o.stdout == std::fs::read(out.join("ost04.img")).unwrap());
+}

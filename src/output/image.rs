@@ -211,7 +211,7 @@ pub fn build<T>(
         // A multi-block base: reuse its blocks the patch did not touch.
         let layout = base
             .compressed
-            .then(|| xz::reusable(&base.input, scan.size))
+            .then(|| xz::reusable(&base.input, scan.size, base.input_sha256.as_deref()))
             .flatten();
         let reuse = match layout {
             Some(l) => Some(xz::compress_reusing(

@@ -45,11 +45,20 @@ pub struct Reuse {
 
 /// The base's layout when `compress_reusing` can use it for an image of
 /// `image_size` bytes: one stream of several blocks covering the image
-/// exactly, with a check liblzma can compute.
-pub fn reusable(base_xz: &Path, image_size: u64) -> Option<Layout> {
+/// exactly, with a check liblzma can compute, and still the file the image
+/// was decompressed from (`sha256`: a pinned base is served from the cache
+/// without reading the `.xz`, so a file replaced since would otherwise lend
+/// blocks of another image). One streamed hash of the `.xz`.
+pub fn reusable(base_xz: &Path, image_size: u64, sha256: Option<&str>) -> Option<Layout> {
     let l = xz_index::read(base_xz).ok()??;
     let check_ok = matches!(l.flags, [0, 0x00 | 0x01 | 0x04 | 0x0A]);
-    (l.blocks.len() > 1 && l.image_size() == image_size && check_ok).then_some(l)
+    if !(l.blocks.len() > 1 && l.image_size() == image_size && check_ok) {
+        return None;
+    }
+    let mut h = crate::bytes::Sha256Writer::default();
+    let mut f = File::open(base_xz).ok()?;
+    std::io::copy(&mut f, &mut h).ok()?;
+    (Some(crate::bytes::hex(&h.finish()).as_str()) == sha256).then_some(l)
 }
 
 fn check_of(flags: [u8; 2]) -> liblzma::stream::Check {
