@@ -63,7 +63,7 @@ impl Layout {
 }
 
 /// A multibyte integer of the xz format: 7 bits per byte, at most 9 bytes.
-fn vli(b: &[u8], pos: &mut usize) -> Option<u64> {
+pub fn vli(b: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for i in 0..9 {
         let byte = *b.get(*pos)?;

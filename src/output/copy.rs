@@ -1,13 +1,12 @@
-//! Copy of the cached base image into a node's output: streamed, and
-//! sparse (runs of zeros become holes, holes stay holes).
+//! Streaming a file into a writer (hashes, compression), and the reflink
+//! clone of the cached base a node image starts from where it can.
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use super::{out_err, Pending};
 use crate::error::{Error, Result};
-use crate::image::source::SparseWriter;
 use crate::progress::Progress;
 
 /// Stream `src` into `w` in 1 MiB chunks, reporting progress as `what`;
@@ -52,37 +51,4 @@ pub fn reflink(src: &Path, dst: &mut Pending) -> bool {
     }
     let _ = dst.file().set_len(0);
     false
-}
-
-/// Clone `src` into `dst` where the filesystem can share extents (btrfs,
-/// XFS, ReFS: instant, no extra space), else copy it sparse. Returns whether
-/// it was a clone.
-pub fn clone_or_copy(
-    src: &Path,
-    dst: &mut Pending,
-    progress: Progress,
-    what: &str,
-) -> Result<bool> {
-    if let Ok(f) = File::open(src) {
-        if reflink_copy::reflink_file(&f, dst.file()).is_ok() {
-            return Ok(true);
-        }
-    }
-    // A failed clone may have touched the file: start from empty.
-    let dest = dst.dest().to_path_buf();
-    dst.file().set_len(0).map_err(|e| out_err(&dest, e))?;
-    dst.file()
-        .seek(std::io::SeekFrom::Start(0))
-        .map_err(|e| out_err(&dest, e))?;
-    sparse_copy(src, dst, progress, what)?;
-    Ok(false)
-}
-
-/// Copy `src` into `dst` (a pending output), sparse.
-pub fn sparse_copy(src: &Path, dst: &mut Pending, progress: Progress, what: &str) -> Result<u64> {
-    let dest = dst.dest().to_path_buf();
-    let mut w = SparseWriter::new(dst.file());
-    let done = stream(src, &mut w, &dest, progress, what)?;
-    w.finish().map_err(|e| out_err(&dest, e))?;
-    Ok(done)
 }

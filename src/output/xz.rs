@@ -80,20 +80,8 @@ fn only_block(stream: &[u8]) -> Option<(&[u8], u64)> {
     let index_at = n.checked_sub(12 + usize::try_from(index_size).ok()?)?;
     let index = stream.get(index_at..n - 12)?;
     let mut pos = 1usize;
-    let mut vli = || -> Option<u64> {
-        let mut v = 0u64;
-        for i in 0..9 {
-            let b = *index.get(pos)?;
-            pos += 1;
-            v |= u64::from(b & 0x7F) << (7 * i);
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    };
-    (vli()? == 1).then_some(())?;
-    let unpadded = vli()?;
+    (xz_index::vli(index, &mut pos)? == 1).then_some(())?;
+    let unpadded = xz_index::vli(index, &mut pos)?;
     let stored = usize::try_from(unpadded.next_multiple_of(4)).ok()?;
     Some((stream.get(12..12 + stored)?, unpadded))
 }
