@@ -175,6 +175,10 @@ pub enum Command {
         /// see changed keys); recorded in the cluster's key store
         #[arg(long, conflicts_with = "check_reproducible")]
         rotate_host_keys: bool,
+        /// Also write rpiimg-os-list.json, a Raspberry Pi Imager custom
+        /// repository of the output directory's node images
+        #[arg(long)]
+        imager_json: bool,
     },
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(
@@ -237,6 +241,12 @@ pub enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// Write node images onto cards: several at once, only mapped blocks, read back and verified
+    #[command(after_help = FLASH_EXAMPLES)]
+    Flash(FlashArgs),
+    /// Write a Raspberry Pi Imager os_list JSON ("custom repository") for the node images in DIR
+    #[command(after_help = IMAGER_EXAMPLES)]
+    ImagerList(ImagerListArgs),
     /// Edit files inside an image in place: ext4 root and FAT boot partition, all or nothing
     #[command(after_help = FS_EXAMPLES)]
     Fs {
@@ -245,6 +255,91 @@ pub enum Command {
         #[command(subcommand)]
         op: FsOp,
     },
+}
+
+const FLASH_EXAMPLES: &str = "\
+Each card gets the blocks its image's .bmap maps (without a .bmap: the ranges
+its partitions use), written in parallel, one writer per card, then every
+written range is read back from the card and compared. The image's first
+64 KiB (its partition table) is cleared first and written last, so a card
+whose flash was cut short has no partition table: flash it again.
+
+Refused before anything is written, naming the device and why: a device with
+a partition mounted or used as swap or held by LVM/RAID/crypt; the disk of the
+running system; a fixed (not removable, not USB/MMC) disk unless --allow-fixed;
+a device smaller than its image; a partition instead of the whole card; a
+path that is not a block device unless --to-file; the same target twice.
+Lists every target (model, size, transport) and asks before writing unless --yes.
+
+Exit status: 0 all cards verified, 1 a card failed, 2 refused or unreadable
+input, 130 interrupted (Ctrl-C; the report says which cards are complete).
+Linux only.
+
+Examples:
+  rpiimg flash out/ost01.img=/dev/sdb out/ost02.img=/dev/sdc
+  rpiimg flash --cluster out --devices /dev/sdb,/dev/sdc,/dev/sdd,/dev/sde
+  rpiimg flash out/ost04.img.xz=/dev/disk/by-id/usb-Generic_SD_Reader-0:0
+  rpiimg flash --to-file out/ost04.img=/tmp/card.img --yes    # a file stands in for a card";
+
+const IMAGER_EXAMPLES: &str = "\
+The list names each node image (the .img.xz when there is one, else the .img)
+by a file:// URL with its size and sha256, so Imager checks what it writes.
+init_format is \"none\": Imager offers no OS customisation, which would
+overwrite what rpiimg configured. In Imager: App Options > Content Repository
+> Use custom file, then pick the node under Choose OS.
+
+Examples:
+  rpiimg imager-list out
+  rpiimg imager-list out --output /srv/lab/ost-os-list.json
+  rpiimg build --all profiles --xz --imager-json";
+
+/// `rpiimg flash`.
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// IMAGE=DEVICE pairs, e.g. out/ost01.img=/dev/sdb (.img or .img.xz)
+    #[arg(
+        value_name = "IMAGE=DEVICE",
+        required_unless_present = "cluster",
+        conflicts_with = "cluster"
+    )]
+    pub pairs: Vec<String>,
+    /// Flash every node image in DIR, in name order, onto --devices in the order given
+    #[arg(long, value_name = "DIR", requires = "devices")]
+    pub cluster: Option<PathBuf>,
+    /// Devices for --cluster, comma-separated, one per node image
+    #[arg(
+        long,
+        value_name = "DEV,DEV...",
+        value_delimiter = ',',
+        requires = "cluster"
+    )]
+    pub devices: Vec<PathBuf>,
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Allow targets that are not removable (no removable flag, not USB or MMC)
+    #[arg(long)]
+    pub allow_fixed: bool,
+    /// Allow regular files as targets (created if missing, never shrunk)
+    #[arg(long)]
+    pub to_file: bool,
+    /// JSON report instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rpiimg imager-list`.
+#[derive(Debug, Args)]
+pub struct ImagerListArgs {
+    /// Output directory of `rpiimg build`
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Where to write the list [default: DIR/rpiimg-os-list.json]
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Overwrite an existing list
+    #[arg(long)]
+    pub force: bool,
 }
 
 const FS_EXAMPLES: &str = "\

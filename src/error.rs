@@ -34,6 +34,9 @@ pub enum Error {
     /// The one message of several lines: one per validation error.
     #[error("{path}: invalid profile:\n{}", errors.iter().map(|e| format!("  {}", crate::term::defuse(e))).collect::<Vec<_>>().join("\n"))]
     InvalidProfile { path: String, errors: Vec<String> },
+    /// Every reason `flash` will not write, one per line.
+    #[error("refusing to flash, nothing was written:\n{}", reasons.iter().map(|e| format!("  {}", crate::term::defuse(e))).collect::<Vec<_>>().join("\n"))]
+    FlashRefused { reasons: Vec<String> },
     #[error("{path}: {source}")]
     Host {
         path: String,
@@ -51,7 +54,7 @@ impl Error {
     /// keeps its line breaks, one per finding.
     pub fn for_terminal(&self) -> String {
         match self {
-            Error::InvalidProfile { .. } => self.to_string(),
+            Error::InvalidProfile { .. } | Error::FlashRefused { .. } => self.to_string(),
             e => crate::term::defuse(&e.to_string()),
         }
     }

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod diff;
 pub mod error;
 pub mod ext4;
+pub mod flash;
 pub mod fs;
 pub mod hostfile;
 pub mod image;

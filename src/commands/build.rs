@@ -310,6 +310,8 @@ pub struct BuildRequest<'a> {
     pub threads: u32,
     /// Make new SSH host keys for the nodes built (recorded in the key store).
     pub rotate_host_keys: bool,
+    /// Also write Raspberry Pi Imager's os_list JSON into each output directory.
+    pub imager_json: bool,
 }
 
 /// Profiles named by the request, loaded and validated.
@@ -373,6 +375,8 @@ pub fn check_reproducible(
             out_dir: Some(dir),
             force: false,
             rotate_host_keys: false,
+            // Its URLs name where the files are: written once they are kept.
+            imager_json: false,
             ..*req
         };
         run_build(c, progress, &r, &mut std::io::sink())?;
@@ -446,6 +450,16 @@ pub fn check_reproducible(
     .map_err(Error::Output)?;
     for n in na.iter().filter(|n| n.ends_with(".img")) {
         writeln!(out, "    {}", final_dir.join(n).display()).map_err(Error::Output)?;
+    }
+    if req.imager_json {
+        let list = final_dir.join(crate::output::imager::LIST_NAME);
+        crate::output::imager::write(&final_dir, &list, true)?;
+        writeln!(
+            out,
+            "Raspberry Pi Imager list (custom repository): {}",
+            crate::output::display_path(&list)
+        )
+        .map_err(Error::Output)?;
     }
     Ok(())
 }
@@ -536,6 +550,8 @@ pub fn run_build(
         let manifest = serde_json::json!({
             "rpiimg": env!("CARGO_PKG_VERSION"),
             "node": p.hostname,
+            // The build's time (SOURCE_DATE_EPOCH or the base's), not the clock.
+            "build_time": now,
             // File names, not host paths: manifests are relocatable and
             // the same on every machine.
             "profile": crate::output::file_name(&p.source),
@@ -624,21 +640,30 @@ pub fn run_build(
             writeln!(out, "    {}{how}", crate::output::display_path(x)).map_err(Error::Output)?;
         }
         writeln!(out, "    manifest {}", crate::output::display_path(m)).map_err(Error::Output)?;
+        let img = crate::output::display_path(&w.image);
         let flash = match &w.bmap {
-            Some(_) => format!(
-                "bmaptool copy {} /dev/sdX",
-                crate::output::display_path(&w.image)
-            ),
-            None => format!(
-                "dd if={} of=/dev/sdX bs=4M conv=fsync status=progress",
-                crate::output::display_path(&w.image)
-            ),
+            Some(_) => format!("rpiimg flash {img}=/dev/sdX   (or: bmaptool copy {img} /dev/sdX)"),
+            None => format!("rpiimg flash {img}=/dev/sdX"),
         };
-        writeln!(
-            out,
-            "    flash: {flash}   (check the device name with lsblk first)"
-        )
-        .map_err(Error::Output)?;
+        writeln!(out, "    flash: {flash}").map_err(Error::Output)?;
+    }
+    if req.imager_json {
+        let mut dirs: Vec<PathBuf> = summary
+            .iter()
+            .filter_map(|(_, w, _)| w.image.parent().map(Path::to_path_buf))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            let list =
+                crate::output::imager::write(&d, &d.join(crate::output::imager::LIST_NAME), true)?;
+            writeln!(
+                out,
+                "Raspberry Pi Imager list (custom repository): {}",
+                crate::output::display_path(&list)
+            )
+            .map_err(Error::Output)?;
+        }
     }
     for (c, d) in &clusters {
         writeln!(

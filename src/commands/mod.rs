@@ -1,6 +1,7 @@
 //! What each subcommand does: open the image, call the library, print.
 
 mod build;
+mod flash;
 mod fs;
 
 use std::io::{self, Write};
@@ -81,6 +82,18 @@ pub fn run(cli: Cli) -> Result<i32> {
                 other => other.map(|_| ()),
             }
         }
+        Command::Flash(args) => {
+            status = flash::run(&ctx, args, &mut out)?;
+            Ok(())
+        }
+        Command::ImagerList(args) => {
+            let dest = args
+                .output
+                .clone()
+                .unwrap_or_else(|| args.dir.join(crate::output::imager::LIST_NAME));
+            let written = crate::output::imager::write(&args.dir, &dest, args.force)?;
+            writeln!(out, "{}", crate::output::display_path(&written)).map_err(Error::Output)
+        }
         Command::Fs { image, op } => fs::run(&ctx.cache, ctx.progress, image, op, &mut out),
         Command::Plan {
             profile,
@@ -111,6 +124,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             threads,
             check_reproducible,
             rotate_host_keys,
+            imager_json,
         } => {
             let req = build::BuildRequest {
                 profiles: profile,
@@ -122,6 +136,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 force: *force,
                 threads: *threads,
                 rotate_host_keys: *rotate_host_keys,
+                imager_json: *imager_json,
             };
             if *check_reproducible {
                 build::check_reproducible(&ctx.cache, ctx.progress, &req, &mut out)

@@ -5,6 +5,7 @@
 pub mod bmap;
 pub mod copy;
 pub mod image;
+pub mod imager;
 pub mod xz;
 
 use std::fs::File;

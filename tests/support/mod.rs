@@ -327,13 +327,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("grpck", "passwd"),
     ("visudo", "sudo"),
     ("netplan", "netplan.io"),
-    ("python3", "python3 python3-yaml"),
+    ("python3", "python3 python3-yaml python3-jsonschema"),
     ("mkfs.xfs", "xfsprogs"),
     ("systemctl", "systemd"),
     ("ssh-keygen", "openssh-client"),
     ("ansible-inventory", "ansible-core"),
     ("sha256sum", "coreutils"),
     ("mkfifo", "coreutils"),
+    ("sh", "dash"),
+    ("losetup", "mount"),
 ];
 
 /// A command for an external oracle; a missing tool fails the test with

@@ -1,0 +1,460 @@
+//! `rpiimg flash`: node images onto cards, several at once, only the
+//! mapped blocks, every written range read back and compared, and never
+//! onto a disk that is mounted, holds the running system, is fixed, is too
+//! small, or is named twice.
+//!
+//! [`prepare`] opens the images and decides about the targets before
+//! anything is written (all refusals at once); [`flash_all`] runs one
+//! writer per card ([`write`]) and reports per card. Linux only: what is
+//! specific to it sits in [`device`] and [`sysfs`].
+
+pub mod bmapfile;
+pub mod device;
+pub mod preflight;
+pub mod source;
+pub mod sysfs;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::image::Cache;
+use crate::progress::{human_bytes, Progress};
+use crate::term::escape;
+use device::HostKind;
+use preflight::{Candidate, Kind};
+use source::Source;
+use sysfs::{Disk, SysRoot};
+
+/// Bytes `[start, end)` of an image that go onto the card, with the sha256
+/// they must have when the block map gives one.
+#[derive(Debug, Clone)]
+pub struct MapRange {
+    pub start: u64,
+    pub end: u64,
+    pub sha256: Option<String>,
+}
+
+/// Where a card stands after `flash`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Nothing was written: the card is as it was.
+    NotStarted,
+    /// The partition table was cleared and part of the image written.
+    Incomplete,
+    /// Everything was written; the read-back did not finish.
+    Written,
+    /// Everything was written and the read-back found a difference.
+    Failed,
+    /// Everything was written and read back identical.
+    Verified,
+}
+
+impl State {
+    fn describe(self) -> &'static str {
+        match self {
+            State::NotStarted => "not started, card unchanged",
+            State::Incomplete => "INCOMPLETE: no partition table on it, flash it again",
+            State::Written => "written, NOT verified",
+            State::Failed => "FAILED verification",
+            State::Verified => "verified OK",
+        }
+    }
+}
+
+pub struct Request {
+    /// (image, target) in the order given.
+    pub pairs: Vec<(PathBuf, PathBuf)>,
+    pub to_file: bool,
+    pub allow_fixed: bool,
+}
+
+struct Card {
+    source: Source,
+    target: PathBuf,
+    disk: Option<Disk>,
+}
+
+/// The images opened and the targets accepted: ready to confirm and write.
+pub struct Prepared {
+    cards: Vec<Card>,
+}
+
+/// Pair the node images of an output directory with devices, in order.
+pub fn cluster_pairs(dir: &Path, devices: &[PathBuf]) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Host {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut imgs = Vec::new();
+    let mut xzs = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if name.ends_with(".img") {
+            imgs.push(e.path());
+        } else if name.ends_with(".img.xz") {
+            xzs.push(e.path());
+        }
+    }
+    // The .img when both are there: it has the .bmap of itself and needs
+    // no decompressing.
+    for x in xzs {
+        let plain = x.with_extension("");
+        if !imgs.contains(&plain) {
+            imgs.push(x);
+        }
+    }
+    imgs.sort();
+    if imgs.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: no node images (*.img, *.img.xz) in it; run rpiimg build first",
+            dir.display()
+        )));
+    }
+    if imgs.len() != devices.len() {
+        let names: Vec<String> = imgs.iter().map(|p| crate::output::file_name(p)).collect();
+        return Err(Error::Usage(format!(
+            "{} holds {} node images ({}) but {} devices were given: give one device per image, or pairs IMAGE=DEVICE",
+            dir.display(),
+            imgs.len(),
+            names.join(", "),
+            devices.len()
+        )));
+    }
+    Ok(imgs.into_iter().zip(devices.iter().cloned()).collect())
+}
+
+/// Open every image and decide about every target; nothing is written.
+/// `sys` is `/` except in tests.
+pub fn prepare(
+    req: &Request,
+    sys: &SysRoot,
+    cache: &Cache,
+    progress: Progress,
+) -> Result<Prepared> {
+    if !cfg!(target_os = "linux") {
+        return Err(Error::Usage(
+            "flashing is Linux-only for now; on this system write the images with Raspberry Pi Imager (rpiimg imager-list) or bmaptool".into(),
+        ));
+    }
+    if req.pairs.is_empty() {
+        return Err(Error::Usage(
+            "nothing to flash: give IMAGE=DEVICE pairs, or --cluster DIR --devices DEV,DEV..."
+                .into(),
+        ));
+    }
+    let mut sources = Vec::new();
+    let mut source_ids = Vec::new();
+    for (img, _) in &req.pairs {
+        let s = Source::open(img, cache, progress)?;
+        if let Ok(HostKind::File(d, i)) = device::classify(img) {
+            source_ids.push((d, i));
+        }
+        sources.push(s);
+    }
+    let mut refusals = Vec::new();
+    let mut candidates = Vec::new();
+    for ((_, target), src) in req.pairs.iter().zip(&sources) {
+        let shown = target.display();
+        let kind = match device::classify(target) {
+            Err(e) => {
+                refusals.push(format!("{shown}: {e}"));
+                continue;
+            }
+            Ok(HostKind::Block(dev)) => Kind::Device(dev),
+            Ok(HostKind::File(d, i)) if req.to_file => {
+                if source_ids.contains(&(d, i)) {
+                    refusals.push(format!("{shown}: is one of the images being flashed"));
+                    continue;
+                }
+                Kind::File(Some((d, i)))
+            }
+            Ok(HostKind::Missing) if req.to_file => {
+                if target
+                    .parent()
+                    .is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir())
+                {
+                    refusals.push(format!("{shown}: its directory does not exist"));
+                    continue;
+                }
+                Kind::File(None)
+            }
+            Ok(HostKind::Missing) => {
+                refusals.push(format!(
+                    "{shown}: no such device (is the card reader plugged in? lsblk lists the cards; add --to-file to write an image file)"
+                ));
+                continue;
+            }
+            Ok(HostKind::File(..)) => {
+                refusals.push(format!(
+                    "{shown}: not a block device (a card is /dev/sdX or /dev/mmcblkN; add --to-file to write an image file)"
+                ));
+                continue;
+            }
+            Ok(HostKind::Symlink) => {
+                refusals.push(format!(
+                    "{shown}: a symlink that does not lead to a block device; name the file itself"
+                ));
+                continue;
+            }
+            Ok(HostKind::Other(what)) => {
+                refusals.push(format!("{shown}: is {what}"));
+                continue;
+            }
+        };
+        let path = if kind == Kind::File(None) {
+            std::path::absolute(target).unwrap_or_else(|_| target.clone())
+        } else {
+            target.clone()
+        };
+        candidates.push(Candidate {
+            path,
+            kind,
+            image: src.name(),
+            image_size: src.size,
+        });
+    }
+    let opts = preflight::Options {
+        allow_fixed: req.allow_fixed,
+    };
+    let disks = match preflight::check(sys, &candidates, opts) {
+        Ok(d) => d,
+        Err(r) => {
+            refusals.extend(r);
+            Vec::new()
+        }
+    };
+    if !refusals.is_empty() {
+        return Err(Error::FlashRefused { reasons: refusals });
+    }
+    let cards = sources
+        .into_iter()
+        .zip(req.pairs.iter())
+        .zip(disks)
+        .map(|((source, (_, target)), disk)| Card {
+            source,
+            target: target.clone(),
+            disk,
+        })
+        .collect();
+    Ok(Prepared { cards })
+}
+
+impl Prepared {
+    /// What will be written where, for the confirmation.
+    pub fn listing(&self) -> String {
+        let mut s = String::new();
+        for c in &self.cards {
+            let what = match &c.disk {
+                Some(d) => format!(
+                    "{}, {}, {}{}",
+                    if d.model.is_empty() {
+                        "unknown model"
+                    } else {
+                        &d.model
+                    },
+                    human_bytes(d.size),
+                    d.transport,
+                    if d.removable { ", removable" } else { "" }
+                ),
+                None => "image file".into(),
+            };
+            s.push_str(&format!(
+                "  {} ({} to write of {}, map: {})\n      -> {}  [{}]\n",
+                escape(&c.source.name()),
+                human_bytes(c.source.mapped()),
+                human_bytes(c.source.size),
+                escape(&c.source.map),
+                escape(&c.target.display().to_string()),
+                escape(&what)
+            ));
+        }
+        s
+    }
+
+    pub fn has_devices(&self) -> bool {
+        self.cards.iter().any(|c| c.disk.is_some())
+    }
+}
+
+/// One card's result.
+#[derive(Debug, serde::Serialize)]
+pub struct CardReport {
+    pub image: String,
+    pub target: String,
+    pub state: State,
+    /// Bytes written onto the card.
+    pub written: u64,
+    /// Write speed, bytes per second (0 when it did not finish).
+    pub write_bytes_per_sec: u64,
+    pub verify_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A device whose partition table the kernel was asked to re-read and
+    /// refused (the card works; replug it to see its partitions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reread_warning: Option<String>,
+}
+
+/// Write every card, one writer thread each; `cancel` (set by Ctrl-C)
+/// stops them all between chunks.
+pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec<CardReport> {
+    let per_card: Vec<u64> = prep.cards.iter().map(|c| c.source.mapped() * 2).collect();
+    let total = Mutex::new(progress.task("all cards (write + read-back)", per_card.iter().sum()));
+    let reports: Vec<CardReport> = std::thread::scope(|s| {
+        let handles: Vec<_> = prep
+            .cards
+            .iter()
+            .zip(&per_card)
+            .enumerate()
+            .map(|(i, (c, &work))| {
+                let total = &total;
+                s.spawn(move || {
+                    let label = format!(
+                        "{} -> {}",
+                        c.source.name(),
+                        c.target.file_name().map_or_else(
+                            || c.target.display().to_string(),
+                            |n| n.to_string_lossy().into_owned()
+                        )
+                    );
+                    let mut bar = progress.task(&escape(&label), work);
+                    let opened = if c.disk.is_some() {
+                        device::open_device(&c.target)
+                    } else {
+                        device::open_file(&c.target, c.source.size)
+                    };
+                    let outcome = match opened {
+                        Ok(file) => write::flash(
+                            write::Job {
+                                source: &c.source,
+                                file,
+                                first: i == 0,
+                            },
+                            cancel,
+                            &mut bar,
+                            total,
+                        ),
+                        Err(e) => write::Outcome {
+                            state: State::NotStarted,
+                            written: 0,
+                            write_time: Duration::ZERO,
+                            verify_time: Duration::ZERO,
+                            error: Some(format!(
+                                "cannot open it for writing: {e}{}",
+                                if e.raw_os_error() == Some(16) {
+                                    " (in use: mounted or held since the checks?)"
+                                } else {
+                                    ""
+                                }
+                            )),
+                        },
+                    };
+                    bar.finish();
+                    report(c, outcome)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&prep.cards)
+            .map(|(h, c)| {
+                h.join().unwrap_or_else(|_| CardReport {
+                    image: c.source.name(),
+                    target: c.target.display().to_string(),
+                    state: State::Incomplete,
+                    written: 0,
+                    write_bytes_per_sec: 0,
+                    verify_seconds: 0.0,
+                    error: Some("its writer thread panicked".into()),
+                    reread_warning: None,
+                })
+            })
+            .collect()
+    });
+    if let Ok(t) = total.into_inner() {
+        t.finish();
+    }
+    reports
+}
+
+fn report(c: &Card, o: write::Outcome) -> CardReport {
+    let mut r = CardReport {
+        image: c.source.name(),
+        target: c.target.display().to_string(),
+        state: o.state,
+        written: o.written,
+        write_bytes_per_sec: match o.write_time.as_millis() {
+            0 => 0,
+            ms => u64::try_from(u128::from(o.written) * 1000 / ms).unwrap_or(u64::MAX),
+        },
+        verify_seconds: o.verify_time.as_secs_f64(),
+        error: o.error,
+        reread_warning: None,
+    };
+    // The card's partitions, as the kernel sees them, are the new ones.
+    if c.disk.as_ref().is_some_and(|d| d.partscan) && o.state == State::Verified {
+        r.reread_warning = device::reread_partitions(&c.target).err();
+    }
+    r
+}
+
+/// Exit status: 0 every card verified, 130 interrupted, 1 otherwise.
+pub fn status(reports: &[CardReport], interrupted: bool) -> i32 {
+    if interrupted {
+        130
+    } else if reports.iter().all(|r| r.state == State::Verified) {
+        0
+    } else {
+        1
+    }
+}
+
+/// The per-card table.
+pub fn render(reports: &[CardReport]) -> String {
+    let mut s = String::new();
+    for r in reports {
+        let speed = if r.write_bytes_per_sec > 0 {
+            format!("{}/s", human_bytes(r.write_bytes_per_sec))
+        } else {
+            "-".into()
+        };
+        s.push_str(&format!(
+            "{}  {} -> {}: {} written, {speed}, {}\n",
+            if r.state == State::Verified {
+                "ok  "
+            } else {
+                "FAIL"
+            },
+            escape(&r.image),
+            escape(&r.target),
+            human_bytes(r.written),
+            r.state.describe()
+        ));
+        if let Some(e) = &r.error {
+            s.push_str(&format!("      {}\n", escape(e)));
+        }
+        if let Some(w) = &r.reread_warning {
+            s.push_str(&format!(
+                "      the kernel did not re-read its partition table ({}): unplug and replug the card\n",
+                escape(w)
+            ));
+        }
+    }
+    let ok = reports
+        .iter()
+        .filter(|r| r.state == State::Verified)
+        .count();
+    s.push_str(&format!(
+        "{ok} of {} cards written and verified\n",
+        reports.len()
+    ));
+    s
+}

@@ -1,0 +1,214 @@
+//! A node image to flash: `.img` or `.img.xz`, and the byte ranges of it
+//! that go onto the card, from its `.bmap` (with a sha256 per range) or,
+//! without one, from its own partition table.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{bmapfile, MapRange};
+use crate::error::{Error, Result};
+use crate::image::Cache;
+use crate::progress::Progress;
+
+const XZ_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
+/// An MBR's or GPT's own sectors lie before the first partition; a GPT's
+/// backup lies in the last 33 sectors.
+const GPT_BACKUP: u64 = 33 * 512;
+
+#[derive(Debug)]
+pub struct Source {
+    /// As the user named it.
+    pub path: PathBuf,
+    /// The file the bytes come from: the path, or a cache entry for an
+    /// `.xz` that has no `.bmap`.
+    read_path: PathBuf,
+    pub compressed: bool,
+    pub size: u64,
+    pub ranges: Vec<MapRange>,
+    /// Where the ranges came from, for the listing: the `.bmap`'s name or
+    /// "partition table".
+    pub map: String,
+}
+
+fn host_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
+    move |source| Error::Host {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn is_xz(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 6];
+    let mut f = File::open(path).map_err(host_err(path))?;
+    let n = f.read(&mut magic).map_err(host_err(path))?;
+    Ok(n == 6 && magic == XZ_MAGIC)
+}
+
+/// `out/ost01.img.bmap` for `out/ost01.img` and for `out/ost01.img.xz`.
+fn bmap_beside(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let mut names = vec![format!("{name}.bmap")];
+    if let Some(stem) = name.strip_suffix(".xz") {
+        names.push(format!("{stem}.bmap"));
+    }
+    names
+        .into_iter()
+        .map(|n| path.with_file_name(n))
+        .find(|p| p.is_file())
+}
+
+impl Source {
+    pub fn open(path: &Path, cache: &Cache, progress: Progress) -> Result<Source> {
+        let meta = std::fs::metadata(path).map_err(host_err(path))?;
+        if !meta.is_file() {
+            return Err(Error::Usage(format!(
+                "{}: not an image file (give a node image, .img or .img.xz)",
+                path.display()
+            )));
+        }
+        let compressed = is_xz(path)?;
+        if let Some(bmap) = bmap_beside(path) {
+            let size = if compressed {
+                crate::image::xz_index::read(path)
+                    .map_err(host_err(path))?
+                    .map(|l| l.image_size())
+            } else {
+                Some(meta.len())
+            };
+            let text = read_capped(&bmap)?;
+            let map = bmapfile::parse(&text).map_err(|why| {
+                Error::Usage(format!(
+                    "{}: {why}; rebuild the image, or remove the .bmap to flash by partition table",
+                    bmap.display()
+                ))
+            })?;
+            if let Some(size) = size.filter(|s| *s != map.image_size) {
+                return Err(Error::Usage(format!(
+                    "{} describes a {}-byte image but {} is {size} bytes: they are not from the same build (rebuild, or remove the .bmap)",
+                    bmap.display(),
+                    map.image_size,
+                    path.display()
+                )));
+            }
+            return Ok(Source {
+                path: path.to_path_buf(),
+                read_path: path.to_path_buf(),
+                compressed,
+                size: map.image_size,
+                ranges: map.ranges,
+                map: crate::output::file_name(&bmap),
+            });
+        }
+        // No block map: the partition table says what is in use. An .xz is
+        // decompressed into the cache once, as every other command does.
+        let img = crate::image::open(path, None, cache, progress)?;
+        let table = crate::partition::read(&img.file, img.size)?;
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        let first = table
+            .partitions
+            .iter()
+            .map(|p| p.start())
+            .min()
+            .unwrap_or(img.size);
+        spans.push((0, first.min(img.size)));
+        for p in &table.partitions {
+            spans.push((p.start(), p.start().saturating_add(p.size()).min(img.size)));
+        }
+        if table.kind == crate::partition::TableKind::Gpt {
+            spans.push((img.size.saturating_sub(GPT_BACKUP), img.size));
+        }
+        spans.retain(|(a, b)| a < b);
+        spans.sort_unstable();
+        let mut ranges: Vec<MapRange> = Vec::new();
+        for (a, b) in spans {
+            match ranges.last_mut() {
+                Some(r) if a <= r.end => r.end = r.end.max(b),
+                _ => ranges.push(MapRange {
+                    start: a,
+                    end: b,
+                    sha256: None,
+                }),
+            }
+        }
+        Ok(Source {
+            path: path.to_path_buf(),
+            read_path: img.raw_path.clone(),
+            compressed: false,
+            size: img.size,
+            ranges,
+            map: "partition table".into(),
+        })
+    }
+
+    /// The file name, for listings and reports.
+    pub fn name(&self) -> String {
+        crate::output::file_name(&self.path)
+    }
+
+    /// Bytes that go onto the card.
+    pub fn mapped(&self) -> u64 {
+        self.ranges.iter().map(|r| r.end - r.start).sum()
+    }
+
+    /// A reader for the mapped ranges, asked for in increasing order.
+    pub fn reader(&self) -> Result<RangeReader> {
+        let f = File::open(&self.read_path).map_err(host_err(&self.read_path))?;
+        Ok(if self.compressed {
+            RangeReader::Xz {
+                dec: Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(
+                    BufReader::with_capacity(1 << 20, f),
+                )),
+                pos: 0,
+            }
+        } else {
+            RangeReader::Raw(Arc::new(f))
+        })
+    }
+}
+
+fn read_capped(p: &Path) -> Result<String> {
+    let mut s = String::new();
+    File::open(p)
+        .map_err(host_err(p))?
+        .take(bmapfile::MAX_BMAP)
+        .read_to_string(&mut s)
+        .map_err(host_err(p))?;
+    Ok(s)
+}
+
+/// Positioned reads on an `.img`; a forward-only stream through an `.xz`.
+pub enum RangeReader {
+    Raw(Arc<File>),
+    Xz {
+        dec: Box<liblzma::bufread::XzDecoder<BufReader<File>>>,
+        pos: u64,
+    },
+}
+
+impl RangeReader {
+    /// Fill `buf` from image offset `off`; offsets only grow on an `.xz`.
+    pub fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            RangeReader::Raw(f) => f.read_exact_at(buf, off),
+            RangeReader::Xz { dec, pos } => {
+                if off < *pos {
+                    return Err(io::Error::other("xz source read backwards"));
+                }
+                let skip = off - *pos;
+                io::copy(&mut (&mut **dec).take(skip), &mut io::sink()).and_then(|n| {
+                    if n < skip {
+                        Err(io::ErrorKind::UnexpectedEof.into())
+                    } else {
+                        Ok(())
+                    }
+                })?;
+                dec.read_exact(buf)?;
+                *pos = off + buf.len() as u64;
+                Ok(())
+            }
+        }
+    }
+}

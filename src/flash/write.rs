@@ -1,0 +1,227 @@
+//! One card: write the mapped ranges of one image, then read every one of
+//! them back from the card and compare.
+//!
+//! Order keeps a broken flash recognisable: the image's first 64 KiB (the
+//! MBR or primary GPT) is cleared on the card first and written last, after
+//! everything else is on the card. A card whose writer was killed or
+//! interrupted has no partition table: no system will boot or mount half
+//! an image from it, and flashing it again is all it needs.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::source::Source;
+use super::{device, State};
+use crate::progress::Task;
+
+const CHUNK: usize = 4 << 20;
+/// Cleared first, written last.
+pub const HEAD: u64 = 64 << 10;
+
+/// How a card's writer ended.
+pub struct Outcome {
+    pub state: State,
+    /// Bytes written onto the card (mapped bytes of the image).
+    pub written: u64,
+    pub write_time: Duration,
+    pub verify_time: Duration,
+    /// Why it failed, one line.
+    pub error: Option<String>,
+}
+
+pub struct Job<'a> {
+    pub source: &'a Source,
+    pub file: File,
+    /// First in the command line's order (the test hooks act on it).
+    pub first: bool,
+}
+
+enum Stop {
+    Interrupted,
+    Failed(String),
+}
+
+fn fault(point: &str) -> bool {
+    std::env::var("RPIIMG_FAULT").is_ok_and(|v| v == point)
+}
+
+/// Write and verify one card. Never panics on I/O; the outcome says how
+/// far it got.
+pub fn flash(job: Job, cancel: &AtomicBool, bar: &mut Task, total: &Mutex<Task>) -> Outcome {
+    let mut out = Outcome {
+        state: State::NotStarted,
+        written: 0,
+        write_time: Duration::ZERO,
+        verify_time: Duration::ZERO,
+        error: None,
+    };
+    match run(&job, cancel, bar, total, &mut out) {
+        Ok(()) => out.state = State::Verified,
+        Err(Stop::Interrupted) => {
+            out.error = Some(match out.state {
+                State::Written => "interrupted during the read-back: written, not verified".into(),
+                _ => "interrupted".into(),
+            });
+        }
+        Err(Stop::Failed(why)) => {
+            out.error = Some(why);
+            if out.state == State::Written {
+                out.state = State::Failed;
+            }
+        }
+    }
+    out
+}
+
+fn run(
+    job: &Job,
+    cancel: &AtomicBool,
+    bar: &mut Task,
+    total: &Mutex<Task>,
+    out: &mut Outcome,
+) -> Result<(), Stop> {
+    let src = job.source;
+    let f = &job.file;
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| Stop::Failed(format!("{what}: {e}"))
+    };
+    let advance = |bar: &mut Task, n: u64| {
+        bar.inc(n);
+        if let Ok(mut t) = total.lock() {
+            t.inc(n);
+        }
+    };
+    let check = || {
+        if cancel.load(Ordering::Relaxed) {
+            Err(Stop::Interrupted)
+        } else {
+            Ok(())
+        }
+    };
+    check()?;
+
+    // 1. Clear the head's mapped bytes on the card.
+    let started = Instant::now();
+    let zeros = vec![0u8; usize::try_from(HEAD).unwrap_or(usize::MAX)];
+    for r in src.ranges.iter().filter(|r| r.start < HEAD) {
+        let end = r.end.min(HEAD);
+        let len = usize::try_from(end - r.start).unwrap_or(0);
+        f.write_all_at(&zeros[..len], r.start)
+            .map_err(io("writing to the card"))?;
+    }
+    f.sync_data().map_err(io("flushing the card"))?;
+    out.state = State::Incomplete;
+
+    // 2. Every mapped range, the head kept back in memory.
+    let mut reader = src
+        .reader()
+        .map_err(|e| Stop::Failed(format!("reading {}: {e}", src.name())))?;
+    let mut head: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut sums = Vec::with_capacity(src.ranges.len());
+    let mut buf = vec![0u8; CHUNK];
+    for r in &src.ranges {
+        let mut h = Sha256::new();
+        let mut off = r.start;
+        while off < r.end {
+            check()?;
+            if fault("flash-slow") {
+                std::thread::sleep(std::time::Duration::from_millis(40));
+            }
+            let n = usize::try_from((r.end - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let chunk = &mut buf[..n];
+            reader
+                .read_at(off, chunk)
+                .map_err(|e| Stop::Failed(format!("reading {} at byte {off}: {e}", src.name())))?;
+            h.update(&*chunk);
+            let kept = usize::try_from(HEAD.saturating_sub(off))
+                .unwrap_or(n)
+                .min(n);
+            if kept > 0 {
+                head.push((off, chunk[..kept].to_vec()));
+            }
+            if kept < n {
+                f.write_all_at(&chunk[kept..], off + kept as u64)
+                    .map_err(io("writing to the card"))?;
+            }
+            off += n as u64;
+            out.written += n as u64;
+            advance(bar, n as u64);
+        }
+        let sum = crate::bytes::hex(&h.finalize());
+        if let Some(want) = &r.sha256 {
+            if *want != sum {
+                return Err(Stop::Failed(format!(
+                    "{} does not match its block map at bytes {}-{} (the image changed after it was built: rebuild it, or check it with sha256sum -c)",
+                    src.name(),
+                    r.start,
+                    r.end - 1
+                )));
+            }
+        }
+        sums.push(sum);
+    }
+    f.sync_data().map_err(io("flushing the card"))?;
+    if fault("flash-abort") {
+        // As if killed here: everything but the head is on the card.
+        std::process::abort();
+    }
+    check()?;
+
+    // 3. The head, last.
+    for (off, bytes) in &head {
+        f.write_all_at(bytes, *off)
+            .map_err(io("writing to the card"))?;
+    }
+    f.sync_data().map_err(io("flushing the card"))?;
+    out.write_time = started.elapsed();
+    out.state = State::Written;
+    if job.first && fault("flash-flip") {
+        flip_one_byte(f, src).map_err(io("test hook flash-flip"))?;
+    }
+
+    // 4. Read every range back from the card, not from the page cache.
+    let started = Instant::now();
+    device::drop_cache(f).map_err(io("dropping the card's cached pages"))?;
+    for (r, want) in src.ranges.iter().zip(&sums) {
+        let mut h = Sha256::new();
+        let mut off = r.start;
+        while off < r.end {
+            check()?;
+            let n = usize::try_from((r.end - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+            f.read_exact_at(&mut buf[..n], off)
+                .map_err(io("reading the card back"))?;
+            h.update(&buf[..n]);
+            off += n as u64;
+            advance(bar, n as u64);
+        }
+        if crate::bytes::hex(&h.finalize()) != *want {
+            return Err(Stop::Failed(format!(
+                "read-back differs from {} in bytes {}-{}: the card did not keep what was written (a failing or fake card? try another)",
+                src.name(),
+                r.start,
+                r.end - 1
+            )));
+        }
+    }
+    out.verify_time = started.elapsed();
+    Ok(())
+}
+
+/// Test hook: change one byte on the card, between write and read-back,
+/// in the last mapped range (as a failing card would).
+fn flip_one_byte(f: &File, src: &Source) -> std::io::Result<()> {
+    let Some(r) = src.ranges.last() else {
+        return Ok(());
+    };
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, r.start)?;
+    b[0] ^= 0xFF;
+    f.write_all_at(&b, r.start)?;
+    f.sync_data()
+}

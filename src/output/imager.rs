@@ -1,0 +1,180 @@
+//! A Raspberry Pi Imager "custom repository" (`os_list` JSON) naming the
+//! node images of an output directory, so a lab admin can flash them from
+//! Imager's GUI instead of `rpiimg flash`.
+//!
+//! Each entry comes from a node's manifest and the files beside it; the
+//! image's size and sha256 are those of the image Imager will write (it
+//! checks them), the download size that of the file the URL names.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The list's file name in an output directory.
+pub const LIST_NAME: &str = "rpiimg-os-list.json";
+
+#[derive(Debug, Serialize)]
+pub struct OsList {
+    pub os_list: Vec<OsEntry>,
+}
+
+/// The fields Imager's os-list schema requires, plus `devices` and
+/// `init_format`.
+#[derive(Debug, Serialize)]
+pub struct OsEntry {
+    pub name: String,
+    pub description: String,
+    /// Imager shows its default icon for an empty one.
+    pub icon: String,
+    pub url: String,
+    pub extract_size: u64,
+    pub extract_sha256: String,
+    pub image_download_size: u64,
+    /// sha256 of the file the URL names.
+    pub image_download_sha256: String,
+    /// The block map beside the image, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bmap_url: Option<String>,
+    pub release_date: String,
+    /// Imager's device tags: the lab's boards, Pi 4 and Pi 5, 64-bit.
+    pub devices: Vec<String>,
+    /// Pi OS arm64.
+    pub architecture: String,
+    /// "none": Imager must not offer its OS customisation, which would
+    /// rewrite what rpiimg configured (user, hostname, SSH).
+    pub init_format: String,
+}
+
+fn host_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Host {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// `file://` URL of an absolute path, percent-encoding all but unreserved
+/// characters and `/`.
+pub fn file_url(path: &Path) -> String {
+    let mut s = String::from("file://");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// The entries for every `<node>.manifest.json` in `dir`, in name order.
+pub fn entries(dir: &Path) -> Result<Vec<OsEntry>> {
+    let dir = std::fs::canonicalize(dir).map_err(host_err(dir))?;
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(host_err(&dir))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".manifest.json"))
+                && p.is_file()
+        })
+        .collect();
+    manifests.sort();
+    if manifests.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: no node manifests (*.manifest.json) in it; run rpiimg build first",
+            dir.display()
+        )));
+    }
+    manifests.iter().map(|m| entry(&dir, m)).collect()
+}
+
+fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
+    let bad = |why: &str| Error::Usage(format!("{}: {why}; rebuild the node", manifest.display()));
+    let text = std::fs::read_to_string(manifest).map_err(host_err(manifest))?;
+    let m: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(&format!("not a manifest ({e})")))?;
+    let s = |ptr: &str| m.pointer(ptr).and_then(|v| v.as_str()).map(str::to_string);
+    let node = s("/node").ok_or_else(|| bad("no node name"))?;
+    let image = s("/image/image").ok_or_else(|| bad("no image"))?;
+    let sha256 = s("/image/sha256").ok_or_else(|| bad("no image sha256"))?;
+    let size = m
+        .pointer("/image/size")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| bad("no image size"))?;
+    // Names in a manifest are file names in this directory, nothing else.
+    let plain = |n: &str| !n.contains('/') && n != ".." && !n.is_empty();
+    if !plain(&image) {
+        return Err(bad("its image name is not a file name"));
+    }
+    let (mut url_file, mut download_sha256) = (dir.join(&image), sha256.clone());
+    if let Some(xz) = s("/image/xz").filter(|x| plain(x) && dir.join(x).is_file()) {
+        url_file = dir.join(xz);
+        download_sha256 = s("/image/xz_sha256").ok_or_else(|| bad("no xz sha256"))?;
+    } else if !url_file.is_file() {
+        return Err(bad(&format!("its image {image} is not in the directory")));
+    }
+    let bmap_url = s("/image/bmap")
+        .filter(|b| plain(b) && dir.join(b).is_file())
+        .map(|b| file_url(&dir.join(b)));
+    let download = std::fs::metadata(&url_file)
+        .map_err(host_err(&url_file))?
+        .len();
+    let os = s("/os").unwrap_or_default();
+    let cluster = s("/resolved_profile/cluster/name").unwrap_or_default();
+    let release_date = m
+        .pointer("/build_time")
+        .and_then(|v| v.as_i64())
+        .map(|t| {
+            let (y, mo, d, ..) = crate::clock::civil(t);
+            format!("{y:04}-{mo:02}-{d:02}")
+        })
+        .unwrap_or_default();
+    Ok(OsEntry {
+        name: format!("{node} (rpiimg)"),
+        description: format!(
+            "Node {node}{} configured by rpiimg from Raspberry Pi OS Lite{}; flash as is, without OS customisation",
+            if cluster.is_empty() { String::new() } else { format!(" of cluster {cluster}") },
+            if os.is_empty() { String::new() } else { format!(" ({os})") },
+        ),
+        icon: String::new(),
+        url: file_url(&url_file),
+        extract_size: size,
+        extract_sha256: sha256,
+        image_download_size: download,
+        image_download_sha256: download_sha256,
+        bmap_url,
+        release_date,
+        devices: vec!["pi4-64bit".into(), "pi5-64bit".into()],
+        architecture: "armv8".into(),
+        init_format: "none".into(),
+    })
+}
+
+/// The JSON text of the list.
+pub fn render(entries: Vec<OsEntry>) -> Result<String> {
+    let list = OsList { os_list: entries };
+    Ok(serde_json::to_string_pretty(&list).map_err(|e| Error::Output(e.into()))? + "\n")
+}
+
+/// Write the list for `dir` to `dest` (atomically); the path written.
+pub fn write(dir: &Path, dest: &Path, force: bool) -> Result<PathBuf> {
+    let text = render(entries(dir)?)?;
+    super::write_text(dest, &text, force)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_percent_encoded() {
+        assert_eq!(
+            file_url(Path::new("/srv/lab images/ost01.img.xz")),
+            "file:///srv/lab%20images/ost01.img.xz"
+        );
+        assert_eq!(file_url(Path::new("/a/b#c")), "file:///a/b%23c");
+    }
+}
