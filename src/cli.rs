@@ -262,7 +262,8 @@ Each card gets the blocks its image's .bmap maps (without a .bmap: the ranges
 its partitions use), written in parallel, one writer per card, then every
 written range is read back from the card and compared. The image's first
 64 KiB (its partition table) is cleared first and written last, so a card
-whose flash was cut short has no partition table: flash it again.
+whose flash was cut short, or that failed verification, has no partition
+table: flash it again.
 
 Refused before anything is written, naming the device and why: a device with
 a partition mounted or used as swap or held by LVM/RAID/crypt; the disk of the

@@ -59,13 +59,27 @@ pub fn classify(path: &Path) -> io::Result<HostKind> {
 
 /// Open a card for writing and reading back. `O_EXCL` on a block device
 /// makes the kernel refuse it while anything (a mount, a holder, another
-/// exclusive opener) uses it, closing the gap after the checks.
-pub fn open_device(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(flag(rustix::fs::OFlags::EXCL))
-        .open(path)
+/// exclusive opener) uses it, closing the gap after the checks. With
+/// `direct`, `O_DIRECT`: writes go to the card without filling the page
+/// cache (no long flush at the end, honest progress) and the read-back
+/// comes from the card. Returns whether `O_DIRECT` is on.
+pub fn open_device(path: &Path, direct: bool) -> io::Result<(File, bool)> {
+    let open = |flags: rustix::fs::OFlags| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flag(flags))
+            .open(path)
+    };
+    if direct {
+        match open(rustix::fs::OFlags::EXCL | rustix::fs::OFlags::DIRECT) {
+            Ok(f) => return Ok((f, true)),
+            // A device (or a file system under a loop device) without it.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((open(rustix::fs::OFlags::EXCL)?, false))
 }
 
 /// Open (or create) an image file target, never through a symlink; it is

@@ -326,16 +326,27 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
                         )
                     );
                     let mut bar = progress.task(&escape(&label), work);
-                    let opened = if c.disk.is_some() {
-                        device::open_device(&c.target)
-                    } else {
-                        device::open_file(&c.target, c.source.size)
+                    let opened = match &c.disk {
+                        Some(d) => {
+                            // O_DIRECT needs every write at and of whole
+                            // logical blocks: ranges end at them unless the
+                            // image's size is odd.
+                            let lb = d.logical_block;
+                            let aligned = c
+                                .source
+                                .ranges
+                                .iter()
+                                .all(|r| r.start % lb == 0 && r.end % lb == 0);
+                            device::open_device(&c.target, aligned).map(|(f, _)| f)
+                        }
+                        None => device::open_file(&c.target, c.source.size),
                     };
                     let outcome = match opened {
                         Ok(file) => write::flash(
                             write::Job {
                                 source: &c.source,
                                 file,
+                                path: &c.target,
                                 first: i == 0,
                             },
                             cancel,

@@ -29,6 +29,9 @@ pub struct Disk {
     /// up without `--partscan` does not).
     #[serde(skip)]
     pub partscan: bool,
+    /// The smallest write it takes (`queue/logical_block_size`).
+    #[serde(skip)]
+    pub logical_block: u64,
     /// Partitions, then holders (device mapper, md) stacked on any of them,
     /// as `(name, major:minor)`.
     #[serde(skip)]
@@ -176,6 +179,10 @@ impl SysRoot {
             removable: attr("removable").as_deref() == Some("1"),
             read_only: attr("ro").as_deref() == Some("1"),
             partscan: attr("partscan").as_deref() != Some("0"),
+            logical_block: attr("queue/logical_block_size")
+                .and_then(|s| s.parse().ok())
+                .filter(|b: &u64| b.is_power_of_two() && *b <= 4096)
+                .unwrap_or(4096),
             name,
             members,
             holders,
