@@ -200,13 +200,10 @@ fn without_a_bmap_the_partitions_are_written() {
     );
 }
 
-#[test]
-fn read_back_catches_a_byte_changed_on_the_card() {
-    let dir = tempfile::tempdir().unwrap();
-    let (c1, c2) = (dir.path().join("c1"), dir.path().join("c2"));
-    // The hook changes one byte of the first card between write and read-back.
-    let o = rpiimg_cmd()
-        .env("RPIIMG_FAULT", "flash-flip")
+/// `rpiimg flash` of ost01 and ost02 onto two files, with a test hook on.
+fn two_cards_with_fault(fault: &str, c1: &Path, c2: &Path) -> Command {
+    let mut c = rpiimg_cmd();
+    c.env("RPIIMG_FAULT", fault)
         .args([
             "flash",
             "--to-file",
@@ -214,7 +211,16 @@ fn read_back_catches_a_byte_changed_on_the_card() {
             &format!("{}={}", img("ost01.img"), c1.display()),
             &format!("{}={}", img("ost02.img"), c2.display()),
         ])
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn read_back_catches_a_byte_changed_on_the_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c1, c2) = (dir.path().join("c1"), dir.path().join("c2"));
+    // The hook changes one byte of the first card between write and read-back.
+    let o = two_cards_with_fault("flash-flip", &c1, &c2)
         .output()
         .unwrap();
     let out = stdout(&o);
@@ -268,16 +274,7 @@ fn a_killed_flash_leaves_no_partition_table_and_a_new_flash_completes() {
 fn ctrl_c_stops_the_writers_and_reports_each_card() {
     let dir = tempfile::tempdir().unwrap();
     let (c1, c2) = (dir.path().join("c1"), dir.path().join("c2"));
-    let child = rpiimg_cmd()
-        .env("RPIIMG_FAULT", "flash-slow")
-        .args([
-            "flash",
-            "--to-file",
-            "--yes",
-            &format!("{}={}", img("ost01.img"), c1.display()),
-            &format!("{}={}", img("ost02.img"), c2.display()),
-        ])
-        .stdin(Stdio::null())
+    let child = two_cards_with_fault("flash-slow", &c1, &c2)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
