@@ -1,10 +1,10 @@
 //! Applying a plan to an image, through one edit transaction.
 
+use crate::path::PathError;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ext4::write::{Content, Meta};
-use crate::ext4::Ext4Error;
 use crate::fs::edit::ImageEdit;
 use crate::plan::{sha256_hex, Change, Plan};
 
@@ -18,10 +18,8 @@ pub struct Applied {
 }
 
 fn absent(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::NotFound { .. } | Error::Ext4(Ext4Error::NotFound { .. })
-    )
+    // ext4's path errors arrive as Error::Path too (one variant set).
+    matches!(e, Error::Path(PathError::NotFound(_)))
 }
 
 fn parent(p: &str) -> Option<&str> {

@@ -4,6 +4,16 @@
 use crate::ext4::Ext4Error;
 use crate::image::ImageError;
 use crate::partition::PartitionError;
+use crate::path::PathError;
+
+impl From<Ext4Error> for Error {
+    fn from(e: Ext4Error) -> Self {
+        match e {
+            Ext4Error::Path(p) => Error::Path(p),
+            e => Error::Ext4(e),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -11,20 +21,15 @@ pub enum Error {
     Image(#[from] ImageError),
     #[error(transparent)]
     Partition(#[from] PartitionError),
+    /// Never holds a path error: those become [`Error::Path`] (see `From`).
     #[error(transparent)]
-    Ext4(#[from] Ext4Error),
+    Ext4(Ext4Error),
     #[error("boot partition (FAT, partition {part}): {detail}")]
     Fat { part: u32, detail: String },
     #[error("{0}")]
     Layout(String),
-    #[error("{path}: no such file or directory in the image")]
-    NotFound { path: String },
-    #[error("{path}: not a directory")]
-    NotADirectory { path: String },
-    #[error("{path}: is a directory")]
-    IsADirectory { path: String },
-    #[error("{path}: too many levels of symbolic links")]
-    SymlinkLoop { path: String },
+    #[error(transparent)]
+    Path(#[from] PathError),
     #[error("{path}: {size} bytes is more than the {} MiB rpiimg reads into memory; this file is not what rpiimg expects there (a damaged or hostile image?)", cap >> 20)]
     TooLarge { path: String, size: u64, cap: u64 },
     #[error("{path}: {source}")]

@@ -22,6 +22,7 @@ pub mod keystore;
 pub mod os;
 pub mod output;
 pub mod partition;
+pub mod path;
 pub mod plan;
 pub mod profile;
 pub mod progress;

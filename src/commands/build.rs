@@ -208,8 +208,7 @@ fn render_to(plan: &Plan, dir: &Path) -> Result<usize> {
             ..
         } = c
         {
-            let rel: PathBuf =
-                crate::fs::path::components(&crate::fs::path::normalize(path)).collect();
+            let rel: PathBuf = crate::path::components(&crate::path::normalize(path)).collect();
             let dest = dir.join(&rel);
             // A symlink already under DIR (say DIR/etc -> /etc) would carry
             // the write outside it: refuse rather than follow.

@@ -13,6 +13,7 @@ use crate::fs::edit::ImageEdit;
 use crate::fs::view::SystemView;
 use crate::image::{self, Cache};
 use crate::partition;
+use crate::path::PathError;
 use crate::progress::Progress;
 
 pub fn parse_mode(s: &str) -> Result<u16> {
@@ -184,9 +185,8 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
             force,
             path,
         } => match edit.remove(path, *recursive) {
-            Err(Error::NotFound { .. } | Error::Ext4(crate::ext4::Ext4Error::NotFound { .. }))
-                if *force =>
-            {
+            // ext4's path errors arrive as Error::Path too (one variant set).
+            Err(Error::Path(PathError::NotFound(_))) if *force => {
                 format!("rm {path} (absent)")
             }
             other => {

@@ -38,17 +38,8 @@ pub enum Ext4Error {
     #[error("unsupported ext4 filesystem: {what}; {hint}")]
     Unsupported { what: String, hint: String },
 
-    #[error("{path}: no such file or directory in the image")]
-    NotFound { path: String },
-
-    #[error("{path}: not a directory")]
-    NotADirectory { path: String },
-
-    #[error("{path}: is a directory")]
-    IsADirectory { path: String },
-
-    #[error("{path}: too many levels of symbolic links")]
-    SymlinkLoop { path: String },
+    #[error(transparent)]
+    Path(#[from] crate::path::PathError),
 
     #[error("{path}: file exists")]
     Exists { path: String },

@@ -28,8 +28,8 @@ pub mod xattr;
 use std::io::Write;
 
 use crate::bytes::{be32, le32};
-use crate::fs::path::{self, Kind, ResolveError, Walk};
 use crate::image::ReadAt;
+use crate::path::{self, Kind, ResolveError, Walk};
 pub use dir::DirEntry;
 pub use error::{Ext4Error, Location, Result};
 use extent::Extent;
@@ -437,9 +437,10 @@ impl<D: ReadAt> Ext4<D> {
         mut f: impl FnMut(u32, Vec<DirEntry>) -> Result<bool>,
     ) -> Result<()> {
         if !dir.is_dir() {
-            return Err(Ext4Error::NotADirectory {
-                path: format!("inode {}", dir.ino),
-            });
+            return Err(Ext4Error::Path(path::PathError::NotADirectory(format!(
+                "inode {}",
+                dir.ino
+            ))));
         }
         let bs = self.block_size() as u64;
         for e in self.extents(dir)? {
@@ -658,12 +659,7 @@ impl<D: ReadAt> Ext4<D> {
 
 /// Map a generic resolution failure to this engine's error.
 pub fn resolve_error(e: ResolveError<Ext4Error>) -> Ext4Error {
-    match e {
-        ResolveError::NotFound(path) => Ext4Error::NotFound { path },
-        ResolveError::NotADirectory(path) => Ext4Error::NotADirectory { path },
-        ResolveError::Loop(path) => Ext4Error::SymlinkLoop { path },
-        ResolveError::Fs(e) => e,
-    }
+    e.into_fs()
 }
 
 impl<D: ReadAt> Walk for Ext4<D> {

@@ -11,12 +11,12 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::path;
 use super::view::SystemView;
 use crate::error::{Error, Result};
 use crate::ext4::write::{Content, Meta, Writer};
 use crate::image::{Cow, OpenedImage, ReadAt, Window};
 use crate::partition::PartitionTable;
+use crate::path::{self, PathError};
 
 /// A staged FAT partition shared between fatfs (which wants to own a
 /// `Read + Write + Seek`) and the transaction that commits it.
@@ -251,7 +251,7 @@ impl ImageEdit {
             Target::Fat(i, rel) => {
                 let m = &self.fats[i];
                 if rel.is_empty() {
-                    return Err(Error::IsADirectory { path: p.into() });
+                    return Err(Error::Path(PathError::IsADirectory(p.into())));
                 }
                 let mut f = m.fs().root_dir().create_file(&rel).map_err(|e| m.err(e))?;
                 f.truncate().map_err(|e| m.err(e))?;
@@ -341,9 +341,7 @@ impl ImageEdit {
         }
         root.remove(rel).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                Error::NotFound {
-                    path: format!("{}/{rel}", m.point),
-                }
+                Error::Path(PathError::NotFound(format!("{}/{rel}", m.point)))
             } else {
                 m.err(e)
             }
@@ -405,7 +403,7 @@ impl ImageEdit {
         match self.target(p)? {
             Target::Ext4(q) => match self.root.fs().resolve(&q, true) {
                 Ok(i) => Ok(Some(i.is_dir())),
-                Err(crate::ext4::Ext4Error::NotFound { .. }) => Ok(None),
+                Err(crate::ext4::Ext4Error::Path(PathError::NotFound(_))) => Ok(None),
                 Err(e) => Err(e.into()),
             },
             Target::Fat(_, rel) if rel.is_empty() => Ok(Some(true)),
@@ -434,7 +432,7 @@ impl ImageEdit {
             Ok(i) if !i.is_dir() => Ok(Some(
                 String::from_utf8_lossy(&fs.read_all(&i)?).into_owned(),
             )),
-            Ok(_) | Err(crate::ext4::Ext4Error::NotFound { .. }) => Ok(None),
+            Ok(_) | Err(crate::ext4::Ext4Error::Path(PathError::NotFound(_))) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -546,7 +544,9 @@ impl Finished {
                 detail: format!("writing the partition: {e}"),
             })?;
         }
-        self.ext4.commit().map_err(|e| Error::Ext4(e.into()))?;
+        self.ext4
+            .commit()
+            .map_err(|e| Error::from(crate::ext4::Ext4Error::from(e)))?;
         Ok(touched)
     }
 }

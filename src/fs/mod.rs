@@ -5,7 +5,6 @@ pub mod edit;
 pub mod fat;
 mod fat_chains;
 pub mod fstab;
-pub mod path;
 pub mod view;
 
 use crate::ext4::FileType;

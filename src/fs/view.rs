@@ -6,12 +6,12 @@ use std::io::Write;
 
 use super::fat::Fat;
 use super::fstab::{self, Spec};
-use super::path::{self, Kind, ResolveError, Walk};
 use super::Stat;
 use crate::error::{Error, Result};
 use crate::ext4::{Ext4, Ext4Error, FileType, Inode};
 use crate::image::{OpenedImage, Window};
 use crate::partition::{Partition, PartitionTable};
+use crate::path::{self, Kind, PathError, ResolveError, Walk};
 
 /// The same bound on both filesystems.
 pub use crate::ext4::MEMORY_CAP;
@@ -114,7 +114,7 @@ impl SystemView {
                     root = Some((p.number, fs));
                     break;
                 }
-                Err(Ext4Error::NotFound { .. }) => continue,
+                Err(Ext4Error::Path(PathError::NotFound(_))) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -185,12 +185,7 @@ impl SystemView {
     }
 
     fn resolve(&self, p: &str, follow_last: bool) -> Result<(Node, String)> {
-        path::resolve(self, p, follow_last).map_err(|e| match e {
-            ResolveError::NotFound(path) => Error::NotFound { path },
-            ResolveError::NotADirectory(path) => Error::NotADirectory { path },
-            ResolveError::Loop(path) => Error::SymlinkLoop { path },
-            ResolveError::Fs(e) => e,
-        })
+        path::resolve(self, p, follow_last).map_err(ResolveError::into_fs)
     }
 
     fn fat_err(&self, i: usize, e: std::io::Error) -> Error {
@@ -227,7 +222,7 @@ impl SystemView {
                 .fat
                 .stat(rel)
                 .map_err(|e| self.fat_err(*i, e))?
-                .ok_or_else(|| Error::NotFound { path: rel.clone() }),
+                .ok_or_else(|| Error::Path(PathError::NotFound(rel.clone()))),
         }
     }
 
@@ -245,7 +240,9 @@ impl SystemView {
     pub fn exists(&self, p: &str) -> Result<bool> {
         match self.resolve(p, false) {
             Ok(_) => Ok(true),
-            Err(Error::NotFound { .. } | Error::NotADirectory { .. }) => Ok(false),
+            Err(Error::Path(PathError::NotFound(_)) | Error::Path(PathError::NotADirectory(_))) => {
+                Ok(false)
+            }
             Err(e) => Err(e.in_path(p)),
         }
     }
@@ -261,7 +258,7 @@ impl SystemView {
     fn read_file_to(&self, node: &Node, canon: &str, w: &mut dyn Write) -> Result<u64> {
         let st = self.node_stat(node)?;
         match st.kind {
-            FileType::Directory => Err(Error::IsADirectory { path: canon.into() }),
+            FileType::Directory => Err(Error::Path(PathError::IsADirectory(canon.into()))),
             FileType::Regular => self.read_node_to(node, w),
             _ => Err(Error::Layout(format!("{canon}: not a regular file"))),
         }
@@ -299,7 +296,9 @@ impl SystemView {
     pub fn read_text_opt(&self, p: &str) -> Result<Option<String>> {
         match self.read(p) {
             Ok(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
-            Err(Error::NotFound { .. } | Error::NotADirectory { .. }) => Ok(None),
+            Err(Error::Path(PathError::NotFound(_)) | Error::Path(PathError::NotADirectory(_))) => {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -309,7 +308,9 @@ impl SystemView {
     pub fn list_opt(&self, p: &str) -> Result<Option<Vec<(String, Stat)>>> {
         match self.list(p) {
             Ok(v) => Ok(Some(v)),
-            Err(Error::NotFound { .. } | Error::NotADirectory { .. }) => Ok(None),
+            Err(Error::Path(PathError::NotFound(_)) | Error::Path(PathError::NotADirectory(_))) => {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -322,7 +323,7 @@ impl SystemView {
     fn list_inner(&self, p: &str) -> Result<Vec<(String, Stat)>> {
         let (node, canon) = self.resolve(p, true)?;
         if self.node_stat(&node)?.kind != FileType::Directory {
-            return Err(Error::NotADirectory { path: canon });
+            return Err(Error::Path(PathError::NotADirectory(canon)));
         }
         let mut out: Vec<(String, Stat)> = self
             .children(&canon, &node)?
@@ -516,14 +517,8 @@ impl Walk for SystemView {
 
     fn kind(&self, node: &Node) -> Result<Kind> {
         match node {
-            Node::Ext4(ino) => {
-                let i = self.root.live_inode(*ino)?;
-                Ok(match i.file_type() {
-                    FileType::Directory => Kind::Dir,
-                    FileType::Symlink => Kind::Symlink(self.root.readlink(&i)?),
-                    _ => Kind::Other,
-                })
-            }
+            // The ext4 engine's own answer, not a second copy of it.
+            Node::Ext4(ino) => Ok(self.root.kind(ino)?),
             Node::Fat(..) => Ok(if self.node_stat(node)?.kind == FileType::Directory {
                 Kind::Dir
             } else {

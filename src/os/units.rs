@@ -1,6 +1,7 @@
 //! systemd unit enablement as it is stored on disk: symlinks under
 //! `/etc/systemd/system`.
 
+use crate::path::PathError;
 use std::collections::BTreeMap;
 
 use crate::error::Result;
@@ -41,7 +42,7 @@ pub fn scan(view: &SystemView) -> Result<BTreeMap<String, UnitState>> {
     let mut map: BTreeMap<String, UnitState> = BTreeMap::new();
     let entries = match view.list(SYSTEM_UNIT_DIR) {
         Ok(e) => e,
-        Err(crate::error::Error::NotFound { .. }) => return Ok(map),
+        Err(crate::error::Error::Path(PathError::NotFound(_))) => return Ok(map),
         Err(e) => return Err(e),
     };
     for (name, st) in entries {

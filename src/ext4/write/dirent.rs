@@ -13,6 +13,7 @@ use crate::ext4::htree::{self, BLOCK_MASK, NODE_COUNT_OFF, ROOT_COUNT_OFF};
 use crate::ext4::inode::{Inode, EXT4_INDEX_FL};
 use crate::ext4::superblock::feature;
 use crate::image::ReadAt;
+use crate::path::PathError;
 
 /// One record of a leaf block.
 #[derive(Debug, Clone)]
@@ -596,12 +597,10 @@ impl<D: ReadAt> Writer<D> {
             self.write_block(pblk, &b)?;
             return Ok(found);
         }
-        Err(Ext4Error::NotFound {
-            path: format!(
-                "{} in directory inode {dir_ino}",
-                String::from_utf8_lossy(name)
-            ),
-        })
+        Err(Ext4Error::Path(PathError::NotFound(format!(
+            "{} in directory inode {dir_ino}",
+            String::from_utf8_lossy(name)
+        ))))
     }
 
     /// Point a directory's `..` at a new parent (after a move).

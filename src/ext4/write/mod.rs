@@ -22,8 +22,8 @@ use super::error::{Ext4Error, Location, Result};
 use super::inode::{FileType, Inode, EXT4_EXTENTS_FL, ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 use super::{resolve_error, Ext4};
 use crate::bytes::le32;
-use crate::fs::path;
 use crate::image::{Cow, FileRange, ReadAt};
+use crate::path::{self, PathError};
 
 /// Link count that means "many" for directories (dir_nlink).
 const LINK_MAX: u16 = 65000;
@@ -221,7 +221,7 @@ impl<D: ReadAt> Writer<D> {
         let (ino, _) = path::resolve(&self.fs, &parent, true).map_err(resolve_error)?;
         let dir = self.fs.live_inode(ino)?;
         if !dir.is_dir() {
-            return Err(Ext4Error::NotADirectory { path: parent });
+            return Err(Ext4Error::Path(PathError::NotADirectory(parent)));
         }
         Ok((ino, name))
     }
@@ -234,9 +234,8 @@ impl<D: ReadAt> Writer<D> {
     /// The inode a path names, without following a final symlink.
     fn lstat_ino(&self, p: &str) -> Result<u32> {
         let (dir, name) = self.parent_of(p)?;
-        self.lookup(dir, &name)?.ok_or_else(|| Ext4Error::NotFound {
-            path: p.to_string(),
-        })
+        self.lookup(dir, &name)?
+            .ok_or_else(|| Ext4Error::Path(PathError::NotFound(p.to_string())))
     }
 
     fn resolve_ino(&self, p: &str, follow: bool) -> Result<u32> {
@@ -351,7 +350,9 @@ impl<D: ReadAt> Writer<D> {
                     self.put_inode(&mut i)?;
                     return Ok(old);
                 }
-                FileType::Directory => return Err(Ext4Error::IsADirectory { path: p.into() }),
+                FileType::Directory => {
+                    return Err(Ext4Error::Path(PathError::IsADirectory(p.into())))
+                }
                 _ => self.unlink(dir, &name, old)?,
             }
         }
@@ -400,7 +401,7 @@ impl<D: ReadAt> Writer<D> {
                 Some(_) => {
                     let (ino, _) = path::resolve(&self.fs, &so_far, true).map_err(resolve_error)?;
                     if !self.fs.live_inode(ino)?.is_dir() {
-                        return Err(Ext4Error::NotADirectory { path: so_far });
+                        return Err(Ext4Error::Path(PathError::NotADirectory(so_far)));
                     }
                     cur = ino;
                 }
@@ -425,7 +426,7 @@ impl<D: ReadAt> Writer<D> {
         let (dir, name) = self.parent_of(p)?;
         if let Some(old) = self.lookup(dir, &name)? {
             if self.fs.live_inode(old)?.is_dir() {
-                return Err(Ext4Error::IsADirectory { path: p.into() });
+                return Err(Ext4Error::Path(PathError::IsADirectory(p.into())));
             }
             self.unlink(dir, &name, old)?;
         }
@@ -455,9 +456,7 @@ impl<D: ReadAt> Writer<D> {
         let ino = self.lstat_ino(existing)?;
         let i = self.fs.live_inode(ino)?;
         if i.is_dir() {
-            return Err(Ext4Error::IsADirectory {
-                path: existing.into(),
-            });
+            return Err(Ext4Error::Path(PathError::IsADirectory(existing.into())));
         }
         let (dir, name) = self.parent_of(new)?;
         if self.lookup(dir, &name)?.is_some() {
@@ -521,7 +520,7 @@ impl<D: ReadAt> Writer<D> {
         let (dir, name) = self.parent_of(p)?;
         let ino = self
             .lookup(dir, &name)?
-            .ok_or_else(|| Ext4Error::NotFound { path: p.into() })?;
+            .ok_or_else(|| Ext4Error::Path(PathError::NotFound(p.into())))?;
         let i = self.fs.live_inode(ino)?;
         if i.is_dir() && !self.dir_is_empty(&i)? {
             return Err(Ext4Error::NotEmpty { path: p.into() });
@@ -566,7 +565,7 @@ impl<D: ReadAt> Writer<D> {
         let (dir, name) = self.parent_of(p)?;
         let ino = self
             .lookup(dir, &name)?
-            .ok_or_else(|| Ext4Error::NotFound { path: p.into() })?;
+            .ok_or_else(|| Ext4Error::Path(PathError::NotFound(p.into())))?;
         if self.fs.live_inode(ino)?.is_dir() {
             // Children after parents in `below`: unlink in reverse, so each
             // directory is empty when its turn comes.
@@ -622,7 +621,7 @@ impl<D: ReadAt> Writer<D> {
         let (fdir, fname) = self.parent_of(from)?;
         let ino = self
             .lookup(fdir, &fname)?
-            .ok_or_else(|| Ext4Error::NotFound { path: from.into() })?;
+            .ok_or_else(|| Ext4Error::Path(PathError::NotFound(from.into())))?;
         let (tdir, tname) = self.parent_of(to)?;
         if fdir == tdir && fname == tname {
             return Ok(());
@@ -653,8 +652,8 @@ impl<D: ReadAt> Writer<D> {
             }
             let ti = self.fs.live_inode(t)?;
             match (is_dir, ti.is_dir()) {
-                (false, true) => return Err(Ext4Error::IsADirectory { path: to.into() }),
-                (true, false) => return Err(Ext4Error::NotADirectory { path: to.into() }),
+                (false, true) => return Err(Ext4Error::Path(PathError::IsADirectory(to.into()))),
+                (true, false) => return Err(Ext4Error::Path(PathError::NotADirectory(to.into()))),
                 (true, true) if !self.dir_is_empty(&ti)? => {
                     return Err(Ext4Error::NotEmpty { path: to.into() })
                 }

@@ -1,8 +1,23 @@
-//! Path resolution inside an image, shared by every filesystem view.
+//! Paths inside an image: resolution shared by the ext4 engine and the
+//! system view (a leaf module: it knows no filesystem), and the one set of
+//! errors a path can meet.
 //!
 //! Symlinks resolve as the booted system would resolve them, but `/` is the
 //! image's root: an absolute target restarts at the image root and `..`
 //! never climbs above it, so no path can escape the image.
+
+/// Why a path does not lead where it was asked to, whatever the filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("{0}: no such file or directory in the image")]
+    NotFound(String),
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    #[error("{0}: too many levels of symbolic links")]
+    Loop(String),
+}
 
 /// Maximum symlinks followed in one resolution (Linux's MAXSYMLINKS).
 pub const MAX_SYMLINKS: usize = 40;
@@ -29,12 +44,20 @@ pub trait Walk {
     fn kind(&self, node: &Self::Node) -> Result<Kind, Self::Error>;
 }
 
-/// Why a path did not resolve.
+/// Why a path did not resolve: the path, or the filesystem under it.
 pub enum ResolveError<E> {
-    NotFound(String),
-    NotADirectory(String),
-    Loop(String),
+    Path(PathError),
     Fs(E),
+}
+
+impl<E: From<PathError>> ResolveError<E> {
+    /// The walker's own error, path errors included.
+    pub fn into_fs(self) -> E {
+        match self {
+            ResolveError::Path(p) => p.into(),
+            ResolveError::Fs(e) => e,
+        }
+    }
 }
 
 /// Split a path into its non-empty components.
@@ -85,20 +108,20 @@ pub fn resolve<W: Walk>(
         }
         match w.kind(&here).map_err(ResolveError::Fs)? {
             Kind::Dir => {}
-            _ => return Err(ResolveError::NotADirectory(join(&names))),
+            _ => return Err(ResolveError::Path(PathError::NotADirectory(join(&names)))),
         }
         let dir_path = join(&names);
         let Some(node) = w.child(&dir_path, &here, &name).map_err(ResolveError::Fs)? else {
             let mut full = names.clone();
             full.push(name);
-            return Err(ResolveError::NotFound(join(&full)));
+            return Err(ResolveError::Path(PathError::NotFound(join(&full))));
         };
         let is_last = pending.is_empty();
         match w.kind(&node).map_err(ResolveError::Fs)? {
             Kind::Symlink(target) if !is_last || follow_last => {
                 hops += 1;
                 if hops > MAX_SYMLINKS {
-                    return Err(ResolveError::Loop(path.to_string()));
+                    return Err(ResolveError::Path(PathError::Loop(path.to_string())));
                 }
                 let target = String::from_utf8_lossy(&target).into_owned();
                 if target.starts_with('/') {
@@ -168,9 +191,10 @@ mod tests {
     fn canon(p: &str, follow: bool) -> Result<String, String> {
         match resolve(&tree(), p, follow) {
             Ok((_, c)) => Ok(c),
-            Err(ResolveError::NotFound(p)) => Err(format!("notfound {p}")),
-            Err(ResolveError::NotADirectory(p)) => Err(format!("notdir {p}")),
-            Err(ResolveError::Loop(_)) => Err("loop".into()),
+            Err(ResolveError::Path(PathError::NotFound(p))) => Err(format!("notfound {p}")),
+            Err(ResolveError::Path(PathError::NotADirectory(p))) => Err(format!("notdir {p}")),
+            Err(ResolveError::Path(PathError::Loop(_))) => Err("loop".into()),
+            Err(ResolveError::Path(PathError::IsADirectory(_))) => Err("isdir".into()),
             Err(ResolveError::Fs(())) => Err("fs".into()),
         }
     }
