@@ -89,158 +89,39 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  rpiimg inspect base.img\n  rpiimg inspect base.img.xz --json"
     )]
-    Inspect {
-        #[command(flatten)]
-        image: ImageArg,
-        /// Machine-readable JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    Inspect(InspectArgs),
     /// List a directory inside the image (paths as the booted system sees them)
     #[command(
         after_help = "Examples:\n  rpiimg ls base.img /etc\n  rpiimg ls base.img /boot/firmware -l"
     )]
-    Ls {
-        #[command(flatten)]
-        image: ImageArg,
-        /// Path inside the image, e.g. /etc or /boot/firmware/overlays
-        path: String,
-        /// Long listing: mode, links, uid, gid, size, mtime (UTC), symlink target
-        #[arg(short, long)]
-        long: bool,
-    },
+    Ls(LsArgs),
     /// Print a file from inside the image to stdout
     #[command(
         after_help = "Examples:\n  rpiimg cat base.img /etc/fstab\n  rpiimg cat base.img /boot/firmware/config.txt"
     )]
-    Cat {
-        #[command(flatten)]
-        image: ImageArg,
-        /// Path inside the image
-        path: String,
-    },
+    Cat(CatArgs),
     /// Print the plan of changes for a node (reads the base image, writes nothing)
     #[command(
         after_help = "Examples:\n  rpiimg plan --profile ost04-control\n  rpiimg plan --profile profiles/ost01-compute.toml --base base.img --json\n  rpiimg plan --profile ost04-control --render-to /tmp/ost04   # the rendered files, for review"
     )]
-    Plan {
-        /// Node profile: a name from profiles/ (ost04-control) or a path
-        #[arg(long, value_name = "PROFILE")]
-        profile: String,
-        #[command(flatten)]
-        base: BaseArg,
-        /// JSON instead of text
-        #[arg(long)]
-        json: bool,
-        /// Also write every file the plan writes under DIR, mirroring target paths
-        #[arg(long, value_name = "DIR")]
-        render_to: Option<PathBuf>,
-        /// With --json: show file texts that hold the profile's secrets
-        /// (passwords, Wi-Fi key, [vars]); they are redacted by default
-        #[arg(long, requires = "json")]
-        show_secrets: bool,
-    },
+    Plan(PlanArgs),
     /// Build one ready-to-flash image per node from the profile's base image
     #[command(after_help = BUILD_EXAMPLES)]
-    Build {
-        /// Node profile (repeatable): a name from profiles/ or a path
-        #[arg(long, value_name = "PROFILE", required_unless_present = "all")]
-        profile: Vec<String>,
-        /// Every node profile in DIR (profiles that name a hostname)
-        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "profiles", conflicts_with = "profile")]
-        all: Option<PathBuf>,
-        #[command(flatten)]
-        base: BaseArg,
-        /// Output directory [default: the profile's output.dir]
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        /// Also write <host>.img.xz (multi-threaded)
-        #[arg(long)]
-        xz: bool,
-        /// Do not write the .bmap file
-        #[arg(long)]
-        no_bmap: bool,
-        /// Overwrite existing outputs
-        #[arg(long)]
-        force: bool,
-        /// xz threads [default: all cores]
-        #[arg(long, default_value_t = 0)]
-        threads: u32,
-        /// Build twice (the second time with an empty cache) into temporary
-        /// folders, fail naming the first differing file and byte range,
-        /// else keep the first build's outputs
-        #[arg(long)]
-        check_reproducible: bool,
-        /// Make new SSH host keys for these nodes (on purpose: clients will
-        /// see changed keys); recorded in the cluster's key store
-        #[arg(long, conflicts_with = "check_reproducible")]
-        rotate_host_keys: bool,
-        /// Also write rpiimg-os-list.json, a Raspberry Pi Imager custom
-        /// repository of the output directory's node images
-        #[arg(long)]
-        imager_json: bool,
-    },
+    Build(BuildArgs),
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(
         after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440.\n\nExamples:\n  rpiimg verify out/ost04.img\n  rpiimg verify out/ost04.img --profile ost04-control\n  rpiimg verify out/ost04.img --manifest out/ost04.manifest.json --json\n  rpiimg verify out/ost04.img --manifest      (the manifest beside the image)\n  rpiimg verify --cluster out/ost01.img out/ost02.img out/ost03.img out/ost04.img"
     )]
-    Verify {
-        /// Image(s) to check (several with --cluster)
-        #[arg(required = true, value_name = "IMAGE")]
-        images: Vec<PathBuf>,
-        /// Also check every item of this node profile's plan (recomputed from its base)
-        #[arg(long, value_name = "PROFILE", conflicts_with = "manifest")]
-        profile: Option<String>,
-        #[command(flatten)]
-        base: BaseArg,
-        /// Also check every change recorded in this build manifest (no profile
-        /// needed); bare --manifest takes the one beside the image
-        /// (out/ost04.img -> out/ost04.manifest.json). A missing manifest is an
-        /// error: without it, the image's output set is incomplete.
-        #[arg(long, value_name = "MANIFEST.json", num_args = 0..=1, default_missing_value = "",
-              value_parser = clap::value_parser!(std::ffi::OsString))]
-        manifest: Option<std::ffi::OsString>,
-        /// The images are one cluster: hostnames, addresses, MACs and host keys must differ
-        #[arg(long)]
-        cluster: bool,
-        /// JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(VerifyArgs),
     /// The management host's files for a cluster: hosts, known_hosts, the
     /// Kolla-Ansible inventory, globals.yml, nova/neutron overrides, ansible.cfg
     #[command(after_help = CLUSTER_EXAMPLES)]
-    Cluster {
-        /// Cluster profile (or any node profile of the cluster): a name from profiles/ or a path
-        #[arg(long, value_name = "PROFILE")]
-        profile: String,
-        /// Output directory [default: <profile's output.dir>/mgmt-<cluster>]
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        /// The stock inventory of your Kolla-Ansible release
-        /// (share/kolla-ansible/ansible/inventory/multinode): its child groups are kept
-        #[arg(long, value_name = "FILE")]
-        kolla_inventory: Option<PathBuf>,
-        /// Overwrite existing files
-        #[arg(long)]
-        force: bool,
-    },
+    Cluster(ClusterArgs),
     /// File-level differences between two images (e.g. a node image and its base)
     #[command(
         after_help = "Exit status: 0 no differences, 1 differences, 2 error.\n\nExamples:\n  rpiimg diff base.img.xz out/ost04-control.img\n  rpiimg diff a.img b.img --json"
     )]
-    Diff {
-        /// The image to compare from (e.g. the base; .img or .img.xz)
-        a: PathBuf,
-        /// The image to compare to
-        b: PathBuf,
-        /// JSON instead of text
-        #[arg(long)]
-        json: bool,
-        /// Compare the content of every file, even when its inode is unchanged
-        #[arg(long)]
-        full: bool,
-    },
+    Diff(DiffArgs),
     /// Write node images onto cards: several at once, only mapped blocks, read back and verified
     #[command(after_help = FLASH_EXAMPLES)]
     Flash(FlashArgs),
@@ -249,12 +130,167 @@ pub enum Command {
     ImagerList(ImagerListArgs),
     /// Edit files inside an image in place: ext4 root and FAT boot partition, all or nothing
     #[command(after_help = FS_EXAMPLES)]
-    Fs {
-        #[command(flatten)]
-        image: ImageArg,
-        #[command(subcommand)]
-        op: FsOp,
-    },
+    Fs(FsArgs),
+}
+
+/// `rpiimg inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    /// Machine-readable JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rpiimg ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    /// Path inside the image, e.g. /etc or /boot/firmware/overlays
+    pub path: String,
+    /// Long listing: mode, links, uid, gid, size, mtime (UTC), symlink target
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+/// `rpiimg cat`.
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    /// Path inside the image
+    pub path: String,
+}
+
+/// `rpiimg plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Node profile: a name from profiles/ (ost04-control) or a path
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: String,
+    #[command(flatten)]
+    pub base: BaseArg,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Also write every file the plan writes under DIR, mirroring target paths
+    #[arg(long, value_name = "DIR")]
+    pub render_to: Option<PathBuf>,
+    /// With --json: show file texts that hold the profile's secrets
+    /// (passwords, Wi-Fi key, [vars]); they are redacted by default
+    #[arg(long, requires = "json")]
+    pub show_secrets: bool,
+}
+
+/// `rpiimg build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Node profile (repeatable): a name from profiles/ or a path
+    #[arg(long, value_name = "PROFILE", required_unless_present = "all")]
+    pub profile: Vec<String>,
+    /// Every node profile in DIR (profiles that name a hostname)
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "profiles", conflicts_with = "profile")]
+    pub all: Option<PathBuf>,
+    #[command(flatten)]
+    pub base: BaseArg,
+    /// Output directory [default: the profile's output.dir]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write <host>.img.xz (multi-threaded)
+    #[arg(long)]
+    pub xz: bool,
+    /// Do not write the .bmap file
+    #[arg(long)]
+    pub no_bmap: bool,
+    /// Overwrite existing outputs
+    #[arg(long)]
+    pub force: bool,
+    /// xz threads [default: all cores]
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    /// Build twice (the second time with an empty cache) into temporary
+    /// folders, fail naming the first differing file and byte range,
+    /// else keep the first build's outputs
+    #[arg(long)]
+    pub check_reproducible: bool,
+    /// Make new SSH host keys for these nodes (on purpose: clients will
+    /// see changed keys); recorded in the cluster's key store
+    #[arg(long, conflicts_with = "check_reproducible")]
+    pub rotate_host_keys: bool,
+    /// Also write rpiimg-os-list.json, a Raspberry Pi Imager custom
+    /// repository of the output directory's node images
+    #[arg(long)]
+    pub imager_json: bool,
+}
+
+/// `rpiimg verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Image(s) to check (several with --cluster)
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Also check every item of this node profile's plan (recomputed from its base)
+    #[arg(long, value_name = "PROFILE", conflicts_with = "manifest")]
+    pub profile: Option<String>,
+    #[command(flatten)]
+    pub base: BaseArg,
+    /// Also check every change recorded in this build manifest (no profile
+    /// needed); bare --manifest takes the one beside the image
+    /// (out/ost04.img -> out/ost04.manifest.json). A missing manifest is an
+    /// error: without it, the image's output set is incomplete.
+    #[arg(long, value_name = "MANIFEST.json", num_args = 0..=1, default_missing_value = "",
+          value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub manifest: Option<std::ffi::OsString>,
+    /// The images are one cluster: hostnames, addresses, MACs and host keys must differ
+    #[arg(long)]
+    pub cluster: bool,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rpiimg cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Cluster profile (or any node profile of the cluster): a name from profiles/ or a path
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: String,
+    /// Output directory [default: <profile's output.dir>/mgmt-<cluster>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The stock inventory of your Kolla-Ansible release
+    /// (share/kolla-ansible/ansible/inventory/multinode): its child groups are kept
+    #[arg(long, value_name = "FILE")]
+    pub kolla_inventory: Option<PathBuf>,
+    /// Overwrite existing files
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `rpiimg diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The image to compare from (e.g. the base; .img or .img.xz)
+    pub a: PathBuf,
+    /// The image to compare to
+    pub b: PathBuf,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Compare the content of every file, even when its inode is unchanged
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `rpiimg fs`.
+#[derive(Debug, Args)]
+pub struct FsArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    #[command(subcommand)]
+    pub op: FsOp,
 }
 
 const FLASH_EXAMPLES: &str = "\

@@ -51,3 +51,45 @@ pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
 }
+
+/// `YYYY-MM-DD HH:MM` in UTC, as listings show times.
+pub fn format_time(t: i64) -> String {
+    let (y, m, d, hh, mm, _) = civil(t);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
+}
+
+/// `YYYY-MM-DD` in UTC.
+pub fn format_date(t: i64) -> String {
+    let (y, m, d, ..) = civil(t);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Seconds since the epoch of a UTC civil date and time (Howard Hinnant's
+/// days-from-civil).
+pub fn from_civil(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86400 + hh * 3600 + mm * 60 + ss
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00");
+        assert_eq!(format_time(1_700_000_000), "2023-11-14 22:13");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00");
+        assert_eq!(format_date(951_782_400), "2000-02-29");
+        for t in [0, 951_782_400, 1_700_000_000, 4_354_819_198] {
+            let (y, m, d, hh, mm, ss) = civil(t);
+            assert_eq!(from_civil(y, m, d, hh, mm, ss), t);
+        }
+    }
+}

@@ -1,20 +1,19 @@
 //! `rpiimg fs`: edits of an image in place, one transaction per command
 //! (or per batch file).
 
+use crate::path::PathError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
-use crate::cli::{BatchLine, FsOp, ImageArg};
+use crate::cli::{BatchLine, FsArgs, FsOp};
 use crate::error::{Error, Result};
 use crate::ext4::write::{Content, Meta};
 use crate::fs::edit::ImageEdit;
 use crate::fs::view::SystemView;
-use crate::image::{self, Cache};
+use crate::image;
 use crate::partition;
-use crate::path::PathError;
-use crate::progress::Progress;
 
 pub fn parse_mode(s: &str) -> Result<u16> {
     u16::from_str_radix(s.trim_start_matches("0o"), 8)
@@ -185,7 +184,6 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
             force,
             path,
         } => match edit.remove(path, *recursive) {
-            // ext4's path errors arrive as Error::Path too (one variant set).
             Err(Error::Path(PathError::NotFound(_))) if *force => {
                 format!("rm {path} (absent)")
             }
@@ -312,13 +310,9 @@ pub fn parse_batch(file: &Path) -> Result<Vec<FsOp>> {
     Ok(ops)
 }
 
-pub fn run(
-    cache: &Cache,
-    progress: Progress,
-    arg: &ImageArg,
-    op: &FsOp,
-    out: &mut dyn Write,
-) -> Result<()> {
+/// `rpiimg fs`: one edit, or a batch of them, as one transaction.
+pub(super) fn run(ctx: &super::Ctx, args: &FsArgs, out: &mut dyn Write) -> Result<i32> {
+    let (cache, progress, arg, op) = (&ctx.cache, ctx.progress, &args.image, &args.op);
     let opened = image::open(&arg.image, arg.sha256.as_deref(), cache, progress)?;
     let table = partition::read(&opened.file, opened.size)?;
     if let FsOp::Stat { path, json } = op {
@@ -337,11 +331,12 @@ pub fn run(
                 st.gid,
                 st.size,
                 st.nlink,
-                super::format_time(st.mtime),
+                crate::clock::format_time(st.mtime),
                 st.target.as_ref().map(|t| format!("\ntarget {t}")).unwrap_or_default()
             )
         };
-        return writeln!(out, "{text}").map_err(Error::Output);
+        writeln!(out, "{text}").map_err(Error::Output)?;
+        return Ok(0);
     }
     let (ops, base): (Vec<FsOp>, PathBuf) = match op {
         FsOp::Batch { file } => (
@@ -378,7 +373,7 @@ pub fn run(
             arg.image.display()
         );
     }
-    Ok(())
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -22,18 +22,14 @@ fn epoch(dt: fatfs::DateTime) -> i64 {
         i64::from(dt.date.month),
         i64::from(dt.date.day),
     );
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days * 86400
-        + i64::from(dt.time.hour) * 3600
-        + i64::from(dt.time.min) * 60
-        + i64::from(dt.time.sec)
+    crate::clock::from_civil(
+        y,
+        m,
+        d,
+        i64::from(dt.time.hour),
+        i64::from(dt.time.min),
+        i64::from(dt.time.sec),
+    )
 }
 
 /// A FAT timestamp for seconds since the epoch (as UTC; clamped to FAT's

@@ -127,10 +127,7 @@ fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
     let release_date = m
         .pointer("/build_time")
         .and_then(|v| v.as_i64())
-        .map(|t| {
-            let (y, mo, d, ..) = crate::clock::civil(t);
-            format!("{y:04}-{mo:02}-{d:02}")
-        })
+        .map(crate::clock::format_date)
         .unwrap_or_default();
     Ok(OsEntry {
         name: format!("{node} (rpiimg)"),

@@ -1,0 +1,74 @@
+//! `rpiimg cluster`: the management host's files for a cluster.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{load, Ctx};
+use crate::cli::ClusterArgs;
+use crate::error::{Error, Result};
+use crate::profile::{self, Profile};
+
+/// Write the management-host bundle of `p`'s cluster into `dir`.
+pub(super) fn write_bundle(
+    p: &Profile,
+    dir: &Path,
+    stock: Option<&str>,
+    force: bool,
+) -> Result<Vec<PathBuf>> {
+    let store = crate::keystore::store_dir(p.dir(), &p.cluster.name);
+    let gens = crate::keystore::host_key_generations(&store)?;
+    let files = crate::bundle::render(p, &|h| gens.get(h).copied().unwrap_or(0), stock)
+        .map_err(Error::Usage)?;
+    let mut written = Vec::new();
+    for f in &files {
+        let dest = dir.join(&f.path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::Host {
+                path: parent.display().to_string(),
+                source: e,
+            })?;
+        }
+        written.push(crate::output::write_text_mode(
+            &dest, &f.text, force, f.mode,
+        )?);
+    }
+    Ok(written)
+}
+
+/// `rpiimg cluster`: the management host's files.
+pub(super) fn run(ctx: &Ctx, args: &ClusterArgs, out: &mut dyn Write) -> Result<i32> {
+    let ClusterArgs {
+        profile: name,
+        out: out_dir,
+        kolla_inventory: stock,
+        force,
+    } = args;
+    let progress = ctx.progress;
+    let path = profile::find(name).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut p = profile::load_cluster(&path).map_err(|e| Error::Usage(e.to_string()))?;
+    load::check_valid(&p, &path)?;
+    load::attach_store(&mut p, progress)?;
+    // The stock inventory is ~30 KB; 4 MiB bounds a wrong argument.
+    let stock_text = stock
+        .as_deref()
+        .map(|f| crate::hostfile::read_text(f, None, 4 << 20))
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--kolla-inventory {e}")))?;
+    let dir = out_dir.as_deref().map_or_else(
+        || {
+            p.resolve(&p.output.dir)
+                .join(format!("mgmt-{}", p.cluster.name))
+        },
+        Path::to_path_buf,
+    );
+    let written = write_bundle(&p, &dir, stock_text.as_deref(), *force)?;
+    writeln!(
+        out,
+        "cluster {}: {} files for the management host in {} (see its README)",
+        p.cluster.name,
+        written.len(),
+        crate::output::display_path(&dir)
+    )
+    .map_err(Error::Output)?;
+    Ok(0)
+}

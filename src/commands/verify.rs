@@ -1,0 +1,97 @@
+//! `rpiimg verify`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{emit, load, Ctx};
+use crate::cli::VerifyArgs;
+use crate::error::{Error, Result};
+use crate::fs::view::SystemView;
+use crate::image;
+use crate::partition;
+use crate::progress::Progress;
+use crate::verify::{self, planned, Check};
+
+/// `rpiimg verify`: invariants for each image, the plan or manifest, and
+/// cross-image identity; exit status 1 when a check fails.
+pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i32> {
+    let (cache, progress) = (&ctx.cache, ctx.progress);
+    let VerifyArgs {
+        images,
+        base,
+        cluster,
+        ..
+    } = args;
+    let cluster = *cluster;
+    let profile = args.profile.as_deref();
+    let manifest = args.manifest.as_deref().map(Path::new);
+    if images.len() > 1 && (profile.is_some() || manifest.is_some()) {
+        return Err(Error::Usage("--profile and --manifest check one image; verify node images one by one, with --cluster for identities".into()));
+    }
+    let expects = match (profile, manifest) {
+        (Some(name), _) => {
+            let p = load::load_profile_with(name, Progress::quiet(), false)?;
+            let b = load::open_base(&p, base, cache, Progress::quiet())?;
+            Some(planned::from_plan(&load::plan_for(&p, &b)?))
+        }
+        (None, Some(m)) => {
+            let m = &manifest_for(&images[0], m);
+            if !m.exists() {
+                return Err(Error::Usage(format!(
+                    "{}: no manifest at {}: a node's outputs are complete only once its manifest is written, so this image may come from an interrupted build; rebuild it with `rpiimg build` (or name the manifest with --manifest FILE)",
+                    images[0].display(),
+                    m.display()
+                )));
+            }
+            let text = std::fs::read_to_string(m).map_err(|e| Error::Host {
+                path: m.display().to_string(),
+                source: e,
+            })?;
+            Some(planned::from_manifest(&text, &m.display().to_string())?)
+        }
+        _ => None,
+    };
+    let mut checks: Vec<Check> = Vec::new();
+    let mut ids = Vec::new();
+    for img in images {
+        let opened = image::open(img, None, cache, progress)?;
+        let table = partition::read(&opened.file, opened.size)?;
+        let (view, _) = SystemView::open(&opened, &table)?;
+        let prefix = |mut c: Check| {
+            if images.len() > 1 {
+                c.what = format!("{}: {}", img.display(), c.what);
+            }
+            c
+        };
+        checks.extend(
+            verify::invariants::check(&view, &table)?
+                .into_iter()
+                .map(prefix),
+        );
+        if let Some(e) = &expects {
+            checks.extend(planned::check(&view, e)?.into_iter().map(prefix));
+        }
+        if cluster {
+            ids.push((img.display().to_string(), verify::identity(&view)?));
+        }
+    }
+    if cluster {
+        checks.extend(verify::distinct(&ids));
+    }
+    emit(out, &checks, args.json, || verify::render(&checks))?;
+    Ok(i32::from(checks.iter().any(|c| !c.ok)))
+}
+
+/// The manifest `--manifest` names, or for a bare `--manifest` the one a
+/// build writes beside `image` (`ost04.img[.xz]` -> `ost04.manifest.json`).
+fn manifest_for(image: &Path, given: &Path) -> PathBuf {
+    if !given.as_os_str().is_empty() {
+        return given.to_path_buf();
+    }
+    let name = crate::output::file_name(image);
+    let stem = name
+        .strip_suffix(".img.xz")
+        .or_else(|| name.strip_suffix(".img"))
+        .unwrap_or(&name);
+    image.with_file_name(format!("{stem}.manifest.json"))
+}
