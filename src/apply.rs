@@ -1,21 +1,12 @@
 //! Applying a plan to an image, through one edit transaction.
 
 use crate::path::PathError;
-use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ext4::write::{Content, Meta};
 use crate::fs::edit::ImageEdit;
-use crate::plan::{sha256_hex, Change, Plan};
-
-/// What was done, for the manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct Applied {
-    pub intent: String,
-    pub change: Change,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-}
+use crate::manifest::Recorded;
+use crate::plan::{Change, Plan};
 
 fn absent(e: &Error) -> bool {
     // ext4's path errors arrive as Error::Path too (one variant set).
@@ -110,7 +101,7 @@ pub fn apply(
     ed: &mut ImageEdit,
     plan: &Plan,
     progress: crate::progress::Progress,
-) -> Result<Vec<Applied>> {
+) -> Result<Vec<Recorded>> {
     let mut task = progress.items(
         &format!("patch {}", plan.node),
         plan.changes().count() as u64,
@@ -126,14 +117,7 @@ pub fn apply(
                     c.describe()
                 ))
             })?;
-            out.push(Applied {
-                intent: s.intent.clone(),
-                change: c.clone(),
-                sha256: match c {
-                    Change::WriteFile { content, .. } => Some(sha256_hex(content)),
-                    _ => None,
-                },
-            });
+            out.push(Recorded::new(&s.intent, c));
             task.inc(1);
         }
     }

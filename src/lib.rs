@@ -19,6 +19,7 @@ pub mod hostfile;
 pub mod image;
 pub mod inspect;
 pub mod keystore;
+pub mod manifest;
 pub mod os;
 pub mod output;
 pub mod partition;

@@ -125,14 +125,28 @@ fn a_directory_without_node_images_is_an_error() {
     let o = rpiimg(&["imager-list", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no node manifests"), "{}", stderr(&o));
-    // A manifest naming a file outside its directory is refused.
-    std::fs::write(
-        dir.path().join("x.manifest.json"),
-        r#"{"node":"x","image":{"image":"../etc/passwd","sha256":"00","size":1}}"#,
-    )
-    .unwrap();
+    // A manifest naming a file outside its directory is refused, and so is
+    // one from a newer rpiimg.
+    let manifest = |version: u32, image: &str| {
+        format!(
+            r#"{{"manifest_version":{version},"rpiimg":"9.9.9","node":"x","profile":"x.toml","os":"bookworm",
+            "base":{{"path":"b.img","sha256":null}},
+            "image":{{"image":"{image}","size":1,"sha256":"00","bmap":null,"xz":null,"xz_sha256":null}},
+            "resolved_profile":{{}},"warnings":[],"changes":[]}}"#
+        )
+    };
+    let m = dir.path().join("x.manifest.json");
+    std::fs::write(&m, manifest(1, "../etc/passwd")).unwrap();
     let o = rpiimg(&["imager-list", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not a file name"), "{}", stderr(&o));
+    std::fs::write(&m, manifest(99, "x.img")).unwrap();
+    let o = rpiimg(&["imager-list", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("manifest version 99 is newer"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!dir.path().join("rpiimg-os-list.json").exists());
 }

@@ -10,6 +10,7 @@ use super::Ctx;
 use crate::cli::{BaseArg, BuildArgs};
 use crate::error::{Error, Result};
 use crate::image::Cache;
+use crate::manifest::{BaseRecord, ImageRecord, Manifest, MANIFEST_VERSION};
 use crate::output::image::{build as build_image, ImageOptions, Written};
 use crate::profile::{self, Profile};
 use crate::progress::{human_bytes, Progress};
@@ -357,25 +358,25 @@ fn build_node(
     let (staged, applied) = build_image(img, &p.hostname, &opts, progress, |ed| {
         crate::apply::apply(ed, &plan, progress)
     })?;
-    let manifest = serde_json::json!({
-        "rpiimg": env!("CARGO_PKG_VERSION"),
-        "node": p.hostname,
-        // The build's time (SOURCE_DATE_EPOCH or the base's), not the clock.
-        "build_time": base.time,
-        // File names, not host paths: manifests are relocatable and
-        // the same on every machine.
-        "profile": crate::output::file_name(&p.source),
-        "os": plan.os,
-        "base": {
-            "path": crate::output::file_name(&img.input),
-            "sha256": img.input_sha256,
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        rpiimg: env!("CARGO_PKG_VERSION").into(),
+        node: p.hostname.clone(),
+        build_time: Some(base.time),
+        // File names, not host paths: manifests are relocatable and the
+        // same on every machine.
+        profile: crate::output::file_name(&p.source),
+        os: plan.os,
+        base: BaseRecord {
+            path: crate::output::file_name(&img.input),
+            sha256: img.input_sha256.clone(),
         },
-        "image": staged.written,
-        "resolved_profile": load::redacted(p),
-        "warnings": plan.warnings,
-        "changes": applied,
-    });
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Output(e.into()))? + "\n";
+        image: ImageRecord::from(&staged.written),
+        resolved_profile: load::redacted(p),
+        warnings: plan.warnings.clone(),
+        changes: applied,
+    };
+    let text = manifest.to_text()?;
     let mpath = opts.out_dir.join(format!("{}.manifest.json", p.hostname));
     let written = staged.commit(&mpath, &text)?;
     Ok(NodeOutput {

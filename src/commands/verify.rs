@@ -8,6 +8,7 @@ use crate::cli::VerifyArgs;
 use crate::error::{Error, Result};
 use crate::fs::view::SystemView;
 use crate::image;
+use crate::manifest::Manifest;
 use crate::partition;
 use crate::progress::Progress;
 use crate::verify::{self, planned, Check};
@@ -47,7 +48,7 @@ pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i
                 path: m.display().to_string(),
                 source: e,
             })?;
-            Some(planned::from_manifest(&text, &m.display().to_string())?)
+            Some(Manifest::parse(&text, &m.display().to_string())?.changes)
         }
         _ => None,
     };

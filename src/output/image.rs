@@ -27,23 +27,18 @@ pub struct ImageOptions {
     pub now: i64,
 }
 
-/// The files written for one node. Manifests name them by file name only
-/// (they sit beside the manifest), so moving the output folder changes
-/// nothing in it.
-#[derive(Debug, Clone, serde::Serialize)]
+/// The files written for one node (the manifest records them by file
+/// name only: `crate::manifest::ImageRecord`).
+#[derive(Debug, Clone)]
 pub struct Written {
-    #[serde(serialize_with = "ser_file_name")]
     pub image: PathBuf,
     pub size: u64,
     pub sha256: String,
-    #[serde(serialize_with = "ser_opt_file_name")]
     pub bmap: Option<PathBuf>,
-    #[serde(serialize_with = "ser_opt_file_name")]
     pub xz: Option<PathBuf>,
     pub xz_sha256: Option<String>,
     /// Blocks of the `.xz` and how many were compressed again (the rest
     /// were copied from the base's `.xz`); `None` when compressed whole.
-    #[serde(skip)]
     pub xz_reuse: Option<xz::Reuse>,
 }
 
@@ -333,18 +328,4 @@ fn pending_text(dest: &Path, text: &str) -> Result<Pending> {
         .write_all(text.as_bytes())
         .map_err(|e| super::out_err(dest, e))?;
     Ok(p)
-}
-
-fn ser_file_name<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&super::file_name(p))
-}
-
-fn ser_opt_file_name<S: serde::Serializer>(
-    p: &Option<PathBuf>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match p {
-        Some(p) => s.serialize_str(&super::file_name(p)),
-        None => s.serialize_none(),
-    }
 }

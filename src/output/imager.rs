@@ -94,39 +94,53 @@ pub fn entries(dir: &Path) -> Result<Vec<OsEntry>> {
 fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
     let bad = |why: &str| Error::Usage(format!("{}: {why}; rebuild the node", manifest.display()));
     let text = std::fs::read_to_string(manifest).map_err(host_err(manifest))?;
-    let m: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(&format!("not a manifest ({e})")))?;
-    let s = |ptr: &str| m.pointer(ptr).and_then(|v| v.as_str()).map(str::to_string);
-    let node = s("/node").ok_or_else(|| bad("no node name"))?;
-    let image = s("/image/image").ok_or_else(|| bad("no image"))?;
-    let sha256 = s("/image/sha256").ok_or_else(|| bad("no image sha256"))?;
-    let size = m
-        .pointer("/image/size")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| bad("no image size"))?;
+    let m = crate::manifest::Manifest::parse(&text, &manifest.display().to_string())?;
+    let node = m.node.clone();
+    let image = m.image.image.clone();
+    let sha256 = m.image.sha256.clone();
+    let size = m.image.size;
     // Names in a manifest are file names in this directory, nothing else.
     let plain = |n: &str| !n.contains('/') && n != ".." && !n.is_empty();
     if !plain(&image) {
         return Err(bad("its image name is not a file name"));
     }
     let (mut url_file, mut download_sha256) = (dir.join(&image), sha256.clone());
-    if let Some(xz) = s("/image/xz").filter(|x| plain(x) && dir.join(x).is_file()) {
+    if let Some(xz) = m
+        .image
+        .xz
+        .as_ref()
+        .filter(|x| plain(x) && dir.join(x).is_file())
+    {
         url_file = dir.join(xz);
-        download_sha256 = s("/image/xz_sha256").ok_or_else(|| bad("no xz sha256"))?;
+        download_sha256 = m
+            .image
+            .xz_sha256
+            .clone()
+            .ok_or_else(|| bad("no xz sha256"))?;
     } else if !url_file.is_file() {
         return Err(bad(&format!("its image {image} is not in the directory")));
     }
-    let bmap_url = s("/image/bmap")
+    let bmap_url = m
+        .image
+        .bmap
+        .as_ref()
         .filter(|b| plain(b) && dir.join(b).is_file())
         .map(|b| file_url(&dir.join(b)));
     let download = std::fs::metadata(&url_file)
         .map_err(host_err(&url_file))?
         .len();
-    let os = s("/os").unwrap_or_default();
-    let cluster = s("/resolved_profile/cluster/name").unwrap_or_default();
+    let os = serde_json::to_value(m.os)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let cluster = m
+        .resolved_profile
+        .pointer("/cluster/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
     let release_date = m
-        .pointer("/build_time")
-        .and_then(|v| v.as_i64())
+        .build_time
         .map(crate::clock::format_date)
         .unwrap_or_default();
     Ok(OsEntry {

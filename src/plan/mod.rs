@@ -77,6 +77,15 @@ impl Change {
         }
     }
 
+    /// The sha256 of the content a file write puts there (`None` for other
+    /// changes): what manifests record and verify compares.
+    pub fn content_sha256(&self) -> Option<String> {
+        match self {
+            Change::WriteFile { content, .. } => Some(sha256_hex(content)),
+            _ => None,
+        }
+    }
+
     /// One line for people.
     pub fn describe(&self) -> String {
         match self {
@@ -146,7 +155,7 @@ fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::O
         Change::WriteFile { path, content, .. } => Shown {
             change,
             size: Some(content.len()),
-            sha256: Some(sha256_hex(content)),
+            sha256: change.content_sha256(),
             text: if is_private_key(path) {
                 Some("<redacted: SSH host private key>")
             } else {

@@ -3,43 +3,19 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
 use super::Check;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ext4::FileType;
 use crate::fs::view::SystemView;
-use crate::plan::{sha256_hex, Change, Plan};
+use crate::manifest::Recorded;
+use crate::plan::{Change, Plan};
 
-/// A planned item: the change and, for file writes, the content's sha256.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Expect {
-    pub change: Change,
-    #[serde(default)]
-    pub sha256: Option<String>,
-}
-
-pub fn from_plan(plan: &Plan) -> Vec<Expect> {
-    plan.changes()
-        .map(|c| Expect {
-            sha256: match c {
-                Change::WriteFile { content, .. } => Some(sha256_hex(content)),
-                _ => None,
-            },
-            change: c.clone(),
-        })
+/// The changes a plan would record, as a build's manifest records them.
+pub fn from_plan(plan: &Plan) -> Vec<Recorded> {
+    plan.steps
+        .iter()
+        .flat_map(|s| s.changes.iter().map(|c| Recorded::new(&s.intent, c)))
         .collect()
-}
-
-/// The `changes` of a build manifest.
-pub fn from_manifest(text: &str, file: &str) -> Result<Vec<Expect>> {
-    #[derive(Deserialize)]
-    struct M {
-        changes: Vec<Expect>,
-    }
-    let m: M = serde_json::from_str(text)
-        .map_err(|e| Error::Usage(format!("{file}: not an rpiimg manifest: {e}")))?;
-    Ok(m.changes)
 }
 
 fn owner_mode(view: &SystemView, p: &str, mode: u16, uid: u32, gid: u32) -> Result<Option<String>> {
@@ -62,8 +38,8 @@ fn exists(view: &SystemView, p: &str) -> Result<bool> {
 }
 
 /// Check the last planned item for each path.
-pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
-    let mut last: BTreeMap<&str, &Expect> = BTreeMap::new();
+pub fn check(view: &SystemView, expects: &[Recorded]) -> Result<Vec<Check>> {
+    let mut last: BTreeMap<&str, &Recorded> = BTreeMap::new();
     for e in expects {
         last.insert(e.change.path(), e);
     }
@@ -156,7 +132,7 @@ pub fn check(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
 /// Every unit the plan enabled, disabled or masked keeps that state through
 /// systemd's first-boot preset pass (enable-only) and a full
 /// `systemctl preset-all`, under the preset files the image carries.
-pub fn presets(view: &SystemView, expects: &[Expect]) -> Result<Vec<Check>> {
+pub fn presets(view: &SystemView, expects: &[Recorded]) -> Result<Vec<Check>> {
     use crate::os::presets::{Action, Presets};
     use crate::plan::units::{self, Intent};
     let facts = crate::plan::ImageFacts::from_view(view)?;
