@@ -10,7 +10,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::output::image::Written;
 use crate::plan::{Change, OsFlavour};
 
 /// The version this rpiimg writes. Manifests from before the field was
@@ -58,20 +57,6 @@ pub struct ImageRecord {
     pub bmap: Option<String>,
     pub xz: Option<String>,
     pub xz_sha256: Option<String>,
-}
-
-impl From<&Written> for ImageRecord {
-    fn from(w: &Written) -> Self {
-        let name = |p: &std::path::Path| crate::output::file_name(p);
-        ImageRecord {
-            image: name(&w.image),
-            size: w.size,
-            sha256: w.sha256.clone(),
-            bmap: w.bmap.as_deref().map(name),
-            xz: w.xz.as_deref().map(name),
-            xz_sha256: w.xz_sha256.clone(),
-        }
-    }
 }
 
 /// One change as applied by `build` and checked by `verify`: the change,

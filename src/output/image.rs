@@ -42,6 +42,20 @@ pub struct Written {
     pub xz_reuse: Option<xz::Reuse>,
 }
 
+impl From<&Written> for crate::manifest::ImageRecord {
+    fn from(w: &Written) -> Self {
+        let name = |p: &std::path::Path| crate::output::file_name(p);
+        crate::manifest::ImageRecord {
+            image: name(&w.image),
+            size: w.size,
+            sha256: w.sha256.clone(),
+            bmap: w.bmap.as_deref().map(name),
+            xz: w.xz.as_deref().map(name),
+            xz_sha256: w.xz_sha256.clone(),
+        }
+    }
+}
+
 fn base_err(base: &OpenedImage, e: std::io::Error) -> Error {
     Error::Host {
         path: base.raw_path.display().to_string(),
