@@ -61,8 +61,8 @@ pub struct ImageFacts {
     pub unit_dir: String,
     /// Symlinks under /etc/systemd/system (path -> target).
     pub links: BTreeMap<String, String>,
-    /// Paths the plan asks about, with whether they exist.
-    pub exists: BTreeMap<String, bool>,
+    /// Whether each [`Probe`] exists.
+    pub exists: BTreeMap<Probe, bool>,
     /// systemd preset files: (directory, file name) -> text.
     pub presets: BTreeMap<(String, String), String>,
 }
@@ -84,23 +84,54 @@ pub const FILES: &[&str] = &[
     "/etc/skel/.bash_logout",
 ];
 
-/// Paths whose existence the plan depends on.
-pub const PROBES: &[&str] = &[
-    "/home/pi",
-    "/usr/sbin/netplan",
-    "/usr/lib/netplan",
-    "/lib/netplan",
-    "/etc/cloud",
-    "/etc/rpi/swap.conf",
-    "/var/lib/dbus/machine-id",
-    "/etc/ssh/sshd_config.d/rename_user.conf",
-    "/etc/sudoers.d/010_pi-nopasswd",
-    "/boot/firmware/network-config",
-    "/etc/ssh/ssh_host_rsa_key",
-    "/etc/ssh/ssh_host_rsa_key.pub",
-    "/etc/ssh/ssh_host_dsa_key",
-    "/etc/ssh/ssh_host_dsa_key.pub",
-];
+/// A path whose existence the plan depends on. Only the constants below
+/// exist (the field is private), and reading the facts probes every one of
+/// them, so [`ImageFacts::has`] never answers for a path nobody looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Probe(&'static str);
+
+impl Probe {
+    pub const HOME_PI: Probe = Probe("/home/pi");
+    pub const NETPLAN_SBIN: Probe = Probe("/usr/sbin/netplan");
+    pub const NETPLAN_USR_LIB: Probe = Probe("/usr/lib/netplan");
+    pub const NETPLAN_LIB: Probe = Probe("/lib/netplan");
+    pub const CLOUD_INIT: Probe = Probe("/etc/cloud");
+    pub const RPI_SWAP_CONF: Probe = Probe("/etc/rpi/swap.conf");
+    pub const DBUS_MACHINE_ID: Probe = Probe("/var/lib/dbus/machine-id");
+    pub const SSHD_RENAME_USER: Probe = Probe("/etc/ssh/sshd_config.d/rename_user.conf");
+    pub const SUDOERS_PI: Probe = Probe("/etc/sudoers.d/010_pi-nopasswd");
+    pub const FIRMWARE_NETWORK_CONFIG: Probe = Probe("/boot/firmware/network-config");
+    /// Host keys of types the node does not get (the same on every node
+    /// made from one base).
+    pub const OTHER_HOST_KEYS: [Probe; 4] = [
+        Probe("/etc/ssh/ssh_host_rsa_key"),
+        Probe("/etc/ssh/ssh_host_rsa_key.pub"),
+        Probe("/etc/ssh/ssh_host_dsa_key"),
+        Probe("/etc/ssh/ssh_host_dsa_key.pub"),
+    ];
+
+    /// Every probe, as reading the facts checks them.
+    pub fn all() -> impl Iterator<Item = Probe> {
+        [
+            Probe::HOME_PI,
+            Probe::NETPLAN_SBIN,
+            Probe::NETPLAN_USR_LIB,
+            Probe::NETPLAN_LIB,
+            Probe::CLOUD_INIT,
+            Probe::RPI_SWAP_CONF,
+            Probe::DBUS_MACHINE_ID,
+            Probe::SSHD_RENAME_USER,
+            Probe::SUDOERS_PI,
+            Probe::FIRMWARE_NETWORK_CONFIG,
+        ]
+        .into_iter()
+        .chain(Probe::OTHER_HOST_KEYS)
+    }
+
+    pub fn path(self) -> &'static str {
+        self.0
+    }
+}
 
 const UNIT_DIRS: &[&str] = &[
     "/usr/lib/systemd/system",
@@ -116,8 +147,8 @@ impl ImageFacts {
                 f.files.insert((*p).to_string(), t);
             }
         }
-        for p in PROBES {
-            f.exists.insert((*p).to_string(), view.exists(p)?);
+        for p in Probe::all() {
+            f.exists.insert(p, view.exists(p.path())?);
         }
         let rel =
             crate::os::release::parse(f.files.get("/etc/os-release").map_or("", String::as_str));
@@ -188,12 +219,16 @@ impl ImageFacts {
         self.files.get(p).map(String::as_str)
     }
 
-    pub fn has(&self, p: &str) -> bool {
-        self.exists.get(p).copied().unwrap_or(false)
+    /// Whether a probed path exists (facts made by hand, in tests, that
+    /// leave a probe out say it does not).
+    pub fn has(&self, p: Probe) -> bool {
+        self.exists.get(&p).copied().unwrap_or(false)
     }
 
     pub fn has_netplan(&self) -> bool {
-        self.has("/usr/sbin/netplan") || self.has("/usr/lib/netplan") || self.has("/lib/netplan")
+        self.has(Probe::NETPLAN_SBIN)
+            || self.has(Probe::NETPLAN_USR_LIB)
+            || self.has(Probe::NETPLAN_LIB)
     }
 }
 

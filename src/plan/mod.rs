@@ -4,18 +4,22 @@
 //! applies it, `verify` checks an image against it, `plan` prints it.
 
 pub mod facts;
+mod firstboot;
+mod identity;
+mod network;
 mod overlays;
+mod ssh;
+mod system;
 #[cfg(test)]
 mod testing;
 pub mod units;
-pub mod users;
-
-use std::collections::BTreeMap;
+pub mod userdb;
+mod users;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::profile::{NetMode, Profile};
+use crate::profile::Profile;
 pub use facts::ImageFacts;
 
 /// One file-level change; paths are as the booted system sees them.
@@ -271,13 +275,54 @@ pub struct PlanError {
 
 pub use crate::profile::{derived_mac, INTERFACES};
 
+/// The plan being made: the profile, the base's facts, what was found out
+/// once (release, the node's cluster entry, warnings), and the steps so far.
 struct Builder<'a> {
     p: &'a Profile,
     f: &'a ImageFacts,
+    os: OsFlavour,
+    node: crate::profile::Node,
+    warnings: Vec<String>,
     steps: Vec<Step>,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    /// Start a plan: the base's release must be one rpiimg knows, and the
+    /// profile's host one of its cluster's nodes.
+    fn new(p: &'a Profile, f: &'a ImageFacts) -> Result<Self, PlanError> {
+        let err = |msg: String| PlanError {
+            node: p.hostname.clone(),
+            msg,
+        };
+        let os = match (f.os_id.as_str(), f.codename.as_str()) {
+            ("debian", "bookworm") => OsFlavour::Bookworm,
+            ("debian", "trixie") => OsFlavour::Trixie,
+            (id, codename) => {
+                return Err(err(format!(
+                    "the base image runs {} {codename} (/etc/os-release); rpiimg knows Raspberry Pi OS bookworm and trixie",
+                    if id.is_empty() { "an unknown OS" } else { id },
+                )))
+            }
+        };
+        let node = p
+            .node()
+            .ok_or_else(|| err(format!("{} is not in the cluster's node list", p.hostname)))?
+            .clone();
+        let warnings = crate::profile::validate(p)
+            .into_iter()
+            .filter(|x| !x.error)
+            .map(|x| x.to_string())
+            .collect();
+        Ok(Builder {
+            p,
+            f,
+            os,
+            node,
+            warnings,
+            steps: Vec::new(),
+        })
+    }
+
     fn step(&mut self, intent: impl Into<String>, changes: Vec<Change>) {
         if !changes.is_empty() {
             self.steps.push(Step {
@@ -294,6 +339,28 @@ impl Builder<'_> {
     }
 }
 
+/// Make the plan for the profile's node on an image with these facts:
+/// the steps in the order they are applied.
+pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
+    let mut b = Builder::new(p, f)?;
+    identity::steps(&mut b);
+    let db = users::steps(&mut b)?;
+    ssh::steps(&mut b)?;
+    network::steps(&mut b)?;
+    system::steps(&mut b)?;
+    let ctx = overlays::context(p, f, &b.node);
+    firstboot::service(&mut b, &ctx)?;
+    let extra = overlays::extra(p, &ctx, &db).map_err(|e| b.err(e))?;
+    b.step("extra files and overlays from the profile", extra);
+    firstboot::presets(&mut b);
+    Ok(Plan {
+        node: p.hostname.clone(),
+        os: b.os,
+        warnings: b.warnings,
+        steps: b.steps,
+    })
+}
+
 fn write(path: &str, content: impl Into<Vec<u8>>, mode: u16) -> Change {
     Change::WriteFile {
         path: path.into(),
@@ -304,538 +371,9 @@ fn write(path: &str, content: impl Into<Vec<u8>>, mode: u16) -> Change {
     }
 }
 
-/// The shadow databases: root:shadow (gid 42), 0640, as Debian ships them.
-fn shadow_file(path: &str, content: String) -> Change {
-    Change::WriteFile {
-        path: path.into(),
-        content: content.into_bytes(),
-        mode: 0o640,
-        uid: 0,
-        gid: 42,
-    }
-}
-
-/// Set `KEY=value` in a shell-style config, uncommenting `#KEY=` or appending.
-fn set_conf(text: &str, key: &str, value: &str) -> String {
-    let mut out = Vec::new();
-    let mut done = false;
-    for l in text.lines() {
-        let bare = l.trim_start().trim_start_matches('#');
-        if !done && bare.starts_with(&format!("{key}=")) {
-            out.push(format!("{key}={value}"));
-            done = true;
-        } else {
-            out.push(l.to_string());
-        }
-    }
-    if !done {
-        out.push(format!("{key}={value}"));
-    }
-    out.join("\n") + "\n"
-}
-
-fn hosts_file(base: &str, p: &Profile) -> String {
-    let marker = "# rpiimg: cluster nodes";
-    let mut out = Vec::new();
-    for l in base.lines() {
-        if l.starts_with(marker) {
-            break;
-        }
-        if l.starts_with("127.0.1.1") {
-            out.push(format!("127.0.1.1\t{}", p.hostname));
-        } else {
-            out.push(l.to_string());
-        }
-    }
-    if !out.iter().any(|l| l.starts_with("127.0.1.1")) {
-        out.push(format!("127.0.1.1\t{}", p.hostname));
-    }
-    out.push(format!("{marker} ({})", p.cluster.name));
-    for n in &p.cluster.nodes {
-        out.push(format!("{}\t{}", n.address, n.hostname));
-    }
-    out.join("\n") + "\n"
-}
-
-/// Make the plan for the profile's node on an image with these facts.
-pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
-    let mut b = Builder {
-        p,
-        f,
-        steps: Vec::new(),
-    };
-    let os = match (f.os_id.as_str(), f.codename.as_str()) {
-        ("debian", "bookworm") => OsFlavour::Bookworm,
-        ("debian", "trixie") => OsFlavour::Trixie,
-        (id, codename) => {
-            return Err(b.err(format!(
-                "the base image runs {} {codename} (/etc/os-release); rpiimg knows Raspberry Pi OS bookworm and trixie",
-                if id.is_empty() { "an unknown OS" } else { id },
-            )))
-        }
-    };
-    let node = p
-        .node()
-        .ok_or_else(|| b.err(format!("{} is not in the cluster's node list", p.hostname)))?
-        .clone();
-    let warnings: Vec<String> = crate::profile::validate(p)
-        .into_iter()
-        .filter(|x| !x.error)
-        .map(|x| x.to_string())
-        .collect();
-
-    // Identity
-    let hosts = hosts_file(f.file("/etc/hosts").unwrap_or("127.0.0.1\tlocalhost\n"), p);
-    b.step(
-        format!("hostname {} and cluster hosts", p.hostname),
-        vec![
-            write("/etc/hostname", format!("{}\n", p.hostname), 0o644),
-            write("/etc/hosts", hosts, 0o644),
-        ],
-    );
-    let first_boot_id = if os == OsFlavour::Trixie {
-        "uninitialized\n"
-    } else {
-        ""
-    };
-    let mut id = vec![write("/etc/machine-id", first_boot_id, 0o444)];
-    if f.has("/var/lib/dbus/machine-id") {
-        id.push(Change::Remove {
-            path: "/var/lib/dbus/machine-id".into(),
-        });
-    }
-    b.step(
-        "machine-id left in its first-boot state, so every board makes its own",
-        id,
-    );
-
-    let db = users_steps(&mut b)?;
-    ssh_steps(&mut b)?;
-    network_steps(&mut b, &node)?;
-
-    if !p.sysctl.is_empty() {
-        let mut s = String::from("# Written by rpiimg from the node profile.\n");
-        for (k, v) in &p.sysctl {
-            s.push_str(&format!("{k} = {v}\n"));
-        }
-        b.step(
-            "sysctl settings",
-            vec![write("/etc/sysctl.d/90-rpiimg.conf", s, 0o644)],
-        );
-    }
-    if let Some(mib) = p.swap_mib {
-        // The release decides the mechanism: a drop-in nothing reads would
-        // leave the node without its swap and without an error.
-        let c = if os == OsFlavour::Bookworm {
-            let t = f.file("/etc/dphys-swapfile").ok_or_else(|| {
-                b.err("swap_mib: the bookworm image has no /etc/dphys-swapfile to set CONF_SWAPSIZE in; remove swap_mib or use a stock image")
-            })?;
-            let t = set_conf(t, "CONF_SWAPSIZE", &mib.to_string());
-            write(
-                "/etc/dphys-swapfile",
-                set_conf(&t, "CONF_MAXSWAP", &mib.to_string()),
-                0o644,
-            )
-        } else {
-            write(
-                "/etc/rpi/swap.conf.d/90-rpiimg.conf",
-                format!("# Written by rpiimg: a fixed {mib} MiB swap file.\n[Main]\nMechanism=swapfile\n\n[File]\nFixedSizeMiB={mib}\nMaxSizeMiB={mib}\n"),
-                0o644,
-            )
-        };
-        b.step(format!("swap {mib} MiB"), vec![c]);
-    }
-    if !p.cluster.ntp.is_empty() {
-        b.step(
-            "NTP servers for systemd-timesyncd",
-            vec![write(
-                "/etc/systemd/timesyncd.conf.d/90-rpiimg.conf",
-                format!("[Time]\nNTP={}\n", p.cluster.ntp.join(" ")),
-                0o644,
-            )],
-        );
-    }
-    let ctx = overlays::context(p, f, &node);
-    let mut fb = overlays::render_builtin(&ctx, "firstboot").map_err(|e| b.err(e))?;
-    fb.push(Change::Mkdir {
-        path: "/etc/systemd/system/multi-user.target.wants".into(),
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-    });
-    fb.push(Change::Symlink {
-        path: "/etc/systemd/system/multi-user.target.wants/rpiimg-firstboot.service".into(),
-        target: "/etc/systemd/system/rpiimg-firstboot.service".into(),
-    });
-    b.step(
-        format!(
-            "first-boot service: packages {}",
-            p.firstboot.packages.join(" ")
-        ),
-        fb,
-    );
-    let extra = overlays::extra(p, &ctx, &db).map_err(|e| b.err(e))?;
-    b.step("extra files and overlays from the profile", extra);
-
-    // Last, so it sees every unit any step touched (extra files included).
-    let intents = units::intents(b.steps.iter().flat_map(|s| s.changes.iter()), f);
-    let listed: Vec<String> = intents.iter().map(|(u, i)| format!("{u} {i}")).collect();
-    b.step(
-        format!(
-            "unit states kept through systemd's first-boot presets: {}",
-            listed.join(", ")
-        ),
-        vec![write(
-            units::PRESET_FILE,
-            units::preset_text(&intents),
-            0o644,
-        )],
-    );
-    Ok(Plan {
-        node: p.hostname.clone(),
-        os,
-        warnings,
-        steps: b.steps,
-    })
-}
-
-/// The user edits; returns the databases as the node will have them.
-fn users_steps(b: &mut Builder) -> Result<users::UserDb, PlanError> {
-    let (p, f) = (b.p, b.f);
-    let need = |path: &str| {
-        f.file(path)
-            .map(str::to_string)
-            .ok_or_else(|| b.err(format!("the image has no {path}")))
-    };
-    let mut db = users::UserDb {
-        passwd: users::Db::parse(&need("/etc/passwd")?),
-        shadow: users::Db::parse(&need("/etc/shadow")?),
-        group: users::Db::parse(&need("/etc/group")?),
-        gshadow: users::Db::parse(&need("/etc/gshadow")?),
-        subuid: users::Db::parse(f.file("/etc/subuid").unwrap_or("")),
-        subgid: users::Db::parse(f.file("/etc/subgid").unwrap_or("")),
-    };
-    let mut changes = Vec::new();
-    let mut after = Vec::new();
-    let mut pi_taken = false;
-    for u in &p.users {
-        let home = u
-            .home
-            .clone()
-            .unwrap_or_else(|| format!("/home/{}", u.name));
-        let (uid, gid) = if let Some(ids) = db.uid_of(&u.name) {
-            ids
-        } else if !pi_taken && db.uid_of("pi").is_some() {
-            // The stock user becomes the profile's first user, as
-            // Raspberry Pi's rename wizard would do.
-            pi_taken = true;
-            let ids = db.uid_of("pi").unwrap_or((1000, 1000));
-            db.rename("pi", &u.name, &home);
-            if f.has("/home/pi") {
-                if home
-                    .rsplit_once('/')
-                    .is_some_and(|(parent, _)| parent != "/home" && !parent.is_empty())
-                {
-                    let parent = home.rsplit_once('/').map_or("/", |(a, _)| a);
-                    changes.push(Change::Mkdir {
-                        path: parent.into(),
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                    });
-                }
-                changes.push(Change::Rename {
-                    from: "/home/pi".into(),
-                    to: home.clone(),
-                });
-            } else {
-                changes.push(Change::Mkdir {
-                    path: home.clone(),
-                    mode: 0o755,
-                    uid: ids.0,
-                    gid: ids.1,
-                });
-            }
-            if f.has("/etc/sudoers.d/010_pi-nopasswd") {
-                changes.push(Change::Remove {
-                    path: "/etc/sudoers.d/010_pi-nopasswd".into(),
-                });
-            }
-            ids
-        } else {
-            let ids = db.create(&u.name, &home, &u.shell);
-            changes.push(Change::Mkdir {
-                path: home.clone(),
-                mode: 0o755,
-                uid: ids.0,
-                gid: ids.1,
-            });
-            // What `useradd -m` copies, so the new user gets a normal shell setup.
-            for (path, text) in f.files.range("/etc/skel/".to_string()..) {
-                let Some(name) = path.strip_prefix("/etc/skel/") else {
-                    break;
-                };
-                changes.push(Change::WriteFile {
-                    path: format!("{home}/{name}"),
-                    content: text.clone().into_bytes(),
-                    mode: 0o644,
-                    uid: ids.0,
-                    gid: ids.1,
-                });
-            }
-            ids
-        };
-        db.set_shell(&u.name, &u.shell);
-        let hash = match (&u.password, &u.password_hash) {
-            (Some(plain), _) => {
-                let secret = p.secret.as_ref().ok_or_else(|| {
-                    b.err(format!(
-                        "users.{}: a plain password needs the cluster's key store (rpiimg plan and build make it)",
-                        u.name
-                    ))
-                })?;
-                Some(
-                    users::hash_password(plain.expose(), secret, &[&p.hostname, &u.name])
-                        .map_err(|e| b.err(e))?,
-                )
-            }
-            (None, Some(h)) => Some(h.expose().to_string()),
-            (None, None) => None,
-        };
-        if let Some(h) = hash {
-            db.set_password_hash(&u.name, &h);
-        }
-        let missing = db.add_to_groups(&u.name, &u.groups);
-        if !missing.is_empty() {
-            return Err(b.err(format!(
-                "users.{}: groups {} do not exist in the image",
-                u.name,
-                missing.join(", ")
-            )));
-        }
-        after.push(Change::Chown {
-            path: home.clone(),
-            uid,
-            gid,
-            recursive: true,
-        });
-        if u.sudo_nopasswd {
-            after.push(Change::WriteFile {
-                path: format!("/etc/sudoers.d/010_{}-nopasswd", u.name),
-                content: format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name).into_bytes(),
-                mode: 0o440,
-                uid: 0,
-                gid: 0,
-            });
-        }
-        if !u.authorized_keys.is_empty() {
-            after.push(Change::Mkdir {
-                path: format!("{home}/.ssh"),
-                mode: 0o700,
-                uid,
-                gid,
-            });
-            after.push(Change::WriteFile {
-                path: format!("{home}/.ssh/authorized_keys"),
-                content: (u.authorized_keys.join("\n") + "\n").into_bytes(),
-                mode: 0o600,
-                uid,
-                gid,
-            });
-        }
-    }
-    if p.users.is_empty() {
-        return Ok(db);
-    }
-    changes.push(write("/etc/passwd", db.passwd.render(), 0o644));
-    changes.push(shadow_file("/etc/shadow", db.shadow.render()));
-    changes.push(write("/etc/group", db.group.render(), 0o644));
-    changes.push(shadow_file("/etc/gshadow", db.gshadow.render()));
-    changes.push(write("/etc/subuid", db.subuid.render(), 0o644));
-    changes.push(write("/etc/subgid", db.subgid.render(), 0o644));
-    changes.extend(after);
-    let names: Vec<&str> = p.users.iter().map(|u| u.name.as_str()).collect();
-    b.step(format!("users {}", names.join(", ")), changes);
-
-    // What cancel-rename does: no wizard, a console login on tty1.
-    let mut cancel = units::disable(f, "userconfig.service");
-    if f.units.contains_key("userconfig.service") {
-        // Masked as well: a wizard that comes back on tty8 would rename
-        // the user the profile made.
-        cancel.push(units::mask("userconfig.service"));
-    }
-    if f.units.contains_key("getty@.service") {
-        cancel.extend(units::enable(f, "getty@tty1.service").map_err(|e| b.err(e))?);
-    }
-    if f.has("/etc/ssh/sshd_config.d/rename_user.conf") {
-        cancel.push(Change::Remove {
-            path: "/etc/ssh/sshd_config.d/rename_user.conf".into(),
-        });
-    }
-    b.step(
-        "first-boot user wizard disabled and masked (as cancel-rename does, and more)",
-        cancel,
-    );
-    Ok(db)
-}
-
-fn ssh_steps(b: &mut Builder) -> Result<(), PlanError> {
-    let s = &b.p.ssh;
-    if !s.enable {
-        return Ok(());
-    }
-    let mut c = units::enable(b.f, "ssh.service").map_err(|e| b.err(e))?;
-    c.push(write("/boot/firmware/ssh", "", 0o644));
-    b.step("SSH enabled", std::mem::take(&mut c));
-
-    // Host keys: derived from the cluster's key store, so a rebuild or a
-    // reflash keeps them and known_hosts stays right.
-    let secret = b.p.secret.as_ref().ok_or_else(|| {
-        b.err("SSH host keys need the cluster's key store (rpiimg plan and build make it)")
-    })?;
-    let mut prints = Vec::new();
-    for kind in crate::sshkey::KeyType::ALL {
-        let k = crate::sshkey::derive(secret, &b.p.hostname, kind, b.p.host_key_generation);
-        let path = format!("/etc/ssh/ssh_host_{}_key", kind.file_name());
-        c.push(write(&path, k.private_pem.clone(), 0o600));
-        c.push(write(
-            &format!("{path}.pub"),
-            format!("{}\n", k.public_line),
-            0o644,
-        ));
-        prints.push(format!("{} {}", kind.file_name(), k.fingerprint()));
-    }
-    // Keys of other types in the base would be the same on every node.
-    for other in ["rsa", "dsa"] {
-        for suffix in ["", ".pub"] {
-            let path = format!("/etc/ssh/ssh_host_{other}_key{suffix}");
-            if b.f.has(&path) {
-                c.push(Change::Remove { path });
-            }
-        }
-    }
-    // bookworm's regenerate_ssh_host_keys deletes every key on the first
-    // boot and makes new ones: off and masked. trixie's sshd-keygen only
-    // fills in missing keys and stays.
-    if b.f.units.contains_key("regenerate_ssh_host_keys.service") {
-        c.extend(units::disable(b.f, "regenerate_ssh_host_keys.service"));
-        c.push(units::mask("regenerate_ssh_host_keys.service"));
-    }
-    b.step(
-        format!(
-            "SSH host keys from the cluster's key store ({}), kept through the first boot",
-            prints.join(", ")
-        ),
-        std::mem::take(&mut c),
-    );
-    c.push(write(
-        "/etc/ssh/sshd_config.d/10-rpiimg.conf",
-        format!(
-            "# Written by rpiimg from the node profile.\nPasswordAuthentication {}\n",
-            if s.password_authentication {
-                "yes"
-            } else {
-                "no"
-            }
-        ),
-        0o644,
-    ));
-    b.step("SSH settings", c);
-    Ok(())
-}
-
-fn network_steps(b: &mut Builder, node: &crate::profile::Node) -> Result<(), PlanError> {
-    let f = b.f;
-    let mut units_c = Vec::new();
-    for u in [
-        "NetworkManager.service",
-        "NetworkManager-wait-online.service",
-    ] {
-        units_c.extend(units::disable(f, u));
-    }
-    if f.units.contains_key("NetworkManager.service") {
-        // Masked as well: two network managers on one interface fight
-        // over it, whatever starts NetworkManager (a preset, D-Bus, a
-        // package script).
-        units_c.push(units::mask("NetworkManager.service"));
-    }
-    units_c.extend(units::enable(f, "systemd-networkd.service").map_err(|e| b.err(e))?);
-    if f.units.contains_key("systemd-networkd-wait-online.service") {
-        units_c.extend(
-            units::enable(f, "systemd-networkd-wait-online.service").map_err(|e| b.err(e))?,
-        );
-    }
-    dedup(&mut units_c);
-    b.step(
-        "NetworkManager disabled and masked, systemd-networkd enabled",
-        units_c,
-    );
-    let ctx = overlays::context(b.p, f, node);
-    let files = overlays::render_builtin(&ctx, "network").map_err(|e| b.err(e))?;
-    let how = if b.p.network.mode == NetMode::Vlan {
-        "VLAN-filtering"
-    } else {
-        "flat"
-    };
-    b.step(
-        format!(
-            "network: {} bridge brmux, veth0 {}{}",
-            how,
-            node.address,
-            if f.has_netplan() {
-                ""
-            } else {
-                " (bootstrap networkd files until netplan.io is installed)"
-            }
-        ),
-        files,
-    );
-    if f.has("/boot/firmware/network-config") {
-        // The Pi documentation tells users to edit this file; on this node
-        // it must say so rather than be silently ignored.
-        b.step(
-            "cloud-init's NoCloud network-config on the boot partition says it is ignored",
-            vec![write(
-                "/boot/firmware/network-config",
-                format!(
-                    "# rpiimg: {host}'s network is configured by rpiimg (cluster {cluster}),\n\
-                     # in /etc/systemd/network and /etc/netplan on the root filesystem.\n\
-                     # cloud-init's network configuration is disabled on this node\n\
-                     # (/etc/cloud/cloud.cfg.d/99-rpiimg.cfg), so EDITS TO THIS FILE HAVE\n\
-                     # NO EFFECT. To change the network, edit the cluster profile and\n\
-                     # rebuild the image, or edit /etc/netplan/50-cloud-init.yaml on the node.\n\
-                     network:\n  config: disabled\n",
-                    host = b.p.hostname,
-                    cluster = b.p.cluster.name
-                ),
-                0o644,
-            )],
-        );
-    }
-    if f.has("/etc/cloud") {
-        // Besides the network, the image's cloud.cfg (`users: [default]`,
-        // `preserve_hostname: false`) would recreate `pi` on first boot
-        // once it was renamed and could reset the hostname; rpiimg already
-        // did both offline. User-data on bootfs still applies.
-        b.step(
-            "cloud-init does not rewrite the network, recreate pi or reset the hostname",
-            vec![write(
-                "/etc/cloud/cloud.cfg.d/99-rpiimg.cfg",
-                "# Written by rpiimg: the image is configured offline.\nnetwork: {config: disabled}\nusers: []\npreserve_hostname: true\nmanage_etc_hosts: false\n# The SSH host keys come from the cluster's key store: keep them.\nssh_deletekeys: false\n",
-                0o644,
-            )],
-        );
-    }
-    Ok(())
-}
-
-fn dedup(v: &mut Vec<Change>) {
-    let mut seen = BTreeMap::new();
-    v.retain(|c| seen.insert(c.describe(), ()).is_none());
-}
-
 #[cfg(test)]
 mod tests {
+    use super::system::set_conf;
     use super::*;
 
     #[test]

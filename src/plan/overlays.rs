@@ -8,7 +8,7 @@ use std::path::Path;
 
 use minijinja::{context, Value};
 
-use super::{facts::ImageFacts, users::UserDb, Change, INTERFACES};
+use super::{facts::ImageFacts, userdb::UserDb, Change, INTERFACES};
 use crate::profile::{NetMode, Node, Profile};
 
 /// (group, target path, template, mode)

@@ -130,8 +130,8 @@ pub fn facts(codename: &str) -> ImageFacts {
     } else {
         exists.push("/etc/sudoers.d/010_pi-nopasswd");
     }
-    for p in super::facts::PROBES {
-        f.exists.insert((*p).into(), exists.contains(p));
+    for p in super::facts::Probe::all() {
+        f.exists.insert(p, exists.contains(&p.path()));
     }
     f
 }
