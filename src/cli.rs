@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::profile::{Mode, OwnerSpec};
+
 const EXAMPLES: &str = "\
 Examples:
   rpiimg inspect 2025-05-13-raspios-bookworm-arm64-lite.img.xz
@@ -406,10 +408,10 @@ pub enum FsOp {
         path: String,
         /// Permission bits in octal [default: the local file's]
         #[arg(long, value_name = "OCTAL")]
-        mode: Option<String>,
+        mode: Option<Mode>,
         /// Owner as USER:GROUP, names from the image's passwd/group or numbers [default: 0:0]
         #[arg(long, value_name = "USER:GROUP")]
-        owner: Option<String>,
+        owner: Option<OwnerSpec>,
     },
     /// Create a directory
     Mkdir {
@@ -419,10 +421,10 @@ pub enum FsOp {
         path: String,
         /// Permission bits in octal
         #[arg(long, value_name = "OCTAL", default_value = "755")]
-        mode: String,
+        mode: Mode,
         /// Owner as USER:GROUP
         #[arg(long, value_name = "USER:GROUP")]
-        owner: Option<String>,
+        owner: Option<OwnerSpec>,
     },
     /// Make a link: symbolic with -s (replacing a file or link at PATH), else hard
     Ln {
@@ -433,7 +435,7 @@ pub enum FsOp {
         path: String,
         /// Owner of a new symlink as USER:GROUP
         #[arg(long, value_name = "USER:GROUP")]
-        owner: Option<String>,
+        owner: Option<OwnerSpec>,
     },
     /// Remove a file, symlink or empty directory (-r: a whole tree)
     Rm {
@@ -449,15 +451,15 @@ pub enum FsOp {
     /// Change permission bits
     Chmod {
         /// Octal mode, e.g. 600 or 2775
-        mode: String,
+        mode: Mode,
         path: String,
         #[arg(short = 'R', long)]
         recursive: bool,
     },
     /// Change owner and group (of a symlink itself, not its target)
     Chown {
-        /// USER:GROUP, USER (group unchanged) or numbers
-        owner: String,
+        /// USER:GROUP, USER or USER: (with the user's login group), names or numbers
+        owner: OwnerSpec,
         path: String,
         #[arg(short = 'R', long)]
         recursive: bool,

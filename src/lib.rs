@@ -31,4 +31,5 @@ pub mod secret;
 pub mod sshkey;
 pub mod template;
 pub mod term;
+pub mod userdb;
 pub mod verify;

@@ -2,6 +2,8 @@
 //! (or per batch file).
 
 use crate::path::PathError;
+use crate::profile::OwnerSpec;
+use crate::userdb::Db;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -15,73 +17,25 @@ use crate::fs::view::SystemView;
 use crate::image;
 use crate::partition;
 
-pub fn parse_mode(s: &str) -> Result<u16> {
-    u16::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o7777 && !s.is_empty())
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "invalid mode {s:?}: give octal permission bits such as 644 or 0755"
-            ))
-        })
-}
-
-/// Name -> id from a passwd- or group-format file.
-fn lookup_id(db: &str, name: &str) -> Option<u32> {
-    db.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then_some(())?;
-        f.next()?;
-        f.next()?.parse().ok()
-    })
-}
-
-/// Owner resolution against the image's own user database.
+/// Owners resolved against the image's own user database (the same
+/// resolution a profile's `owner` gets, see `OwnerSpec::resolve`).
 struct Ids {
-    passwd: String,
-    group: String,
+    passwd: Db,
+    group: Db,
 }
 
 impl Ids {
     fn load(edit: &ImageEdit) -> Result<Self> {
+        let db =
+            |p: &str| -> Result<Db> { Ok(Db::parse(&edit.read_root_text(p)?.unwrap_or_default())) };
         Ok(Ids {
-            passwd: edit.read_root_text("/etc/passwd")?.unwrap_or_default(),
-            group: edit.read_root_text("/etc/group")?.unwrap_or_default(),
+            passwd: db("/etc/passwd")?,
+            group: db("/etc/group")?,
         })
     }
 
-    fn id(db: &str, what: &str, s: &str) -> Result<u32> {
-        if let Ok(n) = s.parse::<u32>() {
-            return Ok(n);
-        }
-        lookup_id(db, s).ok_or_else(|| {
-            Error::Usage(format!(
-                "no {what} {s:?} in the image's /etc/{}",
-                if what == "user" { "passwd" } else { "group" }
-            ))
-        })
-    }
-
-    /// `USER:GROUP`, `USER` (group: the user's primary) -> (uid, gid).
-    fn owner(&self, s: &str) -> Result<(u32, u32)> {
-        let (u, g) = match s.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (s, None),
-        };
-        let uid = Self::id(&self.passwd, "user", u)?;
-        let gid = match g {
-            Some(g) if !g.is_empty() => Self::id(&self.group, "group", g)?,
-            _ => self
-                .passwd
-                .lines()
-                .find_map(|l| {
-                    let f: Vec<&str> = l.split(':').collect();
-                    (f.len() > 3 && f[2].parse::<u32>().ok() == Some(uid))
-                        .then(|| f[3].parse().ok())?
-                })
-                .unwrap_or(uid),
-        };
-        Ok((uid, gid))
+    fn owner(&self, o: &OwnerSpec) -> Result<(u32, u32)> {
+        o.resolve(&self.passwd, &self.group).map_err(Error::Usage)
     }
 }
 
@@ -114,7 +68,7 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
                 )));
             }
             let mode = match mode {
-                Some(m) => parse_mode(m)?,
+                Some(m) => m.bits(),
                 None => local_mode(&md),
             };
             let (uid, gid) = match owner {
@@ -153,7 +107,7 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
             edit.mkdir(
                 path,
                 Meta {
-                    mode: parse_mode(mode)?,
+                    mode: mode.bits(),
                     uid,
                     gid,
                 },
@@ -206,8 +160,7 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
             path,
             recursive,
         } => {
-            let m = parse_mode(mode)?;
-            edit.chmod(path, m, *recursive)?;
+            edit.chmod(path, mode.bits(), *recursive)?;
             format!("chmod {mode} {path}")
         }
         FsOp::Chown {
@@ -394,24 +347,16 @@ mod tests {
     }
 
     #[test]
-    fn modes() {
-        assert_eq!(parse_mode("644").unwrap(), 0o644);
-        assert_eq!(parse_mode("0755").unwrap(), 0o755);
-        assert_eq!(parse_mode("4755").unwrap(), 0o4755);
-        assert!(parse_mode("888").is_err());
-        assert!(parse_mode("17777").is_err());
-        assert!(parse_mode("").is_err());
-    }
-
-    #[test]
-    fn owners() {
+    fn owners_come_from_the_image() {
+        // The resolution itself is profile::types::OwnerSpec's (tested there).
         let ids = Ids {
-            passwd: "root:x:0:0::/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\n".into(),
-            group: "root:x:0:\nadm:x:4:pi\npi:x:1000:\n".into(),
+            passwd: Db::parse("root:x:0:0::/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\n"),
+            group: Db::parse("root:x:0:\nadm:x:4:pi\npi:x:1000:\n"),
         };
-        assert_eq!(ids.owner("pi:adm").unwrap(), (1000, 4));
-        assert_eq!(ids.owner("pi").unwrap(), (1000, 1000));
-        assert_eq!(ids.owner("5:6").unwrap(), (5, 6));
-        assert!(ids.owner("nobody").is_err());
+        let o = |s: &str| ids.owner(&s.parse().unwrap());
+        assert_eq!(o("pi:adm").unwrap(), (1000, 4));
+        assert_eq!(o("pi").unwrap(), (1000, 1000));
+        assert_eq!(o("5:6").unwrap(), (5, 6));
+        assert!(o("nobody").is_err());
     }
 }

@@ -13,7 +13,6 @@ mod system;
 #[cfg(test)]
 mod testing;
 pub mod units;
-pub mod userdb;
 mod users;
 
 use serde::{Deserialize, Serialize};

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use minijinja::{context, Value};
 
-use super::{facts::ImageFacts, userdb::UserDb, Change, INTERFACES};
+use super::{facts::ImageFacts, Change, INTERFACES};
 use crate::profile::{NetMode, Node, Profile};
+use crate::userdb::UserDb;
 
 /// (group, target path, template, mode)
 const BUILTIN: &[(&str, &str, &str, u16)] = &[
@@ -183,14 +184,11 @@ pub fn extra(p: &Profile, ctx: &Value, db: &UserDb) -> Result<Vec<Change>, Strin
                 ))
             }
         };
-        let mode = u16::from_str_radix(&f.mode, 8)
-            .map_err(|_| format!("files {}: mode {:?} is not octal", f.path, f.mode))?;
-        let (uid, gid) = db.owner(&f.owner).ok_or_else(|| {
-            format!(
-                "files {}: owner {:?}: no such user or group on the node",
-                f.path, f.owner
-            )
-        })?;
+        let mode = f.mode.bits();
+        let (uid, gid) = f
+            .owner
+            .resolve(&db.passwd, &db.group)
+            .map_err(|e| format!("files {}: {e} on the node", f.path))?;
         // No Mkdir for the parent: a Mkdir sets mode and owner, which would
         // hand an existing directory (a user's home) to root. Writing a file
         // creates missing parents as 0755 root anyway.

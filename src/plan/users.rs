@@ -2,8 +2,8 @@
 //! groups, sudo; the databases as the node will have them.
 
 use super::facts::Probe;
-use super::userdb::{hash_password, Db, UserDb};
 use super::{units, write, Builder, Change, PlanError};
+use crate::userdb::{hash_password, Db, UserDb};
 
 /// The user edits; returns the databases as the node will have them.
 pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {

@@ -2,7 +2,10 @@
 //! merge, cycles rejected), deserialised strictly (unknown keys are
 //! errors) and validated before any image is touched.
 
+pub mod types;
 mod validate;
+
+pub use types::{Mode, OwnerSpec};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -231,17 +234,14 @@ pub struct ExtraFile {
     /// ...or a local file, relative to the profile's directory.
     pub source: Option<PathBuf>,
     #[serde(default = "mode644")]
-    pub mode: String,
-    /// `UID:GID`, `user` (with its primary group) or `user:group`, as the
-    /// node's user database will have them [default: 0:0]
-    #[serde(default = "root_owner")]
-    pub owner: String,
+    pub mode: Mode,
+    /// `USER`, `USER:GROUP` or `UID:GID`, as the node's user database will
+    /// have them [default: 0:0]
+    #[serde(default = "OwnerSpec::root")]
+    pub owner: OwnerSpec,
 }
-fn mode644() -> String {
-    "644".into()
-}
-fn root_owner() -> String {
-    "0:0".into()
+fn mode644() -> Mode {
+    Mode::RW_R_R
 }
 
 /// Kolla-Ansible settings for the management-host bundle (`rpiimg cluster`).

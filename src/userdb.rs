@@ -28,6 +28,11 @@ impl Db {
         s
     }
 
+    /// Every entry, as its fields.
+    pub fn rows(&self) -> impl Iterator<Item = &Vec<String>> {
+        self.lines.iter()
+    }
+
     pub fn find(&self, name: &str) -> Option<&Vec<String>> {
         self.lines
             .iter()
@@ -156,30 +161,6 @@ impl UserDb {
         (uid, gid)
     }
 
-    /// The ids of an owner given as `UID:GID`, `user` (with its primary
-    /// group) or `user:group`, looked up in these databases.
-    pub fn owner(&self, spec: &str) -> Option<(u32, u32)> {
-        let (u, g) = match spec.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (spec, None),
-        };
-        let (uid, primary) = match u.parse::<u32>() {
-            Ok(n) => (n, None),
-            Err(_) => {
-                let (uid, gid) = self.uid_of(u)?;
-                (uid, Some(gid))
-            }
-        };
-        let gid = match g {
-            Some(g) => match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => self.group.find(g)?.get(2)?.parse().ok()?,
-            },
-            None => primary.unwrap_or(uid),
-        };
-        Some((uid, gid))
-    }
-
     pub fn set_password_hash(&mut self, name: &str, hash: &str) {
         self.shadow.set(name, 1, hash);
     }
@@ -293,18 +274,5 @@ mod tests {
         );
         assert!(h.starts_with("$6$"), "{h}");
         assert!(!h.contains("ubuntu"));
-    }
-
-    #[test]
-    fn owners_by_number_or_name() {
-        let mut d = db();
-        d.rename("pi", "stack", "/opt/stack");
-        assert_eq!(d.owner("0:0"), Some((0, 0)));
-        assert_eq!(d.owner("1000"), Some((1000, 1000)));
-        assert_eq!(d.owner("stack"), Some((1000, 1000)));
-        assert_eq!(d.owner("stack:sudo"), Some((1000, 27)));
-        assert_eq!(d.owner("root:27"), Some((0, 27)));
-        assert_eq!(d.owner("pi"), None);
-        assert_eq!(d.owner("stack:nosuch"), None);
     }
 }

@@ -1,0 +1,249 @@
+//! Values that profiles and `rpiimg fs` arguments share, parsed once into
+//! types (`FromStr`, and serde through it), so a bad value is refused where
+//! it is read, and a profile and the command line mean the same by it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::userdb::Db;
+
+/// Permission bits, written in octal: `644`, `0755`, `0o600`, `4755`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Mode(u16);
+
+impl Mode {
+    /// 0644, a file's usual mode.
+    pub const RW_R_R: Mode = Mode(0o644);
+
+    pub const fn new(bits: u16) -> Option<Mode> {
+        if bits <= 0o7777 {
+            Some(Mode(bits))
+        } else {
+            None
+        }
+    }
+
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let digits = s.strip_prefix("0o").unwrap_or(s);
+        u16::from_str_radix(digits, 8)
+            .ok()
+            .filter(|_| !digits.is_empty() && !digits.starts_with('+'))
+            .and_then(Mode::new)
+            .ok_or_else(|| {
+                format!("invalid mode {s:?}: give octal permission bits such as 644 or 0755")
+            })
+    }
+}
+
+impl TryFrom<String> for Mode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Mode> for String {
+    fn from(m: Mode) -> String {
+        m.to_string()
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:o}", self.0)
+    }
+}
+
+/// A user or a group: a number, or a name to look up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Who {
+    Id(u32),
+    Name(String),
+}
+
+impl Who {
+    fn parse(s: &str) -> Option<Who> {
+        if let Ok(n) = s.parse::<u32>() {
+            return Some(Who::Id(n));
+        }
+        // Debian's user and group names, and nothing that could confuse
+        // the files they end up in.
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        ok.then(|| Who::Name(s.to_string()))
+    }
+}
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Who::Id(n) => write!(f, "{n}"),
+            Who::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+/// An owner as `chown` takes it: `USER`, `USER:` (both with the user's
+/// login group), `USER:GROUP`; each a name or a number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OwnerSpec {
+    pub user: Who,
+    /// `None`: the user's login (primary) group.
+    pub group: Option<Who>,
+}
+
+impl OwnerSpec {
+    pub fn root() -> OwnerSpec {
+        OwnerSpec {
+            user: Who::Id(0),
+            group: Some(Who::Id(0)),
+        }
+    }
+
+    /// The ids on a system with these user databases. A user given by
+    /// number needs no entry; without a group, the login group of the
+    /// user's passwd entry (or, with no entry, the same number as the uid).
+    pub fn resolve(&self, passwd: &Db, group: &Db) -> Result<(u32, u32), String> {
+        let entry = |db: &Db, name: &str, what: &str, file: &str| {
+            db.find(name)
+                .and_then(|f| f.get(2)?.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    format!("owner {self}: no {what} {name:?} in the image's /etc/{file}")
+                })
+        };
+        let uid = match &self.user {
+            Who::Id(n) => *n,
+            Who::Name(u) => entry(passwd, u, "user", "passwd")?,
+        };
+        let gid = match &self.group {
+            Some(Who::Id(n)) => *n,
+            Some(Who::Name(g)) => entry(group, g, "group", "group")?,
+            None => passwd
+                .rows()
+                .find(|f| f.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
+                .and_then(|f| f.get(3)?.parse().ok())
+                .unwrap_or(uid),
+        };
+        Ok((uid, gid))
+    }
+}
+
+impl FromStr for OwnerSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "invalid owner {s:?}: give USER, USER:GROUP or UID:GID (names from the image, or numbers)"
+            )
+        };
+        let (u, g) = match s.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (s, None),
+        };
+        let user = Who::parse(u).ok_or_else(bad)?;
+        let group = match g {
+            None | Some("") => None,
+            Some(g) => Some(Who::parse(g).ok_or_else(bad)?),
+        };
+        Ok(OwnerSpec { user, group })
+    }
+}
+
+impl TryFrom<String> for OwnerSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<OwnerSpec> for String {
+    fn from(o: OwnerSpec) -> String {
+        o.to_string()
+    }
+}
+
+impl fmt::Display for OwnerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.group {
+            Some(g) => write!(f, "{}:{g}", self.user),
+            None => write!(f, "{}", self.user),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        for (s, m) in [
+            ("644", 0o644),
+            ("0755", 0o755),
+            ("0o600", 0o600),
+            ("4755", 0o4755),
+        ] {
+            assert_eq!(s.parse::<Mode>().unwrap().bits(), m, "{s}");
+        }
+        for s in ["888", "17777", "", "0o", "+644", "rw-r--r--"] {
+            assert!(s.parse::<Mode>().is_err(), "{s}");
+        }
+        assert_eq!(Mode(0o644).to_string(), "644");
+    }
+
+    #[test]
+    fn owners_resolve_the_same_way_everywhere() {
+        let passwd = Db::parse(
+            "root:x:0:0::/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\nstack:x:1001:27::/opt/stack:/bin/bash\n",
+        );
+        let group = Db::parse("root:x:0:\nsudo:x:27:\nadm:x:4:pi\npi:x:1000:\n");
+        let r = |s: &str| s.parse::<OwnerSpec>().unwrap().resolve(&passwd, &group);
+        assert_eq!(r("pi:adm").unwrap(), (1000, 4));
+        assert_eq!(r("pi").unwrap(), (1000, 1000));
+        assert_eq!(r("pi:").unwrap(), (1000, 1000));
+        assert_eq!(r("5:6").unwrap(), (5, 6));
+        // A number with a passwd entry gets that entry's login group, as
+        // a name would; without one, the same number.
+        assert_eq!(r("1001").unwrap(), (1001, 27));
+        assert_eq!(r("stack").unwrap(), (1001, 27));
+        assert_eq!(r("4242").unwrap(), (4242, 4242));
+        assert!(r("nobody").unwrap_err().contains("no user \"nobody\""));
+        assert!(r("pi:wheel").unwrap_err().contains("no group \"wheel\""));
+        for s in ["", ":0", "a b", "pi:x:y", "pi:a/b"] {
+            assert!(s.parse::<OwnerSpec>().is_err(), "{s}");
+        }
+        assert_eq!("stack:".parse::<OwnerSpec>().unwrap().to_string(), "stack");
+    }
+
+    #[test]
+    fn profiles_refuse_bad_values_when_read() {
+        let file = |extra: &str| {
+            toml::from_str::<crate::profile::ExtraFile>(&format!(
+                "path = \"/etc/motd\"\ncontent = \"hi\"\n{extra}"
+            ))
+        };
+        let f = file("").unwrap();
+        assert_eq!(
+            (f.mode.bits(), f.owner.to_string()),
+            (0o644, "0:0".to_string())
+        );
+        let e = file("mode = \"888\"").unwrap_err().to_string();
+        assert!(e.contains("invalid mode \"888\""), "{e}");
+        let e = file("owner = \"a b\"").unwrap_err().to_string();
+        assert!(e.contains("invalid owner"), "{e}");
+        assert_eq!(file("owner = \"stack:\"").unwrap().owner.group, None);
+    }
+}
