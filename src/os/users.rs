@@ -1,5 +1,7 @@
 //! The user database (`/etc/passwd`, `/etc/shadow`) as text records.
 
+use crate::userdb::Db;
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PasswdEntry {
     pub name: String,
@@ -11,26 +13,25 @@ pub struct PasswdEntry {
 }
 
 /// Parse passwd lines; lines that are not 7 colon-separated fields with numeric ids are skipped.
+/// The well-formed entries of a passwd file (read with the one parser of
+/// the colon databases, `crate::userdb::Db`).
 pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() != 7 {
-                return None;
-            }
-            Some(PasswdEntry {
-                name: f[0].to_string(),
-                uid: f[2].parse().ok()?,
-                gid: f[3].parse().ok()?,
-                gecos: f[4].to_string(),
-                home: f[5].to_string(),
-                shell: f[6].to_string(),
-            })
+    Db::parse(text)
+        .rows()
+        .filter_map(|f| match f.as_slice() {
+            [name, _, uid, gid, gecos, home, shell] => Some(PasswdEntry {
+                name: name.clone(),
+                uid: uid.parse().ok()?,
+                gid: gid.parse().ok()?,
+                gecos: gecos.clone(),
+                home: home.clone(),
+                shell: shell.clone(),
+            }),
+            _ => None,
         })
         .collect()
 }
 
-/// What a shadow password field says about logging in with a password.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PasswordState {
@@ -65,12 +66,11 @@ pub fn password_state(field: Option<&str>) -> PasswordState {
 }
 
 /// The password field of each shadow entry, by user name.
+/// (name, password field) of each shadow entry.
 pub fn shadow_passwords(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            Some((f.next()?.to_string(), f.next()?.to_string()))
-        })
+    Db::parse(text)
+        .rows()
+        .filter_map(|f| Some((f.first()?.clone(), f.get(1)?.clone())))
         .collect()
 }
 
