@@ -105,7 +105,7 @@ pub fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
         .iter()
         .map(|i| ((*i).to_string(), node.mac(&p.cluster.name, i)))
         .collect();
-    let prefix = crate::profile::parse_cidr(&p.cluster.subnet).map_or(24, |(_, l)| l);
+    let prefix = p.cluster.subnet.len;
     // Templates write secrets (the Wi-Fi key, [vars]) where they belong;
     // minijinja converts the values here, eagerly, while they are revealed.
     crate::secret::reveal(|| {

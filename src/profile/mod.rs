@@ -5,7 +5,7 @@
 pub mod types;
 mod validate;
 
-pub use types::{Mode, OwnerSpec};
+pub use types::{AddrRange, Ipv4Net, Mode, OwnerSpec};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -35,6 +35,26 @@ fn invalid(file: &Path, msg: impl Into<String>) -> ProfileError {
         file: file.display().to_string(),
         msg: msg.into(),
     }
+}
+
+/// A value of the wrong shape (a typed field refusing it): one line,
+/// `field: why` (toml says `why` and then `in `field`` on a line of its own).
+fn shape_error(file: &Path, e: &toml::de::Error) -> ProfileError {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let msg = match lines.split_last() {
+        Some((last, rest))
+            if last.starts_with("in `") && last.ends_with('`') && !rest.is_empty() =>
+        {
+            format!("{}: {}", &last[4..last.len() - 1], rest.join(" "))
+        }
+        _ => lines.join(" "),
+    };
+    invalid(file, msg)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -92,7 +112,7 @@ pub struct Node {
 pub struct Cluster {
     pub name: String,
     /// CIDR, e.g. 192.168.10.0/24
-    pub subnet: String,
+    pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
@@ -100,7 +120,7 @@ pub struct Cluster {
     pub ntp: Vec<String>,
     pub vip: Option<Ipv4Addr>,
     /// "first-last", e.g. 192.168.10.31-192.168.10.35
-    pub floating_pool: Option<String>,
+    pub floating_pool: Option<AddrRange>,
     #[serde(default)]
     pub nodes: Vec<Node>,
 }
@@ -532,7 +552,7 @@ pub fn load_cluster(path: &Path) -> Result<Profile, ProfileError> {
     }
     let mut p: Profile = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| invalid(path, e.to_string()))?;
+        .map_err(|e: toml::de::Error| shape_error(path, &e))?;
     p.source = path.to_path_buf();
     Ok(p)
 }
@@ -542,7 +562,7 @@ pub fn load(path: &Path) -> Result<Profile, ProfileError> {
     let table = read_table(path, &mut Vec::new())?;
     let mut p: Profile = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| invalid(path, e.to_string()))?;
+        .map_err(|e: toml::de::Error| shape_error(path, &e))?;
     p.source = path.to_path_buf();
     Ok(p)
 }
@@ -564,29 +584,6 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Profile>, ProfileError> {
         }
     }
     Ok(out)
-}
-
-/// Parse "a.b.c.d/len".
-pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
-    let (a, l) = s.split_once('/')?;
-    let len: u8 = l.parse().ok().filter(|l| *l <= 32)?;
-    Some((a.parse().ok()?, len))
-}
-
-pub fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
-    let mask = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    };
-    u32::from(ip) & mask == u32::from(net) & mask
-}
-
-/// Parse "first-last" of addresses.
-pub fn parse_pool(s: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    let (a, b) = s.split_once('-')?;
-    let (a, b): (Ipv4Addr, Ipv4Addr) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (u32::from(a) <= u32::from(b)).then_some((a, b))
 }
 
 #[cfg(test)]
@@ -622,6 +619,19 @@ mod tests {
         .unwrap();
         let e = load(&d.path().join("c.toml")).unwrap_err().to_string();
         assert!(e.contains("c.toml") && e.contains("swapp_mib"), "{e}");
+        // A value of the wrong shape: one line naming the field.
+        std::fs::write(
+            d.path().join("e.toml"),
+            "hostname = \"x\"\n[cluster]\nname=\"c\"\nsubnet=\"10.0.0.0\"\ngateway=\"10.0.0.1\"\n",
+        )
+        .unwrap();
+        let e = load(&d.path().join("e.toml")).unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "e.toml: cluster.subnet: \"10.0.0.0\" is not an IPv4 CIDR like 192.168.10.0/24"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -630,14 +640,6 @@ mod tests {
             pathdiff(Path::new("a/demo/base.img"), Path::new("a/profiles")),
             PathBuf::from("../demo/base.img")
         );
-    }
-
-    #[test]
-    fn subnets() {
-        let (n, l) = parse_cidr("192.168.10.0/24").unwrap();
-        assert!(in_subnet("192.168.10.24".parse().unwrap(), n, l));
-        assert!(!in_subnet("192.168.11.24".parse().unwrap(), n, l));
-        assert!(parse_pool("192.168.10.35-192.168.10.31").is_none());
     }
 
     /// The example profiles load, validate without errors, and warn exactly

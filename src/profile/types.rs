@@ -3,6 +3,7 @@
 //! it is read, and a profile and the command line mean the same by it.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -184,6 +185,93 @@ impl fmt::Display for OwnerSpec {
     }
 }
 
+/// An IPv4 network, `192.168.10.0/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Ipv4Net {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.addr) & mask
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an IPv4 CIDR like 192.168.10.0/24");
+        let (a, l) = s.split_once('/').ok_or_else(bad)?;
+        let len = l.parse::<u8>().ok().filter(|l| *l <= 32).ok_or_else(bad)?;
+        Ok(Ipv4Net {
+            addr: a.parse().map_err(|_| bad())?,
+            len,
+        })
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// An inclusive range of IPv4 addresses, `192.168.10.31-192.168.10.35`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AddrRange {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl AddrRange {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(self.first)..=u32::from(self.last)).contains(&u32::from(ip))
+    }
+}
+
+impl FromStr for AddrRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a range like 192.168.10.31-192.168.10.35");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (first, last): (Ipv4Addr, Ipv4Addr) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if u32::from(first) > u32::from(last) {
+            return Err(bad());
+        }
+        Ok(AddrRange { first, last })
+    }
+}
+
+impl fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+macro_rules! via_string {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.to_string()
+            }
+        }
+    )*};
+}
+via_string!(Ipv4Net, AddrRange);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +333,29 @@ mod tests {
         let e = file("owner = \"a b\"").unwrap_err().to_string();
         assert!(e.contains("invalid owner"), "{e}");
         assert_eq!(file("owner = \"stack:\"").unwrap().owner.group, None);
+    }
+
+    #[test]
+    fn networks_and_ranges() {
+        let n: Ipv4Net = "192.168.10.0/24".parse().unwrap();
+        assert!(n.contains("192.168.10.24".parse().unwrap()));
+        assert!(!n.contains("192.168.11.24".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<Ipv4Net>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for s in ["192.168.10.0", "192.168.10.0/33", "x/24"] {
+            assert!(s.parse::<Ipv4Net>().unwrap_err().contains("CIDR"), "{s}");
+        }
+        let r: AddrRange = "192.168.10.31-192.168.10.35".parse().unwrap();
+        assert!(r.contains("192.168.10.35".parse().unwrap()));
+        assert!(!r.contains("192.168.10.36".parse().unwrap()));
+        for s in ["192.168.10.31", "192.168.10.35-192.168.10.31", "a-b"] {
+            assert!(
+                s.parse::<AddrRange>().unwrap_err().contains("not a range"),
+                "{s}"
+            );
+        }
+        assert_eq!(r.to_string(), "192.168.10.31-192.168.10.35");
     }
 }

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::secret::Secret;
 
-use super::{in_subnet, parse_cidr, parse_pool, NetMode, Profile, INTERFACES};
+use super::{NetMode, Profile, INTERFACES};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
@@ -147,14 +147,9 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
         line_safe_strings(&v, "", &mut f);
     }
     let c = &p.cluster;
-    let subnet = parse_cidr(&c.subnet);
-    if subnet.is_none() {
-        f.err(
-            "cluster.subnet".into(),
-            format!("{:?} is not an IPv4 CIDR like 192.168.10.0/24", c.subnet),
-        );
-    }
-    let inside = |ip: Ipv4Addr| subnet.is_none_or(|(n, l)| in_subnet(ip, n, l));
+    // subnet and floating_pool are typed (profile::types): malformed ones
+    // are refused when the profile is read.
+    let inside = |ip: Ipv4Addr| c.subnet.contains(ip);
     if !inside(c.gateway) {
         f.err(
             "cluster.gateway".into(),
@@ -303,18 +298,9 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             }
         }
     }
-    let pool = c.floating_pool.as_deref().map(|s| (s, parse_pool(s)));
-    if let Some((s, None)) = pool {
-        f.err(
-            "cluster.floating_pool".into(),
-            format!("{s:?} is not a range like 192.168.10.31-192.168.10.35"),
-        );
-    }
-    let pool = pool.and_then(|(_, p)| p);
-    let in_pool = |ip: Ipv4Addr| {
-        pool.is_some_and(|(a, b)| (u32::from(a)..=u32::from(b)).contains(&u32::from(ip)))
-    };
-    if let Some((a, b)) = pool {
+    let pool = c.floating_pool;
+    let in_pool = |ip: Ipv4Addr| pool.is_some_and(|r| r.contains(ip));
+    if let Some(crate::profile::AddrRange { first: a, last: b }) = pool {
         if !inside(a) || !inside(b) {
             f.err(
                 "cluster.floating_pool".into(),
@@ -690,11 +676,6 @@ mod tests {
             ..Default::default()
         };
         check(
-            &|p| p.cluster.subnet = "192.168.10.0".into(),
-            "cluster.subnet",
-            "CIDR",
-        );
-        check(
             &|p| p.cluster.nodes[0].hostname = "-ost".into(),
             "cluster.nodes[0].hostname",
             "valid host name",
@@ -746,17 +727,12 @@ mod tests {
             "also used by cluster.nodes[0] veth1 (derived)",
         );
         check(
-            &|p| p.cluster.floating_pool = Some("192.168.10.31".into()),
-            "cluster.floating_pool",
-            "not a range",
-        );
-        check(
-            &|p| p.cluster.floating_pool = Some("192.168.10.250-192.168.11.3".into()),
+            &|p| p.cluster.floating_pool = Some("192.168.10.250-192.168.11.3".parse().unwrap()),
             "cluster.floating_pool",
             "not inside the subnet",
         );
         check(
-            &|p| p.cluster.floating_pool = Some("192.168.10.1-192.168.10.5".into()),
+            &|p| p.cluster.floating_pool = Some("192.168.10.1-192.168.10.5".parse().unwrap()),
             "cluster.floating_pool",
             "gateway",
         );
