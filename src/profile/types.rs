@@ -10,6 +10,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::userdb::Db;
 
+/// serde reads and writes these types as their text (`try_from`/`into`
+/// String), through `FromStr` and `Display`.
+macro_rules! via_string {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.to_string()
+            }
+        }
+    )*};
+}
+via_string!(Mode, OwnerSpec, Ipv4Net, AddrRange);
+
 /// Permission bits, written in octal: `644`, `0755`, `0o600`, `4755`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -43,19 +62,6 @@ impl FromStr for Mode {
             .ok_or_else(|| {
                 format!("invalid mode {s:?}: give octal permission bits such as 644 or 0755")
             })
-    }
-}
-
-impl TryFrom<String> for Mode {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<Mode> for String {
-    fn from(m: Mode) -> String {
-        m.to_string()
     }
 }
 
@@ -163,19 +169,6 @@ impl FromStr for OwnerSpec {
     }
 }
 
-impl TryFrom<String> for OwnerSpec {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<OwnerSpec> for String {
-    fn from(o: OwnerSpec) -> String {
-        o.to_string()
-    }
-}
-
 impl fmt::Display for OwnerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.group {
@@ -254,23 +247,6 @@ impl fmt::Display for AddrRange {
         write!(f, "{}-{}", self.first, self.last)
     }
 }
-
-macro_rules! via_string {
-    ($($t:ty),*) => {$(
-        impl TryFrom<String> for $t {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                s.parse()
-            }
-        }
-        impl From<$t> for String {
-            fn from(v: $t) -> String {
-                v.to_string()
-            }
-        }
-    )*};
-}
-via_string!(Ipv4Net, AddrRange);
 
 #[cfg(test)]
 mod tests {
