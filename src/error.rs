@@ -52,6 +52,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// `map_err` for host I/O on `path`: the error names the file.
+    pub fn host(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
+        move |source| Error::Host {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
     /// The message as the terminal gets it: nothing in it can act on the
     /// terminal or start a line of its own (image-derived names inside
     /// were escaped with [`crate::term::escape`] where they were formed;

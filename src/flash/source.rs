@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::image::Cache;
 use crate::progress::Progress;
 
-const XZ_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
 /// An MBR's or GPT's own sectors lie before the first partition; a GPT's
 /// backup lies in the last 33 sectors.
 const GPT_BACKUP: u64 = 33 * 512;
@@ -33,20 +32,6 @@ pub struct Source {
     pub map: String,
 }
 
-fn host_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
-    move |source| Error::Host {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn is_xz(path: &Path) -> Result<bool> {
-    let mut magic = [0u8; 6];
-    let mut f = File::open(path).map_err(host_err(path))?;
-    let n = f.read(&mut magic).map_err(host_err(path))?;
-    Ok(n == 6 && magic == XZ_MAGIC)
-}
-
 /// `out/ost01.img.bmap` for `out/ost01.img` and for `out/ost01.img.xz`.
 fn bmap_beside(path: &Path) -> Option<PathBuf> {
     let name = path.file_name()?.to_string_lossy().into_owned();
@@ -62,18 +47,18 @@ fn bmap_beside(path: &Path) -> Option<PathBuf> {
 
 impl Source {
     pub fn open(path: &Path, cache: &Cache, progress: Progress) -> Result<Source> {
-        let meta = std::fs::metadata(path).map_err(host_err(path))?;
+        let meta = std::fs::metadata(path).map_err(Error::host(path))?;
         if !meta.is_file() {
             return Err(Error::Usage(format!(
                 "{}: not an image file (give a node image, .img or .img.xz)",
                 path.display()
             )));
         }
-        let compressed = is_xz(path)?;
+        let compressed = crate::image::source::is_xz(path)?;
         if let Some(bmap) = bmap_beside(path) {
             let size = if compressed {
                 crate::image::xz_index::read(path)
-                    .map_err(host_err(path))?
+                    .map_err(Error::host(path))?
                     .map(|l| l.image_size())
             } else {
                 Some(meta.len())
@@ -155,7 +140,7 @@ impl Source {
 
     /// A reader for the mapped ranges, asked for in increasing order.
     pub fn reader(&self) -> Result<RangeReader> {
-        let f = File::open(&self.read_path).map_err(host_err(&self.read_path))?;
+        let f = File::open(&self.read_path).map_err(Error::host(&self.read_path))?;
         Ok(if self.compressed {
             RangeReader::Xz {
                 dec: Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(
@@ -172,10 +157,10 @@ impl Source {
 fn read_capped(p: &Path) -> Result<String> {
     let mut s = String::new();
     File::open(p)
-        .map_err(host_err(p))?
+        .map_err(Error::host(p))?
         .take(bmapfile::MAX_BMAP)
         .read_to_string(&mut s)
-        .map_err(host_err(p))?;
+        .map_err(Error::host(p))?;
     Ok(s)
 }
 

@@ -63,7 +63,8 @@ pub fn parse_pin(pin: &str) -> Result<String, ImageError> {
     }
 }
 
-fn is_xz(path: &Path) -> Result<bool, ImageError> {
+/// Whether the file starts with the xz magic (by content, not name).
+pub fn is_xz(path: &Path) -> Result<bool, ImageError> {
     let mut f = File::open(path).map_err(|source| ImageError::Open {
         path: path.into(),
         source,

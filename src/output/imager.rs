@@ -47,13 +47,6 @@ pub struct OsEntry {
     pub init_format: String,
 }
 
-fn host_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Host {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 /// `file://` URL of an absolute path, percent-encoding all but unreserved
 /// characters and `/`.
 pub fn file_url(path: &Path) -> String {
@@ -70,9 +63,9 @@ pub fn file_url(path: &Path) -> String {
 
 /// The entries for every `<node>.manifest.json` in `dir`, in name order.
 pub fn entries(dir: &Path) -> Result<Vec<OsEntry>> {
-    let dir = std::fs::canonicalize(dir).map_err(host_err(dir))?;
+    let dir = std::fs::canonicalize(dir).map_err(Error::host(dir))?;
     let mut manifests: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(host_err(&dir))?
+        .map_err(Error::host(&dir))?
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
@@ -93,7 +86,7 @@ pub fn entries(dir: &Path) -> Result<Vec<OsEntry>> {
 
 fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
     let bad = |why: &str| Error::Usage(format!("{}: {why}; rebuild the node", manifest.display()));
-    let text = std::fs::read_to_string(manifest).map_err(host_err(manifest))?;
+    let text = std::fs::read_to_string(manifest).map_err(Error::host(manifest))?;
     let m = crate::manifest::Manifest::parse(&text, &manifest.display().to_string())?;
     let node = m.node.clone();
     let image = m.image.image.clone();
@@ -127,7 +120,7 @@ fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
         .filter(|b| plain(b) && dir.join(b).is_file())
         .map(|b| file_url(&dir.join(b)));
     let download = std::fs::metadata(&url_file)
-        .map_err(host_err(&url_file))?
+        .map_err(Error::host(&url_file))?
         .len();
     let os = serde_json::to_value(m.os)
         .ok()
