@@ -366,6 +366,49 @@ fn fat_chain_loops_are_reported_not_followed() {
     );
 }
 
+/// Byte offset of the FAT directory entry whose short name is `short`
+/// (11 bytes, space-padded) in the partition at `part_off`.
+fn fat_entry(img: &Path, part_off: u64, part_len: u64, short: &[u8; 11]) -> u64 {
+    let bytes = std::fs::read(img).unwrap();
+    let (start, end) = (
+        usize::try_from(part_off).unwrap(),
+        usize::try_from(part_off + part_len).unwrap(),
+    );
+    let part = &bytes[start..end];
+    let at = part
+        .chunks_exact(32)
+        .position(|e| &e[..11] == short)
+        .expect("entry");
+    part_off + at as u64 * 32
+}
+
+/// Found by the fat fuzz target (a hang): names the walkers cannot use to
+/// come back to an entry (issue 10, class 2). A directory whose short name
+/// is all spaces (its long name no longer matching) is listed as "", so
+/// `dir/` named the directory itself and walks descended forever; two
+/// entries answering to one name made every lookup land on the first.
+#[test]
+fn fat_names_a_walk_cannot_follow_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture(BOOKWORM);
+    let (off, len) = partition(&base, 1);
+    let entry = fat_entry(&base, off, len, b"OVERLAYS   ");
+    for (name, needle) in [
+        (b"           ", "is empty"),
+        (b"CMDLINE TXT", "is listed twice"),
+    ] {
+        let img = copy_fixture(BOOKWORM, dir.path());
+        patch(&img, entry, name);
+        let i = img.to_str().unwrap();
+        for args in [
+            &["ls", i, "/boot/firmware"][..],
+            &["diff", base.to_str().unwrap(), i],
+        ] {
+            expect_error(&img, args, needle);
+        }
+    }
+}
+
 /// verify's ext4 line claims only what it checks, and checks what it
 /// claims (issue 10, class 8): a corrupt journal superblock, or a bad
 /// checksum on an inode no plan touches, fails it, as e2fsck agrees.

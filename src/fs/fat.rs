@@ -82,6 +82,25 @@ fn not_found(path: &str) -> io::Error {
     )
 }
 
+/// Walkers (ls -R, diff, inspect, build's probes) reach an entry again by
+/// its path, so a listed name must lead back to that entry alone. An empty
+/// name (a short name of spaces) would make `dir/` name `dir` itself and a
+/// walk descend forever (found by the fat fuzz target); a name with `/` names
+/// another path; two entries that match one name (fatfs compares long and
+/// short names ignoring case) make every lookup land on the first, which
+/// nested levels turn into exponentially many listings.
+fn unusable_name(dir: &str, name: &str, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the boot partition is damaged: directory {} holds an entry whose name '{}' {why}; \
+             check a copy with `fsck.fat -n`, or start again from an intact image",
+            crate::term::escape(dir),
+            crate::term::escape(name),
+        ),
+    )
+}
+
 impl Fat {
     /// Opens the volume and proves its table loop-free ([`super::fat_chains`])
     /// before any chain is followed.
@@ -174,11 +193,22 @@ impl Fat {
             self.fs.root_dir().open_dir(&rel)?
         };
         let mut out = Vec::new();
+        // Upper-cased long and short names already listed: fatfs finds an
+        // entry by either, ignoring case (see `unusable_name`).
+        let mut taken = std::collections::HashSet::new();
         for e in dir.iter() {
             let e = e?;
             let name = e.file_name();
             if name == "." || name == ".." {
                 continue;
+            }
+            if name.is_empty() || name.contains(['/', '\0']) {
+                return Err(unusable_name(path, &name, "is empty or holds '/' or NUL"));
+            }
+            let short = e.short_file_name().to_uppercase();
+            let long = name.to_uppercase();
+            if !taken.insert(long.clone()) || (short != long && !taken.insert(short)) {
+                return Err(unusable_name(path, &name, "is listed twice"));
             }
             let kind = if e.is_dir() {
                 FileType::Directory
