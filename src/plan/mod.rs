@@ -11,7 +11,7 @@ mod overlays;
 mod ssh;
 mod system;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod units;
 mod users;
 

@@ -4,11 +4,10 @@
 //! A template that renders to only whitespace writes no file (that is how
 //! a template says "not for this node").
 
-use std::path::Path;
-
 use minijinja::{context, Value};
 
 use super::{facts::ImageFacts, Change, INTERFACES};
+use crate::profile::sources::OverlayBody;
 use crate::profile::{NetMode, Node, Profile};
 use crate::userdb::UserDb;
 
@@ -160,22 +159,20 @@ pub fn render_builtin(ctx: &Value, group: &str) -> Result<Vec<Change>, String> {
     Ok(out)
 }
 
-/// The profile's `files` entries and overlay directories.
+/// The profile's `files` entries and overlay directories, from what the
+/// loader read ([`crate::profile::sources`]): planning reads no host file.
 pub fn extra(p: &Profile, ctx: &Value, db: &UserDb) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     for f in &p.files {
-        let text = match (&f.content, &f.source) {
-            (Some(c), None) => render(&f.path, c, ctx)?.into_bytes(),
-            (None, Some(s)) => {
-                let path = p.resolve(s);
-                // A link is followed only within its own directory.
-                let is_link =
-                    std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-                let inside = is_link
-                    .then(|| path.parent().map(Path::to_path_buf))
-                    .flatten();
-                crate::hostfile::read(&path, inside.as_deref(), crate::hostfile::DATA_CAP)
-                    .map_err(|e| format!("files {}: {e}", f.path))?
+        let text = match (&f.content, &f.source, &f.data) {
+            (Some(c), None, _) => render(&f.path, c, ctx)?.into_bytes(),
+            (None, Some(_), Some(data)) => data.clone(),
+            (None, Some(s), None) => {
+                return Err(format!(
+                    "files {}: {} was not read with the profile (load profiles with profile::load)",
+                    f.path,
+                    s.display()
+                ))
             }
             _ => {
                 return Err(format!(
@@ -200,57 +197,27 @@ pub fn extra(p: &Profile, ctx: &Value, db: &UserDb) -> Result<Vec<Change>, Strin
             gid,
         });
     }
-    for dir in &p.overlays {
-        let root = p.resolve(dir);
-        walk(&root, &root, ctx, &mut out)?;
-    }
-    Ok(out)
-}
-
-fn walk(root: &Path, dir: &Path, ctx: &Value, out: &mut Vec<Change>) -> Result<(), String> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("overlay {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
-        let target = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
-        // overlay/mgmt/ holds templates for the management host's files
-        // (`rpiimg cluster`), not files for the image.
-        if dir == root && e.file_name() == "mgmt" {
-            continue;
-        }
-        let kind = e
-            .file_type()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if kind.is_dir() {
-            // Directories come with the files in them (see `extra`); a link
-            // to a directory is not followed (see hostfile).
-            walk(root, &path, ctx, out)?;
-        } else if let Some(t) = target.strip_suffix(".j2") {
-            let src = crate::hostfile::read_text(&path, Some(root), crate::hostfile::TEXT_CAP)
-                .map_err(|e| format!("overlay {e}"))?;
-            out.extend(file(t, render(t, &src, ctx)?, 0o644));
-        } else {
-            let data = crate::hostfile::read(&path, Some(root), crate::hostfile::DATA_CAP)
-                .map_err(|e| format!("overlay {e}"))?;
-            out.push(Change::WriteFile {
-                path: target,
-                content: data,
+    for o in &p.overlay_files {
+        match &o.body {
+            OverlayBody::Template(src) => {
+                out.extend(file(&o.target, render(&o.target, src, ctx)?, 0o644));
+            }
+            OverlayBody::Data(data) => out.push(Change::WriteFile {
+                path: o.target.clone(),
+                content: data.clone(),
                 mode: 0o644,
                 uid: 0,
                 gid: 0,
-            });
+            }),
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// Every template under overlays/ is compiled in, so they cannot drift.
     #[test]

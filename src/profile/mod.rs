@@ -2,6 +2,7 @@
 //! merge, cycles rejected), deserialised strictly (unknown keys are
 //! errors) and validated before any image is touched.
 
+pub mod sources;
 pub mod types;
 mod validate;
 
@@ -259,6 +260,10 @@ pub struct ExtraFile {
     /// have them [default: 0:0]
     #[serde(default = "OwnerSpec::root")]
     pub owner: OwnerSpec,
+    /// The bytes of `source`, read when the profile is loaded
+    /// ([`sources::read`]).
+    #[serde(skip)]
+    pub data: Option<Vec<u8>>,
 }
 fn mode644() -> Mode {
     Mode::RW_R_R
@@ -333,6 +338,10 @@ pub struct Profile {
     /// Where the profile was read from (set by the loader).
     #[serde(skip)]
     pub source: PathBuf,
+    /// The files of the overlay directories, read by the loader
+    /// ([`sources::read`]).
+    #[serde(skip)]
+    pub overlay_files: Vec<sources::OverlayFile>,
     /// The cluster's secret from its key store (`crate::keystore`), set by
     /// the commands that plan; salts and host keys derive from it.
     #[serde(skip)]
@@ -554,6 +563,7 @@ pub fn load_cluster(path: &Path) -> Result<Profile, ProfileError> {
         .try_into()
         .map_err(|e: toml::de::Error| shape_error(path, &e))?;
     p.source = path.to_path_buf();
+    sources::read(&mut p)?;
     Ok(p)
 }
 
@@ -564,6 +574,7 @@ pub fn load(path: &Path) -> Result<Profile, ProfileError> {
         .try_into()
         .map_err(|e: toml::de::Error| shape_error(path, &e))?;
     p.source = path.to_path_buf();
+    sources::read(&mut p)?;
     Ok(p)
 }
 

@@ -880,6 +880,7 @@ mod tests {
             source: None,
             mode: "644".parse().unwrap(),
             owner: "0:0".parse().unwrap(),
+            data: None,
         };
         check(
             &|p| p.files = vec![file("etc/motd")],
@@ -940,6 +941,7 @@ mod tests {
             source: None,
             mode: "600".parse().unwrap(),
             owner: "stack:stack".parse().unwrap(),
+            data: None,
         }];
         assert_eq!(validate(&p), vec![]);
     }

@@ -1,0 +1,147 @@
+//! The host files a profile names (`[[files]]` sources and overlay
+//! directories), read once when the profile is loaded.
+//!
+//! Planning is a pure function of the profile and the image: reading the
+//! host here, and nowhere later, means a plan never touches the host's
+//! filesystem, a missing or refused file is reported with the profile that
+//! named it before any image is opened, and every node of a build sees the
+//! same bytes. `crate::hostfile` does the bounded, containment-checked
+//! reads.
+
+use std::path::Path;
+
+use super::{invalid, Profile, ProfileError};
+use crate::hostfile;
+
+/// One file of an overlay directory, by its path in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayFile {
+    /// Absolute path in the image (`.j2` removed from templates).
+    pub target: String,
+    pub body: OverlayBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayBody {
+    /// A `.j2` file, rendered with the node's context when planning.
+    Template(String),
+    /// Any other file, copied as it is.
+    Data(Vec<u8>),
+}
+
+/// Reads every `[[files]]` source (into `ExtraFile::data`) and every
+/// overlay directory (into `Profile::overlay_files`). A `[[files]]` entry
+/// that gives both or neither of content and source is left to
+/// `validate`, which names the mistake.
+pub fn read(p: &mut Profile) -> Result<(), ProfileError> {
+    let profile = p.source.clone();
+    for i in 0..p.files.len() {
+        let Some(f) = p.files.get(i) else { break };
+        let (None, Some(s)) = (&f.content, &f.source) else {
+            continue;
+        };
+        let path = p.resolve(s);
+        // A link is followed only within its own directory.
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let inside = is_link.then(|| path.parent()).flatten();
+        let data = hostfile::read(&path, inside, hostfile::DATA_CAP)
+            .map_err(|e| invalid(&profile, format!("files {}: {e}", f.path)))?;
+        if let Some(f) = p.files.get_mut(i) {
+            f.data = Some(data);
+        }
+    }
+    let mut out = Vec::new();
+    for dir in &p.overlays {
+        let root = p.resolve(dir);
+        walk(&root, &root, &mut out).map_err(|e| invalid(&profile, e))?;
+    }
+    p.overlay_files = out;
+    Ok(())
+}
+
+/// The files under `dir`, in name order, directories depth-first.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<OverlayFile>) -> Result<(), String> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("overlay {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
+        let target = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
+        // overlay/mgmt/ holds templates for the management host's files
+        // (`rpiimg cluster`), not files for the image.
+        if dir == root && e.file_name() == "mgmt" {
+            continue;
+        }
+        let kind = e
+            .file_type()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if kind.is_dir() {
+            // Directories come with the files in them; a link to a
+            // directory is not followed (see hostfile).
+            walk(root, &path, out)?;
+        } else if let Some(t) = target.strip_suffix(".j2") {
+            let src = hostfile::read_text(&path, Some(root), hostfile::TEXT_CAP)
+                .map_err(|e| format!("overlay {e}"))?;
+            out.push(OverlayFile {
+                target: t.to_string(),
+                body: OverlayBody::Template(src),
+            });
+        } else {
+            let data = hostfile::read(&path, Some(root), hostfile::DATA_CAP)
+                .map_err(|e| format!("overlay {e}"))?;
+            out.push(OverlayFile {
+                target,
+                body: OverlayBody::Data(data),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plan::{make_plan, testing, Change};
+
+    /// The plan uses what the loader read: with the overlay directory and
+    /// the `[[files]]` source gone from the host afterwards, the plan is
+    /// the same, so planning cannot have read them.
+    #[test]
+    fn the_plan_reads_no_host_file() {
+        let d = tempfile::tempdir().unwrap();
+        let cluster =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/cluster-ost.toml");
+        std::fs::create_dir_all(d.path().join("ov/etc")).unwrap();
+        std::fs::write(d.path().join("ov/etc/data"), "data\n").unwrap();
+        std::fs::write(d.path().join("ov/etc/motd.j2"), "hello {{ hostname }}\n").unwrap();
+        std::fs::write(d.path().join("src.txt"), "from the host\n").unwrap();
+        let node = d.path().join("node.toml");
+        std::fs::write(
+            &node,
+            format!(
+                "extends = {:?}\nhostname = \"ost04\"\noverlays = [\"ov\"]\n\
+                 [[files]]\npath = \"/etc/x\"\nsource = \"src.txt\"\n",
+                cluster.display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut p = crate::profile::load(&node).unwrap();
+        p.secret = Some(testing::test_secret(&p.cluster.name));
+        std::fs::remove_dir_all(d.path().join("ov")).unwrap();
+        std::fs::remove_file(d.path().join("src.txt")).unwrap();
+        let plan = make_plan(&p, &testing::facts("trixie")).unwrap();
+        let content = |path: &str| {
+            plan.changes().find_map(|c| match c {
+                Change::WriteFile {
+                    path: p, content, ..
+                } if p == path => Some(String::from_utf8_lossy(content).into_owned()),
+                _ => None,
+            })
+        };
+        assert_eq!(content("/etc/x").as_deref(), Some("from the host\n"));
+        assert_eq!(content("/etc/data").as_deref(), Some("data\n"));
+        assert_eq!(content("/etc/motd").as_deref(), Some("hello ost04\n"));
+    }
+}
