@@ -217,7 +217,48 @@ pub fn extra(p: &Profile, ctx: &Value, db: &UserDb) -> Result<Vec<Change>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{make_plan, testing};
     use std::path::Path;
+
+    /// The plan uses what the loader read: with the overlay directory and
+    /// the `[[files]]` source gone from the host afterwards, the plan is
+    /// the same, so planning cannot have read them.
+    #[test]
+    fn the_plan_reads_no_host_file() {
+        let d = tempfile::tempdir().unwrap();
+        let cluster =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/cluster-ost.toml");
+        std::fs::create_dir_all(d.path().join("ov/etc")).unwrap();
+        std::fs::write(d.path().join("ov/etc/data"), "data\n").unwrap();
+        std::fs::write(d.path().join("ov/etc/motd.j2"), "hello {{ hostname }}\n").unwrap();
+        std::fs::write(d.path().join("src.txt"), "from the host\n").unwrap();
+        let node = d.path().join("node.toml");
+        std::fs::write(
+            &node,
+            format!(
+                "extends = {:?}\nhostname = \"ost04\"\noverlays = [\"ov\"]\n\
+                 [[files]]\npath = \"/etc/x\"\nsource = \"src.txt\"\n",
+                cluster.display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut p = crate::profile::load(&node).unwrap();
+        p.secret = Some(testing::test_secret(&p.cluster.name));
+        std::fs::remove_dir_all(d.path().join("ov")).unwrap();
+        std::fs::remove_file(d.path().join("src.txt")).unwrap();
+        let plan = make_plan(&p, &testing::facts("trixie")).unwrap();
+        let content = |path: &str| {
+            plan.changes().find_map(|c| match c {
+                Change::WriteFile {
+                    path: p, content, ..
+                } if p == path => Some(String::from_utf8_lossy(content).into_owned()),
+                _ => None,
+            })
+        };
+        assert_eq!(content("/etc/x").as_deref(), Some("from the host\n"));
+        assert_eq!(content("/etc/data").as_deref(), Some("data\n"));
+        assert_eq!(content("/etc/motd").as_deref(), Some("hello ost04\n"));
+    }
 
     /// Every template under overlays/ is compiled in, so they cannot drift.
     #[test]
