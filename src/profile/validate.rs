@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::secret::Secret;
 
-use super::{NetMode, Profile, INTERFACES};
+use super::{Cluster, ExtraFile, Kolla, NetMode, Network, Profile, User, INTERFACES};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
@@ -139,49 +139,30 @@ fn line_safe_strings(v: &serde_json::Value, key: &str, f: &mut Findings) {
     }
 }
 
-/// Errors and warnings; the profile may be used only when there is no error.
+/// Errors and warnings; the profile may be used only when there is no
+/// error. Values of the wrong shape never get here (the typed fields of
+/// `profile::types` refuse them when the profile is read): these are the
+/// rules across fields, by topic.
 pub fn validate(p: &Profile) -> Vec<Finding> {
     let mut f = Findings::default();
     // Secrets too: they are written into the same files.
     if let Ok(v) = crate::secret::reveal(|| serde_json::to_value(p)) {
         line_safe_strings(&v, "", &mut f);
     }
+    identity(p, &mut f);
+    let addrs = nodes(p, &mut f);
+    addresses(&p.cluster, &addrs, &mut f);
+    kolla(&p.kolla, &mut f);
+    network(&p.network, &mut f);
+    users(&p.users, &mut f);
+    system(p, &mut f);
+    files(&p.files, &mut f);
+    f.0
+}
+
+/// The node being built: a valid host name, one of the cluster's nodes.
+fn identity(p: &Profile, f: &mut Findings) {
     let c = &p.cluster;
-    // subnet and floating_pool are typed (profile::types): malformed ones
-    // are refused when the profile is read.
-    let inside = |ip: Ipv4Addr| c.subnet.contains(ip);
-    if !inside(c.gateway) {
-        f.err(
-            "cluster.gateway".into(),
-            format!("{} is outside the subnet {}", c.gateway, c.subnet),
-        );
-    }
-    if !["2023.1", "2025.1"].contains(&p.kolla.release.as_str()) {
-        f.err(
-            "kolla.release".into(),
-            format!(
-                "{:?}: rpiimg writes Kolla-Ansible files for the guide's releases \"2023.1\" and \"2025.1\"",
-                p.kolla.release
-            ),
-        );
-    }
-    if let Some(n) = &p.kolla.vip_name {
-        if !valid_hostname(n) {
-            f.err(
-                "kolla.vip_name".into(),
-                format!("{n:?} is not a valid host name (letters, digits, '-', at most 63)"),
-            );
-        }
-    }
-    if !["debian", "ubuntu", "rocky", "centos"].contains(&p.kolla.base_distro.as_str()) {
-        f.err(
-            "kolla.base_distro".into(),
-            format!(
-                "{:?}: Kolla-Ansible knows debian, ubuntu, rocky and centos",
-                p.kolla.base_distro
-            ),
-        );
-    }
     if !valid_hostname(&p.hostname) {
         f.err(
             "hostname".into(),
@@ -205,6 +186,14 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             ),
         );
     }
+}
+
+/// Each node of the cluster, and what no two may share (host names,
+/// addresses, MACs given or derived). Returns the node addresses, for
+/// [`addresses`].
+fn nodes(p: &Profile, f: &mut Findings) -> BTreeMap<Ipv4Addr, usize> {
+    let c = &p.cluster;
+    let inside = |ip: Ipv4Addr| c.subnet.contains(ip);
     let mut hosts = BTreeMap::new();
     let mut addrs = BTreeMap::new();
     let mut macs = BTreeMap::new();
@@ -298,6 +287,19 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             }
         }
     }
+    addrs
+}
+
+/// The gateway, floating pool and VIP: inside the subnet, apart from one
+/// another and from the node addresses.
+fn addresses(c: &Cluster, addrs: &BTreeMap<Ipv4Addr, usize>, f: &mut Findings) {
+    let inside = |ip: Ipv4Addr| c.subnet.contains(ip);
+    if !inside(c.gateway) {
+        f.err(
+            "cluster.gateway".into(),
+            format!("{} is outside the subnet {}", c.gateway, c.subnet),
+        );
+    }
     let pool = c.floating_pool;
     let in_pool = |ip: Ipv4Addr| pool.is_some_and(|r| r.contains(ip));
     if let Some(crate::profile::AddrRange { first: a, last: b }) = pool {
@@ -307,7 +309,7 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
                 format!("{a}-{b} is not inside the subnet {}", c.subnet),
             );
         }
-        for (ip, i) in &addrs {
+        for (ip, i) in addrs {
             if in_pool(*ip) {
                 f.err(
                     format!("cluster.nodes[{i}].address"),
@@ -345,7 +347,40 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             f.err("cluster.vip".into(), format!("{vip} is the gateway"));
         }
     }
-    let net = &p.network;
+}
+
+/// The management host's Kolla-Ansible settings.
+fn kolla(k: &Kolla, f: &mut Findings) {
+    if !["2023.1", "2025.1"].contains(&k.release.as_str()) {
+        f.err(
+            "kolla.release".into(),
+            format!(
+                "{:?}: rpiimg writes Kolla-Ansible files for the guide's releases \"2023.1\" and \"2025.1\"",
+                k.release
+            ),
+        );
+    }
+    if let Some(n) = &k.vip_name {
+        if !valid_hostname(n) {
+            f.err(
+                "kolla.vip_name".into(),
+                format!("{n:?} is not a valid host name (letters, digits, '-', at most 63)"),
+            );
+        }
+    }
+    if !["debian", "ubuntu", "rocky", "centos"].contains(&k.base_distro.as_str()) {
+        f.err(
+            "kolla.base_distro".into(),
+            format!(
+                "{:?}: Kolla-Ansible knows debian, ubuntu, rocky and centos",
+                k.base_distro
+            ),
+        );
+    }
+}
+
+/// VLAN ids and ranges, the mode's needs, and Wi-Fi.
+fn network(net: &Network, f: &mut Findings) {
     let range = net.provider_range.as_deref().map(|r| {
         r.split_once('-')
             .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
@@ -393,8 +428,32 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             "vlan mode needs network.flat_vlan and network.provider_vlans".into(),
         );
     }
+    if let Some(w) = &net.wifi {
+        if w.ssid.is_empty() || w.ssid.len() > 32 {
+            f.err("network.wifi.ssid".into(), "must be 1 to 32 bytes".into());
+        }
+        let psk = w.psk.expose();
+        let hex64 = psk.len() == 64 && psk.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex64 && !(8..=63).contains(&psk.len()) {
+            f.err(
+                "network.wifi.psk".into(),
+                "a WPA passphrase has 8 to 63 characters (or 64 hex digits)".into(),
+            );
+        }
+        if w.country.len() != 2 || !w.country.bytes().all(|b| b.is_ascii_uppercase()) {
+            f.err(
+                "network.wifi.country".into(),
+                format!("{:?} is not a two-letter country code like GB", w.country),
+            );
+        }
+    }
+}
+
+/// Users: unique, valid names, and values that fit the colon-separated
+/// files they land in.
+fn users(users: &[User], f: &mut Findings) {
     let mut names = BTreeMap::new();
-    for (i, u) in p.users.iter().enumerate() {
+    for (i, u) in users.iter().enumerate() {
         if let Some(j) = names.insert(u.name.as_str(), i) {
             f.err(
                 format!("users[{i}].name"),
@@ -470,6 +529,11 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             }
         }
     }
+}
+
+/// sysctl, first-boot packages, NTP, the cluster name and swap.
+fn system(p: &Profile, f: &mut Findings) {
+    let c = &p.cluster;
     for (k, v) in &p.sysctl {
         if k.is_empty()
             || !k
@@ -507,26 +571,21 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             "must be a non-empty single line".into(),
         );
     }
-    if let Some(w) = &net.wifi {
-        if w.ssid.is_empty() || w.ssid.len() > 32 {
-            f.err("network.wifi.ssid".into(), "must be 1 to 32 bytes".into());
-        }
-        let psk = w.psk.expose();
-        let hex64 = psk.len() == 64 && psk.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hex64 && !(8..=63).contains(&psk.len()) {
-            f.err(
-                "network.wifi.psk".into(),
-                "a WPA passphrase has 8 to 63 characters (or 64 hex digits)".into(),
-            );
-        }
-        if w.country.len() != 2 || !w.country.bytes().all(|b| b.is_ascii_uppercase()) {
-            f.err(
-                "network.wifi.country".into(),
-                format!("{:?} is not a two-letter country code like GB", w.country),
-            );
-        }
+    let control = p
+        .node()
+        .is_some_and(|n| n.roles.iter().any(|r| r == "control"));
+    if control && p.swap_mib.is_none_or(|s| s < 4096) {
+        f.warn(
+            "swap_mib".into(),
+            "a control node needs at least 4096 MiB of swap (Kolla deploys run out of memory)"
+                .into(),
+        );
     }
-    for (i, x) in p.files.iter().enumerate() {
+}
+
+/// Extra files: absolute paths, one source each.
+fn files(files: &[ExtraFile], f: &mut Findings) {
+    for (i, x) in files.iter().enumerate() {
         let k = format!("files[{i}]");
         if !x.path.starts_with('/')
             || x.path.ends_with('/')
@@ -541,17 +600,6 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
             f.err(k.clone(), "give exactly one of content or source".into());
         }
     }
-    let control = p
-        .node()
-        .is_some_and(|n| n.roles.iter().any(|r| r == "control"));
-    if control && p.swap_mib.is_none_or(|s| s < 4096) {
-        f.warn(
-            "swap_mib".into(),
-            "a control node needs at least 4096 MiB of swap (Kolla deploys run out of memory)"
-                .into(),
-        );
-    }
-    f.0
 }
 
 #[cfg(test)]
