@@ -229,41 +229,7 @@ fn nodes(p: &Profile, f: &mut Findings) -> BTreeMap<Ipv4Addr, usize> {
                 format!("{} is the gateway's address", n.address),
             );
         }
-        for (ifname, m) in &n.macs {
-            let k = format!("{key}.macs.{ifname}");
-            if !INTERFACES.contains(&ifname.as_str()) {
-                f.err(
-                    k.clone(),
-                    format!(
-                        "rpiimg sets the MACs of {} only; remove {ifname}",
-                        INTERFACES.join(", ")
-                    ),
-                );
-            }
-            if !valid_mac(m) {
-                f.err(
-                    k,
-                    format!("{m:?} is not a MAC address like 02:00:00:00:00:01"),
-                );
-            } else if u8::from_str_radix(&m[..2], 16).is_ok_and(|b| b & 1 == 1) {
-                f.err(
-                    k,
-                    format!("{m} is a multicast address; use a unicast one such as 02:..."),
-                );
-            }
-        }
-        // Every MAC a node will carry, given or derived: no two may match.
-        for ifname in INTERFACES {
-            let m = n.mac(&c.name, ifname);
-            let k = if n.macs.contains_key(*ifname) {
-                format!("{key}.macs.{ifname}")
-            } else {
-                format!("{key} {ifname} (derived)")
-            };
-            if let Some(other) = macs.insert(m.clone(), k.clone()) {
-                f.err(k, format!("{m} is also used by {other}"));
-            }
-        }
+        node_macs(c, n, &key, &mut macs, f);
         let has = |r: &str| n.roles.iter().any(|x| x == r);
         // Only the node being built: the others get their warning in their own plan.
         if has("compute") && has("network") && n.hostname == p.hostname {
@@ -288,6 +254,52 @@ fn nodes(p: &Profile, f: &mut Findings) -> BTreeMap<Ipv4Addr, usize> {
         }
     }
     addrs
+}
+
+/// A node's MACs: only for the interfaces rpiimg names, unicast, and
+/// (given or derived) unique across the cluster (`seen`: MAC -> key).
+fn node_macs(
+    c: &Cluster,
+    n: &super::Node,
+    key: &str,
+    seen: &mut BTreeMap<String, String>,
+    f: &mut Findings,
+) {
+    for (ifname, m) in &n.macs {
+        let k = format!("{key}.macs.{ifname}");
+        if !INTERFACES.contains(&ifname.as_str()) {
+            f.err(
+                k.clone(),
+                format!(
+                    "rpiimg sets the MACs of {} only; remove {ifname}",
+                    INTERFACES.join(", ")
+                ),
+            );
+        }
+        if !valid_mac(m) {
+            f.err(
+                k,
+                format!("{m:?} is not a MAC address like 02:00:00:00:00:01"),
+            );
+        } else if u8::from_str_radix(&m[..2], 16).is_ok_and(|b| b & 1 == 1) {
+            f.err(
+                k,
+                format!("{m} is a multicast address; use a unicast one such as 02:..."),
+            );
+        }
+    }
+    // Every MAC a node will carry, given or derived: no two may match.
+    for ifname in INTERFACES {
+        let m = n.mac(&c.name, ifname);
+        let k = if n.macs.contains_key(*ifname) {
+            format!("{key}.macs.{ifname}")
+        } else {
+            format!("{key} {ifname} (derived)")
+        };
+        if let Some(other) = seen.insert(m.clone(), k.clone()) {
+            f.err(k, format!("{m} is also used by {other}"));
+        }
+    }
 }
 
 /// The gateway, floating pool and VIP: inside the subnet, apart from one
