@@ -4,32 +4,32 @@
 //! Data flows one way: image container -> partition table -> filesystems
 //! -> a pure plan of changes -> applying the plan -> outputs.
 
-pub mod apply;
-pub mod bundle;
+pub(crate) mod apply;
+pub(crate) mod bundle;
 pub mod bytes;
 pub mod cli;
-pub mod clock;
+pub(crate) mod clock;
 pub mod commands;
-pub mod diff;
+pub(crate) mod diff;
 pub mod error;
 pub mod ext4;
 pub mod flash;
 pub mod fs;
-pub mod hostfile;
+pub(crate) mod hostfile;
 pub mod image;
 pub mod inspect;
-pub mod keystore;
-pub mod manifest;
-pub mod os;
+pub(crate) mod keystore;
+pub(crate) mod manifest;
+pub(crate) mod os;
 pub mod output;
 pub mod partition;
-pub mod path;
-pub mod plan;
+pub(crate) mod path;
+pub(crate) mod plan;
 pub mod profile;
 pub mod progress;
-pub mod secret;
-pub mod sshkey;
+pub(crate) mod secret;
+pub(crate) mod sshkey;
 pub mod template;
-pub mod term;
-pub mod userdb;
-pub mod verify;
+pub(crate) mod term;
+pub(crate) mod userdb;
+pub(crate) mod verify;

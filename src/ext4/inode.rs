@@ -17,7 +17,6 @@ pub const S_IFIFO: u16 = 0x1000;
 pub const EXT4_INDEX_FL: u32 = 0x1000;
 pub const EXT4_HUGE_FILE_FL: u32 = 0x40000;
 pub const EXT4_EXTENTS_FL: u32 = 0x80000;
-pub const EXT4_EA_INODE_FL: u32 = 0x200000;
 pub const EXT4_INLINE_DATA_FL: u32 = 0x10000000;
 
 /// File type as stored in directory entries and derived from the mode.

@@ -13,17 +13,17 @@
 )]
 
 mod check;
-pub mod checksum;
-pub mod dir;
-pub mod error;
-pub mod extent;
-pub mod group;
-pub mod hash;
-pub mod htree;
-pub mod inode;
-pub mod superblock;
+pub(crate) mod checksum;
+pub(crate) mod dir;
+pub(crate) mod error;
+pub(crate) mod extent;
+pub(crate) mod group;
+pub(crate) mod hash;
+pub(crate) mod htree;
+pub(crate) mod inode;
+pub(crate) mod superblock;
 pub mod write;
-pub mod xattr;
+pub(crate) mod xattr;
 
 use std::io::Write;
 

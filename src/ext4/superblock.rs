@@ -147,7 +147,6 @@ pub mod feature {
 }
 
 /// `s_flags` values.
-pub const FLAG_SIGNED_HASH: u32 = 0x1;
 pub const FLAG_UNSIGNED_HASH: u32 = 0x2;
 
 /// `s_state` values.

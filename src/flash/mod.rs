@@ -8,10 +8,10 @@
 //! writer per card ([`write`]) and reports per card. Linux only: what is
 //! specific to it sits in [`device`] and [`sysfs`].
 
-pub mod bmapfile;
-pub mod device;
+pub(crate) mod bmapfile;
+pub(crate) mod device;
 pub mod preflight;
-pub mod source;
+pub(crate) mod source;
 pub mod sysfs;
 mod write;
 

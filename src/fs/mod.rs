@@ -1,10 +1,10 @@
 //! Filesystem views over an image: the FAT and ext4 engines behind one
 //! path namespace, as the booted system sees it.
 
-pub mod edit;
+pub(crate) mod edit;
 pub mod fat;
 mod fat_chains;
-pub mod fstab;
+pub(crate) mod fstab;
 pub mod view;
 
 use crate::ext4::FileType;

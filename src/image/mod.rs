@@ -1,7 +1,7 @@
 //! The image container: opening `.img` / `.img.xz` files as byte windows.
 
-pub mod cache;
-pub mod cow;
+pub(crate) mod cache;
+pub(crate) mod cow;
 pub mod source;
 mod window;
 pub mod xz_index;

@@ -2,11 +2,11 @@
 //! directory and renamed only when complete, so no partial file ever
 //! carries a final name. Large data is streamed.
 
-pub mod bmap;
-pub mod copy;
+pub(crate) mod bmap;
+pub(crate) mod copy;
 pub mod image;
-pub mod imager;
-pub mod xz;
+pub(crate) mod imager;
+pub(crate) mod xz;
 
 use std::fs::File;
 use std::io::{self, Write};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::image::{ReadAt, Window};
 
-pub mod gpt;
-pub mod mbr;
+pub(crate) mod gpt;
+pub(crate) mod mbr;
 
 pub const SECTOR: u64 = 512;
 

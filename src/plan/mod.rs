@@ -272,7 +272,7 @@ pub struct PlanError {
     pub msg: String,
 }
 
-pub use crate::profile::{derived_mac, INTERFACES};
+pub use crate::profile::INTERFACES;
 
 /// The plan being made: the profile, the base's facts, what was found out
 /// once (release, the node's cluster entry, warnings), and the steps so far.
@@ -374,6 +374,7 @@ fn write(path: &str, content: impl Into<Vec<u8>>, mode: u16) -> Change {
 mod tests {
     use super::system::set_conf;
     use super::*;
+    use crate::profile::derived_mac;
 
     #[test]
     fn macs_are_stable_local_unicast_and_distinct() {

@@ -2,8 +2,8 @@
 //! merge, cycles rejected), deserialised strictly (unknown keys are
 //! errors) and validated before any image is touched.
 
-pub mod sources;
-pub mod types;
+pub(crate) mod sources;
+pub(crate) mod types;
 mod validate;
 
 pub use types::{AddrRange, Ipv4Net, Mode, OwnerSpec};
