@@ -7,20 +7,10 @@ use crate::userdb::{hash_password, Db, UserDb};
 
 /// The user edits; returns the databases as the node will have them.
 pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {
-    let (p, f) = (b.p, b.f);
-    let need = |path: &str| {
-        f.file(path)
-            .map(str::to_string)
-            .ok_or_else(|| b.err(format!("the image has no {path}")))
-    };
-    let mut db = UserDb {
-        passwd: Db::parse(&need("/etc/passwd")?),
-        shadow: Db::parse(&need("/etc/shadow")?),
-        group: Db::parse(&need("/etc/group")?),
-        gshadow: Db::parse(&need("/etc/gshadow")?),
-        subuid: Db::parse(f.file("/etc/subuid").unwrap_or("")),
-        subgid: Db::parse(f.file("/etc/subgid").unwrap_or("")),
-    };
+    let mut db = read_db(b)?;
+    let p = b.p;
+    // Home directories first, then the databases, then what goes into the
+    // homes (owned by ids the databases now hold).
     let mut changes = Vec::new();
     let mut after = Vec::new();
     let mut pi_taken = false;
@@ -32,83 +22,13 @@ pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {
         let (uid, gid) = if let Some(ids) = db.uid_of(&u.name) {
             ids
         } else if !pi_taken && db.uid_of("pi").is_some() {
-            // The stock user becomes the profile's first user, as
-            // Raspberry Pi's rename wizard would do.
             pi_taken = true;
-            let ids = db.uid_of("pi").unwrap_or((1000, 1000));
-            db.rename("pi", &u.name, &home);
-            if f.has(Probe::HOME_PI) {
-                if home
-                    .rsplit_once('/')
-                    .is_some_and(|(parent, _)| parent != "/home" && !parent.is_empty())
-                {
-                    let parent = home.rsplit_once('/').map_or("/", |(a, _)| a);
-                    changes.push(Change::Mkdir {
-                        path: parent.into(),
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                    });
-                }
-                changes.push(Change::Rename {
-                    from: "/home/pi".into(),
-                    to: home.clone(),
-                });
-            } else {
-                changes.push(Change::Mkdir {
-                    path: home.clone(),
-                    mode: 0o755,
-                    uid: ids.0,
-                    gid: ids.1,
-                });
-            }
-            if f.has(Probe::SUDOERS_PI) {
-                changes.push(Change::Remove {
-                    path: "/etc/sudoers.d/010_pi-nopasswd".into(),
-                });
-            }
-            ids
+            rename_pi(b, &mut db, &u.name, &home, &mut changes)
         } else {
-            let ids = db.create(&u.name, &home, &u.shell);
-            changes.push(Change::Mkdir {
-                path: home.clone(),
-                mode: 0o755,
-                uid: ids.0,
-                gid: ids.1,
-            });
-            // What `useradd -m` copies, so the new user gets a normal shell setup.
-            for (path, text) in f.files.range("/etc/skel/".to_string()..) {
-                let Some(name) = path.strip_prefix("/etc/skel/") else {
-                    break;
-                };
-                changes.push(Change::WriteFile {
-                    path: format!("{home}/{name}"),
-                    content: text.clone().into_bytes(),
-                    mode: 0o644,
-                    uid: ids.0,
-                    gid: ids.1,
-                });
-            }
-            ids
+            create(b, &mut db, u, &home, &mut changes)
         };
         db.set_shell(&u.name, &u.shell);
-        let hash = match (&u.password, &u.password_hash) {
-            (Some(plain), _) => {
-                let secret = p.secret.as_ref().ok_or_else(|| {
-                    b.err(format!(
-                        "users.{}: a plain password needs the cluster's key store (rpiimg plan and build make it)",
-                        u.name
-                    ))
-                })?;
-                Some(
-                    hash_password(plain.expose(), secret, &[&p.hostname, &u.name])
-                        .map_err(|e| b.err(e))?,
-                )
-            }
-            (None, Some(h)) => Some(h.expose().to_string()),
-            (None, None) => None,
-        };
-        if let Some(h) = hash {
+        if let Some(h) = password_hash(b, u)? {
             db.set_password_hash(&u.name, &h);
         }
         let missing = db.add_to_groups(&u.name, &u.groups);
@@ -119,36 +39,7 @@ pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {
                 missing.join(", ")
             )));
         }
-        after.push(Change::Chown {
-            path: home.clone(),
-            uid,
-            gid,
-            recursive: true,
-        });
-        if u.sudo_nopasswd {
-            after.push(Change::WriteFile {
-                path: format!("/etc/sudoers.d/010_{}-nopasswd", u.name),
-                content: format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name).into_bytes(),
-                mode: 0o440,
-                uid: 0,
-                gid: 0,
-            });
-        }
-        if !u.authorized_keys.is_empty() {
-            after.push(Change::Mkdir {
-                path: format!("{home}/.ssh"),
-                mode: 0o700,
-                uid,
-                gid,
-            });
-            after.push(Change::WriteFile {
-                path: format!("{home}/.ssh/authorized_keys"),
-                content: (u.authorized_keys.join("\n") + "\n").into_bytes(),
-                mode: 0o600,
-                uid,
-                gid,
-            });
-        }
+        after.extend(home_files(u, &home, uid, gid));
     }
     if p.users.is_empty() {
         return Ok(db);
@@ -162,8 +53,166 @@ pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {
     changes.extend(after);
     let names: Vec<&str> = p.users.iter().map(|u| u.name.as_str()).collect();
     b.step(format!("users {}", names.join(", ")), changes);
+    cancel_wizard(b)?;
+    Ok(db)
+}
 
-    // What cancel-rename does: no wizard, a console login on tty1.
+/// The image's user databases (passwd, shadow, group and gshadow must exist).
+fn read_db(b: &Builder) -> Result<UserDb, PlanError> {
+    let f = b.f;
+    let need = |path: &str| {
+        f.file(path)
+            .map(str::to_string)
+            .ok_or_else(|| b.err(format!("the image has no {path}")))
+    };
+    Ok(UserDb {
+        passwd: Db::parse(&need("/etc/passwd")?),
+        shadow: Db::parse(&need("/etc/shadow")?),
+        group: Db::parse(&need("/etc/group")?),
+        gshadow: Db::parse(&need("/etc/gshadow")?),
+        subuid: Db::parse(f.file("/etc/subuid").unwrap_or("")),
+        subgid: Db::parse(f.file("/etc/subgid").unwrap_or("")),
+    })
+}
+
+/// The stock user `pi` becomes the profile's first user, as Raspberry Pi's
+/// rename wizard would do: same ids, its home moved to `home`.
+fn rename_pi(
+    b: &Builder,
+    db: &mut UserDb,
+    name: &str,
+    home: &str,
+    changes: &mut Vec<Change>,
+) -> (u32, u32) {
+    let f = b.f;
+    let ids = db.uid_of("pi").unwrap_or((1000, 1000));
+    db.rename("pi", name, home);
+    if f.has(Probe::HOME_PI) {
+        if home
+            .rsplit_once('/')
+            .is_some_and(|(parent, _)| parent != "/home" && !parent.is_empty())
+        {
+            let parent = home.rsplit_once('/').map_or("/", |(a, _)| a);
+            changes.push(Change::Mkdir {
+                path: parent.into(),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            });
+        }
+        changes.push(Change::Rename {
+            from: "/home/pi".into(),
+            to: home.to_string(),
+        });
+    } else {
+        changes.push(Change::Mkdir {
+            path: home.to_string(),
+            mode: 0o755,
+            uid: ids.0,
+            gid: ids.1,
+        });
+    }
+    if f.has(Probe::SUDOERS_PI) {
+        changes.push(Change::Remove {
+            path: "/etc/sudoers.d/010_pi-nopasswd".into(),
+        });
+    }
+    ids
+}
+
+/// A new user with a home holding what `useradd -m` copies from /etc/skel,
+/// so the user gets a normal shell setup.
+fn create(
+    b: &Builder,
+    db: &mut UserDb,
+    u: &crate::profile::User,
+    home: &str,
+    changes: &mut Vec<Change>,
+) -> (u32, u32) {
+    let ids = db.create(&u.name, home, &u.shell);
+    changes.push(Change::Mkdir {
+        path: home.to_string(),
+        mode: 0o755,
+        uid: ids.0,
+        gid: ids.1,
+    });
+    for (path, text) in b.f.files.range("/etc/skel/".to_string()..) {
+        let Some(name) = path.strip_prefix("/etc/skel/") else {
+            break;
+        };
+        changes.push(Change::WriteFile {
+            path: format!("{home}/{name}"),
+            content: text.clone().into_bytes(),
+            mode: 0o644,
+            uid: ids.0,
+            gid: ids.1,
+        });
+    }
+    ids
+}
+
+/// The crypt hash for /etc/shadow: a plain password hashed with a salt
+/// derived from the cluster's key store (reproducible builds), or the
+/// profile's hash as given.
+fn password_hash(b: &Builder, u: &crate::profile::User) -> Result<Option<String>, PlanError> {
+    let p = b.p;
+    Ok(match (&u.password, &u.password_hash) {
+        (Some(plain), _) => {
+            let secret = p.secret.as_ref().ok_or_else(|| {
+                b.err(format!(
+                    "users.{}: a plain password needs the cluster's key store (rpiimg plan and build make it)",
+                    u.name
+                ))
+            })?;
+            Some(
+                hash_password(plain.expose(), secret, &[&p.hostname, &u.name])
+                    .map_err(|e| b.err(e))?,
+            )
+        }
+        (None, Some(h)) => Some(h.expose().to_string()),
+        (None, None) => None,
+    })
+}
+
+/// What goes into (and under) a user's home once the databases are
+/// written: ownership, sudo rights and authorized SSH keys.
+fn home_files(u: &crate::profile::User, home: &str, uid: u32, gid: u32) -> Vec<Change> {
+    let mut out = vec![Change::Chown {
+        path: home.to_string(),
+        uid,
+        gid,
+        recursive: true,
+    }];
+    if u.sudo_nopasswd {
+        out.push(Change::WriteFile {
+            path: format!("/etc/sudoers.d/010_{}-nopasswd", u.name),
+            content: format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name).into_bytes(),
+            mode: 0o440,
+            uid: 0,
+            gid: 0,
+        });
+    }
+    if !u.authorized_keys.is_empty() {
+        out.push(Change::Mkdir {
+            path: format!("{home}/.ssh"),
+            mode: 0o700,
+            uid,
+            gid,
+        });
+        out.push(Change::WriteFile {
+            path: format!("{home}/.ssh/authorized_keys"),
+            content: (u.authorized_keys.join("\n") + "\n").into_bytes(),
+            mode: 0o600,
+            uid,
+            gid,
+        });
+    }
+    out
+}
+
+/// What cancel-rename does: no wizard, a console login on tty1.
+fn cancel_wizard(b: &mut Builder) -> Result<(), PlanError> {
+    let f = b.f;
     let mut cancel = units::disable(f, "userconfig.service");
     if f.units.contains_key("userconfig.service") {
         // Masked as well: a wizard that comes back on tty8 would rename
@@ -182,7 +231,7 @@ pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {
         "first-boot user wizard disabled and masked (as cancel-rename does, and more)",
         cancel,
     );
-    Ok(db)
+    Ok(())
 }
 
 /// The shadow databases: root:shadow (gid 42), 0640, as Debian ships them.
