@@ -166,37 +166,56 @@ fn swap_info(view: &SystemView) -> Result<SwapInfo> {
 /// Gather the report for an opened image.
 pub fn inspect(img: &OpenedImage, table: &PartitionTable) -> Result<Report> {
     let (view, probes) = SystemView::open(img, table)?;
+    // Read in this order so that, on a damaged image, the first damage met
+    // is the one reported, as before the split.
+    let filesystems = filesystems(&view, probes)?;
+    let os = os_info(&view)?;
+    let hostname = view
+        .read_text_opt("/etc/hostname")?
+        .map(|h| h.trim().to_string());
+    let users = users_info(&view)?;
+    let all_units = units::scan(&view)?;
+    let units = units_info(&view, &all_units)?;
+    let ssh = ssh_info(&view, &all_units)?;
+    let machine_id = machine_id(&view)?;
+    let cmdline = view
+        .read_text_opt("/boot/firmware/cmdline.txt")?
+        .map(|t| t.trim().to_string());
+    let mounts = view
+        .mounts()
+        .iter()
+        .map(|m| MountInfo {
+            mount_point: m.point.clone(),
+            partition: m.part,
+        })
+        .collect();
+    Ok(Report {
+        image: ImageInfo {
+            path: img.input.display().to_string(),
+            format: if img.compressed { "xz" } else { "raw" },
+            size: img.size,
+            sha256: img.input_sha256.clone(),
+        },
+        partition_table: table.clone(),
+        filesystems,
+        os,
+        hostname,
+        users,
+        units,
+        ssh,
+        swap: swap_info(&view)?,
+        machine_id,
+        cmdline,
+        mounts,
+    })
+}
+
+/// Size, free space, features and state of each filesystem found.
+fn filesystems(view: &SystemView, probes: Vec<(u32, Probe)>) -> Result<Vec<FsInfo>> {
     let mut filesystems = Vec::new();
     for (n, probe) in probes {
         let (size, free, features, state) = match &probe {
-            Probe::Ext4 { .. } if n == view.root_partition() => {
-                let fs = view.ext4();
-                let sb = fs.superblock();
-                let bs = sb.block_size() as u64;
-                let journal = match fs.journal_state()? {
-                    JournalState::None => "no journal",
-                    JournalState::Clean => "journal clean",
-                    JournalState::NeedsRecovery => "journal needs recovery",
-                };
-                let clean = if sb.state() & crate::ext4::superblock::STATE_ERROR != 0 {
-                    "errors recorded"
-                } else if sb.state() & crate::ext4::superblock::STATE_VALID != 0 {
-                    "clean"
-                } else {
-                    "not clean"
-                };
-                let hash = if sb.unsigned_hash() {
-                    "unsigned directory hash"
-                } else {
-                    "signed directory hash"
-                };
-                (
-                    sb.blocks_count() * bs,
-                    sb.free_blocks_count() * bs,
-                    sb.feature_names(),
-                    format!("{clean}, {journal}, {hash}"),
-                )
-            }
+            Probe::Ext4 { .. } if n == view.root_partition() => ext4_info(view)?,
             Probe::Vfat { .. } => match view.mounts().iter().find(|m| m.part == n) {
                 Some(m) => {
                     let (t, f) = m.fat.space().map_err(|e| crate::error::Error::Fat {
@@ -223,21 +242,54 @@ pub fn inspect(img: &OpenedImage, table: &PartitionTable) -> Result<Report> {
             state,
         });
     }
+    Ok(filesystems)
+}
 
+/// The root filesystem's (size, free, features, state line).
+fn ext4_info(view: &SystemView) -> Result<(u64, u64, Vec<String>, String)> {
+    let fs = view.ext4();
+    let sb = fs.superblock();
+    let bs = sb.block_size() as u64;
+    let journal = match fs.journal_state()? {
+        JournalState::None => "no journal",
+        JournalState::Clean => "journal clean",
+        JournalState::NeedsRecovery => "journal needs recovery",
+    };
+    let clean = if sb.state() & crate::ext4::superblock::STATE_ERROR != 0 {
+        "errors recorded"
+    } else if sb.state() & crate::ext4::superblock::STATE_VALID != 0 {
+        "clean"
+    } else {
+        "not clean"
+    };
+    let hash = if sb.unsigned_hash() {
+        "unsigned directory hash"
+    } else {
+        "signed directory hash"
+    };
+    Ok((
+        sb.blocks_count() * bs,
+        sb.free_blocks_count() * bs,
+        sb.feature_names(),
+        format!("{clean}, {journal}, {hash}"),
+    ))
+}
+
+fn os_info(view: &SystemView) -> Result<OsInfo> {
     let rel = release::parse(&view.read_text_opt("/etc/os-release")?.unwrap_or_default());
-    let os = OsInfo {
+    Ok(OsInfo {
         family: release::family(&rel, view.exists("/etc/rpi-issue")?),
         id: rel.id.clone(),
         codename: rel.version_codename.clone(),
         pretty_name: rel.pretty_name.clone(),
-    };
-    let hostname = view
-        .read_text_opt("/etc/hostname")?
-        .map(|h| h.trim().to_string());
+    })
+}
 
+/// root and the regular users (uids 1000-59999), with their password state.
+fn users_info(view: &SystemView) -> Result<Vec<UserInfo>> {
     let passwd = users::parse_passwd(&view.read_text_opt("/etc/passwd")?.unwrap_or_default());
     let shadow = users::shadow_passwords(&view.read_text_opt("/etc/shadow")?.unwrap_or_default());
-    let users = passwd
+    Ok(passwd
         .into_iter()
         .filter(|u| u.uid == 0 || (1000..60000).contains(&u.uid))
         .map(|u| {
@@ -254,9 +306,14 @@ pub fn inspect(img: &OpenedImage, table: &PartitionTable) -> Result<Report> {
                 shell: u.shell,
             }
         })
-        .collect();
+        .collect())
+}
 
-    let all_units = units::scan(&view)?;
+/// The state of the units a Pi OS node's first boot depends on.
+fn units_info(
+    view: &SystemView,
+    all_units: &BTreeMap<String, units::UnitState>,
+) -> Result<BTreeMap<String, String>> {
     let mut units = BTreeMap::new();
     for u in units::UNITS_OF_INTEREST {
         if all_units.contains_key(*u)
@@ -270,6 +327,11 @@ pub fn inspect(img: &OpenedImage, table: &PartitionTable) -> Result<Report> {
         }
     }
 
+    Ok(units)
+}
+
+/// Whether sshd runs and lets passwords in, as sshd would read its files.
+fn ssh_info(view: &SystemView, all_units: &BTreeMap<String, units::UnitState>) -> Result<SshInfo> {
     let sshd = view
         .read_text_opt("/etc/ssh/sshd_config")?
         .unwrap_or_default();
@@ -296,16 +358,18 @@ pub fn inspect(img: &OpenedImage, table: &PartitionTable) -> Result<Report> {
             }
         }
     }
-    let ssh = SshInfo {
+    Ok(SshInfo {
         enabled: all_units
             .get("ssh.service")
             .is_some_and(|s| !s.wanted_by.is_empty() && !s.masked),
         bootfs_marker: view.exists("/boot/firmware/ssh")?
             || view.exists("/boot/firmware/ssh.txt")?,
         password_authentication: Some(pw_auth.unwrap_or_else(|| "yes (default)".into())),
-    };
+    })
+}
 
-    let machine_id = MachineIdInfo {
+fn machine_id(view: &SystemView) -> Result<MachineIdInfo> {
+    Ok(MachineIdInfo {
         state: match view.read_text_opt("/etc/machine-id")? {
             None => "missing",
             Some(t) if t.trim().is_empty() => "empty",
@@ -313,38 +377,6 @@ pub fn inspect(img: &OpenedImage, table: &PartitionTable) -> Result<Report> {
             Some(_) => "set",
         },
         dbus_machine_id: view.exists("/var/lib/dbus/machine-id")?,
-    };
-
-    let cmdline = view
-        .read_text_opt("/boot/firmware/cmdline.txt")?
-        .map(|t| t.trim().to_string());
-    let mounts = view
-        .mounts()
-        .iter()
-        .map(|m| MountInfo {
-            mount_point: m.point.clone(),
-            partition: m.part,
-        })
-        .collect();
-
-    Ok(Report {
-        image: ImageInfo {
-            path: img.input.display().to_string(),
-            format: if img.compressed { "xz" } else { "raw" },
-            size: img.size,
-            sha256: img.input_sha256.clone(),
-        },
-        partition_table: table.clone(),
-        filesystems,
-        os,
-        hostname,
-        users,
-        units,
-        ssh,
-        swap: swap_info(&view)?,
-        machine_id,
-        cmdline,
-        mounts,
     })
 }
 
