@@ -179,23 +179,7 @@ pub fn build<T>(
     // ranges), and hash and map what was written.
     let cloned = copy::reflink(&base.raw_path, &mut img);
     if cloned {
-        // In 1 MiB pieces: a staged file may be large.
-        let mut buf = vec![0u8; 1 << 20];
-        for &(s, e) in &touched {
-            let mut at = s;
-            while at < e {
-                let n = usize::try_from((e - at).min(buf.len() as u64)).unwrap_or(buf.len());
-                let piece = &mut buf[..n];
-                base.file
-                    .read_exact_at(piece, at)
-                    .map_err(|e| base_err(base, e))?;
-                staged.read_at(piece, at).map_err(|e| base_err(base, e))?;
-                img.file()
-                    .write_all_at(piece, at)
-                    .map_err(|e| super::out_err(&img_dest, e))?;
-                at += n as u64;
-            }
-        }
+        write_touched(base, &staged, &touched, &mut img)?;
     }
     let scan = stream_node(
         base,
@@ -208,38 +192,13 @@ pub fn build<T>(
     )?;
     drop(staged);
 
-    let mut xz_out = None;
-    if opts.xz {
-        let dest = opts.out_dir.join(format!("{name}.img.xz"));
-        let mut p = Pending::new(&dest)?;
-        let threads = if opts.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
-        } else {
-            opts.threads
-        };
-        // A multi-block base: reuse its blocks the patch did not touch.
-        let layout = base
-            .compressed
-            .then(|| xz::reusable(&base.input, scan.size, base.input_sha256.as_deref()))
-            .flatten();
-        let reuse = match layout {
-            Some(l) => Some(xz::compress_reusing(
-                img.path(),
-                &base.input,
-                &l,
-                &touched,
-                &mut p,
-                (threads, opts.xz_level),
-                progress,
-            )?),
-            None => {
-                xz::compress(img.path(), &mut p, threads, opts.xz_level, progress)?;
-                None
-            }
-        };
-        let sum = sha256_of(p.path())?;
-        xz_out = Some((p, sum, reuse));
-    }
+    let xz_out = if opts.xz {
+        Some(compress(
+            base, opts, name, &img, scan.size, &touched, progress,
+        )?)
+    } else {
+        None
+    };
     let image = img.dest().to_path_buf();
     let mut files = vec![img];
     files.push(pending_text(
@@ -286,6 +245,76 @@ pub fn build<T>(
         },
         value,
     ))
+}
+
+/// A reflinked clone of the base gets only the edited ranges, read from
+/// the base with the staged bytes laid over them, in 1 MiB pieces (a
+/// staged file may be large).
+fn write_touched(
+    base: &OpenedImage,
+    staged: &Finished,
+    touched: &[(u64, u64)],
+    img: &mut Pending,
+) -> Result<()> {
+    let dest = img.dest().to_path_buf();
+    let mut buf = vec![0u8; 1 << 20];
+    for &(s, e) in touched {
+        let mut at = s;
+        while at < e {
+            let n = usize::try_from((e - at).min(buf.len() as u64)).unwrap_or(buf.len());
+            let piece = &mut buf[..n];
+            base.file
+                .read_exact_at(piece, at)
+                .map_err(|e| base_err(base, e))?;
+            staged.read_at(piece, at).map_err(|e| base_err(base, e))?;
+            img.file()
+                .write_all_at(piece, at)
+                .map_err(|e| super::out_err(&dest, e))?;
+            at += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// `NAME.img.xz` under a pending name, its sha256, and what was reused of
+/// a multi-block base (its blocks the patch did not touch).
+fn compress(
+    base: &OpenedImage,
+    opts: &ImageOptions,
+    name: &str,
+    img: &Pending,
+    size: u64,
+    touched: &[(u64, u64)],
+    progress: Progress,
+) -> Result<(Pending, String, Option<xz::Reuse>)> {
+    let dest = opts.out_dir.join(format!("{name}.img.xz"));
+    let mut p = Pending::new(&dest)?;
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
+    } else {
+        opts.threads
+    };
+    let layout = base
+        .compressed
+        .then(|| xz::reusable(&base.input, size, base.input_sha256.as_deref()))
+        .flatten();
+    let reuse = match layout {
+        Some(l) => Some(xz::compress_reusing(
+            img.path(),
+            &base.input,
+            &l,
+            touched,
+            &mut p,
+            (threads, opts.xz_level),
+            progress,
+        )?),
+        None => {
+            xz::compress(img.path(), &mut p, threads, opts.xz_level, progress)?;
+            None
+        }
+    };
+    let sum = sha256_of(p.path())?;
+    Ok((p, sum, reuse))
 }
 
 /// One node's outputs, complete but still under temporary names: nothing
