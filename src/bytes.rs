@@ -3,42 +3,102 @@
 //! On-disk structures are kept as the bytes read from disk and accessed
 //! through these helpers, so that a writer changes exactly the fields it
 //! means to and every other byte (including fields this program does not
-//! know about) round-trips unchanged. Offsets are constants from the format
-//! specification; callers check record lengths before using them, so the
-//! slicing here never sees an out-of-range offset on a well-sized buffer.
+//! know about) round-trips unchanged.
+//!
+//! Offsets are constants from the format specification and callers check a
+//! record's length before reading its fields (a short record is reported as
+//! corrupt there, where its name is known), so a field outside the record is
+//! a bug in the caller, not bad input. This file is the one audited place
+//! that turns such a bug into a panic naming the offset; the `try_` readers
+//! are for parsing code whose offsets come from the data itself and which
+//! reports a short record as an error.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+/// The `N` bytes of `b` at `off`, or `None` past the end of `b`.
+fn try_field<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
+    b.get(off..)?.first_chunk::<N>().copied()
+}
+
+#[track_caller]
+fn field<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
+    *array(b, off)
+}
+
+/// The panic of a field read outside its record (see the module comment).
+#[track_caller]
+fn short(n: usize, off: usize, len: usize) -> ! {
+    panic!("{n}-byte field at offset {off} of a {len}-byte record: the caller did not check the record length")
+}
+
+/// The `N` bytes at `off` as an array (a fixed-size area of a record);
+/// panics like [`le16`] when the record is too short.
+#[track_caller]
+pub fn array<const N: usize>(b: &[u8], off: usize) -> &[u8; N] {
+    b.get(off..)
+        .and_then(<[u8]>::first_chunk::<N>)
+        .unwrap_or_else(|| short(N, off, b.len()))
+}
+
+/// [`array`] for writing.
+#[track_caller]
+pub fn array_mut<const N: usize>(b: &mut [u8], off: usize) -> &mut [u8; N] {
+    let len = b.len();
+    b.get_mut(off..)
+        .and_then(<[u8]>::first_chunk_mut::<N>)
+        .unwrap_or_else(|| short(N, off, len))
+}
+
+#[track_caller]
 pub fn le16(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
+    u16::from_le_bytes(field(b, off))
 }
 
+#[track_caller]
 pub fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+    u32::from_le_bytes(field(b, off))
 }
 
+#[track_caller]
 pub fn le64(b: &[u8], off: usize) -> u64 {
-    u64::from(le32(b, off)) | (u64::from(le32(b, off + 4)) << 32)
+    u64::from_le_bytes(field(b, off))
 }
 
+#[track_caller]
 pub fn be32(b: &[u8], off: usize) -> u32 {
-    u32::from_be_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+    u32::from_be_bytes(field(b, off))
 }
 
+/// [`le16`], or `None` when the field is not inside `b`.
+pub fn try_le16(b: &[u8], off: usize) -> Option<u16> {
+    try_field(b, off).map(u16::from_le_bytes)
+}
+
+/// [`le32`], or `None` when the field is not inside `b`.
+pub fn try_le32(b: &[u8], off: usize) -> Option<u32> {
+    try_field(b, off).map(u32::from_le_bytes)
+}
+
+#[track_caller]
 pub fn set_le16(b: &mut [u8], off: usize, v: u16) {
-    b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+    *array_mut(b, off) = v.to_le_bytes();
 }
 
+#[track_caller]
 pub fn set_le32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    *array_mut(b, off) = v.to_le_bytes();
 }
 
 /// Lowercase hex of a byte slice.
 pub fn hex(b: &[u8]) -> String {
     use std::fmt::Write;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+    b.iter().fold(
+        String::with_capacity(b.len().saturating_mul(2)),
+        |mut s, x| {
             let _ = write!(s, "{x:02x}");
             s
-        })
+        },
+    )
 }
 
 /// Parse a hex string (any case) into bytes; `None` unless every character is hex.
@@ -46,10 +106,21 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+    // Checked digit by digit: `from_str_radix` alone would also take a
+    // leading '+' ("+f" as 0x0f).
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| match *pair {
+            [hi, lo] => Some(hex_digit(hi)? << 4 | hex_digit(lo)?),
+            _ => None,
+        })
         .collect()
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    char::from(c)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// Format 16 bytes as a canonical UUID string.
@@ -120,6 +191,7 @@ mod tests {
         assert_eq!(unhex("5EED0001"), Some(vec![0x5e, 0xed, 0, 1]));
         assert_eq!(unhex("5eed000"), None);
         assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("+f"), None);
     }
 
     #[test]
