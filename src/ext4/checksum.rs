@@ -4,7 +4,15 @@
 //! inversion) and chains one call's result into the next. The `crc32c`
 //! crate computes the standard CRC (inverted in and out), hence the
 //! inversions in [`crc32c_raw`].
+//!
+//! A checksum covers its own field as zeros: [`zeroed`] copies the record
+//! with those bytes cleared, rather than chaining slices cut at the field,
+//! so a record shorter than its format says cannot make this panic (the
+//! parsers refuse such records before their checksums are computed).
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+use super::superblock::SUPERBLOCK_SIZE;
 use crate::bytes::le32;
 
 /// e2fsprogs' `ext2fs_crc32c_le`: raw CRC32C update.
@@ -19,17 +27,28 @@ pub fn fs_seed(uuid: &[u8; 16], csum_seed_field: Option<u32>) -> u32 {
 }
 
 /// Superblock checksum: over bytes [0, 0x3FC) from `~0`, not the fs seed.
-pub fn superblock(sb: &[u8]) -> u32 {
-    crc32c_raw(!0, &sb[..0x3FC])
+pub fn superblock(sb: &[u8; SUPERBLOCK_SIZE]) -> u32 {
+    let (covered, _) = sb.split_at(0x3FC);
+    crc32c_raw(!0, covered)
+}
+
+/// `record` with the fields at `fields` (offset, length) cleared, as far
+/// as they lie inside it.
+fn zeroed(record: &[u8], fields: &[(usize, usize)]) -> Vec<u8> {
+    let mut copy = record.to_vec();
+    for &(off, len) in fields {
+        if let Some(field) = copy.get_mut(off..) {
+            field.iter_mut().take(len).for_each(|b| *b = 0);
+        }
+    }
+    copy
 }
 
 /// Group descriptor checksum (16 bits), computed with the checksum field
 /// (0x1E..0x20) treated as zero.
 pub fn group_desc(seed: u32, group: u32, desc: &[u8]) -> u16 {
-    let mut crc = crc32c_raw(seed, &group.to_le_bytes());
-    crc = crc32c_raw(crc, &desc[..0x1E]);
-    crc = crc32c_raw(crc, &[0, 0]);
-    crc = crc32c_raw(crc, &desc[0x20..]);
+    let crc = crc32c_raw(seed, &group.to_le_bytes());
+    let crc = crc32c_raw(crc, &zeroed(desc, &[(0x1E, 2)]));
     (crc & 0xFFFF) as u16
 }
 
@@ -47,17 +66,14 @@ fn per_inode(seed: u32, ino: u32, generation: u32) -> u32 {
 /// (0x7C..0x7E and, when present, 0x82..0x84) treated as zero.
 pub fn inode(seed: u32, ino: u32, raw: &[u8]) -> u32 {
     let generation = le32(raw, 0x64);
-    let mut crc = per_inode(seed, ino, generation);
-    crc = crc32c_raw(crc, &raw[..0x7C]);
-    crc = crc32c_raw(crc, &[0, 0]);
-    if raw.len() > 0x84 {
-        crc = crc32c_raw(crc, &raw[0x7E..0x82]);
-        crc = crc32c_raw(crc, &[0, 0]);
-        crc = crc32c_raw(crc, &raw[0x84..]);
+    // The high half exists only in a large inode (the record is then at
+    // least 256 bytes, inode sizes being powers of two).
+    let fields: &[(usize, usize)] = if raw.len() > 0x84 {
+        &[(0x7C, 2), (0x82, 2)]
     } else {
-        crc = crc32c_raw(crc, &raw[0x7E..]);
-    }
-    crc
+        &[(0x7C, 2)]
+    };
+    crc32c_raw(per_inode(seed, ino, generation), &zeroed(raw, fields))
 }
 
 /// Checksum of the data covered by a directory leaf tail or an extent block
@@ -77,10 +93,8 @@ pub fn dx_block(seed: u32, ino: u32, generation: u32, counted: &[u8], reserved: 
 /// Extended-attribute block checksum: seeded with the 64-bit block number,
 /// over the block with `h_checksum` (0x10..0x14) treated as zero.
 pub fn xattr_block(seed: u32, block: u64, data: &[u8]) -> u32 {
-    let mut crc = crc32c_raw(seed, &block.to_le_bytes());
-    crc = crc32c_raw(crc, &data[..0x10]);
-    crc = crc32c_raw(crc, &[0; 4]);
-    crc32c_raw(crc, &data[0x14..])
+    let crc = crc32c_raw(seed, &block.to_le_bytes());
+    crc32c_raw(crc, &zeroed(data, &[(0x10, 4)]))
 }
 
 #[cfg(test)]
@@ -118,9 +132,9 @@ mod tests {
     #[test]
     fn all_zero_inode_is_stable() {
         // An all-zero record checksums to a value independent of stored fields.
-        let raw = vec![0u8; 256];
+        let raw = [0u8; 256];
         let c = inode(1, 12, &raw);
-        let mut raw2 = raw.clone();
+        let mut raw2 = raw;
         raw2[0x7C] = 0xAA;
         raw2[0x82] = 0xBB;
         assert_eq!(inode(1, 12, &raw2), c);

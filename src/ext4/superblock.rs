@@ -1,8 +1,12 @@
 //! The ext4 superblock (1024 bytes at byte 1024 of the filesystem).
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+use std::num::NonZeroU64;
+
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
-use crate::bytes::{le16, le32, set_le32};
+use crate::bytes::{array, le16, le32, set_le32};
 
 pub const SUPERBLOCK_OFFSET: u64 = 1024;
 pub const SUPERBLOCK_SIZE: usize = 1024;
@@ -156,6 +160,8 @@ pub const STATE_ERROR: u16 = 0x2;
 #[derive(Clone)]
 pub struct Superblock {
     raw: Box<[u8; SUPERBLOCK_SIZE]>,
+    /// The number of block groups, counted once the geometry was checked.
+    groups: u32,
 }
 
 impl Superblock {
@@ -166,7 +172,7 @@ impl Superblock {
             .and_then(|s| <[u8; SUPERBLOCK_SIZE]>::try_from(s).ok())
             .map(Box::new)
             .ok_or_else(|| Ext4Error::corrupt("superblock truncated", Location::Superblock))?;
-        let sb = Superblock { raw };
+        let mut sb = Superblock { raw, groups: 0 };
         if sb.magic() != MAGIC {
             return Err(Ext4Error::corrupt(
                 format!(
@@ -178,7 +184,7 @@ impl Superblock {
         }
         if sb.has_metadata_csum() {
             let stored = sb.checksum();
-            let computed = checksum::superblock(&sb.raw[..]);
+            let computed = checksum::superblock(&sb.raw);
             if stored != computed {
                 return Err(Ext4Error::corrupt(
                     format!("superblock checksum is {stored:#010x}, should be {computed:#010x}"),
@@ -186,12 +192,13 @@ impl Superblock {
                 ));
             }
         }
-        sb.check_geometry()?;
+        sb.groups = sb.check_geometry()?;
         sb.check_readable_features()?;
         Ok(sb)
     }
 
-    fn check_geometry(&self) -> Result<()> {
+    /// Check the geometry; returns the number of block groups.
+    fn check_geometry(&self) -> Result<u32> {
         let bad = |what: String| Err(Ext4Error::corrupt(what, Location::Superblock));
         if self.rev_level() < 1 {
             return Err(Ext4Error::unsupported(
@@ -212,13 +219,15 @@ impl Superblock {
         if self.blocks_per_group() == 0 || self.inodes_per_group() == 0 {
             return bad("zero blocks or inodes per group".into());
         }
-        if u64::from(self.blocks_per_group()) > self.block_size() as u64 * 8 {
+        // A group's bitmap is one block, 8 bits a byte.
+        let bitmap_block = self.block_size() as u64;
+        if u64::from(self.blocks_per_group()).div_ceil(8) > bitmap_block {
             return bad(format!(
                 "{} blocks per group do not fit one bitmap block",
                 self.blocks_per_group()
             ));
         }
-        if u64::from(self.inodes_per_group()) > self.block_size() as u64 * 8 {
+        if u64::from(self.inodes_per_group()).div_ceil(8) > bitmap_block {
             return bad(format!(
                 "{} inodes per group do not fit one bitmap block",
                 self.inodes_per_group()
@@ -233,8 +242,9 @@ impl Superblock {
                 return bad(format!("group descriptor size {ds} is invalid"));
             }
         }
-        let groups = self.group_count();
-        if u64::from(self.inodes_count()) != u64::from(groups) * u64::from(self.inodes_per_group())
+        let groups = self.count_groups()?;
+        if u64::from(groups).checked_mul(u64::from(self.inodes_per_group()))
+            != Some(u64::from(self.inodes_count()))
         {
             return bad(format!(
                 "inode count {} is not {} groups x {} inodes",
@@ -243,7 +253,7 @@ impl Superblock {
                 self.inodes_per_group()
             ));
         }
-        Ok(())
+        Ok(groups)
     }
 
     fn check_readable_features(&self) -> Result<()> {
@@ -273,7 +283,7 @@ impl Superblock {
 
     /// Recompute and store the checksum (after a field was changed).
     pub fn update_checksum(&mut self) {
-        let c = checksum::superblock(&self.raw[..]);
+        let c = checksum::superblock(&self.raw);
         set_le32(&mut self.raw[..], 0x3FC, c);
     }
 
@@ -388,14 +398,12 @@ impl Superblock {
         le32(&self.raw[..], 0x64)
     }
     pub fn uuid(&self) -> [u8; 16] {
-        let mut u = [0u8; 16];
-        u.copy_from_slice(&self.raw[0x68..0x78]);
-        u
+        *array(&self.raw[..], 0x68)
     }
     pub fn volume_name(&self) -> String {
-        let n = &self.raw[0x78..0x88];
-        let end = n.iter().position(|&b| b == 0).unwrap_or(n.len());
-        String::from_utf8_lossy(&n[..end]).into_owned()
+        let n: &[u8; 16] = array(&self.raw[..], 0x78);
+        let name = n.split(|&b| b == 0).next().unwrap_or_default();
+        String::from_utf8_lossy(name).into_owned()
     }
     pub fn reserved_gdt_blocks(&self) -> u16 {
         le16(&self.raw[..], 0xCE)
@@ -416,7 +424,7 @@ impl Superblock {
         ]
     }
     pub fn def_hash_version(&self) -> u8 {
-        self.raw[0xFC]
+        self.raw()[0xFC]
     }
     pub fn desc_size(&self) -> usize {
         if self.is_64bit() {
@@ -429,10 +437,10 @@ impl Superblock {
         le32(&self.raw[..], 0x160)
     }
     pub fn log_groups_per_flex(&self) -> u8 {
-        self.raw[0x174]
+        self.raw()[0x174]
     }
     pub fn checksum_type(&self) -> u8 {
-        self.raw[0x175]
+        self.raw()[0x175]
     }
     pub fn checksum_seed_field(&self) -> u32 {
         le32(&self.raw[..], 0x270)
@@ -465,9 +473,29 @@ impl Superblock {
     }
 
     pub fn group_count(&self) -> u32 {
-        let data = self.blocks_count() - u64::from(self.first_data_block());
-        let n = data.div_ceil(u64::from(self.blocks_per_group()));
-        u32::try_from(n).unwrap_or(u32::MAX)
+        self.groups
+    }
+
+    /// The groups the blocks after the first data block fill (the last one
+    /// perhaps partly); refused when group numbers (32 bits) cannot count
+    /// them. The caller has checked both terms are nonzero.
+    fn count_groups(&self) -> Result<u32> {
+        let data = self
+            .blocks_count()
+            .checked_sub(u64::from(self.first_data_block()));
+        let per = NonZeroU64::new(u64::from(self.blocks_per_group()));
+        let n = data
+            .zip(per)
+            .map(|(data, per)| data.div_ceil(per.get()))
+            .ok_or_else(|| {
+                Ext4Error::corrupt("no blocks to form groups from", Location::Superblock)
+            })?;
+        u32::try_from(n).map_err(|_| {
+            Ext4Error::corrupt(
+                format!("{n} block groups are more than ext4 can number"),
+                Location::Superblock,
+            )
+        })
     }
 
     /// All enabled feature names, compat then incompat then ro_compat.
