@@ -1,4 +1,9 @@
 //! Directory-index name hashes (E `dirhash.c`, K `fs/ext4/hash.c`).
+//!
+//! The hash arithmetic is C's unsigned 32-bit arithmetic, which wraps:
+//! hence `wrapping_*` throughout.
+
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 pub const LEGACY: u8 = 0;
 pub const HALF_MD4: u8 = 1;
@@ -13,10 +18,11 @@ const MD4_IV: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 /// half_md4 or tea, and the superblock's unsigned flag selects the
 /// unsigned-char flavour.
 pub fn effective_version(dx_version: u8, fs_unsigned: bool) -> u8 {
-    if dx_version <= TEA && fs_unsigned {
-        dx_version + 3
-    } else {
-        dx_version
+    match (dx_version, fs_unsigned) {
+        (LEGACY, true) => LEGACY_UNSIGNED,
+        (HALF_MD4, true) => HALF_MD4_UNSIGNED,
+        (TEA, true) => TEA_UNSIGNED,
+        _ => dx_version,
     }
 }
 
@@ -29,35 +35,24 @@ fn widen(b: u8, unsigned: bool) -> u32 {
     }
 }
 
+/// Pack `msg` four bytes to a word into `buf`, each word started from a
+/// pad made of the length; words past the message are the pad alone.
 fn str2hashbuf(msg: &[u8], buf: &mut [u32], unsigned: bool) {
-    let len = msg.len();
-    // Names are at most 255 bytes, so the length always fits.
-    let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+    // C's `(__u32)len` (names are at most 255 bytes anyway).
+    let [l0, l1, l2, l3, ..] = msg.len().to_le_bytes();
+    let len32 = u32::from_le_bytes([l0, l1, l2, l3]);
     let mut pad = len32 | (len32 << 8);
     pad |= pad << 16;
-    let mut val = pad;
-    let mut num = buf.len();
-    let take = len.min(num * 4);
-    let mut out = 0;
-    for (i, &b) in msg[..take].iter().enumerate() {
-        val = widen(b, unsigned).wrapping_add(val << 8);
-        if i % 4 == 3 {
-            buf[out] = val;
-            out += 1;
-            val = pad;
-            num -= 1;
+    let (used, _) = msg.split_at(msg.len().min(buf.len().saturating_mul(4)));
+    let mut words = buf.iter_mut();
+    for chunk in used.chunks(4) {
+        if let Some(w) = words.next() {
+            *w = chunk
+                .iter()
+                .fold(pad, |val, &b| widen(b, unsigned).wrapping_add(val << 8));
         }
     }
-    if num > 0 {
-        buf[out] = val;
-        out += 1;
-        num -= 1;
-    }
-    while num > 0 {
-        buf[out] = pad;
-        out += 1;
-        num -= 1;
-    }
+    words.for_each(|w| *w = pad);
 }
 
 fn half_md4_transform(buf: &mut [u32; 4], inp: &[u32; 8]) {
@@ -138,6 +133,14 @@ fn legacy(name: &[u8], unsigned: bool) -> u32 {
     hash0 << 1
 }
 
+/// What is left of `name` at each `step` bytes: the hashes consume the name
+/// a block at a time but pad each block by the length still to come.
+fn suffixes(name: &[u8], step: usize) -> impl Iterator<Item = &[u8]> {
+    (0..name.len())
+        .step_by(step)
+        .filter_map(|start| name.get(start..))
+}
+
 /// The major hash of `name` for a directory using `version` (already
 /// adjusted by [`effective_version`]); `None` for an unknown version.
 pub fn name_hash(name: &[u8], version: u8, seed: [u32; 4]) -> Option<u32> {
@@ -152,8 +155,8 @@ pub fn name_hash(name: &[u8], version: u8, seed: [u32; 4]) -> Option<u32> {
             let unsigned = version == HALF_MD4_UNSIGNED;
             let mut inp = [0u32; 8];
             // An empty name still runs zero rounds, as in e2fsprogs.
-            for chunk_start in (0..name.len()).step_by(32) {
-                str2hashbuf(&name[chunk_start..], &mut inp, unsigned);
+            for rest in suffixes(name, 32) {
+                str2hashbuf(rest, &mut inp, unsigned);
                 half_md4_transform(&mut buf, &inp);
             }
             buf[1]
@@ -161,8 +164,8 @@ pub fn name_hash(name: &[u8], version: u8, seed: [u32; 4]) -> Option<u32> {
         TEA | TEA_UNSIGNED => {
             let unsigned = version == TEA_UNSIGNED;
             let mut inp = [0u32; 4];
-            for chunk_start in (0..name.len()).step_by(16) {
-                str2hashbuf(&name[chunk_start..], &mut inp, unsigned);
+            for rest in suffixes(name, 16) {
+                str2hashbuf(rest, &mut inp, unsigned);
                 tea_transform(&mut buf, &inp);
             }
             buf[0]
