@@ -1,9 +1,11 @@
 //! The group descriptor table (32-byte descriptors, or `s_desc_size` with 64bit).
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
 use super::superblock::Superblock;
-use crate::bytes::{le16, le32, set_le16};
+use crate::bytes::{le16, le32, set_le16, try_le16, try_le32};
 
 pub const BG_INODE_UNINIT: u16 = 0x1;
 pub const BG_BLOCK_UNINIT: u16 = 0x2;
@@ -26,7 +28,10 @@ impl GroupTable {
             is_64bit: sb.is_64bit(),
         };
         let count = sb.group_count();
-        if t.raw.len() < t.desc_size * count as usize {
+        let need = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(t.desc_size));
+        if need.is_none_or(|n| t.raw.len() < n) {
             return Err(Ext4Error::corrupt(
                 "group descriptor table truncated",
                 Location::GroupDesc(0),
@@ -63,39 +68,48 @@ impl GroupTable {
         Ok(t)
     }
 
+    /// Descriptor `g`.
+    ///
+    /// # Panics
+    ///
+    /// If `g` is not below the group count [`GroupTable::parse`] checked the
+    /// table against: group numbers come from the superblock's geometry
+    /// (which ties the inode count to the group count), so that is a bug.
     pub fn desc(&self, g: u32) -> &[u8] {
-        let o = g as usize * self.desc_size;
-        &self.raw[o..o + self.desc_size]
+        let d = usize::try_from(g)
+            .ok()
+            .and_then(|g| self.raw.chunks_exact(self.desc_size).nth(g));
+        d.unwrap_or_else(|| no_group(g))
     }
 
     fn desc_mut(&mut self, g: u32) -> &mut [u8] {
-        let o = g as usize * self.desc_size;
-        &mut self.raw[o..o + self.desc_size]
+        let d = usize::try_from(g)
+            .ok()
+            .and_then(|g| self.raw.chunks_exact_mut(self.desc_size).nth(g));
+        d.unwrap_or_else(|| no_group(g))
     }
 
     fn lo_hi32(&self, g: u32, lo: usize, hi: usize) -> u64 {
         let d = self.desc(g);
-        let h = if self.is_64bit && self.desc_size >= hi + 4 {
-            u64::from(le32(d, hi))
-        } else {
-            0
-        };
+        // The high half exists in a 64-bit descriptor large enough to hold it.
+        let h = try_le32(d, hi)
+            .filter(|_| self.is_64bit)
+            .map_or(0, u64::from);
         u64::from(le32(d, lo)) | (h << 32)
     }
 
     fn lo_hi16(&self, g: u32, lo: usize, hi: usize) -> u32 {
         let d = self.desc(g);
-        let h = if self.is_64bit && self.desc_size >= hi + 2 {
-            u32::from(le16(d, hi))
-        } else {
-            0
-        };
+        let h = try_le16(d, hi)
+            .filter(|_| self.is_64bit)
+            .map_or(0, u32::from);
         u32::from(le16(d, lo)) | (h << 16)
     }
 
     fn set_lo_hi16(&mut self, g: u32, lo: usize, hi: usize, v: u32) {
-        let wide = self.is_64bit && self.desc_size >= hi + 2;
+        let is_64bit = self.is_64bit;
         let d = self.desc_mut(g);
+        let wide = is_64bit && try_le16(d, hi).is_some();
         set_le16(d, lo, (v & 0xFFFF) as u16);
         if wide {
             set_le16(d, hi, (v >> 16) as u16);
@@ -176,4 +190,9 @@ impl GroupTable {
     pub fn desc_size(&self) -> usize {
         self.desc_size
     }
+}
+
+#[track_caller]
+fn no_group(g: u32) -> ! {
+    panic!("group {g} is past the group descriptor table")
 }
