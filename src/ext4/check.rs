@@ -9,8 +9,10 @@
 //! gives a readable answer. The pass reads each in-use inode once and
 //! each directory block once: linear in the metadata.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use super::{group, Ext4, Location, ReadAt, JOURNAL_MAGIC};
-use crate::bytes::be32;
+use crate::bytes::{array_mut, be32};
 
 /// jbd2 superblock block types and the features that give it a checksum.
 const JBD2_SUPERBLOCK_V1: u32 = 3;
@@ -49,7 +51,16 @@ impl<D: ReadAt> Ext4<D> {
                 if !in_use {
                     continue;
                 }
-                let ino = g * ipg + index + 1;
+                // Below the inode count, which the superblock ties to
+                // groups x inodes per group.
+                let ino = g
+                    .checked_mul(ipg)
+                    .and_then(|first| first.checked_add(index))
+                    .and_then(|n| n.checked_add(1));
+                let Some(ino) = ino else {
+                    found.push(format!("group {g}: inode numbers past 2^32"));
+                    break;
+                };
                 let inode = match self.inode(ino) {
                     Ok(i) => i,
                     Err(e) => {
@@ -78,8 +89,7 @@ impl<D: ReadAt> Ext4<D> {
                 }
             }
         }
-        if found.len() > limit {
-            let more = found.len() - limit;
+        if let Some(more) = found.len().checked_sub(limit).filter(|&m| m > 0) {
             found.truncate(limit);
             found.push(format!("and {more} more"));
         }
@@ -158,9 +168,10 @@ impl<D: ReadAt> Ext4<D> {
         {
             if blk.get(0x50) != Some(&JBD2_CRC32C_CHKSUM) {
                 bad("checksum type is not crc32c".into());
-            } else if let Some(sb) = blk.get(..1024) {
-                let mut copy = sb.to_vec();
-                copy[0xFC..0x100].fill(0);
+            } else if let Some(sb) = blk.first_chunk::<1024>() {
+                // The checksum covers the superblock with its own field as zeros.
+                let mut copy = *sb;
+                *array_mut::<4>(&mut copy, 0xFC) = [0; 4];
                 let want = super::checksum::crc32c_raw(!0, &copy);
                 if want != be32(sb, 0xFC) {
                     bad("checksum does not match".into());
