@@ -1,8 +1,10 @@
 //! Extent trees (KD `ifork.rst`): the map from file blocks to disk blocks.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
-use crate::bytes::{le16, le32};
+use crate::bytes::{le16, le32, try_le32};
 
 pub const EXTENT_MAGIC: u16 = 0xF30A;
 /// Deepest tree the kernel builds (`EXT4_MAX_EXTENT_DEPTH`).
@@ -60,16 +62,23 @@ pub fn header(node: &[u8], room: usize, at: &Location) -> Result<Header> {
     Ok(h)
 }
 
+/// Entries of a node after its 12-byte header; [`header`] checked that
+/// `h.entries` of them fit the node.
+fn raw_entries<'a>(node: &'a [u8], h: &Header) -> impl Iterator<Item = &'a [u8]> {
+    node.get(12..)
+        .unwrap_or_default()
+        .chunks_exact(12)
+        .take(usize::from(h.entries))
+}
+
 /// Leaf entries of a node whose header says depth 0.
 pub fn leaf_entries(node: &[u8], h: &Header) -> Vec<Extent> {
-    (0..usize::from(h.entries))
-        .map(|i| {
-            let e = &node[12 + i * 12..24 + i * 12];
+    raw_entries(node, h)
+        .map(|e| {
             let raw_len = le16(e, 4);
-            let (len, uninit) = if raw_len > INIT_MAX_LEN {
-                (raw_len - INIT_MAX_LEN, true)
-            } else {
-                (raw_len, false)
+            let (len, uninit) = match raw_len.checked_sub(INIT_MAX_LEN) {
+                Some(len) if len > 0 => (len, true),
+                _ => (raw_len, false),
             };
             Extent {
                 lblk: le32(e, 0),
@@ -83,9 +92,8 @@ pub fn leaf_entries(node: &[u8], h: &Header) -> Vec<Extent> {
 
 /// Index entries (first file block, child node block) of an interior node.
 pub fn index_entries(node: &[u8], h: &Header) -> Vec<(u32, u64)> {
-    (0..usize::from(h.entries))
-        .map(|i| {
-            let e = &node[12 + i * 12..24 + i * 12];
+    raw_entries(node, h)
+        .map(|e| {
             (
                 le32(e, 0),
                 u64::from(le32(e, 4)) | (u64::from(le16(e, 8)) << 32),
@@ -95,8 +103,9 @@ pub fn index_entries(node: &[u8], h: &Header) -> Vec<(u32, u64)> {
 }
 
 /// Offset of the checksum tail in a tree block with `max` entries.
+/// (At most 12 * 65536, so this cannot overflow a `usize` of 32 bits or more.)
 pub fn tail_offset(max: u16) -> usize {
-    12 + 12 * usize::from(max)
+    usize::from(max).saturating_add(1).saturating_mul(12)
 }
 
 /// Verify the checksum tail of an extent tree block owned by `ino`.
@@ -109,14 +118,13 @@ pub fn verify_block(
     at: &Location,
 ) -> Result<()> {
     let off = tail_offset(h.max);
-    if off + 4 > block.len() {
+    let (Some(covered), Some(stored)) = (block.get(..off), try_le32(block, off)) else {
         return Err(Ext4Error::corrupt(
             "extent block has no room for its checksum",
             at.clone(),
         ));
-    }
-    let stored = le32(block, off);
-    let computed = checksum::inode_block(seed, ino, generation, &block[..off]);
+    };
+    let computed = checksum::inode_block(seed, ino, generation, covered);
     if stored != computed {
         return Err(Ext4Error::corrupt(
             format!("extent block checksum is {stored:#010x}, should be {computed:#010x}"),
