@@ -1,8 +1,10 @@
 //! Extended attributes: in-inode area and external EA block.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
-use crate::bytes::{le16, le32};
+use crate::bytes::{le16, le32, try_le32};
 
 pub const XATTR_MAGIC: u32 = 0xEA02_0000;
 const BLOCK_HEADER: usize = 32;
@@ -27,74 +29,75 @@ fn prefix(index: u8) -> Option<&'static str> {
 }
 
 /// Parse entries starting at `first` in `area`; value offsets are relative
-/// to `value_base`. Entries end at a zero word.
-fn parse_entries(
-    area: &[u8],
-    first: usize,
-    value_base: usize,
-    at: &Location,
-) -> Result<Vec<Xattr>> {
+/// to the start of `area`. Entries end at a zero word.
+fn parse_entries(area: &[u8], first: usize, at: &Location) -> Result<Vec<Xattr>> {
     let mut out = Vec::new();
     let mut off = first;
     loop {
-        if off + 4 > area.len() {
+        let entry = area.get(off..).unwrap_or_default();
+        let Some(word) = try_le32(entry, 0) else {
             return Err(Ext4Error::corrupt(
                 "extended attribute list runs past its area",
                 at.clone(),
             ));
-        }
-        if le32(area, off) == 0 {
+        };
+        if word == 0 {
             return Ok(out);
         }
-        if off + 16 > area.len() {
+        let Some(head) = entry.first_chunk::<16>() else {
             return Err(Ext4Error::corrupt(
                 "extended attribute entry truncated",
                 at.clone(),
             ));
-        }
-        let name_len = usize::from(area[off]);
-        let index = area[off + 1];
-        let value_offs = usize::from(le16(area, off + 2));
-        let value_inum = le32(area, off + 4);
-        let size = le32(area, off + 8) as usize;
-        let name_end = off + 16 + name_len;
-        if name_end > area.len() {
+        };
+        let name_len = usize::from(head[0]);
+        let index = head[1];
+        let value_offs = usize::from(le16(head, 2));
+        let value_inum = le32(head, 4);
+        let size = le32(head, 8) as usize;
+        let Some(name) = entry.get(16..).and_then(|n| n.get(..name_len)) else {
             return Err(Ext4Error::corrupt(
                 "extended attribute name runs past its area",
                 at.clone(),
             ));
-        }
+        };
         if value_inum != 0 {
             return Err(Ext4Error::unsupported(
                 "extended attribute stored in its own inode (ea_inode)",
                 "this image's attributes cannot be read by rpiimg",
             ));
         }
-        let vstart = value_base + value_offs;
         let value = area
-            .get(vstart..vstart + size)
+            .get(value_offs..)
+            .and_then(|v| v.get(..size))
             .ok_or_else(|| {
                 Ext4Error::corrupt("extended attribute value lies outside its area", at.clone())
             })?
             .to_vec();
-        let suffix = String::from_utf8_lossy(&area[off + 16..name_end]);
+        let suffix = String::from_utf8_lossy(name);
         let name = match prefix(index) {
             Some(p) => format!("{p}{suffix}"),
             None => format!("index{index}.{suffix}"),
         };
         out.push(Xattr { name, value });
-        off += (16 + name_len + 3) & !3;
+        // The 16-byte head and the name padded to 4 bytes. A saturated
+        // offset lies past the area and is reported on the next turn.
+        off = off.saturating_add(name_len.next_multiple_of(4).saturating_add(16));
     }
 }
 
 /// Attributes stored in the inode body after `128 + extra_isize`.
 pub fn in_inode(raw: &[u8], extra_isize: u16, ino: u32) -> Result<Vec<Xattr>> {
-    let start = 128 + usize::from(extra_isize);
-    if start + 4 > raw.len() || le32(raw, start) != XATTR_MAGIC {
-        return Ok(Vec::new());
+    let body = raw
+        .get(128..)
+        .and_then(|r| r.get(usize::from(extra_isize)..))
+        .unwrap_or_default();
+    match body.split_first_chunk::<4>() {
+        Some((magic, area)) if u32::from_le_bytes(*magic) == XATTR_MAGIC => {
+            parse_entries(area, 0, &Location::Inode(ino))
+        }
+        _ => Ok(Vec::new()),
     }
-    let area = &raw[start + 4..];
-    parse_entries(area, 0, 0, &Location::Inode(ino))
 }
 
 /// Attributes of an external EA block, its checksum verified when `seed` is given.
@@ -122,5 +125,5 @@ pub fn in_block(data: &[u8], block: u64, seed: Option<u32>, ino: u32) -> Result<
             ));
         }
     }
-    parse_entries(data, BLOCK_HEADER, 0, &at)
+    parse_entries(data, BLOCK_HEADER, &at)
 }
