@@ -1,8 +1,10 @@
 //! Hash-indexed directories: dx_root (block 0) and dx_node blocks.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
-use crate::bytes::{le16, le32};
+use crate::bytes::{le32, try_le16};
 
 /// Index block numbers are logical and only 28 bits wide.
 pub const BLOCK_MASK: u32 = 0x0FFF_FFFF;
@@ -24,22 +26,32 @@ fn entries(
     at: &Location,
     csum: bool,
 ) -> Result<(Vec<(u32, u32)>, u16)> {
-    let limit = le16(block, count_off);
-    let count = le16(block, count_off + 2);
+    // From `count_limit` on, the block is 8-byte entries (the first holds
+    // limit and count in place of a hash), then the 8-byte checksum tail.
+    let index = block.get(count_off..).unwrap_or_default();
+    let (Some(limit), Some(count)) = (try_le16(index, 0), try_le16(index, 2)) else {
+        return Err(Ext4Error::corrupt(
+            "htree index block truncated",
+            at.clone(),
+        ));
+    };
     let tail = if csum { 8 } else { 0 };
-    let room = (block.len() - count_off - tail) / 8;
+    let room = index.len().saturating_sub(tail) / 8;
     if count == 0 || count > limit || usize::from(limit) > room {
         return Err(Ext4Error::corrupt(
             format!("htree index has count {count} and limit {limit} (room for {room})"),
             at.clone(),
         ));
     }
-    let mut out = Vec::with_capacity(usize::from(count));
-    for i in 0..usize::from(count) {
-        let o = count_off + i * 8;
-        let hash = if i == 0 { 0 } else { le32(block, o) };
-        out.push((hash, le32(block, o + 4) & BLOCK_MASK));
-    }
+    let out = index
+        .chunks_exact(8)
+        .take(usize::from(count))
+        .enumerate()
+        .map(|(i, e)| {
+            let hash = if i == 0 { 0 } else { le32(e, 0) };
+            (hash, le32(e, 4) & BLOCK_MASK)
+        })
+        .collect();
     Ok((out, limit))
 }
 
@@ -52,24 +64,21 @@ fn verify(
     csum: (u32, u32, u32),
     at: &Location,
 ) -> Result<()> {
-    let t = count_off + 8 * usize::from(limit);
-    if t + 8 > block.len() {
+    // Offset just past `n` index entries.
+    let end_of = |n: usize| n.checked_mul(8)?.checked_add(count_off);
+    let tail = end_of(usize::from(limit))
+        .and_then(|t| block.get(t..))
+        .and_then(<[u8]>::first_chunk::<8>);
+    let covered = end_of(count).and_then(|e| block.get(..e));
+    let (Some(&[r0, r1, r2, r3, s0, s1, s2, s3]), Some(covered)) = (tail, covered) else {
         return Err(Ext4Error::corrupt(
             "htree block has no room for its checksum",
             at.clone(),
         ));
-    }
-    let mut reserved = [0u8; 4];
-    reserved.copy_from_slice(&block[t..t + 4]);
-    let stored = le32(block, t + 4);
+    };
+    let stored = u32::from_le_bytes([s0, s1, s2, s3]);
     let (seed, ino, generation) = csum;
-    let computed = checksum::dx_block(
-        seed,
-        ino,
-        generation,
-        &block[..count_off + 8 * count],
-        reserved,
-    );
+    let computed = checksum::dx_block(seed, ino, generation, covered, [r0, r1, r2, r3]);
     if stored != computed {
         return Err(Ext4Error::corrupt(
             format!("htree index checksum is {stored:#010x}, should be {computed:#010x}"),
@@ -81,11 +90,11 @@ fn verify(
 
 /// Parse a dx_root; `csum` = (seed, ino, generation) when metadata_csum is on.
 pub fn parse_root(block: &[u8], csum: Option<(u32, u32, u32)>, at: &Location) -> Result<DxRoot> {
-    if block.len() < 0x30 {
+    let Some(head) = block.first_chunk::<0x30>() else {
         return Err(Ext4Error::corrupt("htree root block truncated", at.clone()));
-    }
-    let info_len = block[0x1D];
-    let levels = block[0x1E];
+    };
+    let info_len = head[0x1D];
+    let levels = head[0x1E];
     if info_len != 8 || levels > 2 {
         return Err(Ext4Error::corrupt(
             format!("htree root has info length {info_len} and {levels} indirect levels"),
@@ -97,7 +106,7 @@ pub fn parse_root(block: &[u8], csum: Option<(u32, u32, u32)>, at: &Location) ->
         verify(block, ROOT_COUNT_OFF, limit, e.len(), c, at)?;
     }
     Ok(DxRoot {
-        hash_version: block[0x1C],
+        hash_version: head[0x1C],
         indirect_levels: levels,
         entries: e,
     })
@@ -105,7 +114,12 @@ pub fn parse_root(block: &[u8], csum: Option<(u32, u32, u32)>, at: &Location) ->
 
 /// Whether a directory block is a dx_node (a fake empty entry spanning the block).
 pub fn is_node(block: &[u8]) -> bool {
-    le32(block, 0) == 0 && usize::from(le16(block, 4)) == block.len() && block[6] == 0
+    match block.first_chunk::<8>() {
+        Some(&[0, 0, 0, 0, r0, r1, 0, _]) => {
+            usize::from(u16::from_le_bytes([r0, r1])) == block.len()
+        }
+        _ => false,
+    }
 }
 
 pub fn parse_node(
@@ -120,9 +134,16 @@ pub fn parse_node(
     Ok(e)
 }
 
-/// The logical block an index level sends `hash` to: the last entry whose
-/// hash is <= `hash` (entry 0 covers everything below entry 1).
-pub fn descend(entries: &[(u32, u32)], hash: u32) -> u32 {
-    let i = entries.partition_point(|&(h, _)| h <= hash).max(1) - 1;
-    entries[i].1
+/// The position in an index level whose entry covers `hash`: the last entry
+/// whose hash is <= `hash` (entry 0 covers everything below entry 1).
+pub fn covering(entries: &[(u32, u32)], hash: u32) -> usize {
+    entries
+        .partition_point(|&(h, _)| h <= hash)
+        .saturating_sub(1)
+}
+
+/// The logical block an index level sends `hash` to; `None` for an empty
+/// level (which [`parse_root`] and [`parse_node`] never return).
+pub fn descend(entries: &[(u32, u32)], hash: u32) -> Option<u32> {
+    entries.get(covering(entries, hash)).map(|&(_, lblk)| lblk)
 }

@@ -1,7 +1,18 @@
 //! Inodes: the on-disk record and its fields.
+//!
+//! A record is at least the 128 bytes of the original inode
+//! ([`Inode::from_raw`] refuses less, [`Inode::new_zeroed`] makes no less),
+//! so the fields there are read at fixed offsets; the fields of a large
+//! inode are read only when the record and `i_extra_isize` hold them.
+
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use super::checksum;
-use crate::bytes::{le16, le32, set_le16, set_le32};
+use super::error::{Ext4Error, Location, Result};
+use crate::bytes::{array, array_mut, le16, le32, set_le16, set_le32};
+
+/// Size of the original (ext2) inode record; larger records extend it.
+pub const GOOD_OLD_INODE_SIZE: usize = 128;
 
 pub const ROOT_INO: u32 = 2;
 
@@ -97,9 +108,14 @@ pub struct Inode {
 
 impl Inode {
     /// Wrap a raw record (`inode_size` bytes, at least 128).
-    pub fn from_raw(ino: u32, raw: Vec<u8>) -> Self {
-        debug_assert!(raw.len() >= 128);
-        Inode { ino, raw }
+    pub fn from_raw(ino: u32, raw: Vec<u8>) -> Result<Self> {
+        if raw.len() < GOOD_OLD_INODE_SIZE {
+            return Err(Ext4Error::corrupt(
+                format!("inode record of {} bytes is truncated", raw.len()),
+                Location::Inode(ino),
+            ));
+        }
+        Ok(Inode { ino, raw })
     }
 
     pub fn raw(&self) -> &[u8] {
@@ -146,8 +162,8 @@ impl Inode {
     pub fn flags(&self) -> u32 {
         le32(&self.raw, 0x20)
     }
-    pub fn i_block(&self) -> &[u8] {
-        &self.raw[0x28..0x64]
+    pub fn i_block(&self) -> &[u8; 60] {
+        array(&self.raw, 0x28)
     }
     pub fn generation(&self) -> u32 {
         le32(&self.raw, 0x64)
@@ -178,12 +194,21 @@ impl Inode {
             && self.size() < 60
     }
 
+    /// Whether the 4-byte extra field at `off` is inside both the record
+    /// and the extra area `i_extra_isize` says is in use.
+    fn has_extra(&self, off: usize) -> bool {
+        let in_use = usize::from(self.extra_isize()).saturating_add(GOOD_OLD_INODE_SIZE);
+        let end = off.saturating_add(4);
+        end <= in_use && end <= self.raw.len()
+    }
+
     /// Seconds since the epoch, with the extra epoch bits of a large inode.
     fn time(&self, lo: usize, extra: usize) -> i64 {
         let base = i64::from(le32(&self.raw, lo).cast_signed());
-        if usize::from(self.extra_isize()) + 128 >= extra + 4 && self.raw.len() >= extra + 4 {
+        if self.has_extra(extra) {
             let e = le32(&self.raw, extra);
-            base + (i64::from(e & 3) << 32)
+            // At most 2^31 + 3 * 2^32: far inside an i64.
+            base.saturating_add(i64::from(e & 3) << 32)
         } else {
             base
         }
@@ -199,8 +224,10 @@ impl Inode {
         }
     }
 
+    /// (A large inode: the record holds the field, 0x82..0x84, and
+    /// `i_extra_isize` counts it; `checksum::inode` agrees.)
     fn has_csum_hi(&self) -> bool {
-        self.raw.len() > 128 && self.extra_isize() >= 4
+        self.raw.len() > 0x84 && self.extra_isize() >= 4
     }
 
     pub fn checksum_ok(&self, seed: u32) -> bool {
@@ -222,8 +249,10 @@ impl Inode {
     // Setters, used by the writer. Each keeps the record's other bytes as they were.
 
     /// A zeroed record of `size` bytes, with the large-inode fields set up.
+    /// (The superblock allows no `size` below 128; a smaller one is raised
+    /// to 128 so that every field of the original inode exists.)
     pub fn new_zeroed(ino: u32, size: usize) -> Self {
-        let mut raw = vec![0u8; size];
+        let mut raw = vec![0u8; size.max(GOOD_OLD_INODE_SIZE)];
         if size > 128 {
             // Room for the ctime/mtime/atime/crtime extra words and csum_hi,
             // as mke2fs and the kernel lay out new inodes.
@@ -258,7 +287,7 @@ impl Inode {
         set_le32(&mut self.raw, 0x20, f);
     }
     pub fn set_i_block(&mut self, b: &[u8; 60]) {
-        self.raw[0x28..0x64].copy_from_slice(b);
+        *array_mut(&mut self.raw, 0x28) = *b;
     }
     pub fn set_generation(&mut self, g: u32) {
         set_le32(&mut self.raw, 0x64, g);
@@ -274,11 +303,15 @@ impl Inode {
     fn set_time(&mut self, lo: usize, extra: usize, secs: i64, nsec: u32) {
         // The low word holds the signed 32-bit seconds; the extra word adds
         // two epoch bits (years 2038..2446) and the nanoseconds.
-        let lo_val = u32::try_from(secs & 0xFFFF_FFFF).unwrap_or(0);
+        let [b0, b1, b2, b3, ..] = secs.to_le_bytes();
+        let lo_val = u32::from_le_bytes([b0, b1, b2, b3]);
         set_le32(&mut self.raw, lo, lo_val);
-        if usize::from(self.extra_isize()) + 128 >= extra + 4 && self.raw.len() >= extra + 4 {
-            let epoch =
-                u32::try_from(((secs - i64::from(lo_val.cast_signed())) >> 32) & 3).unwrap_or(0);
+        if self.has_extra(extra) {
+            // Bits 32 and 33 of what the signed low word leaves over; the
+            // two's-complement difference has them even where it wraps.
+            let rest = secs.wrapping_sub(i64::from(lo_val.cast_signed()));
+            let [_, _, _, _, e, ..] = rest.to_le_bytes();
+            let epoch = u32::from(e & 3);
             set_le32(&mut self.raw, extra, (nsec << 2) | epoch);
         }
     }

@@ -11,6 +11,10 @@
     clippy::cast_possible_wrap,
     clippy::cast_lossless
 )]
+// Parsing here is free of unchecked indexing and arithmetic. The lints are
+// turned on item by item below rather than for the module, whose inner
+// attribute would also reach `write` (converted separately); the other
+// submodules turn them on in their own files.
 
 mod check;
 pub(crate) mod checksum;
@@ -39,6 +43,12 @@ pub use xattr::Xattr;
 
 const JOURNAL_MAGIC: u32 = 0xC03B_3998;
 
+/// Block arithmetic on numbers from disk that does not fit 64 bits.
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+fn overflow(what: &str, at: Location) -> Ext4Error {
+    Ext4Error::corrupt(format!("{what} lies beyond 64-bit byte offsets"), at)
+}
+
 /// The most rpiimg reads of one file into memory (configuration, unit and
 /// key files are far smaller); larger content is streamed.
 pub const MEMORY_CAP: u64 = 16 << 20;
@@ -61,10 +71,12 @@ pub struct Ext4<D> {
     seed: u32,
 }
 
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 impl<D: ReadAt> Ext4<D> {
     /// Open the filesystem in `dev`, checking the superblock and every group descriptor.
     pub fn open(dev: D) -> Result<Self> {
-        if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
+        const SUPERBLOCK_END: u64 = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64;
+        if dev.size() < SUPERBLOCK_END {
             return Err(Ext4Error::corrupt(
                 "partition too small to hold an ext4 superblock",
                 Location::Superblock,
@@ -84,10 +96,21 @@ impl<D: ReadAt> Ext4<D> {
                 Location::Superblock,
             ));
         }
-        let gdt_block = u64::from(sb.first_data_block()) + 1;
-        let gdt_len = sb.desc_size() * sb.group_count() as usize;
+        // The descriptor table starts in the block after the superblock's.
+        let gdt = u64::from(sb.first_data_block())
+            .checked_add(1)
+            .and_then(|b| b.checked_mul(bs));
+        let gdt_len = usize::try_from(sb.group_count())
+            .ok()
+            .and_then(|n| n.checked_mul(sb.desc_size()));
+        let (Some(gdt), Some(gdt_len)) = (gdt, gdt_len) else {
+            return Err(overflow(
+                "the group descriptor table",
+                Location::GroupDesc(0),
+            ));
+        };
         let mut graw = vec![0u8; gdt_len];
-        dev.read_exact_at(&mut graw, gdt_block * bs)?;
+        dev.read_exact_at(&mut graw, gdt)?;
         let groups = group::GroupTable::parse(&sb, graw)?;
         let seed = sb.csum_seed();
         Ok(Ext4 {
@@ -130,29 +153,44 @@ impl<D: ReadAt> Ext4<D> {
                 at.clone(),
             ));
         }
+        // Within the filesystem, whose size `open` checked against the device.
+        let off = block
+            .checked_mul(self.block_size() as u64)
+            .ok_or_else(|| overflow(&format!("block {block}"), at.clone()))?;
         let mut buf = vec![0u8; self.block_size()];
-        self.dev
-            .read_exact_at(&mut buf, block * self.block_size() as u64)?;
+        self.dev.read_exact_at(&mut buf, off)?;
         Ok(buf)
+    }
+
+    /// The group of inode `ino` and its index there, refusing numbers
+    /// outside the inode table.
+    fn inode_place(&self, ino: u32) -> Result<(u32, u32)> {
+        let ipg = self.sb.inodes_per_group();
+        let n = ino.checked_sub(1).filter(|_| ino <= self.sb.inodes_count());
+        // `ipg` is not zero (the superblock checks its geometry).
+        let place = n.and_then(|n| Some((n.checked_div(ipg)?, n.checked_rem(ipg)?)));
+        place.ok_or_else(|| {
+            Ext4Error::corrupt(
+                format!("inode number {ino} is out of range"),
+                Location::Inode(ino),
+            )
+        })
     }
 
     /// Read an inode record and verify its checksum.
     pub fn inode(&self, ino: u32) -> Result<Inode> {
         let at = Location::Inode(ino);
-        if ino == 0 || ino > self.sb.inodes_count() {
-            return Err(Ext4Error::corrupt(
-                format!("inode number {ino} is out of range"),
-                at,
-            ));
-        }
-        let ipg = self.sb.inodes_per_group();
-        let g = (ino - 1) / ipg;
-        let index = (ino - 1) % ipg;
+        let (g, index) = self.inode_place(ino)?;
         let isz = u64::from(self.sb.inode_size());
-        let off = self.groups.inode_table(g) * self.block_size() as u64 + u64::from(index) * isz;
+        let off = self
+            .groups
+            .inode_table(g)
+            .checked_mul(self.block_size() as u64)
+            .and_then(|t| t.checked_add(u64::from(index).checked_mul(isz)?))
+            .ok_or_else(|| overflow("the inode's record", at.clone()))?;
         let mut raw = vec![0u8; usize::from(self.sb.inode_size())];
         self.dev.read_exact_at(&mut raw, off)?;
-        let inode = Inode::from_raw(ino, raw);
+        let inode = Inode::from_raw(ino, raw)?;
         if self.csum() && !inode.checksum_ok(self.seed) {
             return Err(Ext4Error::corrupt("inode checksum does not match", at));
         }
@@ -161,10 +199,9 @@ impl<D: ReadAt> Ext4<D> {
 
     /// Read an inode that a directory entry refers to: it must be in use.
     pub fn live_inode(&self, ino: u32) -> Result<Inode> {
-        let ipg = self.sb.inodes_per_group();
-        if ino > 0 && ino <= self.sb.inodes_count() && self.csum() {
-            let g = (ino - 1) / ipg;
-            let index = (ino - 1) % ipg;
+        if self.csum() {
+            let ipg = self.sb.inodes_per_group();
+            let (g, index) = self.inode_place(ino)?;
             let unused_from = ipg.saturating_sub(self.groups.itable_unused(g));
             if self.groups.flags(g) & group::BG_INODE_UNINIT != 0 || index >= unused_from {
                 return Err(Ext4Error::corrupt(
@@ -222,9 +259,11 @@ impl<D: ReadAt> Ext4<D> {
             }
         }
         for w in out.windows(2) {
-            if u64::from(w[0].lblk) + u64::from(w[0].len) > u64::from(w[1].lblk) {
+            let [a, b] = w else { continue };
+            // An extent reaching past file block 2^32 - 1 overlaps any next one.
+            if a.lblk.checked_add(a.len).is_none_or(|end| end > b.lblk) {
                 return Err(Ext4Error::corrupt(
-                    format!("extents overlap at file block {}", w[1].lblk),
+                    format!("extents overlap at file block {}", b.lblk),
                     Location::Inode(inode.ino),
                 ));
             }
@@ -249,9 +288,10 @@ impl<D: ReadAt> Ext4<D> {
                 block: child,
             };
             let blk = self.read_block(child, &cat)?;
-            let room = (blk.len() - 12) / 12;
+            // 12-byte entries after the 12-byte header.
+            let room = blk.len().saturating_sub(12) / 12;
             let ch = extent::header(&blk, room, &cat)?;
-            if ch.depth + 1 != h.depth {
+            if ch.depth.checked_add(1) != Some(h.depth) {
                 return Err(Ext4Error::corrupt(
                     format!(
                         "extent node depth {} under a node of depth {}",
@@ -282,10 +322,10 @@ impl<D: ReadAt> Ext4<D> {
                 return;
             };
             if let Some(last) = out.last_mut() {
-                if u64::from(last.lblk) + u64::from(last.len) == u64::from(lblk)
-                    && last.pblk + u64::from(last.len) == u64::from(pblk)
-                {
-                    last.len += 1;
+                let contiguous = last.lblk.checked_add(last.len) == Some(lblk)
+                    && last.pblk.checked_add(u64::from(last.len)) == Some(u64::from(pblk));
+                if let Some(len) = last.len.checked_add(1).filter(|_| contiguous) {
+                    last.len = len;
                     return;
                 }
             }
@@ -296,14 +336,18 @@ impl<D: ReadAt> Ext4<D> {
                 uninit: false,
             });
         };
-        for i in 0..12u64.min(nblocks) {
-            push(i, le32(ib, usize::try_from(i * 4).unwrap_or(0)));
+        for (lblk, ptr) in (0..nblocks).zip(ib.chunks_exact(4).take(12)) {
+            push(lblk, le32(ptr, 0));
         }
-        // (first logical block, pointer, levels of indirection)
+        // (first logical block, pointer, levels of indirection). With blocks
+        // of at most 64 KiB these cannot overflow; a saturated first block
+        // would lie past the file and be skipped.
+        let double = per.saturating_add(12);
+        let triple = per.saturating_mul(per).saturating_add(double);
         let roots = [
             (12, le32(ib, 48), 1u32),
-            (12 + per, le32(ib, 52), 2),
-            (12 + per + per * per, le32(ib, 56), 3),
+            (double, le32(ib, 52), 2),
+            (triple, le32(ib, 56), 3),
         ];
         let mut stack: Vec<(u64, u32, u32)> = roots.iter().rev().copied().collect();
         while let Some((first, ptr, level)) = stack.pop() {
@@ -315,19 +359,21 @@ impl<D: ReadAt> Ext4<D> {
                 block: u64::from(ptr),
             };
             let blk = self.read_block(u64::from(ptr), &at)?;
-            let span = per.pow(level - 1);
+            // Levels below this block's children, and the file blocks each
+            // child covers.
+            let below = level.saturating_sub(1);
+            let span = per.saturating_pow(below);
             let mut children = Vec::new();
-            for j in 0..per {
-                let Ok(o) = usize::try_from(j * 4) else { break };
-                let p = le32(&blk, o);
-                let lb = first + j * span;
-                if lb >= nblocks {
+            for (j, p) in (0u64..).zip(blk.chunks_exact(4)) {
+                let p = le32(p, 0);
+                let lb = span.checked_mul(j).and_then(|o| o.checked_add(first));
+                let Some(lb) = lb.filter(|&lb| lb < nblocks) else {
                     break;
-                }
-                if level == 1 {
+                };
+                if below == 0 {
                     push(lb, p);
                 } else {
-                    children.push((lb, p, level - 1));
+                    children.push((lb, p, below));
                 }
             }
             stack.extend(children.into_iter().rev());
@@ -339,40 +385,57 @@ impl<D: ReadAt> Ext4<D> {
     /// extents read as zeros. Returns the number of bytes written.
     pub fn read_to(&self, inode: &Inode, w: &mut dyn Write) -> Result<u64> {
         const CHUNK_BLOCKS: usize = 256;
+        let at = Location::Inode(inode.ino);
         let bs_usize = self.block_size();
         let bs = bs_usize as u64;
-        let chunk = CHUNK_BLOCKS * bs_usize;
+        // Blocks are at most 64 KiB, so a chunk is at most 16 MiB.
+        let chunk = bs_usize.saturating_mul(CHUNK_BLOCKS);
         let size = inode.size();
         let mut pos = 0u64;
         let zeros = vec![0u8; chunk];
         let mut buf = vec![0u8; chunk];
+        // The next piece of at most `chunk` bytes before `upto`, if any.
+        let piece = |upto: u64, pos: u64| {
+            let left = upto.checked_sub(pos).filter(|&l| l > 0)?;
+            Some(usize::try_from(left).map_or(chunk, |l| l.min(chunk)))
+        };
         let fill_zero = |w: &mut dyn Write, upto: u64, pos: &mut u64| -> Result<()> {
-            while *pos < upto {
-                let n = usize::try_from(upto - *pos).map_or(zeros.len(), |r| r.min(zeros.len()));
-                w.write_all(&zeros[..n])?;
-                *pos += n as u64;
+            while let Some(n) = piece(upto, *pos) {
+                let (part, _) = zeros.split_at(n);
+                w.write_all(part)?;
+                // n <= upto - pos
+                *pos = pos.saturating_add(n as u64);
             }
             Ok(())
         };
         for e in self.extents(inode)? {
-            let start = u64::from(e.lblk) * bs;
+            let Some(start) = u64::from(e.lblk).checked_mul(bs) else {
+                break;
+            };
             if start >= size {
                 break;
             }
             fill_zero(w, start, &mut pos)?;
-            let end = (start + u64::from(e.len) * bs).min(size);
+            // Past the end of the file is as good as the file's end.
+            let end = u64::from(e.len)
+                .checked_mul(bs)
+                .and_then(|l| l.checked_add(start))
+                .map_or(size, |end| end.min(size));
             if e.uninit {
                 fill_zero(w, end, &mut pos)?;
                 continue;
             }
-            let mut b = 0u64;
-            while pos < end {
-                let n = usize::try_from(end - pos).map_or(chunk, |r| r.min(chunk));
-                let dst = &mut buf[..n];
-                self.dev.read_exact_at(dst, (e.pblk + b) * bs)?;
+            let mut b = e.pblk;
+            while let Some(n) = piece(end, pos) {
+                let (dst, _) = buf.split_at_mut(n);
+                // `extents` checked the extent lies inside the filesystem.
+                let off = b
+                    .checked_mul(bs)
+                    .ok_or_else(|| overflow(&format!("block {b}"), at.clone()))?;
+                self.dev.read_exact_at(dst, off)?;
                 w.write_all(dst)?;
-                pos += n as u64;
-                b += CHUNK_BLOCKS as u64;
+                pos = pos.saturating_add(n as u64);
+                b = b.saturating_add(CHUNK_BLOCKS as u64);
             }
         }
         fill_zero(w, size, &mut pos)?;
@@ -383,7 +446,10 @@ impl<D: ReadAt> Ext4<D> {
     /// Refused above 16 MiB: a legal sparse file of a terabyte must not
     /// exhaust memory; large content is streamed with [`Ext4::read_to`].
     pub fn read_all(&self, inode: &Inode) -> Result<Vec<u8>> {
-        if inode.size() > MEMORY_CAP {
+        let cap = usize::try_from(inode.size())
+            .ok()
+            .filter(|_| inode.size() <= MEMORY_CAP);
+        let Some(cap) = cap else {
             return Err(Ext4Error::unsupported(
                 format!(
                     "inode {} holds {} bytes, more than the {} MiB rpiimg reads into memory",
@@ -393,23 +459,28 @@ impl<D: ReadAt> Ext4<D> {
                 ),
                 "this file is not what rpiimg expects there (a damaged or hostile image?)",
             ));
-        }
-        let mut v = Vec::with_capacity(usize::try_from(inode.size()).unwrap_or(0));
+        };
+        let mut v = Vec::with_capacity(cap);
         self.read_to(inode, &mut v)?;
         Ok(v)
     }
 
     /// The target of a symlink.
     pub fn readlink(&self, inode: &Inode) -> Result<Vec<u8>> {
-        let size = usize::try_from(inode.size()).unwrap_or(usize::MAX);
-        if inode.is_fast_symlink() && !inode.uses_extents() {
-            return Ok(inode.i_block()[..size.min(60)].to_vec());
-        }
-        if size >= self.block_size() {
+        let size = inode.size();
+        let Some(len) = usize::try_from(size)
+            .ok()
+            .filter(|&n| n < self.block_size())
+        else {
             return Err(Ext4Error::corrupt(
                 format!("symlink target of {size} bytes is too long"),
                 Location::Inode(inode.ino),
             ));
+        };
+        if inode.is_fast_symlink() && !inode.uses_extents() {
+            // A fast symlink is shorter than its 60-byte i_block.
+            let (target, _) = inode.i_block().split_at(len.min(60));
+            return Ok(target.to_vec());
         }
         self.read_all(inode)
     }
@@ -443,13 +514,16 @@ impl<D: ReadAt> Ext4<D> {
             ))));
         }
         let bs = self.block_size() as u64;
+        let at = Location::Inode(dir.ino);
         for e in self.extents(dir)? {
-            for i in 0..e.len {
-                let lblk = e.lblk + i;
-                if u64::from(lblk) * bs >= dir.size() {
+            for (lblk, pblk) in (e.lblk..=u32::MAX).zip(e.pblk..).take(e.len as usize) {
+                if u64::from(lblk)
+                    .checked_mul(bs)
+                    .is_none_or(|o| o >= dir.size())
+                {
                     return Ok(());
                 }
-                let block = self.read_block(e.pblk + u64::from(i), &Location::Inode(dir.ino))?;
+                let block = self.read_block(pblk, &at)?;
                 let entries = self.parse_dir_block(dir, lblk, &block)?;
                 if f(lblk, entries)? {
                     return Ok(());
@@ -472,19 +546,18 @@ impl<D: ReadAt> Ext4<D> {
         let ft = self.sb.has_filetype();
         if dir.is_htree() && lblk == 0 {
             htree::parse_root(block, self.dir_csum(dir), &at)?;
-            return dir::parse_entries(block, block.len(), ft, &at);
+            return dir::parse_entries(block, ft, &at);
         }
         if dir.is_htree() && htree::is_node(block) {
             htree::parse_node(block, self.dir_csum(dir), &at)?;
             return Ok(Vec::new());
         }
-        let end = if self.csum() {
-            dir::verify_leaf_tail(block, self.seed, dir.ino, dir.generation(), &at)?;
-            block.len() - dir::TAIL_SIZE
+        let area = if self.csum() {
+            dir::verify_leaf_tail(block, self.seed, dir.ino, dir.generation(), &at)?
         } else {
-            block.len()
+            block
         };
-        dir::parse_entries(block, end, ft, &at)
+        dir::parse_entries(area, ft, &at)
     }
 
     /// Find `name` in a directory, through the hash index when it has one.
@@ -521,16 +594,19 @@ impl<D: ReadAt> Ext4<D> {
 
     /// Block `lblk` of a directory whose extents are `ext`.
     fn dir_lblock(&self, dir: &Inode, ext: &[Extent], lblk: u32) -> Result<Vec<u8>> {
-        let e = ext
+        let pblk = ext
             .iter()
-            .find(|e| lblk >= e.lblk && lblk - e.lblk < e.len)
+            .find_map(|e| {
+                let i = lblk.checked_sub(e.lblk).filter(|&i| i < e.len)?;
+                e.pblk.checked_add(u64::from(i))
+            })
             .ok_or_else(|| {
                 Ext4Error::corrupt(
                     format!("htree index points to unmapped directory block {lblk}"),
                     Location::Inode(dir.ino),
                 )
             })?;
-        self.read_block(e.pblk + u64::from(lblk - e.lblk), &Location::Inode(dir.ino))
+        self.read_block(pblk, &Location::Inode(dir.ino))
     }
 
     /// The leaves of an indexed directory that can hold `name`: the one its
@@ -552,21 +628,26 @@ impl<D: ReadAt> Ext4<D> {
         let Some(h) = hash::name_hash(name, version, self.sb.hash_seed()) else {
             return Ok(None);
         };
+        let empty = || Ext4Error::corrupt("htree index level has no entries", root_at.clone());
         let mut level = root.entries;
         for _ in 0..root.indirect_levels {
-            let lblk = htree::descend(&level, h);
+            let lblk = htree::descend(&level, h).ok_or_else(empty)?;
             let at = Location::Block {
                 ino: dir.ino,
                 block: u64::from(lblk),
             };
             level = htree::parse_node(&self.dir_lblock(dir, &ext, lblk)?, self.dir_csum(dir), &at)?;
         }
-        let mut i = level.partition_point(|&(eh, _)| eh <= h).max(1) - 1;
-        let mut out = vec![level[i].1];
-        while i + 1 < level.len() && level[i + 1].0 & !1 == h {
-            i += 1;
-            out.push(level[i].1);
-        }
+        let mut rest = level
+            .get(htree::covering(&level, h)..)
+            .unwrap_or_default()
+            .iter();
+        let &(_, first) = rest.next().ok_or_else(empty)?;
+        let mut out = vec![first];
+        out.extend(
+            rest.take_while(|&&(eh, _)| eh & !1 == h)
+                .map(|&(_, lblk)| lblk),
+        );
         Ok(Some(out))
     }
 
@@ -629,19 +710,25 @@ impl<D: ReadAt> Ext4<D> {
             if self.groups.flags(g) & group::BG_BLOCK_UNINIT != 0 {
                 continue;
             }
-            let first = u64::from(self.sb.first_data_block()) + u64::from(g) * bpg;
-            let n = (total - first).min(bpg);
-            let map =
-                self.read_block(self.groups.block_bitmap(g), &Location::Bitmap { group: g })?;
-            for i in 0..n {
-                let Ok(ix) = usize::try_from(i) else { break };
-                if map[ix / 8] & (1 << (ix % 8)) == 0 {
+            let at = Location::Bitmap { group: g };
+            let first = u64::from(g)
+                .checked_mul(bpg)
+                .and_then(|o| o.checked_add(u64::from(self.sb.first_data_block())))
+                .ok_or_else(|| overflow("the group's first block", at.clone()))?;
+            let end = total.min(first.saturating_add(bpg));
+            let map = self.read_block(self.groups.block_bitmap(g), &at)?;
+            let bits = map
+                .iter()
+                .flat_map(|&byte| (0..8).map(move |k| byte & (1 << k) != 0));
+            for (b, used) in (first..end).zip(bits) {
+                if !used {
                     continue;
                 }
-                let b = first + i;
+                // b < total, so b + 1 does not saturate.
+                let next = b.saturating_add(1);
                 match out.last_mut() {
-                    Some(last) if last.1 == b => last.1 += 1,
-                    _ => out.push((b, b + 1)),
+                    Some(last) if last.1 == b => last.1 = next,
+                    _ => out.push((b, next)),
                 }
             }
         }
@@ -658,10 +745,12 @@ impl<D: ReadAt> Ext4<D> {
 }
 
 /// Map a generic resolution failure to this engine's error.
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub fn resolve_error(e: ResolveError<Ext4Error>) -> Ext4Error {
     e.into_fs()
 }
 
+#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 impl<D: ReadAt> Walk for Ext4<D> {
     type Node = u32;
     type Error = Ext4Error;
