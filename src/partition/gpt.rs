@@ -5,8 +5,10 @@
 //! before anything is sized or read from it (the `gpt` crate asserted on an
 //! entry size other than 128, and sized reads from `num_entries`).
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use super::{PartitionError, SECTOR};
-use crate::bytes::{crc32, le32, le64};
+use crate::bytes::{array_mut, crc32, le32, le64};
 use crate::image::ReadAt;
 use crate::image::Window;
 
@@ -48,11 +50,16 @@ fn corrupt(detail: impl Into<String>) -> PartitionError {
 
 /// `N` bytes at `at` (zeros past the end).
 fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
-    let mut a = [0u8; N];
-    if let Some(s) = b.get(at..at + N) {
-        a.copy_from_slice(s);
-    }
-    a
+    b.get(at..)
+        .and_then(<[u8]>::first_chunk::<N>)
+        .copied()
+        .unwrap_or([0; N])
+}
+
+/// Byte offset of sector `lba`, refused past 64 bits.
+fn sector_offset(lba: u64) -> Result<u64, PartitionError> {
+    lba.checked_mul(SECTOR)
+        .ok_or_else(|| corrupt(format!("sector {lba} lies beyond 64-bit byte offsets")))
 }
 
 /// A GUID as stored on disk (first three fields little-endian), in the
@@ -80,23 +87,28 @@ pub fn read(disk: &Window, sectors: u64) -> Result<Gpt, PartitionError> {
 fn read_at(disk: &Window, sectors: u64, lba: u64) -> Result<Gpt, PartitionError> {
     let which = if lba == 1 { "primary" } else { "backup" };
     let mut h = [0u8; 512];
-    disk.read_exact_at(&mut h, lba * SECTOR)?;
+    disk.read_exact_at(&mut h, sector_offset(lba)?)?;
     if &h[0..8] != SIGNATURE {
         return Err(corrupt(format!(
             "the {which} header (sector {lba}) lacks the \"EFI PART\" signature"
         )));
     }
-    let size = usize::try_from(le32(&h, 12)).unwrap_or(usize::MAX);
-    if !(MIN_HEADER..=h.len()).contains(&size) {
+    let size = le32(&h, 12);
+    let stored = le32(&h, 16);
+    // The checksum covers the header's `size` bytes with its own field as zeros.
+    let mut copy = h;
+    *array_mut::<4>(&mut copy, 16) = [0; 4];
+    let covered = usize::try_from(size)
+        .ok()
+        .filter(|&n| n >= MIN_HEADER)
+        .and_then(|n| copy.get(..n));
+    let Some(covered) = covered else {
         return Err(corrupt(format!(
             "the {which} header claims {size} bytes (valid: {MIN_HEADER} to {})",
             h.len()
         )));
-    }
-    let stored = le32(&h, 16);
-    let mut copy = h;
-    copy[16..20].fill(0);
-    if crc32(&copy[..size]) != stored {
+    };
+    if crc32(covered) != stored {
         return Err(corrupt(format!(
             "the {which} header checksum does not match"
         )));
@@ -113,13 +125,15 @@ fn read_at(disk: &Window, sectors: u64, lba: u64) -> Result<Gpt, PartitionError>
             "the {which} header gives a partition entry size of {entry_size} bytes (valid: 128, 256, ... {MAX_ENTRY_SIZE})"
         )));
     }
-    let array_len = u64::from(count) * u64::from(entry_size);
-    if count == 0 || array_len > MAX_ARRAY {
+    let array_len = u64::from(count)
+        .checked_mul(u64::from(entry_size))
+        .filter(|&n| count != 0 && n <= MAX_ARRAY);
+    let Some(array_len) = array_len else {
         return Err(corrupt(format!(
             "the {which} header gives {count} partition entries of {entry_size} bytes (1 to {} KiB of entries are supported)",
             MAX_ARRAY >> 10
         )));
-    }
+    };
     let array_sectors = array_len.div_ceil(SECTOR);
     let array_end = array_lba.saturating_add(array_sectors);
     if array_lba < 2 || array_end > sectors {
@@ -132,32 +146,37 @@ fn read_at(disk: &Window, sectors: u64, lba: u64) -> Result<Gpt, PartitionError>
             "the {which} header gives usable sectors {first_usable} to {last_usable} on a disk of {sectors} sectors"
         )));
     }
-    let mut array = vec![0u8; usize::try_from(array_len).unwrap_or(0)];
-    disk.read_exact_at(&mut array, array_lba * SECTOR)?;
+    // At most MAX_ARRAY, checked above.
+    let array_len = usize::try_from(array_len)
+        .map_err(|_| corrupt(format!("a partition entry array of {array_len} bytes")))?;
+    let mut array = vec![0u8; array_len];
+    disk.read_exact_at(&mut array, sector_offset(array_lba)?)?;
     if crc32(&array) != le32(&h, 88) {
         return Err(corrupt(format!(
             "the {which} partition entry array checksum does not match"
         )));
     }
     let mut entries = Vec::new();
-    let step = usize::try_from(entry_size).unwrap_or(128);
-    for (i, e) in array.chunks_exact(step).enumerate() {
+    // Between 128 and MAX_ENTRY_SIZE, checked above.
+    let step = usize::try_from(entry_size)
+        .map_err(|_| corrupt(format!("partition entry size {entry_size}")))?;
+    for (number, e) in (1u32..).zip(array.chunks_exact(step)) {
         let type_raw: [u8; 16] = bytes_at(e, 0);
         if type_raw == [0; 16] {
             continue;
         }
-        let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let (first_lba, last_lba) = (le64(e, 32), le64(e, 40));
         if last_lba < first_lba {
             return Err(corrupt(format!(
                 "partition {number} ends (sector {last_lba}) before it starts (sector {first_lba})"
             )));
         }
-        let units: Vec<u16> = e
-            .get(56..128)
-            .unwrap_or(&[])
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        // The name: 36 UTF-16LE units from byte 56.
+        let name = bytes_at::<72>(e, 56);
+        let (units, _) = name.as_chunks::<2>();
+        let units: Vec<u16> = units
+            .iter()
+            .map(|&c| u16::from_le_bytes(c))
             .take_while(|&u| u != 0)
             .collect();
         entries.push(Entry {

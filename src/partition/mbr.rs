@@ -6,8 +6,10 @@
 //! listed as such; their logical partitions are not read (Pi OS images have
 //! none).
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use super::{Partition, PartitionError};
-use crate::bytes::{hex, le32};
+use crate::bytes::{array, hex, le32};
 
 /// One used primary entry: (1-based number, type byte, first LBA, sectors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +25,9 @@ pub struct Entry {
 pub fn parse(s0: &[u8; 512]) -> Result<(String, Vec<Entry>), PartitionError> {
     let id = le32(s0, 440);
     let mut out = Vec::new();
-    for (i, raw) in s0[446..510].chunks_exact(16).enumerate() {
-        let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+    // Four 16-byte entries from byte 446 to the signature.
+    let (entries, _) = array::<64>(s0, 446).as_chunks::<16>();
+    for (number, raw) in (1u32..).zip(entries) {
         let (status, kind) = (raw[0], raw[4]);
         let (start, sectors) = (le32(raw, 8), le32(raw, 12));
         if kind == 0 || sectors == 0 {

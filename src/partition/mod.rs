@@ -1,6 +1,8 @@
 //! Partition tables: MBR (mbrman) and GPT (gpt). Partitions become byte
 //! windows; nothing here knows about filesystems.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use std::fs::File;
 use std::sync::Arc;
 
@@ -50,12 +52,28 @@ pub struct Partition {
     pub name: String,
 }
 
+/// `start_sector` and `sectors` of a partition in a [`PartitionTable`] fit
+/// inside the image ([`read`] refuses any other), so its byte and sector
+/// arithmetic cannot overflow: where the types still ask, it saturates.
 impl Partition {
     pub fn start(&self) -> u64 {
-        self.start_sector * SECTOR
+        self.start_sector.saturating_mul(SECTOR)
     }
     pub fn size(&self) -> u64 {
-        self.sectors * SECTOR
+        self.sectors.saturating_mul(SECTOR)
+    }
+    /// The sector after the partition.
+    pub fn end_sector(&self) -> u64 {
+        self.start_sector.saturating_add(self.sectors)
+    }
+    /// The last sector of a partition that is not empty.
+    fn last_sector(&self) -> u64 {
+        self.end_sector().saturating_sub(1)
+    }
+    /// The byte after the partition; `None` past 64 bits.
+    fn byte_end(&self) -> Option<u64> {
+        let start = self.start_sector.checked_mul(SECTOR)?;
+        self.sectors.checked_mul(SECTOR)?.checked_add(start)
     }
 }
 
@@ -138,16 +156,31 @@ pub fn read(file: &Arc<File>, size: u64) -> Result<PartitionTable, PartitionErro
         let partitions = g
             .entries
             .iter()
-            .map(|e| Partition {
-                number: e.number,
-                start_sector: e.first_lba,
-                sectors: e.last_lba - e.first_lba + 1,
-                type_name: gpt_type_name(&e.type_guid).to_string(),
-                type_id: e.type_guid.clone(),
-                partuuid: e.part_guid.clone(),
-                name: e.name.clone(),
+            .map(|e| {
+                // gpt::read checked last_lba >= first_lba; all of 2^64
+                // sectors do not fit a u64.
+                let n = e
+                    .last_lba
+                    .checked_sub(e.first_lba)
+                    .and_then(|n| n.checked_add(1));
+                let sectors = n.ok_or_else(|| PartitionError::Corrupt {
+                    table: "GPT",
+                    detail: format!(
+                        "partition {} spans sectors {} to {}",
+                        e.number, e.first_lba, e.last_lba
+                    ),
+                })?;
+                Ok(Partition {
+                    number: e.number,
+                    start_sector: e.first_lba,
+                    sectors,
+                    type_name: gpt_type_name(&e.type_guid).to_string(),
+                    type_id: e.type_guid.clone(),
+                    partuuid: e.part_guid.clone(),
+                    name: e.name.clone(),
+                })
             })
-            .collect();
+            .collect::<Result<_, PartitionError>>()?;
         PartitionTable {
             kind: TableKind::Gpt,
             disk_id: g.disk_guid,
@@ -168,7 +201,20 @@ pub fn read(file: &Arc<File>, size: u64) -> Result<PartitionTable, PartitionErro
         }
     };
     for p in &table.partitions {
-        let end = p.start().saturating_add(p.size());
+        // (A GPT entry at sector 2^55 or later used to wrap in start()
+        // and could pass this check with a window at a wrong offset.)
+        let Some(end) = p.byte_end() else {
+            return Err(PartitionError::Corrupt {
+                table: match table.kind {
+                    TableKind::Mbr => "MBR",
+                    TableKind::Gpt => "GPT",
+                },
+                detail: format!(
+                    "partition {} (sector {}, {} sectors) lies beyond 64-bit byte offsets",
+                    p.number, p.start_sector, p.sectors
+                ),
+            });
+        };
         if end > size {
             return Err(PartitionError::Truncated {
                 number: p.number,
@@ -191,7 +237,7 @@ fn layout_problems(t: &PartitionTable) -> Vec<String> {
         if p.sectors == 0 {
             continue;
         }
-        let p_last = p.start_sector + p.sectors - 1;
+        let p_last = p.last_sector();
         if p.start_sector < first || p_last > last {
             out.push(format!(
                 "partition {} (sectors {} to {p_last}) lies outside the usable sectors {first} to {last} and overlaps the partition table",
@@ -201,10 +247,11 @@ fn layout_problems(t: &PartitionTable) -> Vec<String> {
     }
     let mut sorted: Vec<&Partition> = t.partitions.iter().filter(|p| p.sectors > 0).collect();
     sorted.sort_by_key(|p| (p.start_sector, p.number));
-    for (i, a) in sorted.iter().enumerate() {
-        let a_end = a.start_sector + a.sectors;
-        for b in sorted.iter().skip(i + 1) {
-            if b.start_sector >= a_end {
+    let mut rest = sorted.as_slice();
+    while let Some((a, later)) = rest.split_first() {
+        rest = later;
+        for b in later {
+            if b.start_sector >= a.end_sector() {
                 break;
             }
             // An MBR extended partition contains its logical ones by design.
@@ -219,12 +266,72 @@ fn layout_problems(t: &PartitionTable) -> Vec<String> {
                 "partitions {} (sectors {} to {}) and {} (sectors {} to {}) overlap",
                 a.number,
                 a.start_sector,
-                a_end - 1,
+                a.last_sector(),
                 b.number,
                 b.start_sector,
-                b.start_sector + b.sectors - 1
+                b.last_sector()
             ));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bytes::{array_mut, crc32};
+    use std::os::unix::fs::FileExt;
+
+    fn put<const N: usize>(b: &mut [u8], off: usize, v: [u8; N]) {
+        *array_mut::<N>(b, off) = v;
+    }
+
+    /// A 64-sector image whose GPT (valid checksums) has one entry at
+    /// `first_lba..=last_lba`.
+    fn gpt_image(first_lba: u64, last_lba: u64) -> Arc<File> {
+        let mut img = vec![0u8; 64 * 512];
+        let (s0, rest) = img.split_at_mut(512);
+        let (h, array) = rest.split_at_mut(512);
+        put(s0, 446 + 4, [0xee]);
+        put(s0, 446 + 8, 1u32.to_le_bytes());
+        put(s0, 446 + 12, 63u32.to_le_bytes());
+        put(s0, 510, [0x55, 0xAA]);
+        let entry = array.get_mut(..128).unwrap();
+        put(entry, 0, [1; 16]);
+        put(entry, 32, first_lba.to_le_bytes());
+        put(entry, 40, last_lba.to_le_bytes());
+        let array_crc = crc32(array.get(..4 * 128).unwrap());
+        put(h, 0, *b"EFI PART");
+        put(h, 12, 92u32.to_le_bytes());
+        put(h, 24, 1u64.to_le_bytes());
+        put(h, 40, 34u64.to_le_bytes());
+        put(h, 48, 62u64.to_le_bytes());
+        put(h, 72, 2u64.to_le_bytes());
+        put(h, 80, 4u32.to_le_bytes());
+        put(h, 84, 128u32.to_le_bytes());
+        put(h, 88, array_crc.to_le_bytes());
+        let crc = crc32(h.get(..92).unwrap());
+        put(h, 16, crc.to_le_bytes());
+        let f = tempfile::tempfile().unwrap();
+        f.write_all_at(&img, 0).unwrap();
+        Arc::new(f)
+    }
+
+    #[test]
+    fn gpt_partition_read() {
+        let t = read(&gpt_image(34, 40), 64 * 512).unwrap();
+        let p = t.get(1).unwrap();
+        assert_eq!((p.start(), p.size()), (34 * 512, 7 * 512));
+    }
+
+    /// A partition whose byte offset does not fit 64 bits used to wrap in
+    /// `start()` (a panic in a debug build; in release a window at byte 0
+    /// that passed the truncation check).
+    #[test]
+    fn gpt_partition_past_64_bit_offsets() {
+        let e = read(&gpt_image(1 << 55, (1 << 55) + 6), 64 * 512).unwrap_err();
+        assert!(e.to_string().contains("beyond 64-bit"), "{e}");
+        let e = read(&gpt_image(0, u64::MAX), 64 * 512).unwrap_err();
+        assert!(e.to_string().contains("spans sectors 0 to"), "{e}");
+    }
 }
