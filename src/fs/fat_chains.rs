@@ -16,6 +16,8 @@
 //! inode number a walker could recognise. [`check`] walks the raw tree once
 //! and refuses a directory cluster that two entries (or two chains) claim.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use std::io;
 
 use crate::bytes::{le16, le32};
@@ -29,8 +31,10 @@ struct Geometry {
     fat_offset: u64,
     /// Bytes of the first FAT.
     fat_bytes: u64,
-    /// Data clusters; valid cluster numbers are `2..clusters + 2`.
+    /// Data clusters; valid cluster numbers are `2..limit`.
     clusters: u32,
+    /// `clusters + 2`: the table's entry count (two reserved entries first).
+    limit: u32,
     /// Bits per entry: 12, 16 or 32.
     bits: u32,
     /// FAT32's root directory cluster (0 on FAT12/16, whose root is fixed).
@@ -71,11 +75,21 @@ fn geometry(bs: &[u8; 512]) -> io::Result<Geometry> {
             "boot sector gives {bps} bytes per sector, {spc} sectors per cluster and {fats} FATs"
         )));
     }
-    let root_sectors = (root_entries * 32).div_ceil(bps);
-    let data_start = reserved + fats * fat_sectors + root_sectors;
+    // Every term is at most 32 bits wide, so a u64 holds these sums and
+    // products; checked arithmetic says so without a proof per line.
+    let overflow = || damaged("the boot sector's sizes overflow 64 bits".into());
+    let root_sectors = root_entries
+        .checked_mul(32)
+        .ok_or_else(overflow)?
+        .div_ceil(bps);
+    let fat_end = fats
+        .checked_mul(fat_sectors)
+        .and_then(|f| f.checked_add(reserved))
+        .ok_or_else(overflow)?;
+    let data_start = fat_end.checked_add(root_sectors).ok_or_else(overflow)?;
     let clusters = total
         .checked_sub(data_start)
-        .map(|d| d / spc)
+        .and_then(|d| d.checked_div(spc))
         .ok_or_else(|| {
             damaged(format!(
             "the data area starts at sector {data_start}, past the {total} sectors of the volume"
@@ -95,24 +109,31 @@ fn geometry(bs: &[u8; 512]) -> io::Result<Geometry> {
                 "{clusters} clusters is more than FAT32 can address"
             ))
         })?;
-    let fat_bytes = fat_sectors * bps;
-    let needed = (u64::from(clusters) + 2) * u64::from(bits) / 8;
+    // At most 0x0FFF_FFF7: no overflow.
+    let limit = clusters.checked_add(2).ok_or_else(overflow)?;
+    let bytes = |sectors: u64| sectors.checked_mul(bps).ok_or_else(overflow);
+    let fat_bytes = bytes(fat_sectors)?;
+    let needed = u64::from(limit)
+        .checked_mul(u64::from(bits))
+        .ok_or_else(overflow)?
+        / 8;
     if fat_bytes < needed {
         return Err(damaged(format!(
             "a {fat_bytes}-byte table cannot describe {clusters} clusters"
         )));
     }
     Ok(Geometry {
-        fat_offset: reserved * bps,
+        fat_offset: bytes(reserved)?,
         fat_bytes,
         clusters,
+        limit,
         bits,
         root_cluster: if bits == 32 { le32(bs, 44) } else { 0 },
         // Whole sectors, as fatfs reads it (entries past `root_entries` in
         // the last sector are still listed).
-        root_dir: ((reserved + fats * fat_sectors) * bps, root_sectors * bps),
-        data_offset: (reserved + fats * fat_sectors + root_sectors) * bps,
-        cluster_bytes: spc * bps,
+        root_dir: (bytes(fat_end)?, bytes(root_sectors)?),
+        data_offset: bytes(data_start)?,
+        cluster_bytes: bytes(spc)?,
     })
 }
 
@@ -123,9 +144,12 @@ const BAD: u32 = u32::MAX - 1;
 
 /// The table as one `u32` per cluster: FREE, END, BAD or the next cluster.
 fn load(dev: &impl ReadAt, g: &Geometry) -> io::Result<Vec<u32>> {
-    let entries = g.clusters as usize + 2;
-    let bytes = (entries * g.bits as usize).div_ceil(8);
-    if bytes as u64 > MEMORY_CAP {
+    let entries = g.limit as usize;
+    let bytes = u64::from(g.limit)
+        .checked_mul(u64::from(g.bits))
+        .map_or(u64::MAX, |b| b.div_ceil(8));
+    let len = usize::try_from(bytes).ok().filter(|_| bytes <= MEMORY_CAP);
+    let Some(len) = len else {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
@@ -133,28 +157,34 @@ fn load(dev: &impl ReadAt, g: &Geometry) -> io::Result<Vec<u32>> {
                  ({MEMORY_CAP} bytes); boot partitions of Pi OS images are far smaller"
             ),
         ));
-    }
-    let mut raw = vec![0u8; bytes];
+    };
+    let mut raw = vec![0u8; len];
     dev.read_exact_at(&mut raw, g.fat_offset)?;
-    let mut next = Vec::with_capacity(entries);
-    for c in 0..entries {
-        let (v, eoc, bad) = match g.bits {
-            12 => {
-                let i = c + c / 2;
-                let pair = u32::from(raw[i]) | u32::from(raw[i + 1]) << 8;
-                let v = if c % 2 == 0 { pair & 0xFFF } else { pair >> 4 };
-                (v, 0xFF8, 0xFF7)
-            }
-            16 => (u32::from(le16(&raw, c * 2)), 0xFFF8, 0xFFF7),
-            _ => (le32(&raw, c * 4) & 0x0FFF_FFFF, 0x0FFF_FFF8, 0x0FFF_FFF7),
-        };
-        next.push(match v {
+    let (eoc, bad) = match g.bits {
+        12 => (0xFF8, 0xFF7),
+        16 => (0xFFF8, 0xFFF7),
+        _ => (0x0FFF_FFF8, 0x0FFF_FFF7),
+    };
+    let values: Box<dyn Iterator<Item = u32>> = match g.bits {
+        // Two 12-bit entries in each 3 bytes: low nibble of the middle byte
+        // to the first, high nibble to the second.
+        12 => Box::new(raw.chunks(3).flat_map(|t| {
+            let b = |i: usize| t.get(i).copied().map_or(0, u32::from);
+            [b(0) | (b(1) & 0xF) << 8, b(1) >> 4 | b(2) << 4]
+        })),
+        16 => Box::new(raw.chunks_exact(2).map(|e| u32::from(le16(e, 0)))),
+        _ => Box::new(raw.chunks_exact(4).map(|e| le32(e, 0) & 0x0FFF_FFFF)),
+    };
+    // `raw` holds entries * bits / 8 bytes (rounded up): enough for all.
+    let next: Vec<u32> = values
+        .take(entries)
+        .map(|v| match v {
             0 => FREE,
             v if v >= eoc => END,
             v if v == bad => BAD,
             v => v,
-        });
-    }
+        })
+        .collect();
     Ok(next)
 }
 
@@ -172,7 +202,7 @@ pub fn check(dev: &impl ReadAt) -> io::Result<()> {
         )));
     }
     let next = load(dev, &g)?;
-    let limit = g.clusters + 2;
+    let limit = g.limit;
     for (c, &n) in next.iter().enumerate().skip(2) {
         if n != FREE && n != END && n != BAD && !(2..limit).contains(&n) {
             return Err(damaged(format!(
@@ -191,17 +221,20 @@ pub fn check(dev: &impl ReadAt) -> io::Result<()> {
     // then "proved to reach an end" (2). Meeting a 1 again is a loop.
     let mut state = vec![0u8; next.len()];
     let mut path = Vec::new();
+    // Every pointer was checked to be below `limit` = next.len() above, so
+    // the `get`s below always find their cluster.
+    let is_pointer = |c: usize| next.get(c).is_some_and(|n| !matches!(*n, FREE | END | BAD));
     for start in 2..next.len() {
         let mut c = start;
-        while state[c] == 0 {
-            state[c] = 1;
+        while let (Some(s @ 0), Some(&n)) = (state.get_mut(c), next.get(c)) {
+            *s = 1;
             path.push(c);
-            match next[c] {
+            match n {
                 FREE | END | BAD => break,
                 n => c = n as usize,
             }
         }
-        if state[c] == 1 && !matches!(next[c], FREE | END | BAD) {
+        if state.get(c) == Some(&1) && is_pointer(c) {
             let what = if g.bits == 32 && path.contains(&(g.root_cluster as usize)) {
                 "the root directory's"
             } else {
@@ -213,7 +246,9 @@ pub fn check(dev: &impl ReadAt) -> io::Result<()> {
             )));
         }
         for &p in &path {
-            state[p] = 2;
+            if let Some(s) = state.get_mut(p) {
+                *s = 2;
+            }
         }
         path.clear();
     }
@@ -232,12 +267,15 @@ fn check_directories(dev: &impl ReadAt, g: &Geometry, next: &[u32]) -> io::Resul
     let mut claimed = vec![false; next.len()];
     // (path, first cluster); cluster 0 is FAT12/16's fixed root.
     let mut stack = vec![(String::from("/"), g.root_cluster)];
-    let mut buf = vec![0u8; usize::try_from(g.cluster_bytes).unwrap_or(0)];
+    // Both are at most a few MiB (a cluster of 128 sectors of 4 KiB, a root
+    // directory of 65535 entries).
+    let size =
+        |n: u64| usize::try_from(n).map_err(|_| damaged(format!("a {n}-byte directory area")));
+    let mut buf = vec![0u8; size(g.cluster_bytes)?];
     while let Some((dir, first)) = stack.pop() {
         let mut entries = Vec::new();
         if first == 0 {
-            let len = usize::try_from(g.root_dir.1).unwrap_or(0);
-            entries.resize(len, 0);
+            entries.resize(size(g.root_dir.1)?, 0);
             dev.read_exact_at(&mut entries, g.root_dir.0)?;
         } else {
             let mut c = first;
@@ -249,18 +287,25 @@ fn check_directories(dev: &impl ReadAt, g: &Geometry, next: &[u32]) -> io::Resul
                     )));
                 }
                 *seen = true;
-                if entries.len() as u64 + g.cluster_bytes > MAX_DIR_BYTES {
+                let len = (entries.len() as u64).checked_add(g.cluster_bytes);
+                if len.is_none_or(|len| len > MAX_DIR_BYTES) {
                     return Err(damaged(format!(
                         "directory {} is longer than FAT's limit of 65536 entries",
                         crate::term::escape(&dir)
                     )));
                 }
-                let off = u64::from(c - 2) * g.cluster_bytes + g.data_offset;
+                // Cluster c (2 or more: pointers and first clusters were
+                // checked) starts (c - 2) clusters into the data area.
+                let off = c
+                    .checked_sub(2)
+                    .and_then(|i| u64::from(i).checked_mul(g.cluster_bytes))
+                    .and_then(|o| o.checked_add(g.data_offset))
+                    .ok_or_else(|| damaged(format!("cluster {c} lies outside the volume")))?;
                 dev.read_exact_at(&mut buf, off)?;
                 entries.extend_from_slice(&buf);
-                match next[c as usize] {
-                    FREE | END | BAD => break,
-                    n => c = n,
+                match next.get(c as usize) {
+                    Some(&n) if !matches!(n, FREE | END | BAD) => c = n,
+                    _ => break,
                 }
             }
         }
@@ -268,7 +313,8 @@ fn check_directories(dev: &impl ReadAt, g: &Geometry, next: &[u32]) -> io::Resul
         // under the long name, so a short name "." or ".." with a long name
         // is an ordinary child (a loop if it points back), not a dot entry.
         let mut long_name = false;
-        for e in entries.chunks_exact(32) {
+        let (entries, _) = entries.as_chunks::<32>();
+        for e in entries {
             match e[0] {
                 0 => break, // end of directory
                 0xE5 => {
@@ -304,7 +350,8 @@ fn check_directories(dev: &impl ReadAt, g: &Geometry, next: &[u32]) -> io::Resul
                     crate::term::escape(&path)
                 )));
             }
-            if !(2..g.clusters + 2).contains(&cluster) || next[cluster as usize] == FREE {
+            let allocated = next.get(cluster as usize).is_some_and(|&n| n != FREE);
+            if !(2..g.limit).contains(&cluster) || !allocated {
                 return Err(damaged(format!(
                     "directory {} starts at cluster {cluster}, which is not allocated",
                     crate::term::escape(&path)
@@ -317,6 +364,11 @@ fn check_directories(dev: &impl ReadAt, g: &Geometry, next: &[u32]) -> io::Resul
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test fixtures index and size their own buffers; a panic there is a failed test"
+)]
 mod tests {
     use super::*;
 
