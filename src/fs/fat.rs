@@ -1,5 +1,7 @@
 //! The FAT boot partition, through the fatfs crate.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use std::io::{self, Read, Write};
 
 use crate::ext4::FileType;
@@ -38,6 +40,8 @@ pub fn fat_datetime(t: i64) -> fatfs::DateTime {
     const MIN: i64 = 315_532_800; // 1980-01-01
     const MAX: i64 = 4_354_819_198; // 2107-12-31 23:59:58
     let (y, m, d, hh, mm, ss) = crate::clock::civil(t.clamp(MIN, MAX));
+    // The clamp keeps every field in range (years 1980 to 2107), so this
+    // never falls back.
     let n = |v: i64| u16::try_from(v).unwrap_or(0);
     fatfs::DateTime {
         date: fatfs::Date {
@@ -48,7 +52,8 @@ pub fn fat_datetime(t: i64) -> fatfs::DateTime {
         time: fatfs::Time {
             hour: n(hh),
             min: n(mm),
-            sec: n(ss / 2 * 2),
+            // Two-second resolution: clear the low bit (ss is 0..=59).
+            sec: n(ss & !1),
             millis: 0,
         },
     }
@@ -141,10 +146,13 @@ impl Fat {
     pub fn space(&self) -> io::Result<(u64, u64)> {
         let s = self.fs.stats()?;
         let c = u64::from(s.cluster_size());
-        Ok((
-            u64::from(s.total_clusters()) * c,
-            u64::from(s.free_clusters()) * c,
-        ))
+        // Two 32-bit factors: the products fit 64 bits.
+        let bytes = |n: u32| {
+            u64::from(n)
+                .checked_mul(c)
+                .ok_or_else(|| io::Error::other("cluster count times cluster size overflows"))
+        };
+        Ok((bytes(s.total_clusters())?, bytes(s.free_clusters())?))
     }
 
     fn rel(path: &str) -> String {
@@ -237,8 +245,14 @@ impl Fat {
             if n == 0 {
                 return Ok(total);
             }
-            w.write_all(&buf[..n])?;
-            total += n as u64;
+            // `read` returns at most the buffer's length.
+            let data = buf
+                .get(..n)
+                .ok_or_else(|| io::Error::other("read returned more than it was given"))?;
+            w.write_all(data)?;
+            total = total
+                .checked_add(n as u64)
+                .ok_or_else(|| io::Error::other("file longer than 2^64 bytes"))?;
         }
     }
 }
