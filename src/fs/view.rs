@@ -2,6 +2,8 @@
 //! FAT partition at the mount point the image's own `/etc/fstab` gives it
 //! (`/boot/firmware` on Raspberry Pi OS).
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use std::io::Write;
 
 use super::fat::Fat;
@@ -188,9 +190,18 @@ impl SystemView {
         path::resolve(self, p, follow_last).map_err(ResolveError::into_fs)
     }
 
-    fn fat_err(&self, i: usize, e: std::io::Error) -> Error {
+    /// The FAT mount a [`Node::Fat`] refers to. Nodes come from this view's
+    /// own walks, but `Node` is public: one made by hand may name a mount
+    /// this view does not have.
+    fn mount(&self, i: usize) -> Result<&Mount> {
+        self.mounts
+            .get(i)
+            .ok_or_else(|| Error::Usage(format!("FAT mount {i} does not exist in this image")))
+    }
+
+    fn fat_err(m: &Mount, e: std::io::Error) -> Error {
         Error::Fat {
-            part: self.mounts[i].part,
+            part: m.part,
             detail: e.to_string(),
         }
     }
@@ -218,11 +229,13 @@ impl SystemView {
     fn node_stat(&self, node: &Node) -> Result<Stat> {
         match node {
             Node::Ext4(ino) => self.ext4_stat(&self.root.live_inode(*ino)?),
-            Node::Fat(i, rel) => self.mounts[*i]
-                .fat
-                .stat(rel)
-                .map_err(|e| self.fat_err(*i, e))?
-                .ok_or_else(|| Error::Path(PathError::NotFound(rel.clone()))),
+            Node::Fat(i, rel) => {
+                let m = self.mount(*i)?;
+                m.fat
+                    .stat(rel)
+                    .map_err(|e| Self::fat_err(m, e))?
+                    .ok_or_else(|| Error::Path(PathError::NotFound(rel.clone())))
+            }
         }
     }
 
@@ -271,15 +284,16 @@ impl SystemView {
     pub fn read(&self, p: &str) -> Result<Vec<u8>> {
         let (node, canon) = self.resolve(p, true).map_err(|e| e.in_path(p))?;
         let size = self.node_stat(&node).map_err(|e| e.in_path(p))?.size;
-        if size > MEMORY_CAP {
+        let cap = usize::try_from(size).ok().filter(|_| size <= MEMORY_CAP);
+        let Some(cap) = cap else {
             return Err(Error::TooLarge {
                 path: p.to_string(),
                 size,
                 cap: MEMORY_CAP,
             });
-        }
+        };
         // Both engines write exactly the size they report.
-        let mut v = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut v = Vec::with_capacity(cap);
         self.read_file_to(&node, &canon, &mut v)
             .map_err(|e| e.in_path(p))?;
         Ok(v)
@@ -387,14 +401,16 @@ impl SystemView {
                         }
                         Node::Fat(i, _) if depth >= FAT_MAX_DEPTH => {
                             return Err(Error::Fat {
-                                part: self.mounts[*i].part,
+                                part: self.mount(*i)?.part,
                                 detail: format!(
                                     "{}: directories nested more than {FAT_MAX_DEPTH} deep (a directory loop?)",
                                     crate::term::escape(&path)
                                 ),
                             });
                         }
-                        _ => stack.push((path.clone(), child.clone(), depth + 1)),
+                        // Each directory is met once, so depth stays below
+                        // the number of directories.
+                        _ => stack.push((path.clone(), child.clone(), depth.saturating_add(1))),
                     }
                 }
                 out.push(WalkEntry {
@@ -444,10 +460,8 @@ impl SystemView {
                 }
             }
             Node::Fat(i, rel) => {
-                let list = self.mounts[*i]
-                    .fat
-                    .list(rel)
-                    .map_err(|e| self.fat_err(*i, e))?;
+                let m = self.mount(*i)?;
+                let list = m.fat.list(rel).map_err(|e| Self::fat_err(m, e))?;
                 for (name, st) in list {
                     let child = if rel.is_empty() {
                         name.clone()
@@ -470,10 +484,10 @@ impl SystemView {
     pub fn read_node_to(&self, node: &Node, w: &mut dyn Write) -> Result<u64> {
         match node {
             Node::Ext4(ino) => Ok(self.root.read_to(&self.root.live_inode(*ino)?, w)?),
-            Node::Fat(i, rel) => self.mounts[*i]
-                .fat
-                .read_to(rel, w)
-                .map_err(|e| self.fat_err(*i, e)),
+            Node::Fat(i, rel) => {
+                let m = self.mount(*i)?;
+                m.fat.read_to(rel, w).map_err(|e| Self::fat_err(m, e))
+            }
         }
     }
 }
@@ -506,10 +520,8 @@ impl Walk for SystemView {
                 } else {
                     format!("{rel}/{name}")
                 };
-                let st = self.mounts[*i]
-                    .fat
-                    .stat(&child)
-                    .map_err(|e| self.fat_err(*i, e))?;
+                let m = self.mount(*i)?;
+                let st = m.fat.stat(&child).map_err(|e| Self::fat_err(m, e))?;
                 Ok(st.map(|_| Node::Fat(*i, child)))
             }
         }
