@@ -1,5 +1,7 @@
 //! `/etc/fstab` parsing: which partition the booted system mounts where.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FstabEntry {
     pub spec: String,
@@ -55,8 +57,8 @@ pub fn spec(s: &str) -> Spec {
         return Spec::Uuid(v.to_ascii_lowercase());
     }
     if let Some(dev) = s.strip_prefix("/dev/") {
-        let digits: String = dev.chars().rev().take_while(char::is_ascii_digit).collect();
-        let prefix = &dev[..dev.len() - digits.len()];
+        let prefix = dev.trim_end_matches(|c: char| c.is_ascii_digit());
+        let digits = dev.strip_prefix(prefix).unwrap_or_default();
         let whole_disk = ["mmcblk", "nvme", "sd", "vd", "loop"]
             .iter()
             .any(|p| prefix.starts_with(p));
@@ -64,7 +66,7 @@ pub fn spec(s: &str) -> Spec {
             && !digits.is_empty()
             && (prefix.ends_with('p') || prefix.starts_with("sd") || prefix.starts_with("vd"))
         {
-            if let Ok(n) = digits.chars().rev().collect::<String>().parse() {
+            if let Ok(n) = digits.parse() {
                 return Spec::DevNumber(n);
             }
         }
@@ -82,10 +84,9 @@ mod tests {
                  PARTUUID=5eed0001-01  /boot/firmware  vfat    defaults          0       2\n\
                  # comment\n\
                  PARTUUID=5EED0001-02  /               ext4    defaults,noatime  0       1\n";
-        let e = parse(t);
-        assert_eq!(e.len(), 3);
-        assert_eq!(e[1].mount_point, "/boot/firmware");
-        assert_eq!(spec(&e[2].spec), Spec::PartUuid("5eed0001-02".into()));
+        let [_, boot, root] = parse(t).try_into().unwrap();
+        assert_eq!(boot.mount_point, "/boot/firmware");
+        assert_eq!(spec(&root.spec), Spec::PartUuid("5eed0001-02".into()));
     }
 
     #[test]
