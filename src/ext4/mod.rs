@@ -397,6 +397,7 @@ impl<D: ReadAt> Ext4<D> {
         // The next piece of at most `chunk` bytes before `upto`, if any.
         let piece = |upto: u64, pos: u64| {
             let left = upto.checked_sub(pos).filter(|&l| l > 0)?;
+            // (A remainder too large for a usize is larger than a chunk.)
             Some(usize::try_from(left).map_or(chunk, |l| l.min(chunk)))
         };
         let fill_zero = |w: &mut dyn Write, upto: u64, pos: &mut u64| -> Result<()> {
