@@ -356,7 +356,7 @@ impl<D: ReadAt> Writer<D> {
                 if self.fs.groups.flags(g) & BG_INODE_ZEROED == 0 {
                     for j in used_end..idx {
                         let zero = vec![0u8; usize::from(self.fs.sb.inode_size())];
-                        let off = self.inode_offset(g * ipg + j + 1);
+                        let off = self.inode_offset(g * ipg + j + 1)?;
                         self.fs.dev.stage(&zero, off)?;
                     }
                 }
@@ -399,7 +399,7 @@ impl<D: ReadAt> Writer<D> {
             self.fs.groups.set_used_dirs(g, d);
         }
         let zero = vec![0u8; usize::from(self.fs.sb.inode_size())];
-        let off = self.inode_offset(ino);
+        let off = self.inode_offset(ino)?;
         self.fs.dev.stage(&zero, off)?;
         Ok(())
     }

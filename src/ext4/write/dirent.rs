@@ -2,8 +2,9 @@
 //! with leaf split, root growth to one indirect level, node split), as
 //! e2fsprogs' `link.c` does them.
 
-use super::Writer;
-use crate::bytes::{le16, le32, set_le16, set_le32};
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+use super::{raw, Writer};
 use crate::ext4::checksum;
 use crate::ext4::dir::{rec_len_for, TAIL_FILE_TYPE, TAIL_SIZE};
 use crate::ext4::error::{Ext4Error, Location, Result};
@@ -14,6 +15,15 @@ use crate::ext4::inode::{Inode, EXT4_INDEX_FL};
 use crate::ext4::superblock::feature;
 use crate::image::ReadAt;
 use crate::path::PathError;
+
+/// Bytes of a directory entry before its name (inode, rec_len, name_len, type).
+const DIRENT_HEAD: usize = 8;
+/// Bytes of one dx entry (hash, block); entry 0's hash holds limit and count.
+const DX_ENTRY: usize = 8;
+/// Offsets in a dx_root of the hash version, info length and indirect levels.
+const ROOT_HASH_VERSION: usize = 0x1C;
+const ROOT_INFO_LENGTH: usize = 0x1D;
+const ROOT_LEVELS: usize = 0x1E;
 
 /// One record of a leaf block.
 #[derive(Debug, Clone)]
@@ -36,40 +46,72 @@ struct Ent {
 
 fn records(block: &[u8], end: usize, at: &Location) -> Result<Vec<Rec>> {
     let mut out = Vec::new();
-    let mut off = 0;
-    while off < end {
-        if off + 8 > end {
+    let mut rest = raw::field(block, 0, end, "directory entries", at)?;
+    let mut off = 0usize;
+    while !rest.is_empty() {
+        let Some((&[i0, i1, i2, i3, r0, r1, name_len, ft], _)) =
+            rest.split_first_chunk::<DIRENT_HEAD>()
+        else {
             return Err(Ext4Error::corrupt("truncated directory entry", at.clone()));
-        }
-        let rec_len = usize::from(le16(block, off + 4));
-        let name_len = usize::from(block[off + 6]);
-        if rec_len < 8 || off + rec_len > end || 8 + name_len > rec_len {
+        };
+        let rec_len = usize::from(u16::from_le_bytes([r0, r1]));
+        let name_len = usize::from(name_len);
+        // rec_len covers the head and the name and stays inside the leaf.
+        let split = rest
+            .split_at_checked(rec_len)
+            .filter(|_| rec_len >= DIRENT_HEAD)
+            .and_then(|(rec, tail)| {
+                let name = rec.get(DIRENT_HEAD..)?.get(..name_len)?;
+                Some((name, tail))
+            });
+        let Some((name, tail)) = split else {
             return Err(Ext4Error::corrupt(
                 format!("directory entry at offset {off} has invalid rec_len {rec_len}"),
                 at.clone(),
             ));
-        }
+        };
         out.push(Rec {
             off,
-            ino: le32(block, off),
+            ino: u32::from_le_bytes([i0, i1, i2, i3]),
             rec_len,
-            name: block[off + 8..off + 8 + name_len].to_vec(),
-            ft: block[off + 7],
+            name: name.to_vec(),
+            ft,
         });
-        off += rec_len;
+        // Bounded by `end`: the record was inside the leaf.
+        off = off
+            .checked_add(rec_len)
+            .ok_or_else(|| raw::overflow("directory entry offset", at))?;
+        rest = tail;
     }
     Ok(out)
 }
 
-fn put_rec(block: &mut [u8], off: usize, ino: u32, rec_len: usize, name: &[u8], ft: u8) {
-    set_le32(block, off, ino);
-    set_le16(block, off + 4, u16::try_from(rec_len).unwrap_or(0));
-    block[off + 6] = u8::try_from(name.len()).unwrap_or(0);
-    block[off + 7] = ft;
-    block[off + 8..off + 8 + name.len()].copy_from_slice(name);
+/// Write an entry of `rec_len` bytes at `off`; the bytes after the name
+/// (up to the entry's own size) are zeroed.
+fn put_rec(
+    block: &mut [u8],
+    off: usize,
+    ino: u32,
+    rec_len: usize,
+    name: &[u8],
+    ft: u8,
+    at: &Location,
+) -> Result<()> {
+    let rec = raw::field_mut(block, off, rec_len, "directory entry", at)?;
     // Stale bytes after the name are harmless but make images less reproducible.
     let used = rec_len_for(name.len()).min(rec_len);
-    block[off + 8 + name.len()..off + used].fill(0);
+    raw::field_mut(rec, 0, used, "directory entry", at)?.fill(0);
+    let [i0, i1, i2, i3] = ino.to_le_bytes();
+    let [r0, r1] = raw::narrow::<u16, usize>(rec_len, "directory entry rec_len", at)?.to_le_bytes();
+    let name_len = raw::narrow(name.len(), "directory entry name length", at)?;
+    raw::put(
+        rec,
+        0,
+        &[i0, i1, i2, i3, r0, r1, name_len, ft],
+        "directory entry",
+        at,
+    )?;
+    raw::put(rec, DIRENT_HEAD, name, "directory entry name", at)
 }
 
 /// Put a new entry into the first gap big enough; false when the leaf is full.
@@ -88,133 +130,218 @@ fn insert_into_leaf(
         } else {
             rec_len_for(r.name.len())
         };
-        if r.rec_len >= used + need {
-            if r.ino == 0 {
-                put_rec(block, r.off, ino, r.rec_len, name, ft);
-            } else {
-                set_le16(block, r.off + 4, u16::try_from(used).unwrap_or(0));
-                put_rec(block, r.off + used, ino, r.rec_len - used, name, ft);
-            }
-            return Ok(true);
+        // The gap after the record's own bytes, if the new entry fits in it.
+        let Some(gap) = r.rec_len.checked_sub(used).filter(|&g| g >= need) else {
+            continue;
+        };
+        let rec = raw::field_mut(block, r.off, r.rec_len, "directory entry", at)?;
+        if r.ino == 0 {
+            put_rec(rec, 0, ino, r.rec_len, name, ft, at)?;
+        } else {
+            let used16 = raw::narrow(used, "directory entry rec_len", at)?;
+            raw::wr16(rec, 4, used16, "directory entry rec_len", at)?;
+            put_rec(rec, used, ino, gap, name, ft, at)?;
         }
+        return Ok(true);
     }
     Ok(false)
 }
 
-/// Lay out entries from offset `start` of a leaf, the last one spanning to `end`.
-fn pack(block: &mut [u8], start: usize, end: usize, entries: &[Ent]) {
-    block[start..end].fill(0);
-    if entries.is_empty() {
-        put_rec(block, start, 0, end - start, &[], 0);
-        return;
+/// Lay out entries over `area` (a leaf up to its tail), the last one
+/// spanning to its end; an error if they do not fit.
+fn pack(area: &mut [u8], entries: &[Ent], at: &Location) -> Result<()> {
+    area.fill(0);
+    let Some((last, init)) = entries.split_last() else {
+        let len = area.len();
+        return put_rec(area, 0, 0, len, &[], 0, at);
+    };
+    let mut off = 0usize;
+    for e in init {
+        let len = rec_len_for(e.name.len());
+        put_rec(area, off, e.ino, len, &e.name, e.ft, at)?;
+        off = off
+            .checked_add(len)
+            .ok_or_else(|| raw::overflow("directory entry offset", at))?;
     }
-    let mut off = start;
-    for (i, e) in entries.iter().enumerate() {
-        let len = if i + 1 == entries.len() {
-            end - off
-        } else {
-            rec_len_for(e.name.len())
-        };
-        put_rec(block, off, e.ino, len, &e.name, e.ft);
-        off += len;
-    }
+    let len = area
+        .len()
+        .checked_sub(off)
+        .ok_or_else(|| Ext4Error::corrupt("directory entries do not fit one block", at.clone()))?;
+    put_rec(area, off, last.ino, len, &last.name, last.ft, at)
 }
 
 /// How many of the (hash-sorted) entries make up the lower half by bytes.
 fn half_by_bytes(entries: &[Ent]) -> usize {
     let total: usize = entries.iter().map(|e| rec_len_for(e.name.len())).sum();
-    let mut acc = 0;
+    let half = total / 2;
+    // Running sum of sizes; an (impossible) overflow ends the half.
     entries
         .iter()
-        .take_while(|e| {
-            acc += rec_len_for(e.name.len());
-            acc <= total / 2
+        .scan(0usize, |acc, e| {
+            *acc = acc.checked_add(rec_len_for(e.name.len()))?;
+            Some(*acc)
         })
+        .take_while(|&acc| acc <= half)
         .count()
 }
 
+/// The dx count/limit slot and the entries after it: `block[count_off..]`.
+fn dx_area<'a>(block: &'a [u8], count_off: usize, at: &Location) -> Result<&'a [u8]> {
+    block.get(count_off..).ok_or_else(|| {
+        Ext4Error::corrupt(
+            format!("dx entries at offset {count_off} lie past the block"),
+            at.clone(),
+        )
+    })
+}
+
 /// Index entries of a dx block (entry 0's hash reads as 0).
-fn dx_entries(block: &[u8], count_off: usize) -> Vec<(u32, u32)> {
-    let count = usize::from(le16(block, count_off + 2));
-    (0..count)
-        .map(|i| {
-            let o = count_off + 8 * i;
-            let h = if i == 0 { 0 } else { le32(block, o) };
-            (h, le32(block, o + 4) & BLOCK_MASK)
-        })
-        .collect()
-}
-
-fn dx_limit(block: &[u8], count_off: usize) -> usize {
-    usize::from(le16(block, count_off))
-}
-
-fn dx_store(block: &mut [u8], count_off: usize, entries: &[(u32, u32)]) {
-    set_le16(
-        block,
-        count_off + 2,
-        u16::try_from(entries.len()).unwrap_or(0),
-    );
-    for (i, &(h, b)) in entries.iter().enumerate() {
-        let o = count_off + 8 * i;
-        if i > 0 {
-            set_le32(block, o, h);
-        }
-        set_le32(block, o + 4, b);
+fn dx_entries(block: &[u8], count_off: usize, at: &Location) -> Result<Vec<(u32, u32)>> {
+    let area = dx_area(block, count_off, at)?;
+    let count = usize::from(raw::rd16(area, 2, "dx count", at)?);
+    let mut out = Vec::with_capacity(count);
+    for (i, e) in area.chunks_exact(DX_ENTRY).take(count).enumerate() {
+        let h = if i == 0 {
+            0
+        } else {
+            raw::rd32(e, 0, "dx hash", at)?
+        };
+        out.push((h, raw::rd32(e, 4, "dx block", at)? & BLOCK_MASK));
     }
+    if out.len() != count {
+        return Err(Ext4Error::corrupt(
+            format!("dx count {count} runs past the end of the block"),
+            at.clone(),
+        ));
+    }
+    Ok(out)
+}
+
+fn dx_limit(block: &[u8], count_off: usize, at: &Location) -> Result<usize> {
+    Ok(usize::from(raw::rd16(block, count_off, "dx limit", at)?))
+}
+
+fn dx_store(
+    block: &mut [u8],
+    count_off: usize,
+    entries: &[(u32, u32)],
+    at: &Location,
+) -> Result<()> {
+    let count = raw::narrow(entries.len(), "dx count", at)?;
+    let area = block.get_mut(count_off..).ok_or_else(|| {
+        Ext4Error::corrupt(
+            format!("dx entries at offset {count_off} lie past the block"),
+            at.clone(),
+        )
+    })?;
+    raw::wr16(area, 2, count, "dx count", at)?;
+    let mut slots = area.chunks_exact_mut(DX_ENTRY);
+    for (i, &(h, b)) in entries.iter().enumerate() {
+        let Some(slot) = slots.next() else {
+            return Err(Ext4Error::corrupt(
+                format!("{} dx entries do not fit the block", entries.len()),
+                at.clone(),
+            ));
+        };
+        if i > 0 {
+            raw::wr32(slot, 0, h, "dx hash", at)?;
+        }
+        raw::wr32(slot, 4, b, "dx block", at)?;
+    }
+    Ok(())
+}
+
+/// A fake directory entry spanning the whole of a dx_node block: `..` of
+/// an empty name, as e2fsprogs writes it.
+fn dx_node_header(node: &mut [u8], at: &Location) -> Result<()> {
+    let len = raw::narrow(node.len(), "dx node rec_len", at)?;
+    raw::wr16(node, 4, len, "dx node rec_len", at)
 }
 
 impl<D: ReadAt> Writer<D> {
-    fn leaf_end(&self) -> usize {
-        self.fs.block_size() - if self.fs.csum() { TAIL_SIZE } else { 0 }
+    /// Where the entries of a leaf end (before its checksum tail).
+    fn leaf_end(&self, at: &Location) -> Result<usize> {
+        let tail = if self.fs.csum() { TAIL_SIZE } else { 0 };
+        self.fs
+            .block_size()
+            .checked_sub(tail)
+            .ok_or_else(|| raw::overflow("end of a directory leaf", at))
     }
 
-    fn dx_room(&self, count_off: usize) -> usize {
-        (self.fs.block_size() - count_off - if self.fs.csum() { 8 } else { 0 }) / 8
+    /// How many dx entries fit after `count_off` (before the dx tail).
+    fn dx_room(&self, count_off: usize, at: &Location) -> Result<usize> {
+        let tail = if self.fs.csum() { 8 } else { 0 };
+        self.fs
+            .block_size()
+            .checked_sub(count_off)
+            .and_then(|n| n.checked_sub(tail))
+            .map(|n| n / DX_ENTRY)
+            .ok_or_else(|| raw::overflow("room for dx entries", at))
     }
 
     /// Write the checksum tail of a leaf block.
-    fn seal_leaf(&self, dir: &Inode, block: &mut [u8]) {
+    fn seal_leaf(&self, dir: &Inode, block: &mut [u8], at: &Location) -> Result<()> {
         if !self.fs.csum() {
-            return;
+            return Ok(());
         }
-        let t = block.len() - TAIL_SIZE;
-        block[t..].fill(0);
-        set_le16(block, t + 4, u16::try_from(TAIL_SIZE).unwrap_or(12));
-        block[t + 7] = TAIL_FILE_TYPE;
-        let c = checksum::inode_block(self.fs.seed, dir.ino, dir.generation(), &block[..t]);
-        set_le32(block, t + 8, c);
+        let t = block.len().checked_sub(TAIL_SIZE).ok_or_else(|| {
+            Ext4Error::corrupt("directory block too small for a checksum tail", at.clone())
+        })?;
+        let (body, tail) = block.split_at_mut(t);
+        tail.fill(0);
+        let tail_len = raw::narrow(TAIL_SIZE, "directory tail rec_len", at)?;
+        raw::wr16(tail, 4, tail_len, "directory tail rec_len", at)?;
+        raw::wr8(tail, 7, TAIL_FILE_TYPE, "directory tail type", at)?;
+        let c = checksum::inode_block(self.fs.seed, dir.ino, dir.generation(), body);
+        raw::wr32(tail, 8, c, "directory tail checksum", at)
     }
 
     /// Write the checksum tail of a dx_root or dx_node.
-    fn seal_dx(&self, dir: &Inode, block: &mut [u8], count_off: usize) {
+    fn seal_dx(
+        &self,
+        dir: &Inode,
+        block: &mut [u8],
+        count_off: usize,
+        at: &Location,
+    ) -> Result<()> {
         if !self.fs.csum() {
-            return;
+            return Ok(());
         }
-        let limit = dx_limit(block, count_off);
-        let count = usize::from(le16(block, count_off + 2));
-        let t = count_off + 8 * limit;
-        set_le32(block, t, 0);
+        let limit = dx_limit(block, count_off, at)?;
+        let count_at = count_off
+            .checked_add(2)
+            .ok_or_else(|| raw::overflow("dx count offset", at))?;
+        let count = usize::from(raw::rd16(block, count_at, "dx count", at)?);
+        let t = raw::offset(count_off, limit, DX_ENTRY, "dx tail at entry", at)?;
+        let covered = raw::offset(count_off, count, DX_ENTRY, "dx entry", at)?;
+        raw::wr32(block, t, 0, "dx tail", at)?;
         let c = checksum::dx_block(
             self.fs.seed,
             dir.ino,
             dir.generation(),
-            &block[..count_off + 8 * count],
+            raw::field(block, 0, covered, "dx entries", at)?,
             [0; 4],
         );
-        set_le32(block, t + 4, c);
+        let t4 = t
+            .checked_add(4)
+            .ok_or_else(|| raw::overflow("dx tail offset", at))?;
+        raw::wr32(block, t4, c, "dx tail checksum", at)
     }
 
     fn pblk_of(map: &[Extent], dir: &Inode, lblk: u32) -> Result<u64> {
-        map.iter()
-            .find(|e| lblk >= e.lblk && lblk - e.lblk < e.len)
-            .map(|e| e.pblk + u64::from(lblk - e.lblk))
-            .ok_or_else(|| {
-                Ext4Error::corrupt(
-                    format!("directory block {lblk} is not mapped"),
-                    Location::Inode(dir.ino),
-                )
-            })
+        let at = Location::Inode(dir.ino);
+        for e in map {
+            if let Some(d) = lblk.checked_sub(e.lblk).filter(|&d| d < e.len) {
+                return e
+                    .pblk
+                    .checked_add(u64::from(d))
+                    .ok_or_else(|| raw::overflow(&format!("directory block {lblk}"), &at));
+            }
+        }
+        Err(Ext4Error::corrupt(
+            format!("directory block {lblk} is not mapped"),
+            at,
+        ))
     }
 
     fn dir_map(&self, dir: &Inode) -> Result<Vec<Extent>> {
@@ -227,12 +354,34 @@ impl<D: ReadAt> Writer<D> {
         self.fs.extents(dir)
     }
 
-    fn dir_blocks(&self, dir: &Inode) -> u32 {
-        u32::try_from(dir.size() / self.fs.block_size() as u64).unwrap_or(0)
+    /// Blocks of a directory by its size; an error (not 0) when the size
+    /// does not fit 32-bit logical block numbers.
+    fn dir_blocks(&self, dir: &Inode) -> Result<u32> {
+        let at = Location::Inode(dir.ino);
+        let n = dir
+            .size()
+            .checked_div(self.fs.block_size() as u64)
+            .ok_or_else(|| raw::overflow("directory block count", &at))?;
+        raw::narrow(n, "directory block count", &at)
+    }
+
+    /// Make a directory's size end after logical block `lblk`.
+    fn size_to(&self, dir: &mut Inode, lblk: u32) -> Result<()> {
+        let size = u64::from(lblk)
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(self.fs.block_size() as u64))
+            .ok_or_else(|| raw::overflow("directory size", &Location::Inode(dir.ino)))?;
+        dir.set_size(size);
+        Ok(())
     }
 
     fn name_hash(&self, dir: &Inode, root: &[u8], name: &[u8]) -> Result<u32> {
-        let v = hash::effective_version(root[0x1C], self.fs.sb.unsigned_hash());
+        let at = Location::Block {
+            ino: dir.ino,
+            block: 0,
+        };
+        let version = raw::rd8(root, ROOT_HASH_VERSION, "dx hash version", &at)?;
+        let v = hash::effective_version(version, self.fs.sb.unsigned_hash());
         hash::name_hash(name, v, self.fs.sb.hash_seed()).ok_or_else(|| {
             Ext4Error::unsupported(
                 format!("directory inode {} uses unknown hash version {v}", dir.ino),
@@ -261,15 +410,36 @@ impl<D: ReadAt> Writer<D> {
         Ok(ents)
     }
 
+    /// Write `.` (12 bytes) and `..` (to the end of `area`) at its start.
+    fn dots(area: &mut [u8], ino: u32, parent: u32, at: &Location) -> Result<()> {
+        let Some((dot, dotdot)) = area.split_at_mut_checked(12) else {
+            return Err(Ext4Error::corrupt(
+                "directory block too small for '.' and '..'",
+                at.clone(),
+            ));
+        };
+        put_rec(dot, 0, ino, 12, b".", 2, at)?;
+        let len = dotdot.len();
+        put_rec(dotdot, 0, parent, len, b"..", 2, at)
+    }
+
     /// The first block of a new directory: `.`, `..`, tail.
-    pub(super) fn new_dir_block(&self, dir: &Inode, parent: u32) -> Vec<u8> {
+    pub(super) fn new_dir_block(&self, dir: &Inode, parent: u32) -> Result<Vec<u8>> {
+        let at = Location::Block {
+            ino: dir.ino,
+            block: 0,
+        };
         let bs = self.fs.block_size();
-        let end = self.leaf_end();
+        let end = self.leaf_end(&at)?;
         let mut b = vec![0u8; bs];
-        put_rec(&mut b, 0, dir.ino, 12, b".", 2);
-        put_rec(&mut b, 12, parent, end - 12, b"..", 2);
-        self.seal_leaf(dir, &mut b);
-        b
+        Self::dots(
+            raw::field_mut(&mut b, 0, end, "directory block", &at)?,
+            dir.ino,
+            parent,
+            &at,
+        )?;
+        self.seal_leaf(dir, &mut b, &at)?;
+        Ok(b)
     }
 
     /// Add `name -> ino` to a directory (which must not already hold `name`).
@@ -279,8 +449,9 @@ impl<D: ReadAt> Writer<D> {
             return self.htree_insert(dir_ino, name, ino, ft);
         }
         let map = self.dir_map(&dir)?;
-        let end = self.leaf_end();
-        let nblocks = self.dir_blocks(&dir);
+        let dat = Location::Inode(dir_ino);
+        let end = self.leaf_end(&dat)?;
+        let nblocks = self.dir_blocks(&dir)?;
         for lblk in 0..nblocks {
             let pblk = Self::pblk_of(&map, &dir, lblk)?;
             let at = Location::Block {
@@ -289,7 +460,7 @@ impl<D: ReadAt> Writer<D> {
             };
             let mut b = self.fs.read_block(pblk, &at)?;
             if insert_into_leaf(&mut b, end, name, ino, ft, &at)? {
-                self.seal_leaf(&dir, &mut b);
+                self.seal_leaf(&dir, &mut b, &at)?;
                 return self.write_block(pblk, &b);
             }
         }
@@ -301,21 +472,24 @@ impl<D: ReadAt> Writer<D> {
         }
         let mut dir = dir;
         let pblk = self.append_block(&mut dir, nblocks)?;
-        dir.set_size(u64::from(nblocks + 1) * self.fs.block_size() as u64);
+        self.size_to(&mut dir, nblocks)?;
         self.put_inode(&mut dir)?;
+        let at = Location::Block {
+            ino: dir_ino,
+            block: u64::from(nblocks),
+        };
         let mut b = vec![0u8; self.fs.block_size()];
         pack(
-            &mut b,
-            0,
-            end,
+            raw::field_mut(&mut b, 0, end, "directory block", &at)?,
             &[Ent {
                 hash: 0,
                 ino,
                 name: name.to_vec(),
                 ft,
             }],
-        );
-        self.seal_leaf(&dir, &mut b);
+            &at,
+        )?;
+        self.seal_leaf(&dir, &mut b, &at)?;
         self.write_block(pblk, &b)
     }
 
@@ -331,37 +505,50 @@ impl<D: ReadAt> Writer<D> {
             block: 0,
         };
         let mut root = self.fs.read_block(root_pblk, &at)?;
-        let recs = records(&root, self.leaf_end(), &at)?;
+        let end = self.leaf_end(&at)?;
+        let recs = records(&root, end, &at)?;
         let parent = recs.get(1).map_or(dir_ino, |r| r.ino);
         // Build the root header first so hashing knows the version.
         root.fill(0);
-        put_rec(&mut root, 0, dir_ino, 12, b".", 2);
-        put_rec(&mut root, 12, parent, bs - 12, b"..", 2);
-        root[0x1C] = self.fs.sb.def_hash_version();
-        root[0x1D] = 8;
-        root[0x1E] = 0;
-        let limit = self.dx_room(ROOT_COUNT_OFF);
-        set_le16(&mut root, ROOT_COUNT_OFF, u16::try_from(limit).unwrap_or(0));
+        Self::dots(&mut root, dir_ino, parent, &at)?;
+        raw::wr8(
+            &mut root,
+            ROOT_HASH_VERSION,
+            self.fs.sb.def_hash_version(),
+            "dx hash version",
+            &at,
+        )?;
+        raw::wr8(&mut root, ROOT_INFO_LENGTH, 8, "dx info length", &at)?;
+        raw::wr8(&mut root, ROOT_LEVELS, 0, "dx indirect levels", &at)?;
+        let limit = raw::narrow(self.dx_room(ROOT_COUNT_OFF, &at)?, "dx limit", &at)?;
+        raw::wr16(&mut root, ROOT_COUNT_OFF, limit, "dx limit", &at)?;
         let ents = self.sorted_by_hash(&dir, &root, recs.into_iter().skip(2))?;
         // Two leaves, split by bytes, so the pending insert has room.
-        let (lo, hi) = ents.split_at(half_by_bytes(&ents));
+        let (lo, hi) = ents.split_at(half_by_bytes(&ents).min(ents.len()));
         let parts: Vec<&[Ent]> = if hi.is_empty() {
             vec![lo]
         } else {
             vec![lo, hi]
         };
         let mut index = Vec::new();
-        let end = self.leaf_end();
-        for (i, part) in parts.into_iter().enumerate() {
-            let lblk = u32::try_from(i + 1).unwrap_or(1);
+        // The leaves are logical blocks 1 and 2.
+        for (lblk, part) in (1u32..).zip(parts) {
             let pblk = self.append_block(&mut dir, lblk)?;
-            dir.set_size(u64::from(lblk + 1) * bs as u64);
+            self.size_to(&mut dir, lblk)?;
+            let lat = Location::Block {
+                ino: dir_ino,
+                block: u64::from(lblk),
+            };
             let mut b = vec![0u8; bs];
-            pack(&mut b, 0, end, part);
-            self.seal_leaf(&dir, &mut b);
+            pack(
+                raw::field_mut(&mut b, 0, end, "directory block", &lat)?,
+                part,
+                &lat,
+            )?;
+            self.seal_leaf(&dir, &mut b, &lat)?;
             self.write_block(pblk, &b)?;
             let h = match part.first() {
-                Some(first) if i > 0 => {
+                Some(first) if lblk > 1 => {
                     let cont = lo.last().is_some_and(|l| l.hash == first.hash);
                     first.hash | u32::from(cont)
                 }
@@ -369,16 +556,16 @@ impl<D: ReadAt> Writer<D> {
             };
             index.push((h, lblk));
         }
-        dx_store(&mut root, ROOT_COUNT_OFF, &index);
+        dx_store(&mut root, ROOT_COUNT_OFF, &index, &at)?;
         dir.set_flags(dir.flags() | EXT4_INDEX_FL);
         self.put_inode(&mut dir)?;
-        self.seal_dx(&dir, &mut root, ROOT_COUNT_OFF);
+        self.seal_dx(&dir, &mut root, ROOT_COUNT_OFF, &at)?;
         self.write_block(root_pblk, &root)
     }
 
     fn htree_insert(&mut self, dir_ino: u32, name: &[u8], ino: u32, ft: u8) -> Result<()> {
         let bs = self.fs.block_size();
-        let end = self.leaf_end();
+        let end = self.leaf_end(&Location::Inode(dir_ino))?;
         // Each round either inserts or makes room (split or growth); a
         // handful of rounds always suffices.
         for _ in 0..8 {
@@ -396,15 +583,30 @@ impl<D: ReadAt> Writer<D> {
             let mut root = self.fs.read_block(root_pblk, &rat)?;
             let parsed = htree::parse_root(&root, csum, &rat)?;
             let h = self.name_hash(&dir, &root, name)?;
-            let pos =
-                |entries: &[(u32, u32)]| entries.partition_point(|&(eh, _)| eh <= h).max(1) - 1;
+            // The last entry whose hash is <= h (entry 0 covers everything
+            // below entry 1, so the position never goes below 0).
+            let pos = |entries: &[(u32, u32)]| {
+                entries
+                    .partition_point(|&(eh, _)| eh <= h)
+                    .saturating_sub(1)
+            };
             let i0 = pos(&parsed.entries);
-            // (block, pblk, count_off, position) of the index block that points at the leaf
-            let (mut parent, parent_pblk, parent_off, ip, node_lblk) =
+            // (block, pblk, count_off, position, location) of the index block that points at the leaf
+            let (mut parent, parent_pblk, parent_off, ip, node_lblk, pat) =
                 if parsed.indirect_levels == 0 {
-                    (root.clone(), root_pblk, ROOT_COUNT_OFF, i0, None)
+                    (
+                        root.clone(),
+                        root_pblk,
+                        ROOT_COUNT_OFF,
+                        i0,
+                        None,
+                        rat.clone(),
+                    )
                 } else {
-                    let nl = parsed.entries[i0].1;
+                    let nl =
+                        parsed.entries.get(i0).map(|e| e.1).ok_or_else(|| {
+                            Ext4Error::corrupt("dx root has no entries", rat.clone())
+                        })?;
                     let npblk = Self::pblk_of(&map, &dir, nl)?;
                     let nat = Location::Block {
                         ino: dir_ino,
@@ -413,10 +615,13 @@ impl<D: ReadAt> Writer<D> {
                     let node = self.fs.read_block(npblk, &nat)?;
                     let e = htree::parse_node(&node, csum, &nat)?;
                     let i1 = pos(&e);
-                    (node, npblk, NODE_COUNT_OFF, i1, Some(nl))
+                    (node, npblk, NODE_COUNT_OFF, i1, Some(nl), nat)
                 };
-            let pentries = dx_entries(&parent, parent_off);
-            let leaf_lblk = pentries[ip].1;
+            let pentries = dx_entries(&parent, parent_off, &pat)?;
+            let leaf_lblk = pentries
+                .get(ip)
+                .map(|e| e.1)
+                .ok_or_else(|| Ext4Error::corrupt("dx block has no entries", pat.clone()))?;
             let leaf_pblk = Self::pblk_of(&map, &dir, leaf_lblk)?;
             let lat = Location::Block {
                 ino: dir_ino,
@@ -424,16 +629,16 @@ impl<D: ReadAt> Writer<D> {
             };
             let mut leaf = self.fs.read_block(leaf_pblk, &lat)?;
             if insert_into_leaf(&mut leaf, end, name, ino, ft, &lat)? {
-                self.seal_leaf(&dir, &mut leaf);
+                self.seal_leaf(&dir, &mut leaf, &lat)?;
                 return self.write_block(leaf_pblk, &leaf);
             }
             // The leaf is full: its parent needs a free index slot first.
-            if pentries.len() >= dx_limit(&parent, parent_off) {
+            if pentries.len() >= dx_limit(&parent, parent_off, &pat)? {
                 match node_lblk {
                     None => self.grow_root(&mut dir, root_pblk, &mut root)?,
                     Some(nl) => {
-                        let rentries = dx_entries(&root, ROOT_COUNT_OFF);
-                        if rentries.len() >= dx_limit(&root, ROOT_COUNT_OFF) {
+                        let rentries = dx_entries(&root, ROOT_COUNT_OFF, &rat)?;
+                        if rentries.len() >= dx_limit(&root, ROOT_COUNT_OFF, &rat)? {
                             return Err(Ext4Error::NoSpace {
                                 what: format!(
                                     "directory inode {dir_ino} has reached the size limit of a two-level hash index (largedir is not supported)"
@@ -457,29 +662,45 @@ impl<D: ReadAt> Writer<D> {
             let recs = records(&leaf, end, &lat)?;
             let ents = self.sorted_by_hash(&dir, &root, recs.into_iter())?;
             let k = half_by_bytes(&ents).min(ents.len().saturating_sub(1));
-            if k == 0 || ents[0].hash == ents[ents.len() - 1].hash {
-                return Err(Ext4Error::unsupported(
-                    format!("directory inode {dir_ino}: a leaf full of names with one hash cannot be split"),
-                    "rename some of the colliding entries",
-                ));
-            }
             let (lo, hi) = ents.split_at(k);
-            let new_lblk = self.dir_blocks(&dir);
+            let (Some(lo_last), Some(hi_first)) = (lo.last(), hi.first()) else {
+                return Err(Self::one_hash(dir_ino));
+            };
+            if ents.first().map(|e| e.hash) == ents.last().map(|e| e.hash) {
+                return Err(Self::one_hash(dir_ino));
+            }
+            let new_lblk = self.dir_blocks(&dir)?;
             let new_pblk = self.append_block(&mut dir, new_lblk)?;
-            dir.set_size(u64::from(new_lblk + 1) * bs as u64);
+            self.size_to(&mut dir, new_lblk)?;
             self.put_inode(&mut dir)?;
-            pack(&mut leaf, 0, end, lo);
-            self.seal_leaf(&dir, &mut leaf);
+            pack(
+                raw::field_mut(&mut leaf, 0, end, "directory block", &lat)?,
+                lo,
+                &lat,
+            )?;
+            self.seal_leaf(&dir, &mut leaf, &lat)?;
             self.write_block(leaf_pblk, &leaf)?;
+            let nat = Location::Block {
+                ino: dir_ino,
+                block: u64::from(new_lblk),
+            };
             let mut nb = vec![0u8; bs];
-            pack(&mut nb, 0, end, hi);
-            self.seal_leaf(&dir, &mut nb);
+            pack(
+                raw::field_mut(&mut nb, 0, end, "directory block", &nat)?,
+                hi,
+                &nat,
+            )?;
+            self.seal_leaf(&dir, &mut nb, &nat)?;
             self.write_block(new_pblk, &nb)?;
-            let cont = lo[lo.len() - 1].hash == hi[0].hash;
+            let cont = lo_last.hash == hi_first.hash;
             let mut pe = pentries;
-            pe.insert(ip + 1, (hi[0].hash | u32::from(cont), new_lblk));
-            dx_store(&mut parent, parent_off, &pe);
-            self.seal_dx(&dir, &mut parent, parent_off);
+            // ip indexes pe, so ip + 1 <= pe.len() is a valid insert position.
+            let after = ip
+                .checked_add(1)
+                .ok_or_else(|| raw::overflow("dx position", &pat))?;
+            pe.insert(after, (hi_first.hash | u32::from(cont), new_lblk));
+            dx_store(&mut parent, parent_off, &pe, &pat)?;
+            self.seal_dx(&dir, &mut parent, parent_off, &pat)?;
             self.write_block(parent_pblk, &parent)?;
         }
         Err(Ext4Error::corrupt(
@@ -488,24 +709,46 @@ impl<D: ReadAt> Writer<D> {
         ))
     }
 
+    fn one_hash(dir_ino: u32) -> Ext4Error {
+        Ext4Error::unsupported(
+            format!(
+                "directory inode {dir_ino}: a leaf full of names with one hash cannot be split"
+            ),
+            "rename some of the colliding entries",
+        )
+    }
+
+    /// A new dx_node holding `entries`, sealed.
+    fn new_dx_node(&self, dir: &Inode, entries: &[(u32, u32)], at: &Location) -> Result<Vec<u8>> {
+        let mut node = vec![0u8; self.fs.block_size()];
+        dx_node_header(&mut node, at)?;
+        let limit = raw::narrow(self.dx_room(NODE_COUNT_OFF, at)?, "dx limit", at)?;
+        raw::wr16(&mut node, NODE_COUNT_OFF, limit, "dx limit", at)?;
+        dx_store(&mut node, NODE_COUNT_OFF, entries, at)?;
+        self.seal_dx(dir, &mut node, NODE_COUNT_OFF, at)?;
+        Ok(node)
+    }
+
     /// indirect_levels 0 -> 1: the root's entries move to a new dx_node.
     fn grow_root(&mut self, dir: &mut Inode, root_pblk: u64, root: &mut [u8]) -> Result<()> {
-        let bs = self.fs.block_size();
-        let entries = dx_entries(root, ROOT_COUNT_OFF);
-        let lblk = self.dir_blocks(dir);
+        let rat = Location::Block {
+            ino: dir.ino,
+            block: 0,
+        };
+        let entries = dx_entries(root, ROOT_COUNT_OFF, &rat)?;
+        let lblk = self.dir_blocks(dir)?;
         let pblk = self.append_block(dir, lblk)?;
-        dir.set_size(u64::from(lblk + 1) * bs as u64);
+        self.size_to(dir, lblk)?;
         self.put_inode(dir)?;
-        let mut node = vec![0u8; bs];
-        set_le16(&mut node, 4, u16::try_from(bs).unwrap_or(0));
-        let limit = self.dx_room(NODE_COUNT_OFF);
-        set_le16(&mut node, NODE_COUNT_OFF, u16::try_from(limit).unwrap_or(0));
-        dx_store(&mut node, NODE_COUNT_OFF, &entries);
-        self.seal_dx(dir, &mut node, NODE_COUNT_OFF);
+        let nat = Location::Block {
+            ino: dir.ino,
+            block: u64::from(lblk),
+        };
+        let node = self.new_dx_node(dir, &entries, &nat)?;
         self.write_block(pblk, &node)?;
-        root[0x1E] = 1;
-        dx_store(root, ROOT_COUNT_OFF, &[(0, lblk)]);
-        self.seal_dx(dir, root, ROOT_COUNT_OFF);
+        raw::wr8(root, ROOT_LEVELS, 1, "dx indirect levels", &rat)?;
+        dx_store(root, ROOT_COUNT_OFF, &[(0, lblk)], &rat)?;
+        self.seal_dx(dir, root, ROOT_COUNT_OFF, &rat)?;
         self.write_block(root_pblk, root)
     }
 
@@ -521,32 +764,54 @@ impl<D: ReadAt> Writer<D> {
         node_pblk: u64,
         node: &mut [u8],
     ) -> Result<()> {
-        let bs = self.fs.block_size();
-        let entries = dx_entries(node, NODE_COUNT_OFF);
+        let rat = Location::Block {
+            ino: dir.ino,
+            block: 0,
+        };
+        let nat = Location::Block {
+            ino: dir.ino,
+            block: u64::from(node_lblk),
+        };
+        let entries = dx_entries(node, NODE_COUNT_OFF, &nat)?;
         let k = entries.len() / 2;
         let (lo, hi) = entries.split_at(k);
-        let lblk = self.dir_blocks(dir);
+        let Some(&(hi_hash, _)) = hi.first() else {
+            return Err(Ext4Error::corrupt("a dx node to split has no entries", nat));
+        };
+        let lblk = self.dir_blocks(dir)?;
         let pblk = self.append_block(dir, lblk)?;
-        dir.set_size(u64::from(lblk + 1) * bs as u64);
+        self.size_to(dir, lblk)?;
         self.put_inode(dir)?;
-        let mut nn = vec![0u8; bs];
-        set_le16(&mut nn, 4, u16::try_from(bs).unwrap_or(0));
-        let limit = self.dx_room(NODE_COUNT_OFF);
-        set_le16(&mut nn, NODE_COUNT_OFF, u16::try_from(limit).unwrap_or(0));
-        dx_store(&mut nn, NODE_COUNT_OFF, hi);
-        self.seal_dx(dir, &mut nn, NODE_COUNT_OFF);
+        let new_at = Location::Block {
+            ino: dir.ino,
+            block: u64::from(lblk),
+        };
+        let nn = self.new_dx_node(dir, hi, &new_at)?;
         self.write_block(pblk, &nn)?;
+        let limit = raw::narrow(self.dx_room(NODE_COUNT_OFF, &nat)?, "dx limit", &nat)?;
         let lo = lo.to_vec();
-        node[NODE_COUNT_OFF + 8 * lo.len()..].fill(0);
-        set_le16(node, NODE_COUNT_OFF, u16::try_from(limit).unwrap_or(0));
-        dx_store(node, NODE_COUNT_OFF, &lo);
-        self.seal_dx(dir, node, NODE_COUNT_OFF);
+        let kept = raw::offset(NODE_COUNT_OFF, lo.len(), DX_ENTRY, "dx entry", &nat)?;
+        node.get_mut(kept..)
+            .ok_or_else(|| Ext4Error::corrupt("dx entries lie past the block", nat.clone()))?
+            .fill(0);
+        raw::wr16(node, NODE_COUNT_OFF, limit, "dx limit", &nat)?;
+        dx_store(node, NODE_COUNT_OFF, &lo, &nat)?;
+        self.seal_dx(dir, node, NODE_COUNT_OFF, &nat)?;
         self.write_block(node_pblk, node)?;
-        let mut re = dx_entries(root, ROOT_COUNT_OFF);
-        debug_assert_eq!(re[i0].1, node_lblk);
-        re.insert(i0 + 1, (hi[0].0, lblk));
-        dx_store(root, ROOT_COUNT_OFF, &re);
-        self.seal_dx(dir, root, ROOT_COUNT_OFF);
+        let mut re = dx_entries(root, ROOT_COUNT_OFF, &rat)?;
+        if re.get(i0).map(|e| e.1) != Some(node_lblk) {
+            return Err(Ext4Error::corrupt(
+                format!("dx root entry {i0} no longer points at node block {node_lblk}"),
+                rat,
+            ));
+        }
+        // i0 indexes re, so i0 + 1 <= re.len() is a valid insert position.
+        let after = i0
+            .checked_add(1)
+            .ok_or_else(|| raw::overflow("dx position", &rat))?;
+        re.insert(after, (hi_hash, lblk));
+        dx_store(root, ROOT_COUNT_OFF, &re, &rat)?;
+        self.seal_dx(dir, root, ROOT_COUNT_OFF, &rat)?;
         self.write_block(root_pblk, root)
     }
 
@@ -555,7 +820,7 @@ impl<D: ReadAt> Writer<D> {
     pub(super) fn remove_entry(&mut self, dir_ino: u32, name: &[u8]) -> Result<u32> {
         let dir = self.fs.live_inode(dir_ino)?;
         let map = self.dir_map(&dir)?;
-        let end = self.leaf_end();
+        let end = self.leaf_end(&Location::Inode(dir_ino))?;
         // The index names the leaves that can hold the name; other leaves
         // are scanned only if it is not there (a name filed under a stale
         // hash would otherwise stay undeletable).
@@ -570,7 +835,7 @@ impl<D: ReadAt> Writer<D> {
             Vec::new()
         };
         let preferred = order.clone();
-        order.extend((0..self.dir_blocks(&dir)).filter(|b| !preferred.contains(b)));
+        order.extend((0..self.dir_blocks(&dir)?).filter(|b| !preferred.contains(b)));
         for lblk in order {
             let pblk = Self::pblk_of(&map, &dir, lblk)?;
             let at = Location::Block {
@@ -585,17 +850,26 @@ impl<D: ReadAt> Writer<D> {
             let Some(i) = recs.iter().position(|r| r.ino != 0 && r.name == name) else {
                 continue;
             };
-            let found = recs[i].ino;
-            if i == 0 {
-                set_le32(&mut b, 0, 0);
-            } else {
-                let prev = &recs[i - 1];
-                let merged = prev.rec_len + recs[i].rec_len;
-                set_le16(&mut b, prev.off + 4, u16::try_from(merged).unwrap_or(0));
+            let (before, from) = recs.split_at(i);
+            let Some(rec) = from.first() else {
+                continue;
+            };
+            match before.last() {
+                // The first entry of a block cannot be merged away: free it.
+                None => raw::wr32(&mut b, rec.off, 0, "directory entry inode", &at)?,
+                Some(prev) => {
+                    let merged = prev
+                        .rec_len
+                        .checked_add(rec.rec_len)
+                        .ok_or_else(|| raw::overflow("merged rec_len", &at))?;
+                    let merged = raw::narrow(merged, "directory entry rec_len", &at)?;
+                    let p = raw::field_mut(&mut b, prev.off, prev.rec_len, "directory entry", &at)?;
+                    raw::wr16(p, 4, merged, "directory entry rec_len", &at)?;
+                }
             }
-            self.seal_leaf(&dir, &mut b);
+            self.seal_leaf(&dir, &mut b, &at)?;
             self.write_block(pblk, &b)?;
-            return Ok(found);
+            return Ok(rec.ino);
         }
         Err(Ext4Error::Path(PathError::NotFound(format!(
             "{} in directory inode {dir_ino}",
@@ -613,17 +887,19 @@ impl<D: ReadAt> Writer<D> {
             block: 0,
         };
         let mut b = self.fs.read_block(pblk, &at)?;
-        if b[0x12] != 2 || &b[0x14..0x16] != b".." {
+        if raw::rd8(&b, 0x12, "'..' name length", &at)? != 2
+            || raw::field(&b, 0x14, 2, "'..' name", &at)? != b".."
+        {
             return Err(Ext4Error::corrupt(
                 "directory's second entry is not '..'",
                 at,
             ));
         }
-        set_le32(&mut b, 12, parent);
+        raw::wr32(&mut b, 12, parent, "'..' inode", &at)?;
         if dir.is_htree() {
-            self.seal_dx(&dir, &mut b, ROOT_COUNT_OFF);
+            self.seal_dx(&dir, &mut b, ROOT_COUNT_OFF, &at)?;
         } else {
-            self.seal_leaf(&dir, &mut b);
+            self.seal_leaf(&dir, &mut b, &at)?;
         }
         self.write_block(pblk, &b)
     }

@@ -13,6 +13,7 @@
 mod alloc;
 mod checks;
 mod dirent;
+mod raw;
 mod tree;
 
 use std::path::PathBuf;
@@ -21,7 +22,6 @@ use std::sync::Arc;
 use super::error::{Ext4Error, Location, Result};
 use super::inode::{FileType, Inode, EXT4_EXTENTS_FL, ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 use super::{resolve_error, Ext4};
-use crate::bytes::le32;
 use crate::image::{Cow, FileRange, ReadAt};
 use crate::path::{self, PathError};
 
@@ -112,6 +112,13 @@ fn split_path(p: &str) -> Result<(String, Vec<u8>)> {
     Ok((parent, name.as_bytes().to_vec()))
 }
 
+/// The first block of an allocation of at least one block.
+fn first_block(runs: &[(u64, u32)]) -> Result<u64> {
+    runs.first().map(|r| r.0).ok_or_else(|| Ext4Error::NoSpace {
+        what: "the allocator returned no block".into(),
+    })
+}
+
 impl<D: ReadAt> Writer<D> {
     /// Open `dev` for writing, refusing filesystems that are not safe to
     /// edit. `now` is the timestamp of every change (seconds since the epoch).
@@ -126,7 +133,9 @@ impl<D: ReadAt> Writer<D> {
         let mut rng = fs.sb.newest_time().cast_unsigned() ^ 0x9E37_79B9_7F4A_7C15;
         for c in uuid.chunks(8) {
             let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
+            for (d, s) in w.iter_mut().zip(c) {
+                *d = *s;
+            }
             rng ^= u64::from_le_bytes(w);
             rng = rng.rotate_left(17).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         }
@@ -166,20 +175,38 @@ impl<D: ReadAt> Writer<D> {
         let mut z = self.rng;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        u32::try_from((z ^ (z >> 31)) >> 32).unwrap_or(0)
+        // The high half of the output (no fallback value: it always fits).
+        let [_, _, _, _, b4, b5, b6, b7] = (z ^ (z >> 31)).to_le_bytes();
+        u32::from_le_bytes([b4, b5, b6, b7])
     }
 
-    fn inode_offset(&self, ino: u32) -> u64 {
+    /// Byte offset of inode `ino`'s record; an error for inode 0 or a
+    /// table placed where the offset overflows.
+    fn inode_offset(&self, ino: u32) -> Result<u64> {
+        let at = Location::Inode(ino);
         let ipg = self.fs.sb.inodes_per_group();
-        let g = (ino - 1) / ipg;
-        let index = u64::from((ino - 1) % ipg);
-        self.fs.groups.inode_table(g) * self.fs.block_size() as u64
-            + index * u64::from(self.fs.sb.inode_size())
+        let i = ino
+            .checked_sub(1)
+            .ok_or_else(|| Ext4Error::corrupt("inode number 0", at.clone()))?;
+        let (Some(g), Some(index)) = (i.checked_div(ipg), i.checked_rem(ipg)) else {
+            return Err(Ext4Error::corrupt(
+                "zero inodes per group",
+                Location::Superblock,
+            ));
+        };
+        self.fs
+            .groups
+            .inode_table(g)
+            .checked_mul(self.fs.block_size() as u64)
+            .and_then(|t| {
+                t.checked_add(u64::from(index).checked_mul(u64::from(self.fs.sb.inode_size()))?)
+            })
+            .ok_or_else(|| raw::overflow("inode table offset", &at))
     }
 
     fn put_inode(&mut self, inode: &mut Inode) -> Result<()> {
         inode.update_checksum(self.fs.seed);
-        let off = self.inode_offset(inode.ino);
+        let off = self.inode_offset(inode.ino)?;
         self.fs.dev.stage(inode.raw(), off)?;
         Ok(())
     }
@@ -191,9 +218,12 @@ impl<D: ReadAt> Writer<D> {
                 Location::Superblock,
             ));
         }
-        self.fs
-            .dev
-            .stage(data, block * self.fs.block_size() as u64)?;
+        let off = block
+            .checked_mul(self.fs.block_size() as u64)
+            .ok_or_else(|| {
+                raw::overflow(&format!("offset of block {block}"), &Location::Superblock)
+            })?;
+        self.fs.dev.stage(data, off)?;
         Ok(())
     }
 
@@ -264,19 +294,19 @@ impl<D: ReadAt> Writer<D> {
         let new = if i.is_dir() && n == 1 {
             1 // "many" stays "many"
         } else if delta > 0 {
-            if n.saturating_add(1) >= LINK_MAX {
-                if i.is_dir() {
-                    1
-                } else {
+            match n.checked_add(1).filter(|&m| m < LINK_MAX) {
+                Some(m) => m,
+                // A directory past the limit becomes "many" (dir_nlink).
+                None if i.is_dir() => 1,
+                None => {
                     return Err(Ext4Error::Invalid {
                         path: format!("inode {ino}"),
                         why: "too many links".into(),
-                    });
+                    })
                 }
-            } else {
-                n + 1
             }
         } else {
+            // A damaged count of 0 stays 0 rather than wrapping.
             n.saturating_sub(1)
         };
         i.set_links_count(new);
@@ -295,36 +325,55 @@ impl<D: ReadAt> Writer<D> {
                 why: format!("file of {len} bytes is too large"),
             });
         }
-        let goal = self.group_goal(inode.ino);
+        let at = Location::Inode(inode.ino);
+        let goal = self.group_goal(inode.ino)?;
         let runs = self.alloc_blocks(goal, nblocks)?;
-        let mut lblk = 0u64;
+        // Bytes of each run, in file order.
+        let run_bytes = |n: u32| {
+            u64::from(n)
+                .checked_mul(bs)
+                .ok_or_else(|| raw::overflow("run size", &at))
+        };
         match &content {
             Content::Bytes(b) => {
+                let mut rest: &[u8] = b;
                 for &(pblk, n) in &runs {
-                    let start = usize::try_from(lblk * bs).unwrap_or(usize::MAX);
-                    let end = usize::try_from((lblk + u64::from(n)) * bs).unwrap_or(usize::MAX);
-                    let mut chunk = b[start..end.min(b.len())].to_vec();
-                    chunk.resize(end - start, 0);
+                    let size = usize::try_from(run_bytes(n)?)
+                        .map_err(|_| raw::overflow("run size", &at))?;
+                    let (head, tail) = rest.split_at(size.min(rest.len()));
+                    let mut chunk = head.to_vec();
+                    chunk.resize(size, 0);
                     self.write_block(pblk, &chunk)?;
-                    lblk += u64::from(n);
+                    rest = tail;
                 }
             }
             Content::HostFile { path, len } => {
                 let p = Arc::new(path.clone());
                 self.sources.push((p.clone(), *len));
+                let mut off = 0u64;
                 for &(pblk, n) in &runs {
-                    let off = lblk * bs;
+                    let size = run_bytes(n)?;
+                    // The runs cover `len` rounded up to blocks, so each
+                    // starts before its end.
+                    let left = len
+                        .checked_sub(off)
+                        .ok_or_else(|| raw::overflow("file range", &at))?;
                     let r = FileRange {
                         path: p.clone(),
                         offset: off,
-                        len: (u64::from(n) * bs).min(len - off),
+                        len: size.min(left),
                     };
-                    self.fs.dev.stage_file_range(pblk * bs, r)?;
-                    lblk += u64::from(n);
+                    let dest = pblk
+                        .checked_mul(bs)
+                        .ok_or_else(|| raw::overflow(&format!("offset of block {pblk}"), &at))?;
+                    self.fs.dev.stage_file_range(dest, r)?;
+                    off = off
+                        .checked_add(size)
+                        .ok_or_else(|| raw::overflow("file offset", &at))?;
                 }
             }
         }
-        let ext = tree::runs_to_extents(0, &runs);
+        let ext = tree::runs_to_extents(0, &runs, &Location::Inode(inode.ino))?;
         self.set_extents(inode, &ext)?;
         inode.set_size(len);
         Ok(())
@@ -366,11 +415,13 @@ impl<D: ReadAt> Writer<D> {
 
     fn mkdir_in(&mut self, dir: u32, name: &[u8], meta: Meta) -> Result<u32> {
         let mut i = self.new_inode(dir, S_IFDIR | (meta.mode & 0o7777), meta.uid, meta.gid)?;
-        let goal = self.group_goal(i.ino);
+        let goal = self.group_goal(i.ino)?;
         let run = self.alloc_blocks(goal, 1)?;
-        let block = self.new_dir_block(&i, dir);
-        self.write_block(run[0].0, &block)?;
-        self.set_extents(&mut i, &tree::runs_to_extents(0, &run))?;
+        let pblk = first_block(&run)?;
+        let block = self.new_dir_block(&i, dir)?;
+        self.write_block(pblk, &block)?;
+        let ext = tree::runs_to_extents(0, &run, &Location::Inode(i.ino))?;
+        self.set_extents(&mut i, &ext)?;
         i.set_size(self.fs.block_size() as u64);
         self.put_inode(&mut i)?;
         self.add_entry(dir, name, i.ino, FileType::Directory.dirent_code())?;
@@ -392,11 +443,11 @@ impl<D: ReadAt> Writer<D> {
         let norm = path::normalize(p);
         let mut cur = ROOT_INO;
         let mut so_far = String::new();
-        let comps: Vec<&str> = path::components(&norm).collect();
-        for (k, c) in comps.iter().enumerate() {
+        let mut comps = path::components(&norm).peekable();
+        while let Some(c) = comps.next() {
             so_far.push('/');
             so_far.push_str(c);
-            let last = k + 1 == comps.len();
+            let last = comps.peek().is_none();
             match self.lookup(cur, c.as_bytes())? {
                 Some(_) => {
                     let (ino, _) = path::resolve(&self.fs, &so_far, true).map_err(resolve_error)?;
@@ -420,7 +471,9 @@ impl<D: ReadAt> Writer<D> {
         if target.is_empty() || target.len() >= bs || target.contains(&0) {
             return Err(Ext4Error::Invalid {
                 path: p.into(),
-                why: format!("symlink target must be 1..{} bytes without NUL", bs - 1),
+                why: format!(
+                    "symlink target must be non-empty, shorter than {bs} bytes and without NUL"
+                ),
             });
         }
         let (dir, name) = self.parent_of(p)?;
@@ -431,18 +484,21 @@ impl<D: ReadAt> Writer<D> {
             self.unlink(dir, &name, old)?;
         }
         let mut i = self.new_inode(dir, S_IFLNK | 0o777, uid, gid)?;
+        let at = Location::Inode(i.ino);
         if target.len() < 60 {
             let mut ib = [0u8; 60];
-            ib[..target.len()].copy_from_slice(target);
+            raw::put(&mut ib, 0, target, "symlink target", &at)?;
             i.set_i_block(&ib);
         } else {
-            let goal = self.group_goal(i.ino);
+            let goal = self.group_goal(i.ino)?;
             let run = self.alloc_blocks(goal, 1)?;
+            let pblk = first_block(&run)?;
             let mut b = vec![0u8; bs];
-            b[..target.len()].copy_from_slice(target);
-            self.write_block(run[0].0, &b)?;
+            raw::put(&mut b, 0, target, "symlink target", &at)?;
+            self.write_block(pblk, &b)?;
             i.set_flags(i.flags() | EXT4_EXTENTS_FL);
-            self.set_extents(&mut i, &tree::runs_to_extents(0, &run))?;
+            let ext = tree::runs_to_extents(0, &run, &Location::Inode(i.ino))?;
+            self.set_extents(&mut i, &ext)?;
         }
         i.set_size(target.len() as u64);
         self.put_inode(&mut i)?;
@@ -478,19 +534,20 @@ impl<D: ReadAt> Writer<D> {
             block: blk,
         };
         let mut b = self.fs.read_block(blk, &at)?;
-        if le32(&b, 0) != 0xEA02_0000 {
+        if raw::rd32(&b, 0, "extended attribute magic", &at)? != 0xEA02_0000 {
             return Err(Ext4Error::corrupt(
                 "extended attribute block has a bad magic",
                 at,
             ));
         }
-        let refs = le32(&b, 4);
-        if refs <= 1 {
+        let refs = raw::rd32(&b, 4, "extended attribute refcount", &at)?;
+        // refs >= 2 here: free the block when this was its last user.
+        let Some(left) = refs.checked_sub(1).filter(|&l| l > 0) else {
             return self.free_blocks(blk, 1);
-        }
-        crate::bytes::set_le32(&mut b, 4, refs - 1);
+        };
+        raw::wr32(&mut b, 4, left, "extended attribute refcount", &at)?;
         let c = super::checksum::xattr_block(self.fs.seed, blk, &b);
-        crate::bytes::set_le32(&mut b, 0x10, c);
+        raw::wr32(&mut b, 0x10, c, "extended attribute checksum", &at)?;
         self.write_block(blk, &b)
     }
 
