@@ -10,6 +10,8 @@
 //! inside it. The final component is not followed (lstat semantics) except
 //! by `chmod`, as chmod(1) does.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 mod alloc;
 mod checks;
 mod dirent;
