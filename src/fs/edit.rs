@@ -4,6 +4,8 @@
 //! is staged; [`ImageEdit::commit`] writes them only after every
 //! operation succeeded.
 
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -31,16 +33,33 @@ impl Read for SharedCow {
         let c = self.inner.borrow();
         let left = c.size().saturating_sub(self.pos);
         let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
-        c.read_exact_at(&mut buf[..n], self.pos)?;
-        self.pos += n as u64;
+        // n <= buf.len(), so this is all or part of `buf`.
+        let dst = buf.get_mut(..n).ok_or_else(past_buffer)?;
+        c.read_exact_at(dst, self.pos)?;
+        self.pos = self.pos.checked_add(n as u64).ok_or_else(past_end)?;
         Ok(n)
     }
 }
 
+fn past_end() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "position past 2^64 bytes")
+}
+
+fn past_buffer() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "range past the end of the buffer",
+    )
+}
+
 impl Write for SharedCow {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let end = self
+            .pos
+            .checked_add(buf.len() as u64)
+            .ok_or_else(past_end)?;
         self.inner.borrow_mut().stage(buf, self.pos)?;
-        self.pos += buf.len() as u64;
+        self.pos = end;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -93,6 +112,15 @@ pub struct ImageEdit {
     fats: Vec<FatMount>,
 }
 
+impl ImageEdit {
+    /// The FAT mount a [`Target::Fat`] names (its index comes from `target`).
+    fn fat(&self, i: usize) -> Result<&FatMount> {
+        self.fats
+            .get(i)
+            .ok_or_else(|| Error::Layout(format!("no FAT mount number {i}")))
+    }
+}
+
 fn unsupported_on_fat(op: &str, p: &str) -> Error {
     Error::Usage(format!(
         "{p}: {op} is not possible on the FAT boot partition (vfat has no owners, permissions or links)"
@@ -113,39 +141,50 @@ fn fix_fatfs_dot_entries(stage: &mut Cow<Window>) {
         Ok(()) if bpb[22] == 0 && bpb[23] == 0 => Some(crate::bytes::le32(&bpb, 44)),
         _ => None,
     };
+    for (_, page) in stage.staged_pages_mut() {
+        for at in (0..page.len().saturating_sub(127)).step_by(32) {
+            // Four directory slots from `at` (all there: at + 128 <= len).
+            if let Some(win) = page.get_mut(at..).and_then(|p| p.first_chunk_mut::<128>()) {
+                fix_dot_window(win, root_cluster);
+            }
+        }
+    }
+}
+
+/// [`fix_fatfs_dot_entries`] on four consecutive 32-byte slots.
+fn fix_dot_window(win: &mut [u8; 128], root_cluster: Option<u32>) {
     const DOT_SFN: &[u8; 12] = b".          \x10";
     const DOTDOT_SFN: &[u8; 12] = b"..         \x10";
-    let is_lfn = |e: &[u8], dots: usize| {
+    let is_lfn = |e: &[u8; 32], dots: usize| {
         e[0] == 0x41
             && e[11] == 0x0F
             && e[1] == b'.'
             && e[2] == 0
             && (dots == 1 || (e[3] == b'.' && e[4] == 0))
     };
-    for (_, page) in stage.staged_pages_mut() {
-        for at in (0..page.len().saturating_sub(127)).step_by(32) {
-            let s = &page[at..at + 128];
-            if is_lfn(&s[0..32], 1)
-                && &s[32..44] == DOT_SFN
-                && is_lfn(&s[64..96], 2)
-                && &s[96..108] == DOTDOT_SFN
-            {
-                let old = s.to_vec();
-                page[at..at + 32].copy_from_slice(&old[32..64]);
-                page[at + 32..at + 64].copy_from_slice(&old[96..128]);
-                page[at + 64..at + 96].copy_from_slice(&old[0..32]);
-                page[at + 96..at + 128].copy_from_slice(&old[64..96]);
-                page[at + 64] = 0xE5;
-                page[at + 96] = 0xE5;
-                let dd = at + 32;
-                let cluster = (u32::from(crate::bytes::le16(page, dd + 20)) << 16)
-                    | u32::from(crate::bytes::le16(page, dd + 26));
-                if Some(cluster) == root_cluster {
-                    page[dd + 20..dd + 22].fill(0);
-                    page[dd + 26..dd + 28].fill(0);
-                }
-            }
-        }
+    let (slots, _) = win.as_chunks::<32>();
+    let &[lfn1, dot, lfn2, mut dotdot] = slots else {
+        return;
+    };
+    if !(is_lfn(&lfn1, 1)
+        && dot.starts_with(DOT_SFN)
+        && is_lfn(&lfn2, 2)
+        && dotdot.starts_with(DOTDOT_SFN))
+    {
+        return;
+    }
+    let cluster = (u32::from(u16::from_le_bytes([dotdot[20], dotdot[21]])) << 16)
+        | u32::from(u16::from_le_bytes([dotdot[26], dotdot[27]]));
+    if Some(cluster) == root_cluster {
+        dotdot[20..22].fill(0);
+        dotdot[26..28].fill(0);
+    }
+    let (mut del1, mut del2) = (lfn1, lfn2);
+    del1[0] = 0xE5;
+    del2[0] = 0xE5;
+    let (out, _) = win.as_chunks_mut::<32>();
+    if let [a, b, c, d] = out {
+        (*a, *b, *c, *d) = (dot, dotdot, del1, del2);
     }
 }
 
@@ -249,7 +288,7 @@ impl ImageEdit {
                 self.root.write_file(&q, content, meta)?;
             }
             Target::Fat(i, rel) => {
-                let m = &self.fats[i];
+                let m = self.fat(i)?;
                 if rel.is_empty() {
                     return Err(Error::Path(PathError::IsADirectory(p.into())));
                 }
@@ -277,19 +316,19 @@ impl ImageEdit {
                 self.root.mkdir(&q, meta, parents)?;
             }
             Target::Fat(i, rel) => {
-                let m = &self.fats[i];
+                let m = self.fat(i)?;
                 let root = m.fs().root_dir();
-                let comps: Vec<&str> = path::components(&rel).collect();
+                let mut comps = path::components(&rel).peekable();
                 // Each level is opened from the root by its full path: a
                 // `Dir` handle returned by fatfs's create_dir must not be used
                 // to create entries (fatfs 0.3 then overwrites its `.` slot).
                 let mut so_far = String::new();
-                for (k, c) in comps.iter().enumerate() {
+                while let Some(c) = comps.next() {
                     if !so_far.is_empty() {
                         so_far.push('/');
                     }
                     so_far.push_str(c);
-                    let last = k + 1 == comps.len();
+                    let last = comps.peek().is_none();
                     match root.open_dir(&so_far) {
                         Ok(_) if parents || !last => {}
                         Ok(_) => return Err(Error::Usage(format!("{p}: file exists"))),
@@ -356,7 +395,7 @@ impl ImageEdit {
             Target::Fat(_, rel) if rel.is_empty() => Err(Error::Usage(format!(
                 "{p}: a mount point cannot be removed"
             ))),
-            Target::Fat(i, rel) => Self::fat_remove(&self.fats[i], &rel, recursive),
+            Target::Fat(i, rel) => Self::fat_remove(self.fat(i)?, &rel, recursive),
         }
     }
 
@@ -365,7 +404,7 @@ impl ImageEdit {
         match (self.target(from)?, self.target(to)?) {
             (Target::Ext4(a), Target::Ext4(b)) => Ok(self.root.rename(&a, &b)?),
             (Target::Fat(i, a), Target::Fat(j, b)) if i == j && !a.is_empty() && !b.is_empty() => {
-                let m = &self.fats[i];
+                let m = self.fat(i)?;
                 let root = m.fs().root_dir();
                 root.rename(&a, &root, &b).map_err(|e| m.err(e))
             }
@@ -408,7 +447,7 @@ impl ImageEdit {
             },
             Target::Fat(_, rel) if rel.is_empty() => Ok(Some(true)),
             Target::Fat(i, rel) => {
-                let root = self.fats[i].fs().root_dir();
+                let root = self.fat(i)?.fs().root_dir();
                 if root.open_dir(&rel).is_ok() {
                     Ok(Some(true))
                 } else if root.open_file(&rel).is_ok() {
@@ -466,18 +505,20 @@ impl ImageEdit {
             fat_stages.push((m.part, cow));
         }
         let ext4 = self.root.finish()?;
-        let touched = fat_stages
-            .iter()
-            .map(|(_, c)| c)
-            .chain([&ext4])
-            .map(|cow| {
-                let at = cow.base().start();
-                cow.touched()
-                    .into_iter()
-                    .map(|(s, e)| (at + s, at + e))
-                    .collect()
-            })
-            .collect();
+        let mut touched = Vec::new();
+        for cow in fat_stages.iter().map(|(_, c)| c).chain([&ext4]) {
+            let at = cow.base().start();
+            let mut ranges = Vec::new();
+            for (s, e) in cow.touched() {
+                let (Some(s), Some(e)) = (at.checked_add(s), at.checked_add(e)) else {
+                    return Err(Error::Layout(format!(
+                        "a range staged in the partition at byte {at} lies past 2^64"
+                    )));
+                };
+                ranges.push((s, e));
+            }
+            touched.push(ranges);
+        }
         Ok(Finished {
             fat_stages,
             ext4,
@@ -515,20 +556,32 @@ impl Finished {
     /// the image) that the transaction changes, so `buf` reads as the
     /// committed image would, without writing the image.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let end = offset + buf.len() as u64;
+        let end = offset.checked_add(buf.len() as u64).ok_or_else(past_end)?;
         for (cow, ranges) in self.stages().zip(&self.touched) {
             let at = cow.base().start();
             // Ranges are sorted: skip to the first that may reach `offset`.
             let first = ranges.partition_point(|&(_, e)| e <= offset);
-            for &(s, e) in &ranges[first..] {
+            for &(s, e) in ranges.iter().skip(first) {
                 if s >= end {
                     break;
                 }
                 let (s, e) = (s.max(offset), e.min(end));
                 if s < e {
-                    let b = usize::try_from(s - offset).unwrap_or(0);
-                    let n = usize::try_from(e - s).unwrap_or(0);
-                    cow.read_exact_at(&mut buf[b..b + n], s - at)?;
+                    // offset <= s < e <= end: the overlap lies inside `buf`,
+                    // and touched ranges start at or after the partition.
+                    let (Some(b), Some(n), Some(src)) =
+                        (s.checked_sub(offset), e.checked_sub(s), s.checked_sub(at))
+                    else {
+                        return Err(past_buffer());
+                    };
+                    let (Ok(b), Ok(n)) = (usize::try_from(b), usize::try_from(n)) else {
+                        return Err(past_buffer());
+                    };
+                    let dst = b
+                        .checked_add(n)
+                        .and_then(|bn| buf.get_mut(b..bn))
+                        .ok_or_else(past_buffer)?;
+                    cow.read_exact_at(dst, src)?;
                 }
             }
         }
@@ -548,5 +601,52 @@ impl Finished {
             .commit()
             .map_err(|e| Error::from(crate::ext4::Ext4Error::from(e)))?;
         Ok(touched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fix_dot_window;
+
+    fn slot(head: &[u8]) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        for (d, b) in s.iter_mut().zip(head) {
+            *d = *b;
+        }
+        s
+    }
+
+    fn window(slots: [[u8; 32]; 4]) -> [u8; 128] {
+        slots.concat().try_into().unwrap()
+    }
+
+    #[test]
+    fn fatfs_dot_entries_are_put_first_and_root_dotdot_is_cleared() {
+        let mut lfn1 = slot(b"\x41.\0");
+        lfn1[11] = 0x0F;
+        let dot = slot(b".          \x10");
+        let mut lfn2 = slot(b"\x41.\0.\0");
+        lfn2[11] = 0x0F;
+        let mut dotdot = slot(b"..         \x10");
+        dotdot[26] = 2; // cluster 2, the FAT32 root
+        let mut win = window([lfn1, dot, lfn2, dotdot]);
+        fix_dot_window(&mut win, Some(2));
+        let mut cleared = dotdot;
+        cleared[26] = 0;
+        let (mut del1, mut del2) = (lfn1, lfn2);
+        del1[0] = 0xE5;
+        del2[0] = 0xE5;
+        assert_eq!(win, window([dot, cleared, del1, del2]));
+
+        // `..` of a deeper directory keeps its cluster.
+        let mut win = window([lfn1, dot, lfn2, dotdot]);
+        fix_dot_window(&mut win, Some(5));
+        assert_eq!(win, window([dot, dotdot, del1, del2]));
+
+        // Anything else is left alone.
+        let other = window([dot, dotdot, lfn1, lfn2]);
+        let mut win = other;
+        fix_dot_window(&mut win, Some(2));
+        assert_eq!(win, other);
     }
 }
