@@ -9,8 +9,6 @@
 //! gives a readable answer. The pass reads each in-use inode once and
 //! each directory block once: linear in the metadata.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::{group, Ext4, Location, ReadAt, JOURNAL_MAGIC};
 use crate::bytes::{array_mut, be32};
 

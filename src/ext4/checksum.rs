@@ -10,8 +10,6 @@
 //! so a record shorter than its format says cannot make this panic (the
 //! parsers refuse such records before their checksums are computed).
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::superblock::SUPERBLOCK_SIZE;
 use crate::bytes::le32;
 

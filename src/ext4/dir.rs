@@ -1,7 +1,5 @@
 //! Directory blocks: linear entries and the checksum tail.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
 use super::inode::FileType;

@@ -1,7 +1,5 @@
 //! Extent trees (KD `ifork.rst`): the map from file blocks to disk blocks.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
 use crate::bytes::{le16, le32, try_le32};

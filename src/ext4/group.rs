@@ -1,7 +1,5 @@
 //! The group descriptor table (32-byte descriptors, or `s_desc_size` with 64bit).
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
 use super::superblock::Superblock;

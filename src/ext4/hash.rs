@@ -3,8 +3,6 @@
 //! The hash arithmetic is C's unsigned 32-bit arithmetic, which wraps:
 //! hence `wrapping_*` throughout.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 pub const LEGACY: u8 = 0;
 pub const HALF_MD4: u8 = 1;
 pub const TEA: u8 = 2;

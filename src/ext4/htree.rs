@@ -1,7 +1,5 @@
 //! Hash-indexed directories: dx_root (block 0) and dx_node blocks.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
 use crate::bytes::{le32, try_le16};

@@ -5,8 +5,6 @@
 //! so the fields there are read at fixed offsets; the fields of a large
 //! inode are read only when the record and `i_extra_isize` hold them.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
 use crate::bytes::{array, array_mut, le16, le32, set_le16, set_le32};

@@ -1,7 +1,5 @@
 //! The ext4 superblock (1024 bytes at byte 1024 of the filesystem).
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use std::num::NonZeroU64;
 
 use super::checksum;

@@ -1,7 +1,5 @@
 //! Extended attributes: in-inode area and external EA block.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
 use crate::bytes::{le16, le32, try_le32};

@@ -4,8 +4,6 @@
 //! is staged; [`ImageEdit::commit`] writes them only after every
 //! operation succeeded.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -1,7 +1,5 @@
 //! The FAT boot partition, through the fatfs crate.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use std::io::{self, Read, Write};
 
 use crate::ext4::FileType;

@@ -1,7 +1,5 @@
 //! `/etc/fstab` parsing: which partition the booted system mounts where.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FstabEntry {
     pub spec: String,

@@ -1,6 +1,10 @@
 //! Filesystem views over an image: the FAT and ext4 engines behind one
 //! path namespace, as the booted system sees it.
 
+// FAT parsing and the edits of both filesystems handle bytes of an image
+// rpiimg did not make: no unchecked indexing or arithmetic here and below.
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 pub(crate) mod edit;
 pub mod fat;
 mod fat_chains;
@@ -30,7 +34,6 @@ pub struct Stat {
 
 // No unchecked indexing or arithmetic here; set on the item, as a module
 // attribute would reach `edit` (converted separately).
-#[warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 impl Stat {
     /// `-rw-r--r--`-style mode string.
     pub fn mode_string(&self) -> String {

@@ -2,8 +2,6 @@
 //! FAT partition at the mount point the image's own `/etc/fstab` gives it
 //! (`/boot/firmware` on Raspberry Pi OS).
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use std::io::Write;
 
 use super::fat::Fat;

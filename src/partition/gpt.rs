@@ -5,8 +5,6 @@
 //! before anything is sized or read from it (the `gpt` crate asserted on an
 //! entry size other than 128, and sized reads from `num_entries`).
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::{PartitionError, SECTOR};
 use crate::bytes::{array_mut, crc32, le32, le64};
 use crate::image::ReadAt;

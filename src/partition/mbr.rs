@@ -6,8 +6,6 @@
 //! listed as such; their logical partitions are not read (Pi OS images have
 //! none).
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::{Partition, PartitionError};
 use crate::bytes::{array, hex, le32};
 

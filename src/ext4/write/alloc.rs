@@ -2,8 +2,6 @@
 //! never-initialised groups), kept in memory, and written back with their
 //! checksums, group counts and superblock totals when the transaction ends.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use std::collections::BTreeMap;
 
 use super::{raw, Writer};

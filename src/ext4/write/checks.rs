@@ -1,8 +1,6 @@
 //! What must hold before the writer touches a filesystem. Each refusal
 //! names the feature or state and what the user can do about it.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use crate::ext4::error::{Ext4Error, Result};
 use crate::ext4::superblock::{feature as f, Superblock, STATE_ERROR};
 use crate::ext4::{Ext4, JournalState};

@@ -2,8 +2,6 @@
 //! with leaf split, root growth to one indirect level, node split), as
 //! e2fsprogs' `link.c` does them.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::{raw, Writer};
 use crate::ext4::checksum;
 use crate::ext4::dir::{rec_len_for, TAIL_FILE_TYPE, TAIL_SIZE};

@@ -5,8 +5,6 @@
 //! limits), so here every access and every narrowing returns an error
 //! instead: a damaged image can make an edit fail, never panic.
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use std::fmt::Display;
 
 use crate::ext4::error::{Ext4Error, Location, Result};

@@ -2,8 +2,6 @@
 //! extents in the inode, otherwise one index level over leaf blocks
 //! (a Pi OS file never needs more).
 
-#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-
 use super::{raw, Writer};
 use crate::ext4::checksum;
 use crate::ext4::error::{Ext4Error, Location, Result};
