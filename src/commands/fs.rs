@@ -2,7 +2,7 @@
 //! (or per batch file).
 
 use crate::path::PathError;
-use crate::profile::OwnerSpec;
+use crate::profile::{Mode, OwnerSpec};
 use crate::userdb::Db;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,11 @@ impl Ids {
     fn owner(&self, o: &OwnerSpec) -> Result<(u32, u32)> {
         o.resolve(&self.passwd, &self.group).map_err(Error::Usage)
     }
+
+    /// `--owner` when given, else root (the commands' default).
+    fn owner_or_root(&self, o: Option<&OwnerSpec>) -> Result<(u32, u32)> {
+        o.map_or(Ok((0, 0)), |o| self.owner(o))
+    }
 }
 
 fn basename(p: &str) -> &str {
@@ -51,59 +56,14 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
             path,
             mode,
             owner,
-        } => {
-            let local = if local.is_absolute() {
-                local.clone()
-            } else {
-                base.join(local)
-            };
-            let md = std::fs::metadata(&local).map_err(|e| Error::Host {
-                path: local.display().to_string(),
-                source: e,
-            })?;
-            if !md.is_file() {
-                return Err(Error::Usage(format!(
-                    "{}: not a regular file",
-                    local.display()
-                )));
-            }
-            let mode = match mode {
-                Some(m) => m.bits(),
-                None => local_mode(&md),
-            };
-            let (uid, gid) = match owner {
-                Some(o) => ids.owner(o)?,
-                None => (0, 0),
-            };
-            let name = local
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let dest = if path.ends_with('/') || edit.is_dir(path)? == Some(true) {
-                format!("{}/{name}", path.trim_end_matches('/'))
-            } else {
-                path.clone()
-            };
-            edit.write_file(
-                &dest,
-                Content::HostFile {
-                    path: local.clone(),
-                    len: md.len(),
-                },
-                Meta { mode, uid, gid },
-            )?;
-            format!("put {} -> {dest} ({} bytes)", local.display(), md.len())
-        }
+        } => put(edit, ids, local, path, *mode, owner.as_ref(), base)?,
         FsOp::Mkdir {
             parents,
             path,
             mode,
             owner,
         } => {
-            let (uid, gid) = match owner {
-                Some(o) => ids.owner(o)?,
-                None => (0, 0),
-            };
+            let (uid, gid) = ids.owner_or_root(owner.as_ref())?;
             edit.mkdir(
                 path,
                 Meta {
@@ -122,10 +82,7 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
             owner,
         } => {
             if *symbolic {
-                let (uid, gid) = match owner {
-                    Some(o) => ids.owner(o)?,
-                    None => (0, 0),
-                };
+                let (uid, gid) = ids.owner_or_root(owner.as_ref())?;
                 edit.symlink(path, target, uid, gid)?;
                 format!("ln -s {target} {path}")
             } else {
@@ -178,6 +135,58 @@ fn apply(edit: &mut ImageEdit, ids: &Ids, op: &FsOp, base: &Path) -> Result<Stri
             ))
         }
     })
+}
+
+/// `fs put`: a host file streamed into the image; an existing directory
+/// (or a path ending in `/`) receives it under its own name.
+fn put(
+    edit: &mut ImageEdit,
+    ids: &Ids,
+    local: &Path,
+    path: &str,
+    mode: Option<Mode>,
+    owner: Option<&OwnerSpec>,
+    base: &Path,
+) -> Result<String> {
+    let local = if local.is_absolute() {
+        local.to_path_buf()
+    } else {
+        base.join(local)
+    };
+    let md = std::fs::metadata(&local).map_err(Error::host(&local))?;
+    if !md.is_file() {
+        return Err(Error::Usage(format!(
+            "{}: not a regular file",
+            local.display()
+        )));
+    }
+    let mode = match mode {
+        Some(m) => m.bits(),
+        None => local_mode(&md),
+    };
+    let (uid, gid) = ids.owner_or_root(owner)?;
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dest = if path.ends_with('/') || edit.is_dir(path)? == Some(true) {
+        format!("{}/{name}", path.trim_end_matches('/'))
+    } else {
+        path.to_string()
+    };
+    edit.write_file(
+        &dest,
+        Content::HostFile {
+            path: local.clone(),
+            len: md.len(),
+        },
+        Meta { mode, uid, gid },
+    )?;
+    Ok(format!(
+        "put {} -> {dest} ({} bytes)",
+        local.display(),
+        md.len()
+    ))
 }
 
 #[cfg(unix)]
