@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use crate::bytes::{crc32, le32};
+use crate::bytes::{array, crc32, le32};
 
 pub const HEADER_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0];
 pub const FOOTER_MAGIC: [u8; 2] = [b'Y', b'Z'];
@@ -65,12 +65,13 @@ impl Layout {
 /// A multibyte integer of the xz format: 7 bits per byte, at most 9 bytes.
 pub fn vli(b: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
-    for i in 0..9 {
+    // Byte i holds bits 7i..7i+7; the ninth byte (shift 56) is the last.
+    for shift in (0u32..63).step_by(7) {
         let byte = *b.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(byte & 0x7F) << (7 * i);
+        *pos = pos.checked_add(1)?;
+        v |= u64::from(byte & 0x7F) << shift;
         if byte & 0x80 == 0 {
-            return (i == 0 || byte != 0).then_some(v);
+            return (shift == 0 || byte != 0).then_some(v);
         }
     }
     None
@@ -85,34 +86,57 @@ const MAX_INDEX: u64 = 16 << 20;
 /// stream padding, a damaged index). Reads only the header, the footer
 /// and the index.
 pub fn read(path: &Path) -> io::Result<Option<Layout>> {
+    use std::os::unix::fs::FileExt;
     let f = File::open(path)?;
     let size = f.metadata()?.len();
-    let at = |len: u64, off: u64| -> io::Result<Vec<u8>> {
-        let mut b = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, off)?;
-        Ok(b)
-    };
-    if size < 24 {
+    // Room for the 12-byte stream header before the 12-byte footer.
+    let Some(foot_at) = size.checked_sub(12).filter(|&a| a >= 12) else {
         return Ok(None);
-    }
-    let head = at(12, 0)?;
-    let foot = at(12, size - 12)?;
-    if head[..6] != HEADER_MAGIC
-        || crc32(&head[6..8]) != le32(&head, 8)
-        || foot[10..12] != FOOTER_MAGIC
-        || crc32(&foot[4..10]) != le32(&foot, 0)
-        || head[6..8] != foot[8..10]
+    };
+    let (mut head, mut foot) = ([0u8; 12], [0u8; 12]);
+    f.read_exact_at(&mut head, 0)?;
+    f.read_exact_at(&mut foot, foot_at)?;
+    // Fixed offsets inside the 12-byte arrays (bytes::array/le32 cannot
+    // miss): header = magic, flags, CRC32 of the flags; footer = CRC32,
+    // backward size, flags, magic.
+    let head_flags = *array::<2>(&head, 6);
+    let foot_flags = *array::<2>(&foot, 8);
+    if *array::<6>(&head, 0) != HEADER_MAGIC
+        || crc32(&head_flags) != le32(&head, 8)
+        || *array::<2>(&foot, 10) != FOOTER_MAGIC
+        || crc32(array::<6>(&foot, 4)) != le32(&foot, 0)
+        || head_flags != foot_flags
     {
         return Ok(None);
     }
-    let index_size = (u64::from(le32(&foot, 4)) + 1) * 4;
-    if index_size > MAX_INDEX || index_size + 24 > size {
+    // The backward size is the index's length / 4 - 1: from a u32 this is
+    // at most 2^34, far from overflowing, but a damaged footer may still
+    // claim more than the file holds (checked next).
+    let Some(index_size) = u64::from(le32(&foot, 4))
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(4))
+    else {
+        return Ok(None);
+    };
+    if index_size > MAX_INDEX {
         return Ok(None);
     }
-    let index_at = size - 12 - index_size;
-    let index = at(index_size, index_at)?;
-    let body = &index[..index.len() - 4];
-    if index[0] != 0 || crc32(body) != le32(&index, index.len() - 4) {
+    // The index must lie between the stream header and the footer.
+    let Some(index_at) = foot_at.checked_sub(index_size).filter(|&a| a >= 12) else {
+        return Ok(None);
+    };
+    // At most MAX_INDEX (16 MiB), which any usize holds.
+    let Ok(index_len) = usize::try_from(index_size) else {
+        return Ok(None);
+    };
+    let mut index = vec![0u8; index_len];
+    f.read_exact_at(&mut index, index_at)?;
+    // The index ends with the CRC32 of everything before it, and starts
+    // with the index indicator 0.
+    let Some((body, crc)) = index.split_last_chunk::<4>() else {
+        return Ok(None);
+    };
+    if body.first() != Some(&0) || crc32(body) != u32::from_le_bytes(*crc) {
         return Ok(None);
     }
     let mut pos = 1usize;
@@ -141,24 +165,30 @@ pub fn read(path: &Path) -> io::Result<Option<Layout>> {
         offset = next;
         image_offset = image_offset.saturating_add(uncompressed);
     }
-    // Only zero padding may follow the records, and the blocks must end
-    // exactly where the index starts (no second stream, no padding).
-    if body[pos..].iter().any(|&b| b != 0) || body.len() - pos > 3 || offset != index_at {
+    // Only zero padding (at most 3 bytes) may follow the records, and the
+    // blocks must end exactly where the index starts (no second stream,
+    // no padding). vli leaves pos at most at the end of body.
+    let Some(padding) = body.get(pos..) else {
+        return Ok(None);
+    };
+    if padding.iter().any(|&b| b != 0) || padding.len() > 3 || offset != index_at {
         return Ok(None);
     }
     Ok(Some(Layout {
-        flags: [head[6], head[7]],
+        flags: head_flags,
         blocks,
     }))
 }
 
 /// Encodes `v` as an xz multibyte integer.
 pub fn put_vli(out: &mut Vec<u8>, mut v: u64) {
+    // The low byte of v; the loop masks it to the 7 bits each byte holds.
+    let low = |v: u64| v.to_le_bytes()[0];
     while v >= 0x80 {
-        out.push(u8::try_from(v & 0x7F).unwrap_or(0) | 0x80);
+        out.push((low(v) & 0x7F) | 0x80);
         v >>= 7;
     }
-    out.push(u8::try_from(v).unwrap_or(0));
+    out.push(low(v));
 }
 
 /// The index and stream footer for `blocks` (unpadded, uncompressed).
@@ -172,9 +202,11 @@ pub fn index_and_footer(flags: [u8; 2], blocks: &[(u64, u64)]) -> Vec<u8> {
     while index.len() % 4 != 0 {
         index.push(0);
     }
+    // The backward size is (index size with its CRC32) / 4 - 1, which is
+    // the padded records' size / 4.
+    let backward = u32::try_from(index.len() / 4).unwrap_or(u32::MAX);
     let crc = crc32(&index);
     index.extend_from_slice(&crc.to_le_bytes());
-    let backward = u32::try_from(index.len() / 4 - 1).unwrap_or(u32::MAX);
     let mut tail = Vec::with_capacity(12);
     tail.extend_from_slice(&backward.to_le_bytes());
     tail.extend_from_slice(&flags);
