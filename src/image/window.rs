@@ -28,9 +28,14 @@ fn file_read_at(f: &File, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match f.seek_read(buf, off)? {
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            // seek_read returns at most buf.len() bytes.
             n => {
-                buf = &mut buf[n..];
-                off += n as u64;
+                buf = std::mem::take(&mut buf)
+                    .get_mut(n..)
+                    .ok_or_else(|| io::Error::other("read returned more bytes than asked"))?;
+                off = off
+                    .checked_add(n as u64)
+                    .ok_or_else(|| io::Error::other("read past the largest file offset"))?;
             }
         }
     }
@@ -46,9 +51,14 @@ fn file_write_at(f: &File, buf: &[u8], off: u64) -> io::Result<()> {
 fn file_write_at(f: &File, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !buf.is_empty() {
+        // seek_write returns at most buf.len() bytes.
         let n = f.seek_write(buf, off)?;
-        buf = &buf[n..];
-        off += n as u64;
+        buf = buf
+            .get(n..)
+            .ok_or_else(|| io::Error::other("wrote more bytes than asked"))?;
+        off = off
+            .checked_add(n as u64)
+            .ok_or_else(|| io::Error::other("write past the largest file offset"))?;
     }
     Ok(())
 }
@@ -87,9 +97,24 @@ impl Window {
         self.len == 0
     }
 
-    fn check(&self, off: u64, n: usize) -> io::Result<()> {
+    /// The file offset of `n` bytes at `off` in the window, and where in
+    /// the window they end; an error when they do not lie inside it. The
+    /// start comes from a partition table, so even inside the window the
+    /// file offset may lie past u64 in a damaged one.
+    fn check(&self, off: u64, n: usize) -> io::Result<(u64, u64)> {
         match off.checked_add(n as u64) {
-            Some(end) if end <= self.len => Ok(()),
+            Some(end) if end <= self.len => {
+                let at = self.start.checked_add(off).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "partition start {} + offset {off} lies past the largest file offset",
+                            self.start
+                        ),
+                    )
+                })?;
+                Ok((at, end))
+            }
             _ => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
@@ -103,8 +128,8 @@ impl Window {
 
 impl ReadAt for Window {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.check(offset, buf.len())?;
-        file_read_at(&self.file, buf, self.start + offset)
+        let (at, _) = self.check(offset, buf.len())?;
+        file_read_at(&self.file, buf, at)
     }
     fn size(&self) -> u64 {
         self.len
@@ -119,8 +144,8 @@ impl WriteAt for Window {
                 "image opened read-only",
             ));
         }
-        self.check(offset, buf.len())?;
-        file_write_at(&self.file, buf, self.start + offset)
+        let (at, _) = self.check(offset, buf.len())?;
+        file_write_at(&self.file, buf, at)
     }
 }
 
@@ -132,8 +157,11 @@ impl Read for Window {
         if n == 0 {
             return Ok(0);
         }
-        file_read_at(&self.file, &mut buf[..n], self.start + self.pos)?;
-        self.pos += n as u64;
+        // n is at most buf.len().
+        let (head, _) = buf.split_at_mut(n);
+        let (at, end) = self.check(self.pos, n)?;
+        file_read_at(&self.file, head, at)?;
+        self.pos = end;
         Ok(n)
     }
 }
@@ -152,8 +180,11 @@ impl Write for Window {
                 "write past the end of the partition",
             ));
         }
-        self.write_all_at(&buf[..n], self.pos)?;
-        self.pos += n as u64;
+        // n is at most buf.len().
+        let (head, _) = buf.split_at(n);
+        let (_, end) = self.check(self.pos, n)?;
+        self.write_all_at(head, self.pos)?;
+        self.pos = end;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
