@@ -84,7 +84,9 @@ impl Cache {
             let name = e.file_name();
             let name = name.to_string_lossy();
             if name.ends_with(".img") || name.starts_with(".partial-") {
-                freed += e.metadata()?.len();
+                // A total for the message only: saturating is exact for any
+                // cache a disk holds.
+                freed = e.metadata()?.len().saturating_add(freed);
                 std::fs::remove_file(p)?;
             }
         }

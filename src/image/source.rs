@@ -77,12 +77,31 @@ pub fn is_xz(path: &Path) -> Result<bool, ImageError> {
     Ok(n == 6 && m == XZ_MAGIC)
 }
 
+/// The first `n` bytes of `buf`, which a reader reported it filled: more
+/// than `buf` holds is a broken reader, an error rather than a panic.
+fn filled(buf: &[u8], n: usize) -> io::Result<&[u8]> {
+    buf.get(..n).ok_or_else(|| {
+        io::Error::other(format!(
+            "read reported {n} bytes into a {}-byte buffer",
+            buf.len()
+        ))
+    })
+}
+
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
+    let (len, mut n) = (buf.len(), 0);
+    while let Some(rest) = buf.get_mut(n..).filter(|rest| !rest.is_empty()) {
+        match r.read(rest) {
             Ok(0) => break,
-            Ok(k) => n += k,
+            // At most rest.len() from a working reader.
+            Ok(k) => {
+                n = n.checked_add(k).filter(|&m| m <= len).ok_or_else(|| {
+                    io::Error::other(format!(
+                        "read reported {k} bytes into a {}-byte buffer",
+                        rest.len()
+                    ))
+                })?;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -109,7 +128,7 @@ pub fn sha256_file(path: &Path, progress: Progress, what: &str) -> Result<String
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        h.update(filled(&buf, n).map_err(io_err)?);
         task.inc(n as u64);
     }
     task.finish();
@@ -220,7 +239,7 @@ struct HashingReader<R> {
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(filled(buf, n)?);
         Ok(n)
     }
 }
@@ -266,7 +285,7 @@ pub fn decompress(path: &Path, out: &mut File, progress: Progress) -> Result<Str
     };
     let mut input = BufReader::with_capacity(IO_CHUNK, counting);
     let mut writer = SparseWriter::new(out);
-    let mut streams = 0;
+    let mut any_stream = false;
     loop {
         // Stream padding (zero bytes) may separate concatenated streams.
         loop {
@@ -283,9 +302,9 @@ pub fn decompress(path: &Path, out: &mut File, progress: Progress) -> Result<Str
         let mut dec = liblzma::bufread::XzDecoder::new_parallel(input);
         io::copy(&mut dec, &mut writer).map_err(xz_err)?;
         input = dec.into_inner();
-        streams += 1;
+        any_stream = true;
     }
-    if streams == 0 {
+    if !any_stream {
         return Err(ImageError::Xz {
             path: path.into(),
             detail: "no xz stream".into(),
@@ -319,13 +338,20 @@ impl<'a> SparseWriter<'a> {
 impl Write for SparseWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         for chunk in buf.chunks(HOLE_GRAIN) {
+            // Where the chunk ends; past u64 only for a stream claiming
+            // more than any file holds.
+            let end = self.pos.checked_add(chunk.len() as u64).ok_or_else(|| {
+                io::Error::other(format!(
+                    "decompressed image runs past byte {} (the largest file offset)",
+                    self.pos
+                ))
+            })?;
             if crate::bytes::is_zero(chunk) {
-                self.out
-                    .seek(SeekFrom::Start(self.pos + chunk.len() as u64))?;
+                self.out.seek(SeekFrom::Start(end))?;
             } else {
                 self.out.write_all(chunk)?;
             }
-            self.pos += chunk.len() as u64;
+            self.pos = end;
         }
         Ok(buf.len())
     }
