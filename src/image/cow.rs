@@ -14,6 +14,32 @@ use super::window::{ReadAt, WriteAt};
 const PAGE: u64 = 4096;
 const PAGE_US: usize = 4096;
 
+/// `n` as a length of at most `cap` bytes (a u64 past usize is past `cap`).
+fn at_most(n: u64, cap: usize) -> usize {
+    usize::try_from(n).map_or(cap, |n| n.min(cap))
+}
+
+/// An offset past u64. Staged pages and runs lie inside the base (`stage`
+/// and `stage_file_range` check that), so this is reported, never wrapped.
+fn past_u64(what: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what} lies past the largest offset"),
+    )
+}
+
+/// The byte offset of page `p`.
+fn page_offset(p: u64) -> io::Result<u64> {
+    p.checked_mul(PAGE)
+        .ok_or_else(|| past_u64(format!("page {p}")))
+}
+
+/// `pos` moved past `n` bytes that were just read or staged there.
+fn advance(pos: u64, n: usize) -> io::Result<u64> {
+    pos.checked_add(n as u64)
+        .ok_or_else(|| past_u64(format!("{n} bytes at offset {pos}")))
+}
+
 /// Content staged by reference: `len` bytes of a host file from `offset`,
 /// read at commit time so large files are never held in memory.
 #[derive(Clone, Debug)]
@@ -49,17 +75,31 @@ impl<D: ReadAt> Cow<D> {
 
     /// Number of staged bytes (pages in memory plus referenced runs).
     pub fn staged_bytes(&self) -> u64 {
-        self.pages.len() as u64 * PAGE + self.ranges.values().map(|(n, _)| n * PAGE).sum::<u64>()
+        // A total for memory accounting: saturating reads as "more than any
+        // budget" (it cannot happen for runs inside the base).
+        let pages = (self.pages.len() as u64).saturating_mul(PAGE);
+        self.ranges.values().fold(pages, |sum, (n, _)| {
+            sum.saturating_add(n.saturating_mul(PAGE))
+        })
     }
 
     /// The byte ranges `[start, end)` of the base a commit writes, merged
     /// and sorted: everything outside them stays as the base has it.
     pub fn touched(&self) -> Vec<(u64, u64)> {
+        let size = self.base.size();
+        // Byte runs clipped to the end of the base (its last page may be
+        // partial): saturating is that clip for one reaching past u64.
+        let bytes = |first: u64, pages: u64| {
+            (
+                first.saturating_mul(PAGE).min(size),
+                first.saturating_add(pages).saturating_mul(PAGE).min(size),
+            )
+        };
         let mut runs: Vec<(u64, u64)> = self
             .pages
             .keys()
-            .map(|&p| (p, p + 1))
-            .chain(self.ranges.iter().map(|(&s, (n, _))| (s, s + n)))
+            .map(|&p| bytes(p, 1))
+            .chain(self.ranges.iter().map(|(&s, (n, _))| bytes(s, *n)))
             .collect();
         runs.sort_unstable();
         let mut out: Vec<(u64, u64)> = Vec::new();
@@ -69,15 +109,16 @@ impl<D: ReadAt> Cow<D> {
                 _ => out.push((s, e)),
             }
         }
-        let size = self.base.size();
-        out.into_iter()
-            .map(|(s, e)| (s * PAGE, (e * PAGE).min(size)))
-            .collect()
+        out
     }
 
-    fn range_for(&self, page: u64) -> Option<(u64, &FileRange)> {
-        let (&start, (n, r)) = self.ranges.range(..=page).next_back()?;
-        (page < start + n).then_some((start, r))
+    /// The run holding `page`: its first page, its page count, the page's
+    /// place in it and its content.
+    fn range_for(&self, page: u64) -> Option<(u64, u64, u64, &FileRange)> {
+        let (&start, &(n, ref r)) = self.ranges.range(..=page).next_back()?;
+        // start <= page (the range asked for), so this is the place.
+        let at = page.checked_sub(start)?;
+        (at < n).then_some((start, n, at, r))
     }
 
     fn read_page(&self, page: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -85,22 +126,33 @@ impl<D: ReadAt> Cow<D> {
             buf.copy_from_slice(p);
             return Ok(());
         }
-        if let Some((start, r)) = self.range_for(page) {
+        if let Some((_, _, at, r)) = self.range_for(page) {
             buf.fill(0);
-            let rel = (page - start) * PAGE;
-            if rel < r.len {
-                let n = usize::try_from((r.len - rel).min(PAGE)).unwrap_or(0);
+            let rel = page_offset(at)?;
+            // Content left from this page on; none in the zero tail of the
+            // run's last page.
+            let left = r.len.saturating_sub(rel);
+            if left > 0 {
+                let from = r.offset.checked_add(rel).ok_or_else(|| {
+                    past_u64(format!(
+                        "byte {rel} of {} from offset {}",
+                        r.path.display(),
+                        r.offset
+                    ))
+                })?;
                 let mut f = File::open(r.path.as_ref())?;
-                f.seek(SeekFrom::Start(r.offset + rel))?;
-                f.read_exact(&mut buf[..n])?;
+                f.seek(SeekFrom::Start(from))?;
+                let (content, _) = buf.split_at_mut(at_most(left, buf.len()));
+                f.read_exact(content)?;
             }
             return Ok(());
         }
         let size = self.base.size();
-        let off = page * PAGE;
-        let n = usize::try_from(size.saturating_sub(off).min(PAGE)).unwrap_or(0);
-        buf[n..].fill(0);
-        self.base.read_exact_at(&mut buf[..n], off)
+        let off = page_offset(page)?;
+        // The part of the page inside the base; past its end reads as zeros.
+        let (inside, past) = buf.split_at_mut(at_most(size.saturating_sub(off), buf.len()));
+        past.fill(0);
+        self.base.read_exact_at(inside, off)
     }
 
     /// Stage `len` bytes of a host file at page-aligned `offset`; the rest of
@@ -113,14 +165,19 @@ impl<D: ReadAt> Cow<D> {
             ));
         }
         let pages = range.len.div_ceil(PAGE);
-        if offset + pages * PAGE > self.base.size() {
+        let end = pages
+            .checked_mul(PAGE)
+            .and_then(|n| offset.checked_add(n))
+            .filter(|&end| end <= self.base.size());
+        let Some(end) = end else {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "staged content runs past the end of the partition",
             ));
-        }
+        };
+        // offset is page-aligned, so end / PAGE is first + pages.
         let first = offset / PAGE;
-        for p in first..first + pages {
+        for p in first..end / PAGE {
             self.pages.remove(&p);
         }
         self.ranges.insert(first, (pages, range));
@@ -130,13 +187,17 @@ impl<D: ReadAt> Cow<D> {
     /// Staged in-memory pages as (offset, bytes), for fix-ups of structures
     /// a library has just written.
     pub fn staged_pages_mut(&mut self) -> impl Iterator<Item = (u64, &mut [u8])> {
-        self.pages.iter_mut().map(|(k, v)| (*k * PAGE, &mut v[..]))
+        // Page numbers are u64 offsets / PAGE, so this is exact.
+        self.pages
+            .iter_mut()
+            .map(|(k, v)| (k.saturating_mul(PAGE), &mut v[..]))
     }
 
     /// Forget staged content of whole pages (blocks that were freed again).
     pub fn discard(&mut self, offset: u64, len: u64) {
         let first = offset / PAGE;
-        let last = (offset + len).div_ceil(PAGE);
+        // To the end of the last page touched; past u64 means to the end.
+        let last = offset.saturating_add(len).div_ceil(PAGE);
         for p in first..last {
             self.pages.remove(&p);
         }
@@ -151,7 +212,10 @@ impl<D: ReadAt> Cow<D> {
         if self.pages.contains_key(&page) {
             return Ok(());
         }
-        if let Some((start, _)) = self.range_for(page) {
+        if let Some((start, n, _, _)) = self.range_for(page) {
+            let end = start
+                .checked_add(n)
+                .ok_or_else(|| past_u64(format!("staged run of {n} pages at page {start}")))?;
             let (n, r) = self.ranges.remove(&start).expect("range present");
             let mut tmp = Cow {
                 base: &self.base,
@@ -160,7 +224,7 @@ impl<D: ReadAt> Cow<D> {
                 pos: 0,
             };
             tmp.ranges.insert(start, (n, r));
-            for p in start..start + n {
+            for p in start..end {
                 let mut b = vec![0u8; PAGE_US].into_boxed_slice();
                 tmp.read_page(p, &mut b)?;
                 self.pages.insert(p, b);
@@ -168,6 +232,20 @@ impl<D: ReadAt> Cow<D> {
         }
         Ok(())
     }
+}
+
+/// `buf` cut at page boundaries when it starts `skip` bytes into a page
+/// (`skip` < PAGE_US): the rest of that page, then whole pages.
+fn page_chunks(buf: &[u8], skip: usize) -> impl Iterator<Item = &[u8]> {
+    let (head, rest) = buf.split_at(PAGE_US.saturating_sub(skip).min(buf.len()));
+    std::iter::once(head).chain(rest.chunks(PAGE_US))
+}
+
+/// [`page_chunks`] for reading into.
+fn page_chunks_mut(buf: &mut [u8], skip: usize) -> impl Iterator<Item = &mut [u8]> {
+    let len = buf.len();
+    let (head, rest) = buf.split_at_mut(PAGE_US.saturating_sub(skip).min(len));
+    std::iter::once(head).chain(rest.chunks_mut(PAGE_US))
 }
 
 impl<D: ReadAt> ReadAt for &D {
@@ -184,34 +262,37 @@ impl<D: ReadAt> ReadAt for Cow<D> {
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.base.size());
-        if end.is_none() {
+        let Some(end) = end else {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "read past the end of the partition",
             ));
+        };
+        if buf.is_empty() {
+            return Ok(());
         }
-        // Fast path: nothing staged in the range.
+        // Fast path: nothing staged in the range. (Runs end inside the
+        // base, so s + n never saturates.)
         let first = offset / PAGE;
-        let last = (offset + buf.len() as u64).div_ceil(PAGE);
+        let last = end.div_ceil(PAGE);
         if self.pages.range(first..last).next().is_none()
             && self
                 .ranges
                 .range(..last)
                 .next_back()
-                .is_none_or(|(s, (n, _))| s + n <= first)
+                .is_none_or(|(s, (n, _))| s.saturating_add(*n) <= first)
         {
             return self.base.read_exact_at(buf, offset);
         }
         let mut page = vec![0u8; PAGE_US];
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = offset + done as u64;
-            let p = at / PAGE;
-            let within = usize::try_from(at % PAGE).unwrap_or(0);
-            let n = (PAGE_US - within).min(buf.len() - done);
+        let mut skip = at_most(offset % PAGE, PAGE_US);
+        for (chunk, p) in page_chunks_mut(buf, skip).zip(first..last) {
             self.read_page(p, &mut page)?;
-            buf[done..done + n].copy_from_slice(&page[within..within + n]);
-            done += n;
+            // skip + chunk.len() <= PAGE_US by page_chunks_mut.
+            let (_, src) = page.split_at(skip);
+            let (src, _) = src.split_at(chunk.len());
+            chunk.copy_from_slice(src);
+            skip = 0;
         }
         Ok(())
     }
@@ -226,29 +307,33 @@ impl<D: ReadAt> Cow<D> {
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.base.size());
-        if end.is_none() {
+        let Some(end) = end else {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "write past the end of the partition",
             ));
+        };
+        if buf.is_empty() {
+            return Ok(());
         }
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = offset + done as u64;
-            let p = at / PAGE;
-            let within = usize::try_from(at % PAGE).unwrap_or(0);
-            let n = (PAGE_US - within).min(buf.len() - done);
+        let first = offset / PAGE;
+        let last = end.div_ceil(PAGE);
+        let mut skip = at_most(offset % PAGE, PAGE_US);
+        for (chunk, p) in page_chunks(buf, skip).zip(first..last) {
             self.materialize(p)?;
             if !self.pages.contains_key(&p) {
                 let mut b = vec![0u8; PAGE_US].into_boxed_slice();
-                if n < PAGE_US {
+                if chunk.len() < PAGE_US {
                     self.read_page(p, &mut b)?;
                 }
                 self.pages.insert(p, b);
             }
             let page = self.pages.get_mut(&p).expect("page staged");
-            page[within..within + n].copy_from_slice(&buf[done..done + n]);
-            done += n;
+            // skip + chunk.len() <= PAGE_US by page_chunks.
+            let (_, dst) = page.split_at_mut(skip);
+            let (dst, _) = dst.split_at_mut(chunk.len());
+            dst.copy_from_slice(chunk);
+            skip = 0;
         }
         Ok(())
     }
@@ -258,30 +343,34 @@ impl<D: WriteAt> Cow<D> {
     /// Write everything staged to the base, in ascending offset order.
     pub fn commit(self) -> io::Result<D> {
         let size = self.base.size();
-        let mut buf = vec![0u8; 1 << 20];
-        for (&start, (n, r)) in &self.ranges {
+        const BUF: usize = 1 << 20;
+        let mut buf = vec![0u8; BUF];
+        for (&start, &(n, ref r)) in &self.ranges {
             let mut f = File::open(r.path.as_ref())?;
             f.seek(SeekFrom::Start(r.offset))?;
-            let total = n * PAGE;
+            let at = page_offset(start)?;
+            let total = page_offset(n)?;
             let mut done = 0u64;
-            while done < total {
-                let chunk =
-                    usize::try_from((total - done).min(buf.len() as u64)).unwrap_or(buf.len());
-                let b = &mut buf[..chunk];
-                let have =
-                    usize::try_from(r.len.saturating_sub(done).min(chunk as u64)).unwrap_or(0);
-                f.read_exact(&mut b[..have])?;
-                b[have..].fill(0);
-                let off = start * PAGE + done;
-                let len = usize::try_from((size - off).min(chunk as u64)).unwrap_or(chunk);
-                self.base.write_all_at(&b[..len], off)?;
-                done += chunk as u64;
+            while let Some(left) = total.checked_sub(done).filter(|&left| left > 0) {
+                let (b, _) = buf.split_at_mut(at_most(left, BUF));
+                // The run's content, then zeros to the end of its last page.
+                let (content, zeros) = b.split_at_mut(at_most(r.len.saturating_sub(done), b.len()));
+                f.read_exact(content)?;
+                zeros.fill(0);
+                let off = at
+                    .checked_add(done)
+                    .ok_or_else(|| past_u64(format!("byte {done} of the run at {at}")))?;
+                // The last page may run past the end of the base.
+                let (inside, _) = b.split_at(at_most(size.saturating_sub(off), b.len()));
+                self.base.write_all_at(inside, off)?;
+                done = advance(done, b.len())?;
             }
         }
         for (&p, page) in &self.pages {
-            let off = p * PAGE;
-            let len = usize::try_from((size - off).min(PAGE)).unwrap_or(0);
-            self.base.write_all_at(&page[..len], off)?;
+            let off = page_offset(p)?;
+            // The last page may run past the end of the base.
+            let (inside, _) = page.split_at(at_most(size.saturating_sub(off), page.len()));
+            self.base.write_all_at(inside, off)?;
         }
         Ok(self.base)
     }
@@ -294,8 +383,9 @@ impl<D: ReadAt> Read for Cow<D> {
         if n == 0 {
             return Ok(0);
         }
-        self.read_exact_at(&mut buf[..n], self.pos)?;
-        self.pos += n as u64;
+        let (head, _) = buf.split_at_mut(n);
+        self.read_exact_at(head, self.pos)?;
+        self.pos = advance(self.pos, n)?;
         Ok(n)
     }
 }
@@ -303,7 +393,7 @@ impl<D: ReadAt> Read for Cow<D> {
 impl<D: ReadAt> Write for Cow<D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.stage(buf, self.pos)?;
-        self.pos += buf.len() as u64;
+        self.pos = advance(self.pos, buf.len())?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -341,6 +431,26 @@ mod tests {
         assert_eq!(around, [base[PAGE_US - 4], base[PAGE_US - 3], b'h', b'e']);
         assert_eq!(c.base(), &base, "nothing reaches the base before commit");
         assert!(c.stage(b"x", 3 * PAGE).is_err());
+    }
+
+    #[test]
+    fn unaligned_writes_across_pages_match_a_plain_buffer() {
+        let size = 5 * PAGE_US - 100;
+        let base: Vec<u8> = (0..size).map(|i| u8::try_from(i % 253).unwrap()).collect();
+        let mut model = base.clone();
+        let mut c = Cow::new(base);
+        for (at, len) in [(10, 3 * PAGE_US), (PAGE_US - 1, 2), (size - 7, 7), (0, 0)] {
+            let data: Vec<u8> = (0..len).map(|i| u8::try_from(i % 7 + 1).unwrap()).collect();
+            c.stage(&data, at as u64).unwrap();
+            model[at..at + len].copy_from_slice(&data);
+        }
+        for (at, len) in [(0, size), (5, 2 * PAGE_US + 3), (size - 1, 1), (PAGE_US, 0)] {
+            let mut got = vec![0u8; len];
+            c.read_exact_at(&mut got, at as u64).unwrap();
+            assert_eq!(got, model[at..at + len], "read of {len} at {at}");
+        }
+        assert!(c.stage(b"xy", size as u64 - 1).is_err());
+        assert!(c.stage(b"x", u64::MAX).is_err());
     }
 
     #[test]
