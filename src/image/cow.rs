@@ -415,6 +415,11 @@ impl<D: ReadAt> Seek for Cow<D> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test fixtures index and size their own buffers; a panic there is a failed test"
+)]
 mod tests {
     use super::*;
 

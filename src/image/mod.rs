@@ -1,5 +1,9 @@
 //! The image container: opening `.img` / `.img.xz` files as byte windows.
 
+// Reads images and .xz indexes rpiimg did not make: no unchecked indexing
+// or arithmetic here or below (damage gets an error, never a panic).
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 pub(crate) mod cache;
 pub(crate) mod cow;
 pub mod source;

@@ -226,6 +226,11 @@ pub fn stream_header(flags: [u8; 2]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test fixtures index and size their own buffers; a panic there is a failed test"
+)]
 mod tests {
     use super::*;
 
