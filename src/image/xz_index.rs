@@ -191,8 +191,11 @@ pub fn put_vli(out: &mut Vec<u8>, mut v: u64) {
     out.push(low(v));
 }
 
-/// The index and stream footer for `blocks` (unpadded, uncompressed).
-pub fn index_and_footer(flags: [u8; 2], blocks: &[(u64, u64)]) -> Vec<u8> {
+/// The index and stream footer for `blocks` (unpadded, uncompressed), or
+/// None when the index is past what the footer's 32-bit backward size can
+/// address (16 GiB of records): a footer that pointed at the wrong place
+/// would make the whole stream unreadable, so the caller must refuse.
+pub fn index_and_footer(flags: [u8; 2], blocks: &[(u64, u64)]) -> Option<Vec<u8>> {
     let mut index = vec![0u8];
     put_vli(&mut index, blocks.len() as u64);
     for &(unpadded, uncompressed) in blocks {
@@ -204,7 +207,7 @@ pub fn index_and_footer(flags: [u8; 2], blocks: &[(u64, u64)]) -> Vec<u8> {
     }
     // The backward size is (index size with its CRC32) / 4 - 1, which is
     // the padded records' size / 4.
-    let backward = u32::try_from(index.len() / 4).unwrap_or(u32::MAX);
+    let backward = u32::try_from(index.len() / 4).ok()?;
     let crc = crc32(&index);
     index.extend_from_slice(&crc.to_le_bytes());
     let mut tail = Vec::with_capacity(12);
@@ -214,7 +217,7 @@ pub fn index_and_footer(flags: [u8; 2], blocks: &[(u64, u64)]) -> Vec<u8> {
     footer.extend_from_slice(&tail);
     footer.extend_from_slice(&FOOTER_MAGIC);
     index.extend_from_slice(&footer);
-    index
+    Some(index)
 }
 
 /// The 12-byte stream header with these flags.
@@ -274,7 +277,7 @@ mod tests {
             .iter()
             .map(|b| (b.unpadded, b.uncompressed))
             .collect();
-        again.extend_from_slice(&index_and_footer(l.flags, &recs));
+        again.extend_from_slice(&index_and_footer(l.flags, &recs).unwrap());
         assert!(again == bytes);
     }
 }

@@ -195,8 +195,15 @@ pub fn compress_reusing(
             records.push((b.unpadded, b.uncompressed));
         }
     }
-    out.write_all(&xz_index::index_and_footer(layout.flags, &records))
-        .map_err(|e| out_err(&dest, e))?;
+    let index = xz_index::index_and_footer(layout.flags, &records).ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: the .xz index of {} blocks is past what an xz footer can address; \
+             build without --xz, or compress the image with xz yourself",
+            dest.display(),
+            records.len()
+        ))
+    })?;
+    out.write_all(&index).map_err(|e| out_err(&dest, e))?;
     task.finish();
     Ok(Reuse {
         blocks: layout.blocks.len(),
