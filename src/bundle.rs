@@ -163,23 +163,9 @@ pub fn render(
     };
     let mut out = Vec::new();
     for (path, builtin) in TEMPLATES {
-        let custom = p
-            .overlays
-            .iter()
-            .map(|d| {
-                (
-                    p.resolve(d),
-                    p.resolve(d).join("mgmt").join(format!("{path}.j2")),
-                )
-            })
-            .find(|(_, f)| std::fs::symlink_metadata(f).is_ok());
-        let src = match &custom {
-            Some((root, f)) => {
-                crate::hostfile::read_text(f, Some(root), crate::hostfile::TEXT_CAP)?
-            }
-            None => (*builtin).to_string(),
-        };
-        let text = render_one(path, &src, &ctx)?;
+        // Overrides were read with the profile (`profile::sources`).
+        let src = p.mgmt_templates.get(*path).map_or(*builtin, String::as_str);
+        let text = render_one(path, src, &ctx)?;
         let secret_inside = *path == "multinode" && password.is_some();
         out.push(BundleFile {
             path: (*path).to_string(),

@@ -424,3 +424,62 @@ fn management_bundle_parses_and_matches_golden_files() {
         stderr(&o)
     );
 }
+
+/// A profile's `mgmt/<name>.j2` replaces the built-in template (the first
+/// overlay that has one wins), is rendered with the same context, and is
+/// read like every other host file the profile names: a link that leaves
+/// the overlay is refused, and the secret it points at is never printed.
+#[test]
+fn mgmt_overrides_replace_builtin_templates_and_stay_inside_the_overlay() {
+    let d = tempfile::tempdir().unwrap();
+    for ov in ["first", "second"] {
+        std::fs::create_dir_all(d.path().join(ov).join("mgmt")).unwrap();
+    }
+    std::fs::write(
+        d.path().join("first/mgmt/hosts.j2"),
+        "# lab {{ cluster.name }}\n",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("second/mgmt/hosts.j2"), "# loses\n").unwrap();
+    std::fs::write(
+        d.path().join("second/mgmt/README.j2"),
+        "read me {{ cluster.name }}\n",
+    )
+    .unwrap();
+    let prof = d.path().join("cluster.toml");
+    std::fs::write(
+        &prof,
+        format!(
+            "extends = {:?}\noverlays = [\"first\", \"second\"]\n",
+            profile("cluster-ost")
+        ),
+    )
+    .unwrap();
+    let out = d.path().join("mgmt");
+    let args = [
+        "cluster",
+        "--profile",
+        prof.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    rpiimg_ok(&args);
+    assert_eq!(read(&out.join("hosts")), "# lab ost\n");
+    assert_eq!(read(&out.join("README")), "read me ost\n");
+    // Built-in templates still render the rest.
+    assert!(read(&out.join("multinode")).contains("[control]"));
+
+    let secret = d.path().join("host-secret");
+    std::fs::write(&secret, "hostsecret-in-mgmt\n").unwrap();
+    std::fs::remove_file(d.path().join("second/mgmt/README.j2")).unwrap();
+    std::os::unix::fs::symlink(&secret, d.path().join("second/mgmt/README.j2")).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = rpiimg(&args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("outside") && err.contains("README.j2"),
+        "{err}"
+    );
+    assert!(!err.contains("hostsecret") && !out.exists(), "{err}");
+}

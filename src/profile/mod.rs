@@ -342,6 +342,11 @@ pub struct Profile {
     /// ([`sources::read`]).
     #[serde(skip)]
     pub overlay_files: Vec<sources::OverlayFile>,
+    /// The management host's template overrides (`mgmt/<name>.j2` in an
+    /// overlay directory, keyed by `<name>`; the first overlay that has one
+    /// wins), read by the loader ([`sources::read`]) for `rpiimg cluster`.
+    #[serde(skip)]
+    pub mgmt_templates: std::collections::BTreeMap<String, String>,
     /// The cluster's secret from its key store (`crate::keystore`), set by
     /// the commands that plan; salts and host keys derive from it.
     #[serde(skip)]

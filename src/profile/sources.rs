@@ -1,5 +1,6 @@
-//! The host files a profile names (`[[files]]` sources and overlay
-//! directories), read once when the profile is loaded.
+//! The host files a profile names (`[[files]]` sources, overlay
+//! directories and their `mgmt/` templates), read once when the profile is
+//! loaded.
 //!
 //! Planning is a pure function of the profile and the image: reading the
 //! host here, and nowhere later, means a plan never touches the host's
@@ -51,11 +52,37 @@ pub fn read(p: &mut Profile) -> Result<(), ProfileError> {
         }
     }
     let mut out = Vec::new();
+    let mut mgmt = std::collections::BTreeMap::new();
     for dir in &p.overlays {
         let root = p.resolve(dir);
         walk(&root, &root, &mut out).map_err(|e| invalid(&profile, e))?;
+        let templates = root.join("mgmt");
+        if let Ok(m) = std::fs::symlink_metadata(&templates) {
+            if !m.is_dir() {
+                return Err(invalid(
+                    &profile,
+                    format!(
+                        "overlay {}: not a directory (a link is not followed)",
+                        templates.display()
+                    ),
+                ));
+            }
+            // Walked from the overlay's root, so links inside may point
+            // anywhere in the overlay, as for the image's files.
+            let mut found = Vec::new();
+            walk(&root, &templates, &mut found).map_err(|e| invalid(&profile, e))?;
+            for f in found {
+                // Only templates: a mgmt/ file without .j2 is not used.
+                if let (OverlayBody::Template(src), Some(name)) =
+                    (f.body, f.target.strip_prefix("/mgmt/"))
+                {
+                    mgmt.entry(name.to_string()).or_insert(src);
+                }
+            }
+        }
     }
     p.overlay_files = out;
+    p.mgmt_templates = mgmt;
     Ok(())
 }
 
