@@ -124,13 +124,11 @@ fn run(
     let mut sums = Vec::with_capacity(src.ranges.len());
     for r in &src.ranges {
         let mut h = r.sha256.is_none().then(Sha256::new);
-        let mut off = r.start;
-        while off < r.end {
+        for (off, n) in pieces(r) {
             check()?;
             if fault("flash-slow") {
                 std::thread::sleep(std::time::Duration::from_millis(300));
             }
-            let n = usize::try_from((r.end - off).min(CHUNK as u64)).unwrap_or(CHUNK);
             let chunk = &mut buf.get()[..n];
             reader
                 .read_at(off, chunk)
@@ -148,7 +146,6 @@ fn run(
                 f.write_all_at(&chunk[kept..], off + kept as u64)
                     .map_err(io("writing to the card"))?;
             }
-            off += n as u64;
             out.written += n as u64;
             advance(bar, n as u64);
         }
@@ -184,15 +181,12 @@ fn run(
     device::drop_cache(f).map_err(io("dropping the card's cached pages"))?;
     for (r, want) in src.ranges.iter().zip(&sums) {
         let mut h = Sha256::new();
-        let mut off = r.start;
-        while off < r.end {
+        for (off, n) in pieces(r) {
             check()?;
-            let n = usize::try_from((r.end - off).min(CHUNK as u64)).unwrap_or(CHUNK);
             let b = &mut buf.get()[..n];
             f.read_exact_at(b, off)
                 .map_err(io("reading the card back"))?;
             h.update(&*b);
-            off += n as u64;
             advance(bar, n as u64);
         }
         if crate::bytes::hex(&h.finalize()) != *want {
@@ -212,6 +206,17 @@ fn run(
     }
     out.verify_time = started.elapsed();
     Ok(())
+}
+
+/// The (offset, length) pieces of at most CHUNK bytes that cover `r`, in
+/// order: the one walk the write, read-back and mismatch loops share.
+fn pieces(r: &super::MapRange) -> impl Iterator<Item = (u64, usize)> {
+    let end = r.end;
+    (r.start..end).step_by(CHUNK).map(move |off| {
+        // At most CHUNK, so it fits a usize.
+        let n = usize::try_from((end - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+        (off, n)
+    })
 }
 
 /// Zero the mapped bytes of the image's head on the card, and flush.
@@ -234,14 +239,11 @@ fn mismatch(src: &Source, r: &super::MapRange) -> String {
         let Ok(mut reader) = src.reader() else {
             return true;
         };
-        let mut off = r.start;
-        while off < r.end {
-            let n = usize::try_from((r.end - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+        for (off, n) in pieces(r) {
             if reader.read_at(off, &mut buf[..n]).is_err() {
                 return true;
             }
             h.update(&buf[..n]);
-            off += n as u64;
         }
         crate::bytes::hex(&h.finalize()) == *want
     });
@@ -298,4 +300,28 @@ fn flip_one_byte(path: &std::path::Path, src: &Source) -> std::io::Result<()> {
     b[0] ^= 0xFF;
     f.write_all_at(&b, r.start)?;
     f.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_a_range_in_order_without_gaps() {
+        let chunk = CHUNK as u64;
+        for (start, len) in [(0, 0), (5, 1), (7, chunk), (4096, 2 * chunk + 3)] {
+            let r = super::super::MapRange {
+                start,
+                end: start + len,
+                sha256: None,
+            };
+            let mut next = start;
+            for (off, n) in pieces(&r) {
+                assert_eq!(off, next);
+                assert!(n > 0 && n <= CHUNK);
+                next += n as u64;
+            }
+            assert_eq!(next, start + len, "{start}+{len}");
+        }
+    }
 }
