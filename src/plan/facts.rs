@@ -1,7 +1,7 @@
 //! What the plan needs to know about the base image, read once. Tests
 //! build these by hand, so planning never needs an image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Result;
 use crate::ext4::FileType;
@@ -47,7 +47,7 @@ impl Install {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ImageFacts {
     /// `VERSION_CODENAME` from /etc/os-release.
     pub codename: String,
@@ -61,8 +61,8 @@ pub struct ImageFacts {
     pub unit_dir: String,
     /// Symlinks under /etc/systemd/system (path -> target).
     pub links: BTreeMap<String, String>,
-    /// Whether each [`Probe`] exists.
-    pub exists: BTreeMap<Probe, bool>,
+    /// Which [`Probe`]s exist (every one was asked).
+    pub exists: Probed,
     /// systemd preset files: (directory, file name) -> text.
     pub presets: BTreeMap<(String, String), String>,
 }
@@ -133,6 +133,28 @@ impl Probe {
     }
 }
 
+/// The answers to every [`Probe`]. The only way to make one is
+/// [`Probed::answer`], which asks each probe, and there is no default: facts
+/// made by hand (in tests) answer for every path too, so "absent" always
+/// means "looked at and not there".
+#[derive(Debug, Clone)]
+pub struct Probed(BTreeSet<Probe>);
+
+impl Probed {
+    /// Asks `exists` about every probe, in [`Probe::all`]'s order.
+    pub fn answer<E>(
+        mut exists: impl FnMut(Probe) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<Self, E> {
+        let mut present = BTreeSet::new();
+        for p in Probe::all() {
+            if exists(p)? {
+                present.insert(p);
+            }
+        }
+        Ok(Probed(present))
+    }
+}
+
 const UNIT_DIRS: &[&str] = &[
     "/usr/lib/systemd/system",
     "/lib/systemd/system",
@@ -140,15 +162,27 @@ const UNIT_DIRS: &[&str] = &[
 ];
 
 impl ImageFacts {
+    /// Facts with the probes answered and nothing else known yet.
+    pub fn new(unit_dir: &str, exists: Probed) -> Self {
+        ImageFacts {
+            codename: String::new(),
+            os_id: String::new(),
+            files: BTreeMap::new(),
+            units: BTreeMap::new(),
+            unit_dir: unit_dir.to_string(),
+            links: BTreeMap::new(),
+            exists,
+            presets: BTreeMap::new(),
+        }
+    }
+
     pub fn from_view(view: &SystemView) -> Result<Self> {
-        let mut f = ImageFacts::default();
+        // unit_dir is decided from the links below.
+        let mut f = ImageFacts::new("", Probed::answer(|p| view.exists(p.path()))?);
         for p in FILES {
             if let Some(t) = view.read_text_opt(p)? {
                 f.files.insert((*p).to_string(), t);
             }
-        }
-        for p in Probe::all() {
-            f.exists.insert(p, view.exists(p.path())?);
         }
         let rel =
             crate::os::release::parse(f.files.get("/etc/os-release").map_or("", String::as_str));
@@ -215,14 +249,20 @@ impl ImageFacts {
         Ok(f)
     }
 
+    /// The text of one of [`FILES`], or None when the image lacks it. Asking
+    /// for a path that was never read is a mistake in the plan, not an
+    /// absent file.
     pub fn file(&self, p: &str) -> Option<&str> {
+        debug_assert!(
+            FILES.contains(&p),
+            "{p} is not one of the files read into the facts"
+        );
         self.files.get(p).map(String::as_str)
     }
 
-    /// Whether a probed path exists (facts made by hand, in tests, that
-    /// leave a probe out say it does not).
+    /// Whether a probed path exists (every probe was answered).
     pub fn has(&self, p: Probe) -> bool {
-        self.exists.get(&p).copied().unwrap_or(false)
+        self.exists.0.contains(&p)
     }
 
     pub fn has_netplan(&self) -> bool {
@@ -245,5 +285,28 @@ mod tests {
         assert_eq!(i.also, vec!["a.socket", "b.service"]);
         assert_eq!(i.alias, vec!["x.service"]);
         assert_eq!(i.default_instance.as_deref(), Some("tty1"));
+    }
+
+    #[test]
+    fn facts_answer_every_probe() {
+        let mut asked = Vec::new();
+        let probed = Probed::answer(|p| {
+            asked.push(p);
+            Ok::<bool, ()>(p == Probe::CLOUD_INIT)
+        })
+        .unwrap();
+        assert_eq!(asked, Probe::all().collect::<Vec<_>>());
+        let f = ImageFacts::new("/usr/lib/systemd/system", probed);
+        assert!(f.has(Probe::CLOUD_INIT));
+        assert!(Probe::all()
+            .filter(|p| *p != Probe::CLOUD_INIT)
+            .all(|p| !f.has(p)));
+        // A failed probe fails the facts, rather than reading as absent.
+        assert!(Probed::answer(|p| if p == Probe::SUDOERS_PI {
+            Err("damaged")
+        } else {
+            Ok(true)
+        })
+        .is_err());
     }
 }

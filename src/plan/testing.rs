@@ -76,16 +76,27 @@ const LINKS: &[(&str, &str)] = &[
 /// Facts of a stock bookworm or trixie image (the fixture's).
 pub fn facts(codename: &str) -> ImageFacts {
     let trixie = codename == "trixie";
-    let mut f = ImageFacts {
-        codename: codename.into(),
-        os_id: "debian".into(),
-        unit_dir: if trixie {
-            "/usr/lib/systemd/system".into()
-        } else {
-            "/lib/systemd/system".into()
-        },
-        ..Default::default()
+    let mut exists = vec!["/home/pi", "/etc/ssh/sshd_config.d/rename_user.conf"];
+    if trixie {
+        exists.extend([
+            "/etc/cloud",
+            "/usr/sbin/netplan",
+            "/etc/rpi/swap.conf",
+            "/boot/firmware/network-config",
+        ]);
+    } else {
+        exists.push("/etc/sudoers.d/010_pi-nopasswd");
+    }
+    let probed =
+        super::facts::Probed::answer(|p| Ok::<bool, ()>(exists.contains(&p.path()))).unwrap();
+    let unit_dir = if trixie {
+        "/usr/lib/systemd/system"
+    } else {
+        "/lib/systemd/system"
     };
+    let mut f = ImageFacts::new(unit_dir, probed);
+    f.codename = codename.into();
+    f.os_id = "debian".into();
     for (p, t) in SKEL {
         f.files.insert((*p).into(), (*t).into());
     }
@@ -118,20 +129,6 @@ pub fn facts(codename: &str) -> ImageFacts {
             format!("/etc/systemd/system/{l}"),
             format!("{}/{u}", f.unit_dir),
         );
-    }
-    let mut exists = vec!["/home/pi", "/etc/ssh/sshd_config.d/rename_user.conf"];
-    if trixie {
-        exists.extend([
-            "/etc/cloud",
-            "/usr/sbin/netplan",
-            "/etc/rpi/swap.conf",
-            "/boot/firmware/network-config",
-        ]);
-    } else {
-        exists.push("/etc/sudoers.d/010_pi-nopasswd");
-    }
-    for p in super::facts::Probe::all() {
-        f.exists.insert(p, exists.contains(&p.path()));
     }
     f
 }

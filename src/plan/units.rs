@@ -221,10 +221,8 @@ mod tests {
     use super::*;
 
     fn facts() -> ImageFacts {
-        let mut f = ImageFacts {
-            unit_dir: "/lib/systemd/system".into(),
-            ..Default::default()
-        };
+        let none = super::super::facts::Probed::answer(|_| Ok::<bool, ()>(false)).unwrap();
+        let mut f = ImageFacts::new("/lib/systemd/system", none);
         f.units.insert(
             "systemd-networkd.service".into(),
             Install::parse("[Install]\nWantedBy=multi-user.target\nAlso=systemd-networkd.socket\nAlias=dbus-org.freedesktop.network1.service\n"),
