@@ -101,7 +101,10 @@ impl Change {
             } => format!(
                 "write   {path}  ({mode:04o} {uid}:{gid}, {} bytes, sha256 {})",
                 content.len(),
-                &sha256_hex(content)[..16]
+                self.content_sha256()
+                    .unwrap_or_default()
+                    .get(..16)
+                    .unwrap_or_default()
             ),
             Change::Mkdir {
                 path,
