@@ -7,6 +7,9 @@
 //! base image's root filesystem superblock (last mount, last write, last
 //! check, creation). Only `rpiimg fs`, an interactive edit like `touch`,
 //! falls back to the clock.
+//!
+//! It also holds every conversion of times: civil dates, the text forms
+//! rpiimg prints, and FAT's local-time timestamps.
 
 use crate::error::{Error, Result};
 
@@ -77,6 +80,48 @@ pub fn from_civil(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
     days * 86400 + hh * 3600 + mm * 60 + ss
 }
 
+/// Seconds since the epoch of a FAT timestamp (FAT stores local time; we treat it as UTC).
+pub fn from_fat(dt: fatfs::DateTime) -> i64 {
+    let (y, m, d) = (
+        i64::from(dt.date.year),
+        i64::from(dt.date.month),
+        i64::from(dt.date.day),
+    );
+    from_civil(
+        y,
+        m,
+        d,
+        i64::from(dt.time.hour),
+        i64::from(dt.time.min),
+        i64::from(dt.time.sec),
+    )
+}
+
+/// A FAT timestamp for seconds since the epoch (as UTC; clamped to FAT's
+/// 1980-2107 range; two-second resolution).
+pub fn fat_datetime(t: i64) -> fatfs::DateTime {
+    const MIN: i64 = 315_532_800; // 1980-01-01
+    const MAX: i64 = 4_354_819_198; // 2107-12-31 23:59:58
+    let (y, m, d, hh, mm, ss) = civil(t.clamp(MIN, MAX));
+    // The clamp keeps every field in range (years 1980 to 2107), so this
+    // never falls back.
+    let n = |v: i64| u16::try_from(v).unwrap_or(0);
+    fatfs::DateTime {
+        date: fatfs::Date {
+            year: n(y),
+            month: n(m),
+            day: n(d),
+        },
+        time: fatfs::Time {
+            hour: n(hh),
+            min: n(mm),
+            // Two-second resolution: clear the low bit (ss is 0..=59).
+            sec: n(ss & !1),
+            millis: 0,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +136,28 @@ mod tests {
             let (y, m, d, hh, mm, ss) = civil(t);
             assert_eq!(from_civil(y, m, d, hh, mm, ss), t);
         }
+    }
+
+    #[test]
+    fn fat_from_fat() {
+        let dt = fatfs::DateTime {
+            date: fatfs::Date {
+                year: 2023,
+                month: 11,
+                day: 14,
+            },
+            time: fatfs::Time {
+                hour: 22,
+                min: 13,
+                sec: 20,
+                millis: 0,
+            },
+        };
+        assert_eq!(from_fat(dt), 1_700_000_000);
+        assert_eq!(fat_datetime(1_700_000_000), dt);
+        for t in [315_532_800, 951_782_400, 1_709_251_199, 4_102_444_800] {
+            assert_eq!(from_fat(fat_datetime(t)), t / 2 * 2, "{t}");
+        }
+        assert_eq!(from_fat(fat_datetime(0)), 315_532_800, "clamped to 1980");
     }
 }

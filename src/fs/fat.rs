@@ -1,4 +1,5 @@
-//! The FAT boot partition, through the fatfs crate.
+//! The FAT boot partition, through the fatfs crate (its timestamps are
+//! converted in `crate::clock`).
 
 use std::io::{self, Read, Write};
 
@@ -15,48 +16,6 @@ pub struct Fat {
     fs: FatFs,
 }
 
-/// Seconds since the epoch of a FAT timestamp (FAT stores local time; we treat it as UTC).
-fn epoch(dt: fatfs::DateTime) -> i64 {
-    let (y, m, d) = (
-        i64::from(dt.date.year),
-        i64::from(dt.date.month),
-        i64::from(dt.date.day),
-    );
-    crate::clock::from_civil(
-        y,
-        m,
-        d,
-        i64::from(dt.time.hour),
-        i64::from(dt.time.min),
-        i64::from(dt.time.sec),
-    )
-}
-
-/// A FAT timestamp for seconds since the epoch (as UTC; clamped to FAT's
-/// 1980-2107 range; two-second resolution).
-pub fn fat_datetime(t: i64) -> fatfs::DateTime {
-    const MIN: i64 = 315_532_800; // 1980-01-01
-    const MAX: i64 = 4_354_819_198; // 2107-12-31 23:59:58
-    let (y, m, d, hh, mm, ss) = crate::clock::civil(t.clamp(MIN, MAX));
-    // The clamp keeps every field in range (years 1980 to 2107), so this
-    // never falls back.
-    let n = |v: i64| u16::try_from(v).unwrap_or(0);
-    fatfs::DateTime {
-        date: fatfs::Date {
-            year: n(y),
-            month: n(m),
-            day: n(d),
-        },
-        time: fatfs::Time {
-            hour: n(hh),
-            min: n(mm),
-            // Two-second resolution: clear the low bit (ss is 0..=59).
-            sec: n(ss & !1),
-            millis: 0,
-        },
-    }
-}
-
 /// fatfs's clock for new and changed entries: the edit's fixed time, never
 /// the host's clock or time zone (fatfs wants a `'static` provider; one
 /// small allocation per edited image).
@@ -65,7 +24,7 @@ pub struct FixedTime(fatfs::DateTime);
 
 impl FixedTime {
     pub fn leak(t: i64) -> &'static FixedTime {
-        Box::leak(Box::new(FixedTime(fat_datetime(t))))
+        Box::leak(Box::new(FixedTime(crate::clock::fat_datetime(t))))
     }
 }
 
@@ -184,7 +143,11 @@ impl Fat {
                 } else {
                     FileType::Regular
                 };
-                return Ok(Some(Stat::fat(kind, e.len(), epoch(e.modified()))));
+                return Ok(Some(Stat::fat(
+                    kind,
+                    e.len(),
+                    crate::clock::from_fat(e.modified()),
+                )));
             }
         }
         Ok(None)
@@ -221,7 +184,10 @@ impl Fat {
             } else {
                 FileType::Regular
             };
-            out.push((name, Stat::fat(kind, e.len(), epoch(e.modified()))));
+            out.push((
+                name,
+                Stat::fat(kind, e.len(), crate::clock::from_fat(e.modified())),
+            ));
         }
         Ok(out)
     }
@@ -269,33 +235,5 @@ impl Stat {
             target: None,
             fs: "vfat",
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fat_epoch() {
-        let dt = fatfs::DateTime {
-            date: fatfs::Date {
-                year: 2023,
-                month: 11,
-                day: 14,
-            },
-            time: fatfs::Time {
-                hour: 22,
-                min: 13,
-                sec: 20,
-                millis: 0,
-            },
-        };
-        assert_eq!(epoch(dt), 1_700_000_000);
-        assert_eq!(fat_datetime(1_700_000_000), dt);
-        for t in [315_532_800, 951_782_400, 1_709_251_199, 4_102_444_800] {
-            assert_eq!(epoch(fat_datetime(t)), t / 2 * 2, "{t}");
-        }
-        assert_eq!(epoch(fat_datetime(0)), 315_532_800, "clamped to 1980");
     }
 }
