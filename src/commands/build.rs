@@ -178,7 +178,7 @@ fn check_reproducible(
         if dest.exists() && !req.force {
             return Err(Error::Usage(format!(
                 "{} exists; pass --force to replace it",
-                dest.display()
+                crate::output::display_path(&dest)
             )));
         }
     }
@@ -193,11 +193,16 @@ fn check_reproducible(
         out,
         "reproducible: {} files byte-identical across two builds (the second with an empty cache), kept in {}",
         na.len(),
-        final_dir.display()
+        crate::output::display_path(&final_dir)
     )
     .map_err(Error::Output)?;
     for n in na.iter().filter(|n| n.ends_with(".img")) {
-        writeln!(out, "    {}", final_dir.join(n).display()).map_err(Error::Output)?;
+        writeln!(
+            out,
+            "    {}",
+            crate::output::display_path(&final_dir.join(n))
+        )
+        .map_err(Error::Output)?;
     }
     if req.imager_json {
         let list = final_dir.join(crate::output::imager::LIST_NAME);

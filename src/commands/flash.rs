@@ -85,11 +85,6 @@ pub(super) fn run(ctx: &Ctx, args: &FlashArgs, out: &mut dyn Write) -> Result<i3
     }
     let reports = flash::flash_all(prep, ctx.progress, &cancel);
     let interrupted = cancel.load(Ordering::SeqCst);
-    if args.json {
-        let s = serde_json::to_string_pretty(&reports).map_err(|e| Error::Output(e.into()))?;
-        writeln!(out, "{s}").map_err(Error::Output)?;
-    } else {
-        write!(out, "{}", flash::render(&reports)).map_err(Error::Output)?;
-    }
+    super::emit(out, &reports, args.json, || flash::render(&reports))?;
     Ok(flash::status(&reports, interrupted))
 }

@@ -14,8 +14,6 @@ use crate::error::{Error, Result};
 use crate::ext4::write::{Content, Meta};
 use crate::fs::edit::ImageEdit;
 use crate::fs::view::SystemView;
-use crate::image;
-use crate::partition;
 
 /// Owners resolved against the image's own user database (the same
 /// resolution a profile's `owner` gets, see `OwnerSpec::resolve`).
@@ -274,17 +272,14 @@ pub fn parse_batch(file: &Path) -> Result<Vec<FsOp>> {
 
 /// `rpiimg fs`: one edit, or a batch of them, as one transaction.
 pub(super) fn run(ctx: &super::Ctx, args: &FsArgs, out: &mut dyn Write) -> Result<i32> {
-    let (cache, progress, arg, op) = (&ctx.cache, ctx.progress, &args.image, &args.op);
-    let opened = image::open(&arg.image, arg.sha256.as_deref(), cache, progress)?;
-    let table = partition::read(&opened.file, opened.size)?;
+    let (arg, op) = (&args.image, &args.op);
+    let (opened, table) = super::open(ctx, arg)?;
     if let FsOp::Stat { path, json } = op {
         let (view, _) = SystemView::open(&opened, &table)?;
         let st = view.stat(path, false)?;
-        let text = if *json {
-            serde_json::to_string_pretty(&st).map_err(|e| Error::Output(e.into()))?
-        } else {
+        super::emit(out, &st, *json, || {
             format!(
-                "path   {path}\nfs     {}\ntype   {:?}\nmode   {:04o} ({})\nowner  {}:{}\nsize   {}\nlinks  {}\nmtime  {} UTC{}",
+                "path   {path}\nfs     {}\ntype   {:?}\nmode   {:04o} ({})\nowner  {}:{}\nsize   {}\nlinks  {}\nmtime  {} UTC{}\n",
                 st.fs,
                 st.kind,
                 st.mode,
@@ -296,8 +291,7 @@ pub(super) fn run(ctx: &super::Ctx, args: &FsArgs, out: &mut dyn Write) -> Resul
                 crate::clock::format_time(st.mtime),
                 st.target.as_ref().map(|t| format!("\ntarget {t}")).unwrap_or_default()
             )
-        };
-        writeln!(out, "{text}").map_err(Error::Output)?;
+        })?;
         return Ok(0);
     }
     let (ops, base): (Vec<FsOp>, PathBuf) = match op {
@@ -325,14 +319,14 @@ pub(super) fn run(ctx: &super::Ctx, args: &FsArgs, out: &mut dyn Write) -> Resul
         done.push(what);
     }
     edit.commit()?;
-    if !progress.is_quiet() {
+    if !ctx.progress.is_quiet() {
         for d in &done {
             eprintln!("rpiimg: {d}");
         }
         eprintln!(
             "rpiimg: {} edit(s) committed to {}",
             done.len(),
-            arg.image.display()
+            crate::output::display_path(&arg.image)
         );
     }
     Ok(0)

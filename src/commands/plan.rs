@@ -18,7 +18,10 @@ pub(super) fn run(ctx: &Ctx, args: &PlanArgs, out: &mut dyn Write) -> Result<i32
     if let Some(dir) = &args.render_to {
         let n = render_to(&plan, dir)?;
         if !progress.is_quiet() {
-            eprintln!("rpiimg: {n} files rendered under {}", dir.display());
+            eprintln!(
+                "rpiimg: {n} files rendered under {}",
+                crate::output::display_path(dir)
+            );
         }
     }
     let secrets = if args.show_secrets {

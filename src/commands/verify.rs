@@ -60,7 +60,7 @@ pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i
         let (view, _) = SystemView::open(&opened, &table)?;
         let prefix = |mut c: Check| {
             if images.len() > 1 {
-                c.what = format!("{}: {}", img.display(), c.what);
+                c.what = format!("{}: {}", crate::output::display_path(img), c.what);
             }
             c
         };
