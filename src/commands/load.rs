@@ -1,7 +1,7 @@
 //! Loading what a command works from: profiles (validated, with their
 //! cluster's key store) and base images (opened once per run).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cli::BaseArg;
 use crate::error::{Error, Result};
@@ -143,10 +143,17 @@ pub(super) fn redacted(p: &Profile) -> serde_json::Value {
     serde_json::to_value(p).unwrap_or_default()
 }
 
+/// Which file `path` is: its canonical path (links and `..` resolved). A
+/// path that cannot be resolved stays as given, and image::open reports why.
+fn identity(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// One base image of a run, opened (hashed, and for `.xz` decompressed)
 /// once however many nodes build from it.
 pub(super) struct Base {
-    /// The base's identity: its path and pin.
+    /// The base's identity: the file (its canonical path, so
+    /// `profiles/../demo/x.img` and `demo/x.img` are one base) and its pin.
     key: (PathBuf, Option<String>),
     pub image: OpenedImage,
     /// The time a build from it stamps (see `crate::clock`).
@@ -172,11 +179,12 @@ impl BaseSet {
             of_node: Vec::new(),
         };
         for p in profiles {
-            let key = base_source(p, over)?;
+            let (path, pin) = base_source(p, over)?;
+            let key = (identity(&path), pin);
             let i = match set.bases.iter().position(|b| b.key == key) {
                 Some(i) => i,
                 None => {
-                    let image = image::open(&key.0, key.1.as_deref(), cache, progress)?;
+                    let image = image::open(&path, key.1.as_deref(), cache, progress)?;
                     let time = build_time(&image)?;
                     set.bases.push(Base { key, image, time });
                     set.bases.len() - 1
@@ -190,5 +198,28 @@ impl BaseSet {
     /// The base of the `k`-th profile.
     pub(super) fn of(&self, k: usize) -> &Base {
         &self.bases[self.of_node[k]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_base_file_is_one_identity_however_it_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("profiles/sub")).unwrap();
+        std::fs::write(d.path().join("base.img"), b"x").unwrap();
+        std::os::unix::fs::symlink("../base.img", d.path().join("profiles/link.img")).unwrap();
+        let plain = identity(&d.path().join("base.img"));
+        assert_eq!(
+            identity(&d.path().join("profiles/sub/../../base.img")),
+            plain
+        );
+        assert_eq!(identity(&d.path().join("profiles/link.img")), plain);
+        std::fs::write(d.path().join("other.img"), b"x").unwrap();
+        assert_ne!(identity(&d.path().join("other.img")), plain);
+        let missing = d.path().join("profiles/../missing.img");
+        assert_eq!(identity(&missing), missing);
     }
 }
