@@ -1,5 +1,6 @@
 //! Reading the few host files a profile names (profiles, `[[files]]`
-//! sources, overlay directories, bundle templates), never more.
+//! sources, overlay directories, bundle templates), never more; and the
+//! other small files a command line names (manifests, `fs batch` files).
 //!
 //! Every read is bounded and refuses what is not a regular file (a FIFO or
 //! `/dev/zero` would be read forever), and a symbolic link is followed only
@@ -14,6 +15,9 @@ pub const TEXT_CAP: u64 = 1 << 20;
 /// The most a single file copied into an image from the host may hold
 /// (plans keep file contents in memory).
 pub const DATA_CAP: u64 = 64 << 20;
+/// The most a manifest rpiimg reads back (verify, imager-list) may hold:
+/// one records a node's changes by hash, so real ones are kilobytes.
+pub const MANIFEST_CAP: u64 = 16 << 20;
 
 /// Read `path`, a regular file of at most `cap` bytes, whose real location
 /// (links resolved) lies under `inside` when given. Errors name the file

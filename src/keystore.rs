@@ -184,11 +184,14 @@ const ROTATIONS: &str = "host-key-rotations";
 
 fn rotations(dir: &Path) -> Result<Vec<(String, u32)>> {
     let path = dir.join(ROTATIONS);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    match std::fs::symlink_metadata(&path) {
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(host(&path, e)),
-    };
+    }
+    // Bounded, regular files only, like every other small file rpiimg reads.
+    let text =
+        crate::hostfile::read_text(&path, None, crate::hostfile::TEXT_CAP).map_err(Error::Usage)?;
     let mut out = Vec::new();
     for l in text
         .lines()

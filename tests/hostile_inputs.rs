@@ -1,6 +1,7 @@
-//! Host inputs a profile names are read bounded and contained (issue 10,
-//! classes 11 and 14): no endless read of a device or FIFO, no host file
-//! pulled in through an overlay's symbolic link, no endless template.
+//! Host inputs a profile or a command line names are read bounded and
+//! contained (issue 10, classes 11 and 14): no endless read of a device or
+//! FIFO, no host file pulled in through an overlay's symbolic link, no
+//! endless template.
 
 mod support;
 
@@ -78,6 +79,39 @@ fn devices_fifos_and_huge_profiles_are_refused_not_read() {
     let (code, err, _) = plan(big.to_str().unwrap());
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("more than the 1048576 bytes"), "{err}");
+}
+
+/// The other small files a command line names (a profile, a manifest, an
+/// `fs batch` file) are read the same way: a FIFO nobody writes to or a
+/// device is refused at once, naming it, instead of hanging or filling memory.
+#[test]
+fn command_line_files_that_are_not_regular_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo.toml");
+    assert!(tool("mkfifo").arg(&fifo).status().unwrap().success());
+    let img = copy_fixture(&["--flavour", "trixie"], d.path());
+    let before = std::fs::read(&img).unwrap();
+    let fifo_s = fifo.to_str().unwrap();
+    let img_s = img.to_str().unwrap();
+    let limit = Duration::from_secs(60);
+    let cases: [&[&str]; 5] = [
+        &["plan", "--profile", fifo_s, "--base", img_s],
+        &["verify", img_s, "--manifest", fifo_s],
+        &["verify", img_s, "--manifest", "/dev/zero"],
+        &["fs", img_s, "batch", fifo_s],
+        &["fs", img_s, "batch", "/dev/zero"],
+    ];
+    for args in cases {
+        let o = rpiimg_within(args, limit);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("not a regular file"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "the image is unchanged"
+    );
 }
 
 #[test]

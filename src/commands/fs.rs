@@ -244,10 +244,10 @@ pub fn split_words(line: &str) -> std::result::Result<Vec<String>, String> {
 
 /// Read a batch file into edits, reporting the first bad line with its number.
 pub fn parse_batch(file: &Path) -> Result<Vec<FsOp>> {
-    let text = std::fs::read_to_string(file).map_err(|e| Error::Host {
-        path: file.display().to_string(),
-        source: e,
-    })?;
+    // A batch file is a short list of edits; a FIFO or a device would
+    // be read forever.
+    let text =
+        crate::hostfile::read_text(file, None, crate::hostfile::TEXT_CAP).map_err(Error::Usage)?;
     let mut ops = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let t = line.trim();

@@ -44,10 +44,8 @@ pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i
                     m.display()
                 )));
             }
-            let text = std::fs::read_to_string(m).map_err(|e| Error::Host {
-                path: m.display().to_string(),
-                source: e,
-            })?;
+            let text = crate::hostfile::read_text(m, None, crate::hostfile::MANIFEST_CAP)
+                .map_err(Error::Usage)?;
             Some(Manifest::parse(&text, &m.display().to_string())?.changes)
         }
         _ => None,

@@ -86,7 +86,8 @@ pub fn entries(dir: &Path) -> Result<Vec<OsEntry>> {
 
 fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
     let bad = |why: &str| Error::Usage(format!("{}: {why}; rebuild the node", manifest.display()));
-    let text = std::fs::read_to_string(manifest).map_err(Error::host(manifest))?;
+    let text = crate::hostfile::read_text(manifest, None, crate::hostfile::MANIFEST_CAP)
+        .map_err(Error::Usage)?;
     let m = crate::manifest::Manifest::parse(&text, &manifest.display().to_string())?;
     let node = m.node.clone();
     let image = m.image.image.clone();

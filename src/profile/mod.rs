@@ -425,7 +425,9 @@ impl Node {
 pub fn find(name: &str) -> Result<PathBuf, ProfileError> {
     let p = PathBuf::from(name);
     if name.contains('/') || name.ends_with(".toml") {
-        return if p.is_file() {
+        // Anything that exists is handed to the loader, which refuses what
+        // is not a regular file with that reason (a FIFO is not "missing").
+        return if p.exists() {
             Ok(p)
         } else {
             Err(ProfileError::NotFound {
@@ -435,7 +437,7 @@ pub fn find(name: &str) -> Result<PathBuf, ProfileError> {
         };
     }
     let c = PathBuf::from("profiles").join(format!("{name}.toml"));
-    if c.is_file() {
+    if c.exists() {
         Ok(c)
     } else {
         Err(ProfileError::NotFound {
