@@ -145,6 +145,46 @@ fn overlay_links_that_leave_the_overlay_are_refused() {
     );
 }
 
+/// Links in the directories a profile names lead anywhere too: an overlay
+/// that is itself a link, or a `[[files]]` source reached through a linked
+/// directory, is refused, and the host's file never reaches the output.
+#[test]
+fn linked_directories_in_what_a_profile_names_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let host = d.path().join("host");
+    std::fs::create_dir_all(host.join("etc")).unwrap();
+    std::fs::write(host.join("etc/shadow"), "HOSTSECRET-123\n").unwrap();
+    let prof_dir = d.path().join("prof");
+    std::fs::create_dir_all(prof_dir.join("keys")).unwrap();
+    std::os::unix::fs::symlink(&host, prof_dir.join("ov")).unwrap();
+    std::os::unix::fs::symlink(host.join("etc"), prof_dir.join("keys/dirlink")).unwrap();
+    for (extra, named) in [
+        ("overlays = [\"ov\"]", "ov"),
+        (
+            "[[files]]\npath = \"/etc/x\"\nsource = \"keys/dirlink/shadow\"",
+            "dirlink",
+        ),
+    ] {
+        let prof = node_profile(&prof_dir, extra);
+        let (code, err, out) = plan(&prof);
+        assert_eq!(code, Some(2), "{extra}: {err}");
+        assert!(
+            err.contains("symbolic link") && err.contains(named),
+            "{extra}: {err}"
+        );
+        assert!(!out.contains("HOSTSECRET") && !err.contains("HOSTSECRET"));
+    }
+    // The same files named by their real place are fine.
+    std::fs::create_dir_all(prof_dir.join("real")).unwrap();
+    std::fs::write(prof_dir.join("real/x"), "named\n").unwrap();
+    let prof = node_profile(
+        &prof_dir,
+        "[[files]]\npath = \"/etc/x\"\nsource = \"real/x\"",
+    );
+    let (code, err, _) = plan(&prof);
+    assert_eq!(code, Some(0), "{err}");
+}
+
 #[test]
 fn endless_templates_stop_with_an_error() {
     let d = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 //! same bytes. `crate::hostfile` does the bounded, containment-checked
 //! reads.
 
-use std::path::Path;
+use std::path::{Component, Path};
 
 use super::{invalid, Profile, ProfileError};
 use crate::hostfile;
@@ -41,6 +41,7 @@ pub fn read(p: &mut Profile) -> Result<(), ProfileError> {
         let (None, Some(s)) = (&f.content, &f.source) else {
             continue;
         };
+        linked_dir(p, s, false).map_err(|e| invalid(&profile, format!("files {}: {e}", f.path)))?;
         let path = p.resolve(s);
         // A link is followed only within its own directory.
         let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
@@ -54,6 +55,7 @@ pub fn read(p: &mut Profile) -> Result<(), ProfileError> {
     let mut out = Vec::new();
     let mut mgmt = std::collections::BTreeMap::new();
     for dir in &p.overlays {
+        linked_dir(p, dir, true).map_err(|e| invalid(&profile, e))?;
         let root = p.resolve(dir);
         walk(&root, &root, &mut out).map_err(|e| invalid(&profile, e))?;
         let templates = root.join("mgmt");
@@ -83,6 +85,36 @@ pub fn read(p: &mut Profile) -> Result<(), ProfileError> {
     }
     p.overlay_files = out;
     p.mgmt_templates = mgmt;
+    Ok(())
+}
+
+/// Refuses a relative path the profile names when one of its directories
+/// below the profile's own directory (and with `whole`, the path itself) is
+/// a symbolic link: the link could lead anywhere on the host (an overlay
+/// `ov -> /etc`, a source `keys/dir -> /root/.ssh`), and the profile would
+/// copy what it never named. An absolute path is the profile's own choice.
+fn linked_dir(p: &Profile, named: &Path, whole: bool) -> Result<(), String> {
+    if named.is_absolute() {
+        return Ok(());
+    }
+    let parts: Vec<Component> = named.components().collect();
+    let upto = if whole {
+        parts.len()
+    } else {
+        parts.len().saturating_sub(1)
+    };
+    let mut at = p.dir().to_path_buf();
+    for c in parts.iter().take(upto) {
+        at.push(c);
+        if matches!(c, Component::Normal(_))
+            && std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Err(format!(
+                "{} is a symbolic link: rpiimg does not follow links in the directories a profile names (they could lead anywhere on the host); name the real directory instead",
+                at.display()
+            ));
+        }
+    }
     Ok(())
 }
 
