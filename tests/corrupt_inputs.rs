@@ -382,6 +382,38 @@ fn fat_entry(img: &Path, part_off: u64, part_len: u64, short: &[u8; 11]) -> u64 
     part_off + at as u64 * 32
 }
 
+/// A FAT file whose directory entry claims more bytes than its cluster
+/// chain holds (issue 10, class 7): fatfs stops where the chain ends, so
+/// `cat` gave the cluster's slack as the file and verify passed. Every read
+/// now compares the two and reports the damage.
+#[test]
+fn fat_sizes_past_their_chain_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(BOOKWORM, dir.path());
+    let i = img.to_str().unwrap();
+    let (off, len) = partition(&img, 1);
+    let entry = fat_entry(&img, off, len, b"CMDLINE TXT");
+    // The size field is the entry's last 4 bytes; cmdline.txt is one cluster.
+    patch(&img, entry + 28, &100_000u32.to_le_bytes());
+    for args in [
+        &["cat", i, "/boot/firmware/cmdline.txt"][..],
+        &["verify", i],
+    ] {
+        expect_error(&img, args, "cluster chain holds");
+    }
+    // fsck.fat agrees that this is damage.
+    let part = dir.path().join("boot.fat");
+    let bytes = std::fs::read(&img).unwrap();
+    std::fs::write(
+        &part,
+        &bytes[usize::try_from(off).unwrap()..usize::try_from(off + len).unwrap()],
+    )
+    .unwrap();
+    let o = tool("fsck.fat").arg("-n").arg(&part).output().unwrap();
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(said.to_lowercase().contains("cmdline.txt"), "{said}");
+}
+
 /// Found by the fat fuzz target (a hang): names the walkers cannot use to
 /// come back to an entry (issue 10, class 2). A directory whose short name
 /// is all spaces (its long name no longer matching) is listed as "", so

@@ -202,11 +202,22 @@ impl Fat {
                 e
             }
         })?;
+        // fatfs stops at the end of the cluster chain even when the entry
+        // claims more: a short chain is damage, not a short file.
+        let size = self.stat(path)?.map_or(0, |s| s.size);
         let mut buf = vec![0u8; 1 << 16];
         let mut total = 0u64;
         loop {
             let n = f.read(&mut buf)?;
             if n == 0 {
+                if total != size {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{path}: its directory entry says {size} bytes but its cluster chain holds {total} (a damaged FAT; fsck.fat repairs it)"
+                        ),
+                    ));
+                }
                 return Ok(total);
             }
             // `read` returns at most the buffer's length.
