@@ -530,6 +530,38 @@ fn sizes_past_what_ext4_addresses_are_reported() {
     expect_error(&img, &["ls", i, "/etc/ssh"], "directory size");
 }
 
+/// Legal but enormous files (issue 10, class 3): a sparse i_size of 1 TiB,
+/// which e2fsck accepts, on the configuration files rpiimg reads whole.
+/// Each read is refused with the file's name and the cap, in bounded memory,
+/// whichever command and code path reads it.
+#[test]
+fn enormous_sparse_configuration_files_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, args) in [
+        ("/etc/os-release", &["inspect", "-q"][..]),
+        ("/etc/fstab", &["ls", "/etc"][..]),
+        ("/etc/passwd", &["fs", "chown", "root", "/etc/hostname"][..]),
+    ] {
+        let img = copy_fixture(BOOKWORM, dir.path());
+        let (off, _) = partition(&img, 2);
+        debugfs_write(&img, off, &format!("sif {file} size 0x10000000000\n"));
+        assert_eq!(
+            e2fsck_problems(&img, off),
+            Vec::<String>::new(),
+            "a sparse 1 TiB {file} is a legal file"
+        );
+        let i = img.to_str().unwrap();
+        let mut full = vec![args[0], i];
+        full.extend_from_slice(&args[1..]);
+        // expect_error also checks the image is unchanged (fs writes).
+        expect_error(
+            &img,
+            &full,
+            &format!("{file}: 1099511627776 bytes is more than the 16 MiB"),
+        );
+    }
+}
+
 /// A directory entry pointing at an ancestor (issue 10, class 4): every
 /// recursive walk reports the cycle instead of looping or overflowing.
 #[test]

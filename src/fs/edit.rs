@@ -467,7 +467,7 @@ impl ImageEdit {
         let fs = self.root.fs();
         match fs.resolve(p, true) {
             Ok(i) if !i.is_dir() => Ok(Some(
-                String::from_utf8_lossy(&fs.read_all(&i)?).into_owned(),
+                String::from_utf8_lossy(&super::read_config(fs, &i, p)?).into_owned(),
             )),
             Ok(_) | Err(crate::ext4::Ext4Error::Path(PathError::NotFound(_))) => Ok(None),
             Err(e) => Err(e.into()),

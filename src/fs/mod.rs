@@ -13,6 +13,26 @@ pub mod view;
 
 use crate::ext4::FileType;
 
+/// A whole ext4 file in memory, for the configuration files rpiimg reads
+/// (fstab, passwd, group): refused above [`crate::ext4::MEMORY_CAP`] with an
+/// error naming `path` and the cap, and read errors reported against `path`.
+pub(crate) fn read_config<D: crate::image::ReadAt>(
+    fs: &crate::ext4::Ext4<D>,
+    inode: &crate::ext4::Inode,
+    path: &str,
+) -> crate::error::Result<Vec<u8>> {
+    let size = inode.size();
+    if size > crate::ext4::MEMORY_CAP {
+        return Err(crate::error::Error::TooLarge {
+            path: path.to_string(),
+            size,
+            cap: crate::ext4::MEMORY_CAP,
+        });
+    }
+    fs.read_all(inode)
+        .map_err(|e| crate::error::Error::from(e).in_path(path))
+}
+
 /// Metadata of one path, whichever filesystem holds it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stat {

@@ -127,7 +127,11 @@ impl SystemView {
             ));
         };
         let fstab_inode = root.resolve("/etc/fstab", true)?;
-        let fstab = fstab::parse(&String::from_utf8_lossy(&root.read_all(&fstab_inode)?));
+        let fstab = fstab::parse(&String::from_utf8_lossy(&super::read_config(
+            &root,
+            &fstab_inode,
+            "/etc/fstab",
+        )?));
         let mut mounts = Vec::new();
         for e in &fstab {
             if e.mount_point == "/" || e.fs_type != "vfat" {
