@@ -265,4 +265,33 @@ fn check_reproducible_builds_twice_and_keeps_one() {
         .output()
         .unwrap();
     assert!(sum.status.success());
+
+    // Kept files replace the old set all or nothing: killed after the
+    // first rename, the old manifest is already gone, so no new image is
+    // ever paired with an old manifest (verify --manifest refuses it).
+    let o = rpiimg_cmd()
+        .env("RPIIMG_FAULT", "keep-2")
+        .args([
+            "build",
+            "--profile",
+            &profile("ost04-control"),
+            "--base",
+            base.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--check-reproducible",
+            "--force",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the fault point was reached");
+    assert!(!out.join("ost04.manifest.json").exists());
+    let v = rpiimg(&[
+        "verify",
+        out.join("ost04.img").to_str().unwrap(),
+        "--manifest",
+    ]);
+    assert_eq!(v.status.code(), Some(2), "{}", stderr(&v));
+    assert!(stderr(&v).contains("no manifest"), "{}", stderr(&v));
 }

@@ -182,12 +182,33 @@ fn check_reproducible(
             )));
         }
     }
+    // As output::image::Staged::commit does for one build: the old
+    // manifests go first, so a kill halfway never pairs new images with an
+    // old manifest, and a failed rename takes back the ones done.
+    for n in order.iter().filter(|n| n.ends_with(".manifest.json")) {
+        let dest = final_dir.join(n);
+        match std::fs::remove_file(&dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(host(&dest, e)),
+        }
+    }
+    let mut done: Vec<PathBuf> = Vec::new();
     for n in &order {
         let dest = final_dir.join(n);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| host(parent, e))?;
+        let kept = crate::output::fault(&format!("keep-{}", done.len() + 1))
+            .and_then(|()| match dest.parent() {
+                Some(parent) => std::fs::create_dir_all(parent),
+                None => Ok(()),
+            })
+            .and_then(|()| std::fs::rename(a.join(n), &dest));
+        if let Err(e) = kept {
+            for p in &done {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(host(&dest, e));
         }
-        std::fs::rename(a.join(n), &dest).map_err(|e| host(&dest, e))?;
+        done.push(dest);
     }
     writeln!(
         out,
