@@ -615,6 +615,119 @@ fn deep_trees_take_linear_time() {
     assert!(!debugfs(&img, off, "ls -l /root").contains(" d "));
 }
 
+/// Adds `/DEEP/D/D/...`, `depth` directories, to the FAT32 boot partition
+/// at `part_off`, written directly (one free cluster per directory, as
+/// mkfs-made volumes lay them out); tools that add one level at a time
+/// resolve the whole path for each and would take minutes. (Test code on a
+/// fixture rpiimg made: its small values fit every cast.)
+#[allow(clippy::cast_possible_truncation)]
+fn deep_fat_chain(img: &Path, part_off: u64, depth: usize) {
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new().read(true).write(true).open(img).unwrap();
+    let mut bs = [0u8; 512];
+    f.read_exact_at(&mut bs, part_off).unwrap();
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
+    let u32_at = |o: usize| u64::from(u32::from_le_bytes(bs[o..o + 4].try_into().unwrap()));
+    let (bps, spc, reserved, nfats) =
+        (u16_at(11), u64::from(bs[13]), u16_at(14), u64::from(bs[16]));
+    let (total, fat_sectors, root) = (u32_at(32), u32_at(36), u32_at(44) as u32);
+    let fat_off = part_off + reserved * bps;
+    let data = part_off + (reserved + nfats * fat_sectors) * bps;
+    let cb = bps * spc;
+    let mut fat = vec![0u8; (fat_sectors * bps) as usize];
+    f.read_exact_at(&mut fat, fat_off).unwrap();
+    let entry = |fat: &[u8], c: u32| {
+        let o = c as usize * 4;
+        u32::from_le_bytes(fat[o..o + 4].try_into().unwrap()) & 0x0FFF_FFFF
+    };
+    let clusters = ((total - reserved - nfats * fat_sectors) / spc) as u32;
+    let free: Vec<u32> = (2..clusters + 2)
+        .rev()
+        .filter(|&c| entry(&fat, c) == 0)
+        .take(depth)
+        .collect();
+    assert_eq!(free.len(), depth, "room for {depth} directories");
+    let dirent = |name: &[u8; 11], cluster: u32| {
+        let mut e = [0u8; 32];
+        e[..11].copy_from_slice(name);
+        e[11] = 0x10;
+        e[20..22].copy_from_slice(&((cluster >> 16) as u16).to_le_bytes());
+        e[26..28].copy_from_slice(&(cluster as u16).to_le_bytes());
+        e
+    };
+    // A free slot in the root directory, along its cluster chain.
+    let mut c = root;
+    let slot_at = loop {
+        let mut buf = vec![0u8; cb as usize];
+        let at = data + u64::from(c - 2) * cb;
+        f.read_exact_at(&mut buf, at).unwrap();
+        if let Some(i) = buf.chunks_exact(32).position(|e| e[0] == 0) {
+            break at + i as u64 * 32;
+        }
+        c = entry(&fat, c);
+        assert!(c < 0x0FFF_FFF8, "the root directory has no free slot");
+    };
+    f.write_all_at(&dirent(b"DEEP       ", free[0]), slot_at)
+        .unwrap();
+    for (k, &c) in free.iter().enumerate() {
+        let parent = if k == 0 { 0 } else { free[k - 1] };
+        let mut b = Vec::with_capacity(cb as usize);
+        b.extend_from_slice(&dirent(b".          ", c));
+        b.extend_from_slice(&dirent(b"..         ", parent));
+        if let Some(&next) = free.get(k + 1) {
+            b.extend_from_slice(&dirent(b"D          ", next));
+        }
+        b.resize(cb as usize, 0);
+        f.write_all_at(&b, data + u64::from(c - 2) * cb).unwrap();
+        fat[c as usize * 4..c as usize * 4 + 4].copy_from_slice(&0x0FFF_FFFFu32.to_le_bytes());
+    }
+    for i in 0..nfats {
+        f.write_all_at(&fat, fat_off + i * fat_sectors * bps)
+            .unwrap();
+    }
+    // FSInfo's free-cluster count, as fsck.fat checks it.
+    let fsinfo = part_off + u16_at(48) * bps + 488;
+    let mut count = [0u8; 4];
+    f.read_exact_at(&mut count, fsinfo).unwrap();
+    let count = u32::from_le_bytes(count) - depth as u32;
+    f.write_all_at(&count.to_le_bytes(), fsinfo).unwrap();
+}
+
+/// The same for FAT (issue 10, class 5): a 3 000-deep chain on the boot
+/// partition, which fsck.fat accepts, is walked by diff and removed by
+/// `fs rm -r` in time linear in its entries (each level was resolved from
+/// the root again: 66 s at 1 200 deep), and no depth limit refuses it.
+#[test]
+#[allow(clippy::cast_possible_truncation)]
+fn deep_fat_trees_take_linear_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture(BOOKWORM);
+    let img = copy_fixture(BOOKWORM, dir.path());
+    let (off, len) = partition(&img, 1);
+    deep_fat_chain(&img, off, 3000);
+    let part = dir.path().join("boot.fat");
+    let cut = |img: &Path| {
+        let bytes = std::fs::read(img).unwrap();
+        std::fs::write(&part, &bytes[off as usize..(off + len) as usize]).unwrap();
+        let o = tool("fsck.fat").arg("-n").arg(&part).output().unwrap();
+        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+    };
+    let (ok, said) = cut(&img);
+    assert!(ok, "fsck.fat -n accepts the deep tree: {said}");
+    let i = img.to_str().unwrap();
+    let limit = std::time::Duration::from_secs(60);
+    let o = rpiimg_within(&["diff", base.to_str().unwrap(), i, "--json"], limit);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["added"].as_array().map(Vec::len), Some(3000));
+    let o = rpiimg_within(&["fs", i, "rm", "-r", "/boot/firmware/DEEP"], limit);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ok, said) = cut(&img);
+    assert!(ok, "fsck.fat -n after rm -r: {said}");
+    let o = rpiimg(&["ls", i, "/boot/firmware"]);
+    assert!(!stdout(&o).contains("DEEP"), "{}", stdout(&o));
+}
+
 /// A damaged directory inode on the way to the units (issue 10, class 7):
 /// inspect and plan name the damaged path and say the image is damaged,
 /// instead of dropping units or blaming a missing one.

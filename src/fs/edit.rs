@@ -361,28 +361,78 @@ impl ImageEdit {
         }
     }
 
+    /// Remove `rel` from a FAT mount; with `recursive`, a whole tree,
+    /// children first. Iterative, and every step works on an open directory
+    /// handle by name, never by re-resolving the full path, so a tree
+    /// thousands deep is removed in time linear in its entries. (The volume
+    /// was proved loop-free when opened, so the walk ends.)
     fn fat_remove(m: &FatMount, rel: &str, recursive: bool) -> Result<()> {
-        let root = m.fs().root_dir();
-        if recursive {
-            if let Ok(d) = root.open_dir(rel) {
-                let names: Vec<String> = d
-                    .iter()
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name())
-                    .filter(|n| n != "." && n != "..")
-                    .collect();
-                for n in names {
-                    Self::fat_remove(m, &format!("{rel}/{n}"), true)?;
-                }
-            }
-        }
-        root.remove(rel).map_err(|e| {
+        let not_found = |e: io::Error| {
             if e.kind() == io::ErrorKind::NotFound {
                 Error::Path(PathError::NotFound(format!("{}/{rel}", m.point)))
             } else {
                 m.err(e)
             }
-        })
+        };
+        let root = m.fs().root_dir();
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((dir, name)) => (root.open_dir(dir).map_err(not_found)?, name),
+            None => (root, rel),
+        };
+        let subdir = if recursive {
+            match parent.open_dir(name) {
+                Ok(d) => Some(d),
+                // A file (or nothing: remove says which).
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::Other) => {
+                    None
+                }
+                Err(e) => return Err(m.err(e)),
+            }
+        } else {
+            None
+        };
+        if let Some(top) = subdir {
+            // Each frame: an open directory, its entries still to remove,
+            // and its name in the frame below (the parent).
+            type Dir<'a> = fatfs::Dir<'a, SharedCow>;
+            /// (name, is a directory)
+            type Pending = Vec<(String, bool)>;
+            let entries = |d: &Dir| -> io::Result<Pending> {
+                let mut v = Vec::new();
+                for e in d.iter() {
+                    let e = e?;
+                    let n = e.file_name();
+                    if n != "." && n != ".." {
+                        v.push((n, e.is_dir()));
+                    }
+                }
+                Ok(v)
+            };
+            let mut stack: Vec<(Dir, Pending, String)> = Vec::new();
+            let first = entries(&top).map_err(|e| m.err(e))?;
+            stack.push((top, first, name.to_string()));
+            while let Some((dir, pending, _)) = stack.last_mut() {
+                match pending.pop() {
+                    Some((n, true)) => {
+                        let d = dir.open_dir(&n).map_err(|e| m.err(e))?;
+                        let kids = entries(&d).map_err(|e| m.err(e))?;
+                        stack.push((d, kids, n));
+                    }
+                    Some((n, false)) => dir.remove(&n).map_err(|e| m.err(e))?,
+                    None => {
+                        let Some((_, _, done)) = stack.pop() else {
+                            break;
+                        };
+                        match stack.last() {
+                            Some((up, _, _)) => up.remove(&done).map_err(|e| m.err(e))?,
+                            None => parent.remove(&done).map_err(not_found)?,
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
+        parent.remove(name).map_err(not_found)
     }
 
     /// Remove a file, symlink or empty directory; with `recursive`, a whole tree.

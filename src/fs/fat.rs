@@ -8,6 +8,9 @@ use crate::fs::Stat;
 use crate::image::Window;
 
 pub type FatFs = fatfs::FileSystem<Window>;
+type FatDir<'a> = fatfs::Dir<'a, Window>;
+/// A directory entry: name, stat, and its own handle when a directory.
+type Entry<'a> = (String, Stat, Option<FatDir<'a>>);
 
 /// Permissions Linux's vfat driver shows with Debian's `defaults` (umask 022).
 const FAT_MODE: u16 = 0o755;
@@ -161,6 +164,40 @@ impl Fat {
         } else {
             self.fs.root_dir().open_dir(&rel)?
         };
+        Ok(Self::entries(&dir, path)?
+            .into_iter()
+            .map(|(name, st, _)| (name, st))
+            .collect())
+    }
+
+    /// Every entry of the volume as (path relative to its root, stat),
+    /// parents before children. Iterative, and each directory is opened
+    /// from its own entry (no path is resolved again), so the walk is
+    /// linear in the entries however deep the tree; `Fat::open` proved the
+    /// directories loop-free, so it ends.
+    pub fn walk(&self) -> io::Result<Vec<(String, Stat)>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(String::new(), self.fs.root_dir())];
+        while let Some((rel, dir)) = stack.pop() {
+            for (name, st, sub) in Self::entries(&dir, &format!("/{rel}"))? {
+                let path = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if let Some(d) = sub {
+                    stack.push((path.clone(), d));
+                }
+                out.push((path, st));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of an open directory (found at `path`, for messages),
+    /// without `.` and `..`, each with its own handle when a directory.
+    /// Names a path-based walk could not come back to are damage.
+    fn entries<'a>(dir: &FatDir<'a>, path: &str) -> io::Result<Vec<Entry<'a>>> {
         let mut out = Vec::new();
         // Upper-cased long and short names already listed: fatfs finds an
         // entry by either, ignoring case (see `unusable_name`).
@@ -184,10 +221,9 @@ impl Fat {
             } else {
                 FileType::Regular
             };
-            out.push((
-                name,
-                Stat::fat(kind, e.len(), crate::clock::from_fat(e.modified())),
-            ));
+            let st = Stat::fat(kind, e.len(), crate::clock::from_fat(e.modified()));
+            let sub = e.is_dir().then(|| e.to_dir());
+            out.push((name, st, sub));
         }
         Ok(out)
     }

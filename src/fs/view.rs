@@ -366,10 +366,6 @@ pub struct WalkEntry {
     pub node: Node,
 }
 
-/// Directory nesting a walk follows on FAT, where directories have no
-/// inode number to recognise a loop by (Linux refuses longer paths anyway).
-const FAT_MAX_DEPTH: usize = 256;
-
 impl SystemView {
     /// Every path of the system below `/`, parents before children, each
     /// directory read once by inode (never by re-resolving its path), so
@@ -380,8 +376,8 @@ impl SystemView {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         seen.insert(crate::ext4::ROOT_INO);
-        let mut stack = vec![("/".to_string(), Node::Ext4(crate::ext4::ROOT_INO), 0usize)];
-        while let Some((dir, node, depth)) = stack.pop() {
+        let mut stack = vec![("/".to_string(), Node::Ext4(crate::ext4::ROOT_INO))];
+        while let Some((dir, node)) = stack.pop() {
             let children = self.children(&dir, &node).map_err(|e| e.in_path(&dir))?;
             for Child {
                 path,
@@ -401,25 +397,35 @@ impl SystemView {
                                 ),
                             });
                         }
-                        Node::Fat(i, _) if depth >= FAT_MAX_DEPTH => {
-                            return Err(Error::Fat {
-                                part: self.mount(*i)?.part,
-                                detail: format!(
-                                    "{}: directories nested more than {FAT_MAX_DEPTH} deep (a directory loop?)",
-                                    crate::term::escape(&path)
-                                ),
-                            });
-                        }
-                        // Each directory is met once, so depth stays below
-                        // the number of directories.
-                        _ => stack.push((path.clone(), child.clone(), depth.saturating_add(1))),
+                        // A FAT mount is walked whole, below, by its own
+                        // handle-based walk (FAT has no inode numbers, and
+                        // its volume was proved loop-free when opened).
+                        Node::Fat(..) => {}
+                        Node::Ext4(_) => stack.push((path.clone(), child.clone())),
                     }
                 }
+                let fat_mount = match &child {
+                    Node::Fat(i, rel) if rel.is_empty() && stat.kind == FileType::Directory => {
+                        Some(*i)
+                    }
+                    _ => None,
+                };
                 out.push(WalkEntry {
-                    path,
+                    path: path.clone(),
                     stat,
                     node: child,
                 });
+                if let Some(i) = fat_mount {
+                    let m = self.mount(i)?;
+                    let all = m.fat.walk().map_err(|e| Self::fat_err(m, e))?;
+                    for (rel, stat) in all {
+                        out.push(WalkEntry {
+                            path: format!("{path}/{rel}"),
+                            stat,
+                            node: Node::Fat(i, rel),
+                        });
+                    }
+                }
             }
         }
         Ok(out)
