@@ -147,9 +147,10 @@ pub fn render(
         None => MINIMAL_REST.to_string(),
     };
     let vlan_range = (p.network.mode == NetMode::Vlan)
-        .then(|| p.network.provider_range.clone())
+        .then_some(p.network.provider_range)
         .flatten()
-        .map(|r| r.replace('-', ":"));
+        // Neutron's network_vlan_ranges writes first:last.
+        .map(|r| format!("{}:{}", r.first, r.last));
     let ctx = context! {
         cluster => Value::from(minijinja::value::Serde(&p.cluster)),
         network => Value::from(minijinja::value::Serde(&p.network)),

@@ -181,7 +181,7 @@ pub struct Network {
     #[serde(default)]
     pub provider_vlans: Vec<u16>,
     /// Declared provider range "first-last", e.g. "101-200"
-    pub provider_range: Option<String>,
+    pub provider_range: Option<types::VlanRange>,
     /// Optional rescue Wi-Fi on wlan0 (DHCP)
     pub wifi: Option<Wifi>,
 }

@@ -27,7 +27,7 @@ macro_rules! via_string {
         }
     )*};
 }
-via_string!(Mode, OwnerSpec, Ipv4Net, AddrRange);
+via_string!(Mode, OwnerSpec, Ipv4Net, AddrRange, VlanRange);
 
 /// Permission bits, written in octal: `644`, `0755`, `0o600`, `4755`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,13 +83,7 @@ impl Who {
         if let Ok(n) = s.parse::<u32>() {
             return Some(Who::Id(n));
         }
-        // Debian's user and group names, and nothing that could confuse
-        // the files they end up in.
-        let ok = !s.is_empty()
-            && s.len() <= 32
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-        ok.then(|| Who::Name(s.to_string()))
+        is_db_name(s).then(|| Who::Name(s.to_string()))
     }
 }
 
@@ -248,9 +242,68 @@ impl fmt::Display for AddrRange {
     }
 }
 
+/// An inclusive range of VLAN ids within 1-4094, `101-200` (Neutron's
+/// `network_vlan_ranges` for the provider network).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VlanRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl VlanRange {
+    pub fn contains(&self, vlan: u16) -> bool {
+        (self.first..=self.last).contains(&vlan)
+    }
+}
+
+impl FromStr for VlanRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a VLAN range within 1-4094 like \"101-200\"");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (first, last): (u16, u16) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if first == 0 || last > 4094 || first > last {
+            return Err(bad());
+        }
+        Ok(VlanRange { first, last })
+    }
+}
+
+impl fmt::Display for VlanRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// Whether `s` can name an existing user or group in the image's
+/// databases: Debian's names, and nothing that could confuse the files they
+/// end up in. The one rule for owners, `fs` arguments and a user's groups
+/// (a *new* user's name follows adduser's stricter rule, in validate).
+pub fn is_db_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vlan_ranges() {
+        let r: VlanRange = "101-200".parse().unwrap();
+        assert!(r.contains(101) && r.contains(200) && !r.contains(201));
+        assert_eq!(r.to_string(), "101-200");
+        assert_eq!(" 5 - 9 ".parse::<VlanRange>().unwrap().to_string(), "5-9");
+        for s in ["101", "200-101", "0-5", "1-4095", "a-b", ""] {
+            assert!(s.parse::<VlanRange>().is_err(), "{s}");
+        }
+    }
 
     #[test]
     fn modes() {

@@ -47,14 +47,6 @@ fn valid_user(u: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// `UID:GID`, `user` or `user:group` (names resolved when planning).
-fn valid_group(g: &str) -> bool {
-    !g.is_empty()
-        && g.len() <= 32
-        && g.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-}
-
 /// Debian policy 5.6.1; the names go unquoted into the first-boot script.
 fn valid_package(s: &str) -> bool {
     s.len() >= 2
@@ -140,9 +132,12 @@ fn line_safe_strings(v: &serde_json::Value, key: &str, f: &mut Findings) {
 }
 
 /// Errors and warnings; the profile may be used only when there is no
-/// error. Values of the wrong shape never get here (the typed fields of
-/// `profile::types` refuse them when the profile is read): these are the
-/// rules across fields, by topic.
+/// error. The typed fields (`profile::types`: modes, owners, subnets,
+/// address and VLAN ranges) never get here with the wrong shape: they are
+/// refused when the profile is read. What is left: the rules across fields,
+/// by topic, and the shape of the names kept as plain strings (host, user
+/// and package names, MACs, sysctl keys), checked here so that every bad
+/// one is reported at once, each with its key.
 pub fn validate(p: &Profile) -> Vec<Finding> {
     let mut f = Findings::default();
     // Secrets too: they are written into the same files.
@@ -393,17 +388,6 @@ fn kolla(k: &Kolla, f: &mut Findings) {
 
 /// VLAN ids and ranges, the mode's needs, and Wi-Fi.
 fn network(net: &Network, f: &mut Findings) {
-    let range = net.provider_range.as_deref().map(|r| {
-        r.split_once('-')
-            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
-    });
-    if let Some(None) = range {
-        f.err(
-            "network.provider_range".into(),
-            "must look like \"101-200\"".into(),
-        );
-    }
-    let range = range.flatten();
     let mut vlans: Vec<(String, u16)> = net
         .provider_vlans
         .iter()
@@ -418,18 +402,12 @@ fn network(net: &Network, f: &mut Findings) {
             f.err(key.clone(), format!("VLAN id {v} is outside 1-4094"));
         }
     }
-    if let Some((a, b)) = range {
-        if a == 0 || b > 4094 || a > b {
-            f.err(
-                "network.provider_range".into(),
-                format!("{a}-{b} is not a VLAN range within 1-4094"),
-            );
-        }
+    if let Some(r) = net.provider_range {
         for (i, v) in net.provider_vlans.iter().enumerate() {
-            if !(a..=b).contains(v) {
+            if !r.contains(*v) {
                 f.err(
                     format!("network.provider_vlans[{i}]"),
-                    format!("VLAN {v} is outside the declared provider range {a}-{b}"),
+                    format!("VLAN {v} is outside the declared provider range {r}"),
                 );
             }
         }
@@ -505,7 +483,7 @@ fn users(users: &[User], f: &mut Findings) {
             );
         }
         for (j, g) in u.groups.iter().enumerate() {
-            if !valid_group(g) {
+            if !super::types::is_db_name(g) {
                 f.err(
                     format!("users[{i}].groups[{j}]"),
                     format!("{g:?} is not a group name"),
@@ -709,7 +687,7 @@ mod tests {
         check(&|p| p.network.provider_vlans = vec![5000], "outside 1-4094");
         check(
             &|p| {
-                p.network.provider_range = Some("101-200".into());
+                p.network.provider_range = Some("101-200".parse().unwrap());
                 p.network.provider_vlans = vec![99];
             },
             "outside the declared provider range",
@@ -815,16 +793,6 @@ mod tests {
             &|p| p.network.flat_vlan = Some(0),
             "network.flat_vlan",
             "outside 1-4094",
-        );
-        check(
-            &|p| p.network.provider_range = Some("101".into()),
-            "network.provider_range",
-            "101-200",
-        );
-        check(
-            &|p| p.network.provider_range = Some("200-101".into()),
-            "network.provider_range",
-            "within 1-4094",
         );
         check(
             &|p| {
@@ -977,7 +945,7 @@ mod tests {
             mode: NetMode::Vlan,
             flat_vlan: Some(2),
             provider_vlans: vec![101, 102, 103],
-            provider_range: Some("101-200".into()),
+            provider_range: Some("101-200".parse().unwrap()),
             wifi: Some(crate::profile::Wifi {
                 ssid: "lab rescue".into(),
                 psk: "correct horse".into(),
