@@ -517,7 +517,7 @@ fn kernel_mount_reads_what_was_written() {
     .unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let o = std::process::Command::new("mount")
+    let o = tool("mount")
         .args(["-o", "loop,ro"])
         .arg(&img)
         .arg(&mnt)
@@ -550,7 +550,7 @@ fn kernel_mount_reads_what_was_written() {
         }
         assert_eq!(std::fs::read_dir(mnt.join("etc")).unwrap().count(), 402);
     });
-    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    let _ = tool("umount").arg(&mnt).status();
     res.unwrap();
     clean(&img);
 }

@@ -280,7 +280,7 @@ fn ctrl_c_stops_the_writers_and_reports_each_card() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(800));
-    let st = Command::new("kill")
+    let st = tool("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
@@ -474,7 +474,7 @@ fn loop_devices_as_cards_when_root() {
     struct Detach(String);
     impl Drop for Detach {
         fn drop(&mut self) {
-            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+            let _ = tool("losetup").args(["-d", &self.0]).status();
         }
     }
     let detach = Detach(dev.clone());

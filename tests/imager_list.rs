@@ -35,12 +35,19 @@ fn validate(list: &Path) -> Result<(), String> {
 }
 
 fn sha256_of_xz(p: &Path) -> String {
-    let o = tool("sh")
-        .arg("-c")
-        .arg(format!("xz -dc '{}' | sha256sum", p.display()))
-        .output()
+    let o = tool("xz").arg("-dc").arg(p).output().unwrap();
+    assert!(o.status.success(), "xz -dc {}", p.display());
+    let mut sum = tool("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    stdout(&o).split_whitespace().next().unwrap().to_string()
+    {
+        use std::io::Write;
+        sum.stdin.take().unwrap().write_all(&o.stdout).unwrap();
+    }
+    let out = sum.wait_with_output().unwrap();
+    stdout(&out).split_whitespace().next().unwrap().to_string()
 }
 
 #[test]

@@ -336,6 +336,13 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mkfifo", "coreutils"),
     ("sh", "dash"),
     ("losetup", "mount"),
+    ("mount", "mount"),
+    ("umount", "mount"),
+    ("mshowfat", "mtools"),
+    ("mmd", "mtools"),
+    ("sync", "coreutils"),
+    ("df", "coreutils"),
+    ("kill", "procps"),
 ];
 
 /// A command for an external oracle; a missing tool fails the test with
