@@ -26,6 +26,46 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// A different value of the same shape, for planning a second time to
+    /// see which file texts depend on the secret ([`other_like`]).
+    pub fn placeholder(&self) -> Secret {
+        Secret(other_like(&self.0))
+    }
+}
+
+/// A string that differs from `s` but has its shape: each digit, hex
+/// letter and other letter is replaced by the next one of its class (same
+/// case, so a 64-hex-digit key stays hex, a number stays a number, lengths
+/// stay), other characters are kept. Templates that parse or test a value
+/// (`|int`, `|length`) then still render; a value with nothing to replace
+/// gets a `0` appended so that it differs all the same.
+pub fn other_like(s: &str) -> String {
+    const CLASSES: [&str; 5] = [
+        "0123456789",
+        "abcdef",
+        "ghijklmnopqrstuvwxyz",
+        "ABCDEF",
+        "GHIJKLMNOPQRSTUVWXYZ",
+    ];
+    let out: String = s
+        .chars()
+        .map(|c| {
+            CLASSES
+                .iter()
+                .find_map(|class| {
+                    let i = class.find(c)?;
+                    // Each class is ASCII: byte offsets are char offsets.
+                    class[i + 1..].chars().next().or(class.chars().next())
+                })
+                .unwrap_or(c)
+        })
+        .collect();
+    if out == s {
+        format!("{s}0")
+    } else {
+        out
+    }
 }
 
 impl From<&str> for Secret {
@@ -83,5 +123,19 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
         let back: Secret = serde_json::from_str("\"x\"").unwrap();
         assert_eq!(back.expose(), "x");
+    }
+
+    #[test]
+    fn placeholders_differ_and_keep_the_shape() {
+        assert_eq!(other_like("q9"), "r0");
+        assert_eq!(other_like("Zz-f9"), "Gg-a0");
+        assert_eq!(other_like("!!"), "!!0");
+        assert_eq!(other_like(""), "0");
+        let hex = "0123456789abcdefABCDEF".repeat(3);
+        let o = other_like(&hex);
+        assert!(o.len() == hex.len() && o.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(o, hex);
+        assert_eq!(other_like("1234").parse::<u32>().unwrap(), 2345);
+        assert_eq!(Secret::new("Db\"P").placeholder().expose(), "Ec\"Q");
     }
 }

@@ -358,8 +358,11 @@ pub struct Profile {
 
 impl Profile {
     /// The secret values the profile holds (given password hashes, the
-    /// Wi-Fi key, `[vars]`), for redaction wherever file texts are
-    /// shown. Very short values are left out: they would redact everything.
+    /// Wi-Fi key, `[vars]`), for the second net of redaction: a text that
+    /// contains one is hidden even if planning could not tell it depends on
+    /// it (see `plan::Redaction`, which decides by dependence). Values
+    /// shorter than 4 characters are left out of this net only, as they
+    /// would match everywhere; dependence covers them.
     pub fn secret_values(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         // Plain passwords never reach a file (only their hashes do, in
@@ -375,6 +378,33 @@ impl Profile {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// The profile with every secret replaced by a different value of the
+    /// same kind: what `plan` plans a second time to find the file texts
+    /// that depend on a secret. A given password hash keeps its scheme and
+    /// salt (the part before the last `$`) so it stays a hash of its kind.
+    pub fn with_placeholder_secrets(&self) -> Profile {
+        let mut p = self.clone();
+        for u in &mut p.users {
+            u.password = u.password.as_ref().map(Secret::placeholder);
+            u.password_hash = u.password_hash.as_ref().map(|h| {
+                let h = h.expose();
+                let cut = h.rfind('$').map_or(0, |i| i + 1);
+                Secret::new(format!(
+                    "{}{}",
+                    &h[..cut],
+                    crate::secret::other_like(&h[cut..])
+                ))
+            });
+        }
+        if let Some(w) = &mut p.network.wifi {
+            w.psk = w.psk.placeholder();
+        }
+        for v in p.vars.values_mut() {
+            *v = v.placeholder();
+        }
+        p
     }
 
     pub fn node(&self) -> Option<&Node> {
