@@ -168,6 +168,7 @@ pub struct CatArgs {
 
 /// `rpiimg plan`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("shows_texts").args(["json", "render_to"]).multiple(true)))]
 pub struct PlanArgs {
     /// Node profile: a name from profiles/ (ost04-control) or a path
     #[arg(long, value_name = "PROFILE")]
@@ -180,9 +181,10 @@ pub struct PlanArgs {
     /// Also write every file the plan writes under DIR, mirroring target paths
     #[arg(long, value_name = "DIR")]
     pub render_to: Option<PathBuf>,
-    /// With --json: show file texts that hold the profile's secrets
-    /// (passwords, Wi-Fi key, [vars]); they are redacted by default
-    #[arg(long, requires = "json")]
+    /// With --json or --render-to: show file texts that depend on the
+    /// profile's secrets (passwords, Wi-Fi key, [vars]) and write host
+    /// private keys under DIR; they are redacted by default
+    #[arg(long, requires = "shows_texts")]
     pub show_secrets: bool,
 }
 

@@ -120,6 +120,8 @@ fn rendered_files_pass_their_own_checkers() {
                 base.to_str().unwrap(),
                 "--render-to",
                 dir.path().to_str().unwrap(),
+                // pwck reads the real /etc/shadow, not its redaction.
+                "--show-secrets",
                 "-q",
             ]);
             let etc = dir.path().join("etc");
@@ -300,6 +302,8 @@ fn seed_cluster_builds_and_checks_with_independent_tools() {
                 base.to_str().unwrap(),
                 "--render-to",
                 r.to_str().unwrap(),
+                // Compared byte for byte with the image, secrets and all.
+                "--show-secrets",
                 "-q",
             ]);
             let plan: serde_json::Value = serde_json::from_slice(&rpiimg_ok(&[

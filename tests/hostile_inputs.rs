@@ -302,6 +302,158 @@ fn secrets_stay_out_of_plans_and_manifests() {
     }
 }
 
+/// A secret written transformed (`|upper`, `|reverse`, `|yaml` escaping)
+/// or too short to search for is still redacted: plan decides by whether a
+/// text depends on a secret, not by finding the value in it.
+#[test]
+fn transformed_and_short_secrets_stay_out_of_plans() {
+    let d = tempfile::tempdir().unwrap();
+    let token = "Var-Secret-5512";
+    let db = r#"Db"Pass\Secret"#;
+    let prof = node_profile(
+        d.path(),
+        r#"[vars]
+token = "Var-Secret-5512"
+db_password = 'Db"Pass\Secret'
+short = "q9"
+[[files]]
+path = "/etc/lab-forms"
+content = "{{ vars.token|upper }} {{ vars.token|reverse }}\n"
+[[files]]
+path = "/etc/lab-db.yaml"
+content = "password: {{ vars.db_password|yaml }}\n"
+[[files]]
+path = "/etc/lab-short"
+content = "pin={{ vars.short }} {{ vars.short|upper }}\n"
+[[files]]
+path = "/etc/lab-plain"
+content = "no secret here\n"
+"#,
+    );
+    let forms: Vec<String> = [token, db]
+        .iter()
+        .flat_map(|s| {
+            let json = serde_json::to_string(s).unwrap();
+            [
+                s.to_string(),
+                s.to_uppercase(),
+                s.to_lowercase(),
+                s.chars().rev().collect(),
+                json.trim_matches('"').to_string(),
+            ]
+        })
+        // The 2-character one, where it is written (alone, "q9" could turn
+        // up by chance in a host key's base64).
+        .chain(["pin=q9".to_string(), "Q9\n".to_string()])
+        .collect();
+    let leaks = |what: &str, text: &str| {
+        for f in &forms {
+            assert!(!text.contains(f.as_str()), "{f:?} leaked in {what}");
+        }
+    };
+    let base = fixture(&["--flavour", "trixie"]);
+    let base = base.to_str().unwrap();
+    let (status, err, json) = plan(&prof);
+    assert_eq!(status, Some(0), "{err}");
+    leaks("plan --json", &json);
+    leaks("stderr", &err);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let text_of = |v: &serde_json::Value, path: &str| -> String {
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["changes"].as_array().unwrap())
+            .find(|c| c["path"] == path)
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{path} not planned"))
+    };
+    for p in ["/etc/lab-forms", "/etc/lab-db.yaml", "/etc/lab-short"] {
+        assert!(
+            text_of(&v, p).starts_with("<redacted: holds a secret"),
+            "{p}"
+        );
+    }
+    // Only what depends on a secret: the rest stays readable.
+    assert_eq!(text_of(&v, "/etc/lab-plain"), "no secret here\n");
+    let o = rpiimg(&["plan", "--profile", &prof, "--base", base]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    leaks("plan", &stdout(&o));
+    // --render-to follows the same rule: every file, the secret ones as
+    // the line saying why.
+    let r = d.path().join("render");
+    let o = rpiimg(&[
+        "plan",
+        "--profile",
+        &prof,
+        "--base",
+        base,
+        "--render-to",
+        r.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut n = 0;
+    let mut todo = vec![r.clone()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            } else {
+                n += 1;
+                let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+                leaks(&e.path().display().to_string(), &text);
+                assert!(!text.contains("PRIVATE KEY"), "{}", e.path().display());
+            }
+        }
+    }
+    assert!(n > 10, "{n} files rendered");
+    let short = std::fs::read_to_string(r.join("etc/lab-short")).unwrap();
+    assert!(short.starts_with("<redacted: holds a secret"), "{short}");
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/lab-plain")).unwrap(),
+        "no secret here\n"
+    );
+    // --show-secrets shows them, in both.
+    let shown = stdout(&rpiimg(&[
+        "plan",
+        "--profile",
+        &prof,
+        "--base",
+        base,
+        "--json",
+        "--show-secrets",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        text_of(&v, "/etc/lab-forms"),
+        "VAR-SECRET-5512 2155-terceS-raV\n"
+    );
+    assert_eq!(
+        text_of(&v, "/etc/lab-db.yaml"),
+        "password: \"Db\\\"Pass\\\\Secret\"\n"
+    );
+    assert_eq!(text_of(&v, "/etc/lab-short"), "pin=q9 Q9\n");
+    let r = d.path().join("render-shown");
+    let o = rpiimg(&[
+        "plan",
+        "--profile",
+        &prof,
+        "--base",
+        base,
+        "--render-to",
+        r.to_str().unwrap(),
+        "--show-secrets",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/lab-short")).unwrap(),
+        "pin=q9 Q9\n"
+    );
+}
+
 /// The `yaml` filter's output reads back, with a YAML 1.1 parser (PyYAML
 /// on libyaml, the parser family netplan uses), as exactly the string
 /// that went in, and as one key: no value can start a line of its own.

@@ -131,10 +131,17 @@ pub(super) fn build_time(base: &OpenedImage) -> Result<i64> {
 }
 
 pub(super) fn plan_for(p: &Profile, base: &OpenedImage) -> Result<Plan> {
+    Ok(plan_and_facts(p, base)?.0)
+}
+
+/// The plan and the base's facts it was made from (`plan` plans again
+/// from them to tell which texts depend on a secret).
+pub(super) fn plan_and_facts(p: &Profile, base: &OpenedImage) -> Result<(Plan, ImageFacts)> {
     let table = partition::read(&base.file, base.size)?;
     let (view, _) = SystemView::open(base, &table)?;
     let facts = ImageFacts::from_view(&view)?;
-    make_plan(p, &facts).map_err(|e| Error::Usage(e.to_string()))
+    let plan = make_plan(p, &facts).map_err(|e| Error::Usage(e.to_string()))?;
+    Ok((plan, facts))
 }
 
 /// The profile as recorded in a manifest: resolved; its secrets

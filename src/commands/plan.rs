@@ -6,17 +6,23 @@ use std::path::{Path, PathBuf};
 use super::{emit, load, Ctx};
 use crate::cli::PlanArgs;
 use crate::error::{Error, Result};
-use crate::plan::{Change, Plan};
+use crate::plan::{Change, Plan, Redaction};
 
 /// `rpiimg plan`: the changes a build would make, as text or JSON (the
-/// texts that hold the profile's secrets redacted unless `--show-secrets`).
+/// texts that depend on the profile's secrets redacted, in the JSON and
+/// under `--render-to`, unless `--show-secrets`).
 pub(super) fn run(ctx: &Ctx, args: &PlanArgs, out: &mut dyn Write) -> Result<i32> {
     let progress = ctx.progress;
     let p = load::load_profile(&args.profile, progress)?;
     let img = load::open_base(&p, &args.base, &ctx.cache, progress)?;
-    let plan = load::plan_for(&p, &img)?;
+    let (plan, facts) = load::plan_and_facts(&p, &img)?;
+    let hidden = if args.show_secrets {
+        Redaction::none()
+    } else {
+        Redaction::of(&plan, &p, &facts)
+    };
     if let Some(dir) = &args.render_to {
-        let n = render_to(&plan, dir)?;
+        let n = render_to(&plan, &hidden, dir)?;
         if !progress.is_quiet() {
             eprintln!(
                 "rpiimg: {n} files rendered under {}",
@@ -24,19 +30,15 @@ pub(super) fn run(ctx: &Ctx, args: &PlanArgs, out: &mut dyn Write) -> Result<i32
             );
         }
     }
-    let secrets = if args.show_secrets {
-        Vec::new()
-    } else {
-        p.secret_values()
-    };
-    emit(out, &plan.to_json(&secrets), args.json, || plan.render())?;
+    emit(out, &plan.to_json(&hidden), args.json, || plan.render())?;
     Ok(0)
 }
 
-/// Write the plan's files under `dir` for review, never outside it.
-fn render_to(plan: &Plan, dir: &Path) -> Result<usize> {
+/// Write the plan's files under `dir` for review, never outside it; a
+/// text `hidden` hides is written as the line saying why.
+fn render_to(plan: &Plan, hidden: &Redaction, dir: &Path) -> Result<usize> {
     let mut n = 0;
-    for c in plan.changes() {
+    for (i, c) in plan.changes().enumerate() {
         if let Change::WriteFile {
             path,
             content,
@@ -64,6 +66,8 @@ fn render_to(plan: &Plan, dir: &Path) -> Result<usize> {
                     source: e,
                 })?;
             }
+            let why = hidden.of_change(i).map(|why| format!("{why}\n"));
+            let content = why.as_ref().map_or(&content[..], |w| w.as_bytes());
             std::fs::write(&dest, content).map_err(|e| Error::Host {
                 path: dest.display().to_string(),
                 source: e,

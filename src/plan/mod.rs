@@ -163,7 +163,7 @@ fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::O
             size: Some(content.len()),
             sha256: change.content_sha256(),
             text: if is_private_key(path) {
-                Some("<redacted: SSH host private key>")
+                Some(PRIVATE_KEY)
             } else {
                 std::str::from_utf8(content).ok()
             },
@@ -177,29 +177,96 @@ fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::O
     }))
 }
 
+/// What `plan` shows of a plan's file texts, per change of
+/// [`Plan::changes`]: `Some(why)` for a text that is not shown (in
+/// `plan --json`, and written as `why` by `plan --render-to`).
+pub struct Redaction(Vec<Option<&'static str>>);
+
+const HOLDS_SECRET: &str = "<redacted: holds a secret of the profile; --show-secrets shows it>";
+const MAY_HOLD_SECRET: &str = "<redacted: may hold a secret of the profile (planning with other secret values failed); --show-secrets shows it>";
+const PRIVATE_KEY: &str = "<redacted: SSH host private key>";
+
+impl Redaction {
+    /// `--show-secrets`: every text as it is (`plan --json` still never
+    /// shows host private keys).
+    pub fn none() -> Redaction {
+        Redaction(Vec::new())
+    }
+
+    /// The texts of `plan` (made from `p` on `f`) that depend on a secret
+    /// of the profile. Dependence, not a search for the value: a template
+    /// may write a secret transformed (`|upper`, `|reverse`, `|yaml`
+    /// escaping, a hash of it), and a short value would match everywhere.
+    /// So plan again with every secret replaced by another value of its
+    /// kind ([`Profile::with_placeholder_secrets`]); a written file whose
+    /// change differs between the two plans depends on one. Planning is
+    /// pure and deterministic (same inputs, same plan), so nothing else
+    /// differs. A file that moves because a secret decides whether an
+    /// earlier file is written differs too: hidden, the safe side. As a
+    /// second net, texts that contain a secret value (or its upper, lower,
+    /// reversed or JSON-escaped form) and /etc/shadow with a crypt hash
+    /// (the base's own hashes are secret as well) are hidden; so are host
+    /// private keys.
+    pub fn of(plan: &Plan, p: &Profile, f: &ImageFacts) -> Redaction {
+        let other = make_plan(&p.with_placeholder_secrets(), f).ok();
+        let others: Vec<&Change> = other.iter().flat_map(Plan::changes).collect();
+        let mut forms: Vec<String> = Vec::new();
+        for v in p.secret_values() {
+            let json = serde_json::to_string(&v).unwrap_or_default();
+            forms.push(json.trim_matches('"').to_string());
+            forms.push(v.to_uppercase());
+            forms.push(v.to_lowercase());
+            forms.push(v.chars().rev().collect());
+            forms.push(v);
+        }
+        Redaction(
+            plan.changes()
+                .enumerate()
+                .map(|(i, c)| {
+                    let Change::WriteFile { path, content, .. } = c else {
+                        return None;
+                    };
+                    let text = String::from_utf8_lossy(content);
+                    if is_private_key(path) {
+                        Some(PRIVATE_KEY)
+                    } else if other.is_none() {
+                        Some(MAY_HOLD_SECRET)
+                    } else if others.get(i) != Some(&c)
+                        || forms.iter().any(|x| text.contains(x.as_str()))
+                        || (path == "/etc/shadow" && text.lines().any(has_crypt_hash))
+                    {
+                        Some(HOLDS_SECRET)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Why the text of the `i`-th change is not shown, if it is not.
+    pub fn of_change(&self, i: usize) -> Option<&'static str> {
+        self.0.get(i).copied().flatten()
+    }
+}
+
 impl Plan {
-    /// `plan --json`: each written file's text, except that texts holding
-    /// one of `secrets` (and host private keys, always) are redacted.
-    pub fn to_json(&self, secrets: &[String]) -> serde_json::Value {
+    /// `plan --json`: each written file's text, except those `hidden`
+    /// hides (and host private keys, always).
+    pub fn to_json(&self, hidden: &Redaction) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
+        // The JSON's changes are the plan's, in order: number them alike.
+        let mut i = 0;
         if let Some(steps) = v.get_mut("steps").and_then(|s| s.as_array_mut()) {
             for st in steps {
                 let Some(changes) = st.get_mut("changes").and_then(|c| c.as_array_mut()) else {
                     continue;
                 };
                 for c in changes {
-                    // A password hash in /etc/shadow (derived from a
-                    // profile's password, or the base's own) is secret too.
-                    let shadow = c.get("path").and_then(|p| p.as_str()) == Some("/etc/shadow");
-                    let holds = c.get("text").and_then(|t| t.as_str()).is_some_and(|t| {
-                        (shadow && t.lines().any(has_crypt_hash))
-                            || secrets.iter().any(|x| t.contains(x.as_str()))
-                    });
-                    if holds {
-                        c["text"] =
-                            "<redacted: holds a secret of the profile; --show-secrets shows it>"
-                                .into();
+                    if let Some(why) = hidden.of_change(i) {
+                        c["text"] = why.into();
                     }
+                    i += 1;
                 }
             }
         }
@@ -503,6 +570,59 @@ mod tests {
             e.contains("bullseye") && e.contains("bookworm and trixie"),
             "{e}"
         );
+    }
+
+    /// Same inputs, same plan (so a second plan with other secrets differs
+    /// only where a secret goes); the texts hidden are those that depend
+    /// on a secret, however transformed or short, and no others.
+    #[test]
+    fn redaction_follows_dependence_on_secrets() {
+        let mut p = testing::profile("ost04-control");
+        let f = testing::facts("trixie");
+        p.vars.insert("pin".into(), "q9".into());
+        p.vars.insert("port".into(), "8080".into());
+        let file = |path: &str, content: &str| crate::profile::ExtraFile {
+            path: path.into(),
+            content: Some(content.into()),
+            source: None,
+            mode: "644".parse().unwrap(),
+            owner: "0:0".parse().unwrap(),
+            data: None,
+        };
+        p.files = vec![
+            file("/etc/pin", "{{ vars.pin|upper|reverse }}"),
+            // A placeholder of the same shape still parses as a number.
+            file("/etc/port", "{{ vars.port|int + 1 }}"),
+            file("/etc/plain", "nothing secret"),
+        ];
+        let plan = make_plan(&p, &f).unwrap();
+        let again = make_plan(&p, &f).unwrap();
+        assert_eq!(
+            plan.changes().collect::<Vec<_>>(),
+            again.changes().collect::<Vec<_>>()
+        );
+        assert_eq!(plan.warnings, again.warnings);
+        let hidden = Redaction::of(&plan, &p, &f);
+        let why = |path: &str| {
+            let i = plan.changes().position(|c| c.path() == path).unwrap();
+            hidden.of_change(i)
+        };
+        for path in ["/etc/pin", "/etc/port", "/etc/shadow"] {
+            assert_eq!(why(path), Some(HOLDS_SECRET), "{path}");
+        }
+        assert_eq!(why("/etc/ssh/ssh_host_ed25519_key"), Some(PRIVATE_KEY));
+        assert_eq!(why("/etc/plain"), None);
+        assert_eq!(why("/etc/hostname"), None);
+        assert!(plan
+            .changes()
+            .enumerate()
+            .all(|(i, _)| hidden.of_change(i) != Some(MAY_HOLD_SECRET)));
+        let json = plan.to_json(&hidden).to_string();
+        assert!(!json.contains("9Q") && json.contains("nothing secret"));
+        assert!(plan
+            .to_json(&Redaction::none())
+            .to_string()
+            .contains("\"9Q\""));
     }
 
     /// The rendered first-boot script, run by bash against stub apt-get,
