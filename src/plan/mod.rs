@@ -625,6 +625,32 @@ mod tests {
             .contains("\"9Q\""));
     }
 
+    /// On an example profile exactly the secret-bearing files are hidden:
+    /// the one that writes a `[vars]` password, /etc/shadow (hashes of
+    /// the profile's passwords) and the host private keys.
+    #[test]
+    fn only_secret_bearing_files_are_hidden() {
+        let p = testing::profile("devstack-aio");
+        let f = testing::facts("trixie");
+        let plan = make_plan(&p, &f).unwrap();
+        let hidden = Redaction::of(&plan, &p, &f);
+        let paths: Vec<&str> = plan
+            .changes()
+            .enumerate()
+            .filter(|(i, _)| hidden.of_change(*i).is_some())
+            .map(|(_, c)| c.path())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/etc/shadow",
+                "/etc/ssh/ssh_host_ed25519_key",
+                "/etc/ssh/ssh_host_ecdsa_key",
+                "/opt/stack/local.conf"
+            ]
+        );
+    }
+
     /// The rendered first-boot script, run by bash against stub apt-get,
     /// dpkg-query, getent, sleep, systemctl and netplan: order, backoff,
     /// hand-over to netplan, done-marker, idempotence, giving up.
