@@ -227,16 +227,18 @@ fn check_reproducible_builds_twice_and_keeps_one() {
     let base = fixture(&["--flavour", "trixie"]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let o = rpiimg(&[
+    let prof = profile("ost04-control");
+    let args = [
         "build",
         "--profile",
-        &profile("ost04-control"),
+        &prof,
         "--base",
         base.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
         "--check-reproducible",
-    ]);
+    ];
+    let o = rpiimg(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("reproducible: 12 files byte-identical"),
@@ -271,18 +273,8 @@ fn check_reproducible_builds_twice_and_keeps_one() {
     // ever paired with an old manifest (verify --manifest refuses it).
     let o = rpiimg_cmd()
         .env("RPIIMG_FAULT", "keep-2")
-        .args([
-            "build",
-            "--profile",
-            &profile("ost04-control"),
-            "--base",
-            base.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--check-reproducible",
-            "--force",
-            "-q",
-        ])
+        .args(args)
+        .args(["--force", "-q"])
         .output()
         .unwrap();
     assert!(!o.status.success(), "the fault point was reached");

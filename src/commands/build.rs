@@ -83,6 +83,60 @@ fn load_request(req: &BuildRequest, progress: Progress) -> Result<Vec<Profile>> 
     Ok(loaded)
 }
 
+/// Every output file under `d`, by path relative to it (the
+/// management-host bundle is a subfolder), sorted.
+fn output_names(d: &Path) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = d.join(&rel);
+        for e in std::fs::read_dir(&dir).map_err(Error::host(&dir))? {
+            let e = e.map_err(Error::host(&dir))?;
+            let r = rel.join(e.file_name());
+            if e.file_type().map_err(Error::host(&dir))?.is_dir() {
+                stack.push(r);
+            } else {
+                v.push(r.to_string_lossy().into_owned());
+            }
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Moves the files `order` names from `from` into `final_dir`, all or
+/// nothing, as output::image::Staged::commit does for one build: the old
+/// manifests go first, so a kill halfway never pairs new images with an
+/// old manifest, and a failed rename takes back the ones done.
+fn keep(from: &Path, final_dir: &Path, order: &[String]) -> Result<()> {
+    for n in order.iter().filter(|n| n.ends_with(".manifest.json")) {
+        let dest = final_dir.join(n);
+        match std::fs::remove_file(&dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::host(&dest)(e)),
+        }
+    }
+    let mut done: Vec<PathBuf> = Vec::new();
+    for n in order {
+        let dest = final_dir.join(n);
+        let kept = crate::output::fault(&format!("keep-{}", done.len() + 1))
+            .and_then(|()| match dest.parent() {
+                Some(parent) => std::fs::create_dir_all(parent),
+                None => Ok(()),
+            })
+            .and_then(|()| std::fs::rename(from.join(n), &dest));
+        if let Err(e) = kept {
+            for p in &done {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(Error::host(&dest)(e));
+        }
+        done.push(dest);
+    }
+    Ok(())
+}
+
 /// `build --check-reproducible`: two builds into temporary folders beside
 /// the output directory, the second with an empty cache; identical outputs
 /// move to the output directory, a difference fails naming the first
@@ -107,15 +161,11 @@ fn check_reproducible(
         ));
     }
     let final_dir = dirs.into_iter().next().unwrap_or_default();
-    let host = |path: &Path, e: std::io::Error| Error::Host {
-        path: path.display().to_string(),
-        source: e,
-    };
-    std::fs::create_dir_all(&final_dir).map_err(|e| host(&final_dir, e))?;
+    std::fs::create_dir_all(&final_dir).map_err(Error::host(&final_dir))?;
     let tmp = tempfile::Builder::new()
         .prefix(".rpiimg-reproducible.")
         .tempdir_in(&final_dir)
-        .map_err(|e| host(&final_dir, e))?;
+        .map_err(Error::host(&final_dir))?;
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let cold = Cache::new(tmp.path().join("cache"));
     for (dir, c) in [(&a, cache), (&b, &cold)] {
@@ -129,27 +179,7 @@ fn check_reproducible(
         };
         build_all(c, progress, &r, &mut std::io::sink())?;
     }
-    // Every output file, by path relative to its build folder (the
-    // management-host bundle is a subfolder).
-    let names = |d: &Path| -> Result<Vec<String>> {
-        let mut v = Vec::new();
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let dir = d.join(&rel);
-            for e in std::fs::read_dir(&dir).map_err(|e| host(&dir, e))? {
-                let e = e.map_err(|e| host(&dir, e))?;
-                let r = rel.join(e.file_name());
-                if e.file_type().map_err(|e| host(&dir, e))?.is_dir() {
-                    stack.push(r);
-                } else {
-                    v.push(r.to_string_lossy().into_owned());
-                }
-            }
-        }
-        v.sort();
-        Ok(v)
-    };
-    let (na, nb) = (names(&a)?, names(&b)?);
+    let (na, nb) = (output_names(&a)?, output_names(&b)?);
     if na != nb {
         return Err(Error::Usage(format!(
             "not reproducible: the two builds wrote different files ({na:?} and {nb:?})"
@@ -182,34 +212,7 @@ fn check_reproducible(
             )));
         }
     }
-    // As output::image::Staged::commit does for one build: the old
-    // manifests go first, so a kill halfway never pairs new images with an
-    // old manifest, and a failed rename takes back the ones done.
-    for n in order.iter().filter(|n| n.ends_with(".manifest.json")) {
-        let dest = final_dir.join(n);
-        match std::fs::remove_file(&dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(host(&dest, e)),
-        }
-    }
-    let mut done: Vec<PathBuf> = Vec::new();
-    for n in &order {
-        let dest = final_dir.join(n);
-        let kept = crate::output::fault(&format!("keep-{}", done.len() + 1))
-            .and_then(|()| match dest.parent() {
-                Some(parent) => std::fs::create_dir_all(parent),
-                None => Ok(()),
-            })
-            .and_then(|()| std::fs::rename(a.join(n), &dest));
-        if let Err(e) = kept {
-            for p in &done {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(host(&dest, e));
-        }
-        done.push(dest);
-    }
+    keep(&a, &final_dir, &order)?;
     writeln!(
         out,
         "reproducible: {} files byte-identical across two builds (the second with an empty cache), kept in {}",
