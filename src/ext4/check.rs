@@ -1,15 +1,19 @@
 //! One sequential pass over the metadata `rpiimg verify` vouches for: every
-//! in-use inode's checksum, every extent-tree, directory and extended
-//! attribute block reachable from one, and the journal superblock. With
-//! the bitmap and count checks (in `verify::invariants`), a verify that
-//! passes means `e2fsck -fn` finds nothing wrong in those structures.
+//! in-use inode's checksum, its `i_blocks` against the blocks it owns,
+//! every extent-tree and extended attribute block reachable from one, and
+//! the journal superblock; then (in `links`) one walk over the directories
+//! from the root that checks their blocks and entries and every inode's
+//! link count. With the bitmap and count checks (in `verify::invariants`),
+//! a verify that passes means `e2fsck -fn` finds nothing wrong in those
+//! structures.
 //!
 //! Problems are collected, not returned as the first error, so one run
 //! lists what is damaged; the list is capped so a wrecked filesystem
 //! gives a readable answer. The pass reads each in-use inode once and
 //! each directory block once: linear in the metadata.
 
-use super::{group, Ext4, Location, ReadAt, JOURNAL_MAGIC};
+use super::inode::{FileType, Inode, EXT4_HUGE_FILE_FL, EXT4_INLINE_DATA_FL};
+use super::{group, links, Ext4, Location, ReadAt, JOURNAL_MAGIC};
 use crate::bytes::{array_mut, be32};
 
 /// jbd2 superblock block types and the features that give it a checksum.
@@ -26,7 +30,17 @@ impl<D: ReadAt> Ext4<D> {
     pub fn metadata_problems(&self, limit: usize) -> super::Result<Vec<String>> {
         let mut found = Vec::new();
         self.journal_problems(&mut found);
+        let mut census = links::Census::new(self);
+        if census.is_none() {
+            found.push(format!(
+                "the inode tables ({} inodes of {} bytes) are larger than the filesystem",
+                self.sb.inodes_count(),
+                self.sb.inode_size()
+            ));
+        }
         let sb = &self.sb;
+        // dtime is the orphan list's link while inodes are on it.
+        let orphans = sb.last_orphan() != 0;
         let ipg = sb.inodes_per_group();
         for g in 0..sb.group_count() {
             if self.groups.flags(g) & group::BG_INODE_UNINIT != 0 {
@@ -63,22 +77,26 @@ impl<D: ReadAt> Ext4<D> {
                     Ok(i) => i,
                     Err(e) => {
                         found.push(format!("inode {ino}: {e}"));
+                        if let Some(c) = census.as_mut() {
+                            c.unreadable(ino);
+                        }
                         continue;
                     }
                 };
+                if let Some(c) = census.as_mut() {
+                    c.record(&inode);
+                }
                 // Reserved inodes other than the root and the journal are
                 // unused placeholders; deleted inodes own no blocks.
                 if inode.links_count() == 0 || inode.mode() == 0 {
                     continue;
                 }
-                if inode.is_dir() {
-                    if let Err(e) = self.read_dir(&inode) {
-                        found.push(format!("directory inode {ino}: {e}"));
-                    }
-                } else if !inode.is_fast_symlink() {
-                    if let Err(e) = self.extents(&inode) {
-                        found.push(format!("inode {ino}: {e}"));
-                    }
+                if inode.dtime() != 0 && !orphans {
+                    found.push(format!("inode {ino} is in use but has a deletion time"));
+                }
+                // (Directory blocks are read by the walk over directories.)
+                if let Err(e) = self.owned_blocks_problem(&inode, &mut found) {
+                    found.push(format!("inode {ino}: {e}"));
                 }
                 if inode.file_acl() != 0 {
                     if let Err(e) = self.xattrs(&inode) {
@@ -87,11 +105,68 @@ impl<D: ReadAt> Ext4<D> {
                 }
             }
         }
+        if let Some(c) = census.as_mut() {
+            c.walk(self, &mut found);
+        }
         if let Some(more) = found.len().checked_sub(limit).filter(|&m| m > 0) {
             found.truncate(limit);
             found.push(format!("and {more} more"));
         }
         Ok(found)
+    }
+
+    /// Check `i_blocks` against the blocks the inode owns: its data (holes
+    /// excluded, preallocated extents included), the extent tree or
+    /// indirect blocks, and its extended attribute block. Counted in
+    /// 512-byte units, or in filesystem blocks for a huge_file inode, as
+    /// e2fsck's pass 1 does. The resize inode is skipped: e2fsck checks
+    /// it on its own terms (its blocks are the reserved descriptor blocks).
+    fn owned_blocks_problem(&self, inode: &Inode, found: &mut Vec<String>) -> super::Result<()> {
+        use super::superblock::feature;
+        const RESIZE_INO: u32 = 7;
+        if inode.ino == RESIZE_INO {
+            return Ok(());
+        }
+        // Inline data and fast symlinks keep their bytes in the inode;
+        // devices, fifos and sockets have none.
+        let has_blocks = inode.flags() & EXT4_INLINE_DATA_FL == 0
+            && match inode.file_type() {
+                FileType::Regular | FileType::Directory => true,
+                FileType::Symlink => !inode.is_fast_symlink() || inode.uses_extents(),
+                _ => false,
+            };
+        let mut owned = 0u64;
+        if has_blocks {
+            let (extents, map_blocks) = self.block_map(inode)?;
+            // Both are bounded by the filesystem's block count.
+            owned = extents
+                .iter()
+                .fold(map_blocks, |n, e| n.saturating_add(u64::from(e.len)));
+        }
+        if inode.file_acl() != 0 {
+            owned = owned.saturating_add(1);
+        }
+        let huge_file = self.sb.ro_compat() & feature::RO_COMPAT_HUGE_FILE != 0;
+        // Without huge_file the high 16 bits are not part of the count.
+        let stored = if huge_file {
+            inode.blocks_512()
+        } else {
+            inode.blocks_512() & 0xFFFF_FFFF
+        };
+        let (want, unit) = if huge_file && inode.flags() & EXT4_HUGE_FILE_FL != 0 {
+            (owned, "filesystem blocks")
+        } else {
+            // A block is 1 KiB to 64 KiB: 2 to 128 sectors.
+            let sectors = (self.block_size() / 512) as u64;
+            (owned.saturating_mul(sectors), "512-byte units")
+        };
+        if stored != want {
+            found.push(format!(
+                "inode {}: i_blocks is {stored}, but it owns {want} ({unit})",
+                inode.ino
+            ));
+        }
+        Ok(())
     }
 
     /// The journal superblock as e2fsck checks it: magic, type, block

@@ -25,6 +25,7 @@ pub(crate) mod group;
 pub(crate) mod hash;
 pub(crate) mod htree;
 pub(crate) mod inode;
+mod links;
 pub(crate) mod superblock;
 pub mod write;
 pub(crate) mod xattr;
@@ -252,7 +253,15 @@ impl<D: ReadAt> Ext4<D> {
 
     /// The file's block map as sorted extents (extent tree or classic block map).
     pub fn extents(&self, inode: &Inode) -> Result<Vec<Extent>> {
+        self.block_map(inode).map(|(extents, _)| extents)
+    }
+
+    /// The file's extents and the number of blocks holding the map itself
+    /// (extent tree nodes below the inode, or indirect blocks), which the
+    /// inode owns as much as its data: `i_blocks` counts both.
+    pub(crate) fn block_map(&self, inode: &Inode) -> Result<(Vec<Extent>, u64)> {
         let mut out = Vec::new();
+        let mut map_blocks = 0u64;
         if inode.flags() & inode::EXT4_INLINE_DATA_FL != 0 {
             return Err(Ext4Error::unsupported(
                 format!("inode {} stores its data inline", inode.ino),
@@ -263,9 +272,9 @@ impl<D: ReadAt> Ext4<D> {
             let root = inode.i_block();
             let at = Location::Inode(inode.ino);
             let h = extent::header(root, 4, &at)?;
-            self.walk_extents(inode, root, h, &mut out)?;
+            self.walk_extents(inode, root, h, &mut out, &mut map_blocks)?;
         } else {
-            self.walk_block_map(inode, &mut out)?;
+            self.walk_block_map(inode, &mut out, &mut map_blocks)?;
         }
         out.sort_by_key(|e| e.lblk);
         let blocks = self.sb.blocks_count();
@@ -296,7 +305,7 @@ impl<D: ReadAt> Ext4<D> {
                 ));
             }
         }
-        Ok(out)
+        Ok((out, map_blocks))
     }
 
     fn walk_extents(
@@ -305,6 +314,7 @@ impl<D: ReadAt> Ext4<D> {
         node: &[u8],
         h: extent::Header,
         out: &mut Vec<Extent>,
+        map_blocks: &mut u64,
     ) -> Result<()> {
         if h.depth == 0 {
             out.extend(extent::leaf_entries(node, &h));
@@ -316,6 +326,8 @@ impl<D: ReadAt> Ext4<D> {
                 block: child,
             };
             let blk = self.read_block(child, &cat)?;
+            // One per block read: at most the blocks of the filesystem.
+            *map_blocks = map_blocks.saturating_add(1);
             // 12-byte entries after the 12-byte header.
             let room = blk.len().saturating_sub(12) / 12;
             let ch = extent::header(&blk, room, &cat)?;
@@ -331,13 +343,18 @@ impl<D: ReadAt> Ext4<D> {
             if self.csum() {
                 extent::verify_block(&blk, &ch, self.seed, inode.ino, inode.generation(), &cat)?;
             }
-            self.walk_extents(inode, &blk, ch, out)?;
+            self.walk_extents(inode, &blk, ch, out, map_blocks)?;
         }
         Ok(())
     }
 
     /// Classic ext2/3 block map: 12 direct, then single, double, triple indirect.
-    fn walk_block_map(&self, inode: &Inode, out: &mut Vec<Extent>) -> Result<()> {
+    fn walk_block_map(
+        &self,
+        inode: &Inode,
+        out: &mut Vec<Extent>,
+        map_blocks: &mut u64,
+    ) -> Result<()> {
         let bs = self.block_size() as u64;
         let nblocks = inode.size().div_ceil(bs);
         let per = bs / 4;
@@ -387,6 +404,7 @@ impl<D: ReadAt> Ext4<D> {
                 block: u64::from(ptr),
             };
             let blk = self.read_block(u64::from(ptr), &at)?;
+            *map_blocks = map_blocks.saturating_add(1);
             // Levels below this block's children, and the file blocks each
             // child covers.
             let below = level.saturating_sub(1);
