@@ -178,6 +178,8 @@ impl Census {
                     }
                     self.count(e.ino);
                     if s & UNREADABLE != 0 {
+                        // It may be a directory whose entries go uncounted.
+                        complete = false;
                         continue;
                     }
                     let kind = FileType::from_mode(mode_type(s));
@@ -240,7 +242,20 @@ impl Census {
     fn compare<D: ReadAt>(&self, fs: &Ext4<D>, found: &mut Vec<String>) {
         let sb = &fs.sb;
         let dir_nlink = sb.ro_compat() & feature::RO_COMPAT_DIR_NLINK != 0;
-        let special = [sb.journal_inum(), sb.orphan_file_inum()];
+        // The journal, the orphan file and the quota files are inodes
+        // the superblock names (usually reserved ones, but not always).
+        let quota = |off: usize| {
+            let raw = sb.raw();
+            let word = raw.get(off..).and_then(<[u8]>::first_chunk::<4>);
+            word.map_or(0, |w| u32::from_le_bytes(*w))
+        };
+        let special = [
+            sb.journal_inum(),
+            sb.orphan_file_inum(),
+            quota(0x240),
+            quota(0x244),
+            quota(0x26C),
+        ];
         let first_ino = sb.first_ino();
         let all = (1u32..).zip(self.state.iter().skip(1).zip(self.refs.iter().skip(1)));
         for (ino, (&s, &refs)) in all {
