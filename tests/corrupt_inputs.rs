@@ -493,6 +493,59 @@ fn verify_checks_what_it_claims() {
     }
 }
 
+/// verify checks what e2fsck's passes 1 to 4 check about references (a
+/// reviewer found each of these passing verify while `e2fsck -fn` failed):
+/// a link count no entry count matches, an i_blocks that is not the blocks
+/// the inode owns, and an entry naming a free inode. Each is made with
+/// debugfs on a fresh copy; e2fsck must see it, and verify must fail
+/// naming the inode.
+#[test]
+fn verify_checks_links_block_counts_and_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(BOOKWORM, dir.path());
+    let (off, _) = partition(&img, 2);
+    let o = rpiimg(&["verify", img.to_str().unwrap()]);
+    assert!(o.status.success(), "intact: {}", stdout(&o));
+    assert_eq!(e2fsck_problems(&img, off), Vec::<String>::new());
+    let hostname = number_after(&debugfs(&img, off, "stat /etc/hostname"), "Inode:");
+    let etc = number_after(&debugfs(&img, off, "stat /etc"), "Inode:");
+    // A free inode: the first one after the last in use in group 0.
+    let free = number_after(&debugfs(&img, off, "ffi"), "Free inode found:");
+    let cases = [
+        (
+            "sif /etc/hostname links_count 5\n".to_string(),
+            "ref count is 5, should be 1",
+            format!("inode {hostname} has link count 5, but 1 directory entry names it"),
+        ),
+        (
+            "sif /etc/hostname blocks 999\n".to_string(),
+            "i_blocks is 999, should be 8",
+            format!("inode {hostname}: i_blocks is 999, but it owns 8 (512-byte units)"),
+        ),
+        (
+            format!("ln <{free}> /etc/ghost\n"),
+            "has deleted/unused inode",
+            format!("entry 'ghost' in directory inode {etc} names unused inode {free}"),
+        ),
+    ];
+    for (script, e2fsck_says, needle) in cases {
+        let img = copy_fixture(BOOKWORM, dir.path());
+        debugfs_write(&img, off, &script);
+        let seen = e2fsck_problems(&img, off).join("\n");
+        assert!(seen.contains(e2fsck_says), "{script}: e2fsck says {seen}");
+        let o = rpiimg_within(
+            &["verify", img.to_str().unwrap()],
+            std::time::Duration::from_secs(60),
+        );
+        let out = stdout(&o);
+        assert_eq!(o.status.code(), Some(1), "{script}: {out}{}", stderr(&o));
+        assert!(
+            out.contains("FAIL ext4 root") && out.contains(&needle),
+            "{script}: {out}"
+        );
+    }
+}
+
 /// Runs a debugfs -w script on the root filesystem of `img`.
 fn debugfs_write(img: &Path, off: u64, script: &str) {
     let dir = tempfile::tempdir().unwrap();
