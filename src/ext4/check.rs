@@ -132,7 +132,7 @@ impl<D: ReadAt> Ext4<D> {
         let has_blocks = inode.flags() & EXT4_INLINE_DATA_FL == 0
             && match inode.file_type() {
                 FileType::Regular | FileType::Directory => true,
-                FileType::Symlink => !inode.is_fast_symlink() || inode.uses_extents(),
+                FileType::Symlink => self.symlink_has_blocks(inode),
                 _ => false,
             };
         let mut owned = 0u64;
@@ -167,6 +167,18 @@ impl<D: ReadAt> Ext4<D> {
             ));
         }
         Ok(())
+    }
+
+    /// Whether a symlink's i_block maps blocks, decided as e2fsck decides
+    /// it (`ext2fs_inode_has_valid_blocks2`), so the two count the same
+    /// blocks: without an xattr block, i_blocks tells; with one, a long
+    /// target or a short one leaving i_block's second word zero.
+    fn symlink_has_blocks(&self, inode: &Inode) -> bool {
+        if inode.file_acl() == 0 {
+            return inode.blocks_512() != 0;
+        }
+        let second = inode.i_block().get(4..8).is_some_and(|w| w == [0; 4]);
+        inode.size() >= 60 || (inode.size() > 4 && second)
     }
 
     /// The journal superblock as e2fsck checks it: magic, type, block

@@ -143,20 +143,21 @@ impl Census {
             let (mut dot, mut dotdot) = (false, false);
             let read = fs.for_each_dir_block(&inode, |_, entries| {
                 for e in entries {
-                    let name = e.name_lossy();
-                    let what = format!("entry '{name}' in directory inode {dir}");
+                    // Only a problem needs the words; most entries have none.
+                    let what = || format!("entry '{}' in directory inode {dir}", e.name_lossy());
                     match e.name.as_slice() {
                         b"." => {
                             dot = true;
                             if e.ino != dir {
-                                found.push(format!("{what} names inode {}, not itself", e.ino));
+                                found.push(format!("{} names inode {}, not itself", what(), e.ino));
                             }
                         }
                         b".." => {
                             dotdot = true;
                             if e.ino != parent {
                                 found.push(format!(
-                                    "{what} names inode {}, its parent is {parent}",
+                                    "{} names inode {}, its parent is {parent}",
+                                    what(),
                                     e.ino
                                 ));
                             }
@@ -168,12 +169,12 @@ impl Census {
                     let s = match self.get(e.ino) {
                         Some(s) if e.ino == ROOT_INO || e.ino >= first_ino => s,
                         _ => {
-                            found.push(format!("{what} names inode {}, which no entry may name", e.ino));
+                            found.push(format!("{} names inode {}, which no entry may name", what(), e.ino));
                             continue;
                         }
                     };
                     if s & IN_USE == 0 {
-                        found.push(format!("{what} names unused inode {}", e.ino));
+                        found.push(format!("{} names unused inode {}", what(), e.ino));
                         continue;
                     }
                     self.count(e.ino);
@@ -185,7 +186,8 @@ impl Census {
                     let kind = FileType::from_mode(mode_type(s));
                     if filetype && e.file_type != kind {
                         found.push(format!(
-                            "{what} gives inode {} the file type {}, its mode says {}",
+                            "{} gives inode {} the file type {}, its mode says {}",
+                            what(),
                             e.ino,
                             type_name(e.file_type),
                             type_name(kind)
@@ -198,7 +200,8 @@ impl Census {
                         stack.push((e.ino, dir));
                     } else {
                         found.push(format!(
-                            "{what} is a second link to directory inode {} (a directory cycle or hard link; not followed)",
+                            "{} is a second link to directory inode {} (a directory cycle or hard link; not followed)",
+                            what(),
                             e.ino
                         ));
                     }
