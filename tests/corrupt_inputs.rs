@@ -496,7 +496,8 @@ fn verify_checks_what_it_claims() {
 /// verify checks what e2fsck's passes 1 to 4 check about references (a
 /// reviewer found each of these passing verify while `e2fsck -fn` failed):
 /// a link count no entry count matches, an i_blocks that is not the blocks
-/// the inode owns, and an entry naming a free inode. Each is made with
+/// the inode owns, and an entry naming a free inode; and a directory
+/// cycle, which the walk counting entries must report. Each is made with
 /// debugfs on a fresh copy; e2fsck must see it, and verify must fail
 /// naming the inode.
 #[test]
@@ -526,6 +527,12 @@ fn verify_checks_links_block_counts_and_entries() {
             format!("ln <{free}> /etc/ghost\n"),
             "has deleted/unused inode",
             format!("entry 'ghost' in directory inode {etc} names unused inode {free}"),
+        ),
+        // A hard link to an ancestor: the walk reports it, not follows it.
+        (
+            "link /etc /etc/ssh/loop\n".to_string(),
+            "is a link to directory /etc",
+            format!("is a second link to directory inode {etc} (a directory cycle"),
         ),
     ];
     for (script, e2fsck_says, needle) in cases {
