@@ -190,7 +190,107 @@ impl GroupTable {
     }
 }
 
+/// Whether group `g` carries a superblock backup and a copy of the
+/// descriptor table, as `ext2fs_bg_has_super` decides: group 0 always;
+/// with sparse_super2 only the (at most two) groups the superblock names;
+/// with sparse_super groups 1 and the powers of 3, 5 and 7; otherwise all.
+pub fn has_super(sb: &Superblock, g: u32) -> bool {
+    use super::superblock::feature;
+    if g == 0 {
+        return true;
+    }
+    if sb.feature_compat() & feature::COMPAT_SPARSE_SUPER2 != 0 {
+        return sb.backup_bgs().contains(&g);
+    }
+    if g == 1 || sb.ro_compat() & feature::RO_COMPAT_SPARSE_SUPER == 0 {
+        return true;
+    }
+    for base in [3u32, 5, 7] {
+        let mut n = base;
+        while n < g {
+            match n.checked_mul(base) {
+                Some(m) => n = m,
+                None => break,
+            }
+        }
+        if n == g {
+            return true;
+        }
+    }
+    false
+}
+
+/// Blocks at the start of group `g` taken by its superblock (or backup),
+/// descriptor table and reserved descriptor blocks: 0 in a group without
+/// a backup. (meta_bg, which places descriptors differently, is refused
+/// when the filesystem is opened.) `None` if the sizes overflow.
+pub fn super_and_gdt_blocks(sb: &Superblock, g: u32) -> Option<u64> {
+    if !has_super(sb, g) {
+        return Some(0);
+    }
+    let gdt = u64::from(sb.group_count())
+        .checked_mul(sb.desc_size() as u64)?
+        .div_ceil(sb.block_size() as u64);
+    gdt.checked_add(1)?
+        .checked_add(u64::from(sb.reserved_gdt_blocks()))
+}
+
+/// Blocks in one group's inode table. `None` if the size overflows.
+pub fn itable_blocks(sb: &Superblock) -> Option<u64> {
+    u64::from(sb.inodes_per_group())
+        .checked_mul(u64::from(sb.inode_size()))
+        .map(|b| b.div_ceil(sb.block_size() as u64))
+}
+
+/// The first block of group `g`. `None` if it overflows.
+pub fn first_block(sb: &Superblock, g: u32) -> Option<u64> {
+    u64::from(g)
+        .checked_mul(u64::from(sb.blocks_per_group()))?
+        .checked_add(u64::from(sb.first_data_block()))
+}
+
 #[track_caller]
 fn no_group(g: u32) -> ! {
     panic!("group {g} is past the group descriptor table")
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::{has_super, super_and_gdt_blocks};
+    use crate::ext4::superblock::{feature, Superblock};
+
+    /// A 100-group, 4 KiB-block superblock with the given feature words.
+    fn sb(compat: u32, ro_compat: u32, backups: [u32; 2]) -> Superblock {
+        let mut raw = vec![0u8; 1024];
+        let mut put = |off: usize, v: u32| raw[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        put(0x00, 100 * 8192); // inodes
+        put(0x04, 100 * 32768); // blocks
+        put(0x18, 2); // 4 KiB blocks
+        put(0x20, 32768);
+        put(0x28, 8192);
+        put(0x4C, 1); // dynamic revision
+        put(0x5C, compat);
+        put(0x64, ro_compat);
+        put(0x24C, backups[0]);
+        put(0x250, backups[1]);
+        raw[0x38..0x3A].copy_from_slice(&0xEF53u16.to_le_bytes());
+        raw[0x58..0x5A].copy_from_slice(&256u16.to_le_bytes());
+        raw[0xCE..0xD0].copy_from_slice(&7u16.to_le_bytes()); // reserved GDT
+        Superblock::parse(&raw).unwrap()
+    }
+
+    #[test]
+    fn backup_groups() {
+        let sparse = sb(0, feature::RO_COMPAT_SPARSE_SUPER, [0, 0]);
+        let with: Vec<u32> = (0..100).filter(|&g| has_super(&sparse, g)).collect();
+        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81]);
+        assert!(has_super(&sb(0, 0, [0, 0]), 42));
+        let two = sb(feature::COMPAT_SPARSE_SUPER2, 0, [1, 99]);
+        let with: Vec<u32> = (0..100).filter(|&g| has_super(&two, g)).collect();
+        assert_eq!(with, vec![0, 1, 99]);
+        // Superblock, one block of 100 32-byte descriptors, 7 reserved.
+        assert_eq!(super_and_gdt_blocks(&sparse, 3), Some(9));
+        assert_eq!(super_and_gdt_blocks(&sparse, 4), Some(0));
+    }
 }

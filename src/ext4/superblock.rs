@@ -4,7 +4,7 @@ use std::num::NonZeroU64;
 
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
-use crate::bytes::{array, le16, le32, set_le32};
+use crate::bytes::{array, le16, le32, le64, set_le32};
 
 pub const SUPERBLOCK_OFFSET: u64 = 1024;
 pub const SUPERBLOCK_SIZE: usize = 1024;
@@ -408,6 +408,15 @@ impl Superblock {
     }
     pub fn journal_inum(&self) -> u32 {
         le32(&self.raw[..], 0xE0)
+    }
+    /// `s_backup_bgs`: the (at most two) groups holding superblock
+    /// backups under sparse_super2; 0 means none.
+    pub fn backup_bgs(&self) -> [u32; 2] {
+        [le32(&self.raw[..], 0x24C), le32(&self.raw[..], 0x250)]
+    }
+    /// `s_mmp_block`: the multi-mount protection block (with `mmp`).
+    pub fn mmp_block(&self) -> u64 {
+        le64(&self.raw[..], 0x168)
     }
     pub fn last_orphan(&self) -> u32 {
         le32(&self.raw[..], 0xE8)

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use super::{raw, Writer};
 use crate::ext4::checksum;
 use crate::ext4::error::{Ext4Error, Location, Result};
-use crate::ext4::group::{BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED};
-use crate::ext4::superblock::feature;
+use crate::ext4::group::{self, BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED};
 use crate::image::ReadAt;
 
 /// In-memory bitmaps of the groups touched so far.
@@ -99,27 +98,6 @@ fn groups_from(first: u32, ngroups: u32) -> impl Iterator<Item = u32> {
     (first..ngroups).chain(0..first)
 }
 
-/// Whether group `g` carries a superblock backup (sparse_super: 0, 1 and
-/// powers of 3, 5 and 7).
-fn has_super(g: u32, sparse: bool) -> bool {
-    if !sparse || g <= 1 {
-        return true;
-    }
-    for base in [3u32, 5, 7] {
-        let mut n = base;
-        while n < g {
-            match n.checked_mul(base) {
-                Some(m) => n = m,
-                None => break,
-            }
-        }
-        if n == g {
-            return true;
-        }
-    }
-    false
-}
-
 impl<D: ReadAt> Writer<D> {
     fn bpg(&self) -> u32 {
         self.fs.sb.blocks_per_group()
@@ -128,9 +106,7 @@ impl<D: ReadAt> Writer<D> {
         self.fs.sb.inodes_per_group()
     }
     fn group_first_block(&self, g: u32) -> Result<u64> {
-        u64::from(g)
-            .checked_mul(u64::from(self.bpg()))
-            .and_then(|b| b.checked_add(u64::from(self.fs.sb.first_data_block())))
+        group::first_block(&self.fs.sb, g)
             .ok_or_else(|| raw::overflow("first block of the group", &Location::GroupDesc(g)))
     }
     /// Blocks in group `g` (the last group may be short).
@@ -150,10 +126,7 @@ impl<D: ReadAt> Writer<D> {
         )
     }
     fn itable_blocks(&self) -> Result<u64> {
-        let bs = self.fs.block_size() as u64;
-        u64::from(self.ipg())
-            .checked_mul(u64::from(self.fs.sb.inode_size()))
-            .map(|b| b.div_ceil(bs))
+        group::itable_blocks(&self.fs.sb)
             .ok_or_else(|| raw::overflow("inode table size", &Location::Superblock))
     }
     /// Bits in a one-block bitmap.
@@ -173,19 +146,12 @@ impl<D: ReadAt> Writer<D> {
         let mut map = vec![0u8; bs];
         let first = self.group_first_block(g)?;
         let n = self.blocks_in_group(g)? as usize;
-        let sparse = self.fs.sb.ro_compat() & feature::RO_COMPAT_SPARSE_SUPER != 0;
-        if has_super(g, sparse) {
-            let gdt_blocks = (self.fs.sb.group_count() as usize)
-                .checked_mul(self.fs.sb.desc_size())
-                .map(|b| b.div_ceil(bs))
-                .ok_or_else(|| raw::overflow("descriptor table size", &at))?;
-            let meta = gdt_blocks
-                .checked_add(1)
-                .and_then(|m| m.checked_add(usize::from(self.fs.sb.reserved_gdt_blocks())))
-                .ok_or_else(|| raw::overflow("group metadata size", &at))?;
-            for i in 0..meta.min(n) {
-                set_bit(&mut map, i, &at)?;
-            }
+        // Superblock backup, descriptors and reserved descriptors lead the group.
+        let meta = group::super_and_gdt_blocks(&self.fs.sb, g)
+            .and_then(|m| usize::try_from(m).ok())
+            .ok_or_else(|| raw::overflow("group metadata size", &at))?;
+        for i in 0..meta.min(n) {
+            set_bit(&mut map, i, &at)?;
         }
         // Bit of block `b` when it lies inside this group.
         let inside = |b: u64| {
@@ -682,17 +648,5 @@ impl<D: ReadAt> Writer<D> {
             .dev
             .stage(&raw, crate::ext4::superblock::SUPERBLOCK_OFFSET)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::has_super;
-
-    #[test]
-    fn sparse_super_groups() {
-        let with: Vec<u32> = (0..100).filter(|&g| has_super(g, true)).collect();
-        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81]);
-        assert!(has_super(42, false));
     }
 }
