@@ -553,6 +553,55 @@ fn verify_checks_links_block_counts_and_entries() {
     }
 }
 
+/// e2fsck's pass 5: bitmaps against what is in use. debugfs `freei`,
+/// `freeb` and `setb` adjust the free counts along with the bit, so only
+/// a cross-check of the bitmaps with the inodes' blocks catches them.
+#[test]
+fn verify_checks_bitmaps_against_what_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(BOOKWORM, dir.path());
+    let (off, _) = partition(&img, 2);
+    let o = rpiimg(&["verify", img.to_str().unwrap()]);
+    assert!(o.status.success(), "intact: {}", stdout(&o));
+    assert_eq!(e2fsck_problems(&img, off), Vec::<String>::new());
+    let hostname = number_after(&debugfs(&img, off, "stat /etc/hostname"), "Inode:");
+    let data = number_after(&debugfs(&img, off, "blocks /etc/hostname"), "");
+    let free = number_after(&debugfs(&img, off, "ffb"), "Free blocks found:");
+    let cases = [
+        (
+            "freei /etc/hostname\n".to_string(),
+            "Inode bitmap differences",
+            format!("inode {hostname} is in use but free in the bitmap"),
+        ),
+        (
+            format!("freeb {data}\n"),
+            "Block bitmap differences",
+            format!("block {data} is in use but free in the bitmap"),
+        ),
+        (
+            format!("setb {free}\n"),
+            "Block bitmap differences",
+            format!("block {free} is marked used in the bitmap but owned by nothing"),
+        ),
+    ];
+    for (script, e2fsck_says, needle) in cases {
+        let img = copy_fixture(BOOKWORM, dir.path());
+        debugfs_write(&img, off, &script);
+        let seen = e2fsck_problems(&img, off).join("\n");
+        assert!(seen.contains(e2fsck_says), "{script}: e2fsck says {seen}");
+        let o = rpiimg_within(
+            &["verify", img.to_str().unwrap()],
+            std::time::Duration::from_secs(60),
+        );
+        let out = stdout(&o);
+        assert_eq!(o.status.code(), Some(1), "{script}: {out}{}", stderr(&o));
+        assert!(
+            out.contains("FAIL ext4 root") && out.contains(&needle),
+            "{script}: {out}"
+        );
+    }
+}
+
 /// Runs a debugfs -w script on the root filesystem of `img`.
 fn debugfs_write(img: &Path, off: u64, script: &str) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,10 @@
 //! One sequential pass over the metadata `rpiimg verify` vouches for: every
 //! in-use inode's checksum, its `i_blocks` against the blocks it owns,
 //! every extent-tree and extended attribute block reachable from one, and
-//! the journal superblock; then (in `links`) one walk over the directories
-//! from the root that checks their blocks and entries and every inode's
-//! link count. With the bitmap and count checks (in `verify::invariants`),
+//! the journal superblock; the block and inode bitmaps against what is in
+//! use (blocks in `owned`: e2fsck's pass 5); then (in `links`) one walk
+//! over the directories from the root that checks their blocks and entries
+//! and every inode's link count. With the bitmap and count checks (in `verify::invariants`),
 //! a verify that passes means `e2fsck -fn` finds nothing wrong in those
 //! structures.
 //!
@@ -13,8 +14,9 @@
 //! each directory block once: linear in the metadata.
 
 use super::inode::{FileType, Inode, EXT4_HUGE_FILE_FL, EXT4_INLINE_DATA_FL};
+use super::owned::Owned;
 use super::{group, links, Ext4, Location, ReadAt, JOURNAL_MAGIC};
-use crate::bytes::{array_mut, be32};
+use crate::bytes::{array_mut, be32, le32, try_le16};
 
 /// jbd2 superblock block types and the features that give it a checksum.
 const JBD2_SUPERBLOCK_V1: u32 = 3;
@@ -38,10 +40,13 @@ impl<D: ReadAt> Ext4<D> {
                 self.sb.inode_size()
             ));
         }
+        let mut owned = Owned::new(self, &mut found);
         let sb = &self.sb;
         // dtime is the orphan list's link while inodes are on it.
         let orphans = sb.last_orphan() != 0;
         let ipg = sb.inodes_per_group();
+        // Reserved inodes are in use whatever they hold, as e2fsck has it.
+        let first_ino = sb.first_ino();
         for g in 0..sb.group_count() {
             if self.groups.flags(g) & group::BG_INODE_UNINIT != 0 {
                 continue;
@@ -55,24 +60,44 @@ impl<D: ReadAt> Ext4<D> {
                     continue;
                 }
             };
-            let used = ipg.saturating_sub(self.groups.itable_unused(g));
-            for index in 0..used {
-                let in_use = map
-                    .get((index / 8) as usize)
-                    .is_some_and(|b| b & (1 << (index % 8)) != 0);
-                if !in_use {
-                    continue;
-                }
-                // Below the inode count, which the superblock ties to
-                // groups x inodes per group.
-                let ino = g
-                    .checked_mul(ipg)
+            let marked = |index: u32| {
+                map.get((index / 8) as usize)
+                    .is_some_and(|b| b & (1 << (index % 8)) != 0)
+            };
+            // Below the inode count, which the superblock ties to groups x
+            // inodes per group; so are the inodes past `used` below.
+            let number = |index: u32| {
+                g.checked_mul(ipg)
                     .and_then(|first| first.checked_add(index))
-                    .and_then(|n| n.checked_add(1));
-                let Some(ino) = ino else {
+                    .and_then(|n| n.checked_add(1))
+            };
+            let used = ipg.saturating_sub(self.groups.itable_unused(g));
+            // The inode table block last read for an inode the bitmap calls free.
+            let mut table = None;
+            for index in 0..used {
+                let Some(ino) = number(index) else {
                     found.push(format!("group {g}: inode numbers past 2^32"));
                     break;
                 };
+                let reserved = ino < first_ino;
+                if !marked(index) {
+                    // e2fsck reads every inode below the unused area, and
+                    // one with links is in use whatever the bitmap says.
+                    let links = match self.raw_links(g, index, ino, &mut table) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            found.push(format!("inode {ino}: {e}"));
+                            continue;
+                        }
+                    };
+                    if links == 0 && !reserved {
+                        continue;
+                    }
+                    found.push(format!("inode {ino} is in use but free in the bitmap"));
+                    if links == 0 {
+                        continue;
+                    }
+                }
                 let inode = match self.inode(ino) {
                     Ok(i) => i,
                     Err(e) => {
@@ -86,6 +111,12 @@ impl<D: ReadAt> Ext4<D> {
                 if let Some(c) = census.as_mut() {
                     c.record(&inode);
                 }
+                // Orphans keep their bit until the kernel releases them.
+                if inode.links_count() == 0 && !reserved && !orphans {
+                    found.push(format!(
+                        "inode {ino} is marked used in the bitmap but has no links"
+                    ));
+                }
                 // Reserved inodes other than the root and the journal are
                 // unused placeholders; deleted inodes own no blocks.
                 if inode.links_count() == 0 || inode.mode() == 0 {
@@ -95,7 +126,7 @@ impl<D: ReadAt> Ext4<D> {
                     found.push(format!("inode {ino} is in use but has a deletion time"));
                 }
                 // (Directory blocks are read by the walk over directories.)
-                if let Err(e) = self.owned_blocks_problem(&inode, &mut found) {
+                if let Err(e) = self.owned_blocks_problem(&inode, owned.as_mut(), &mut found) {
                     found.push(format!("inode {ino}: {e}"));
                 }
                 if inode.file_acl() != 0 {
@@ -104,6 +135,19 @@ impl<D: ReadAt> Ext4<D> {
                     }
                 }
             }
+            // e2fsck counts nothing in the unused area as in use.
+            for index in used..ipg {
+                if marked(index) {
+                    if let Some(ino) = number(index) {
+                        found.push(format!(
+                            "inode {ino} is marked used in the bitmap but lies in the group's unused inode area"
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(o) = &owned {
+            o.compare(self, &mut found);
         }
         if let Some(c) = census.as_mut() {
             c.walk(self, &mut found);
@@ -121,10 +165,21 @@ impl<D: ReadAt> Ext4<D> {
     /// 512-byte units, or in filesystem blocks for a huge_file inode, as
     /// e2fsck's pass 1 does. The resize inode is skipped: e2fsck checks
     /// it on its own terms (its blocks are the reserved descriptor blocks).
-    fn owned_blocks_problem(&self, inode: &Inode, found: &mut Vec<String>) -> super::Result<()> {
+    fn owned_blocks_problem(
+        &self,
+        inode: &Inode,
+        mut owned: Option<&mut Owned>,
+        found: &mut Vec<String>,
+    ) -> super::Result<()> {
         use super::superblock::feature;
         const RESIZE_INO: u32 = 7;
         if inode.ino == RESIZE_INO {
+            // Its other blocks are the reserved descriptor blocks, owned
+            // as metadata; e2fsck claims only the double indirect block.
+            let dind = u64::from(le32(inode.i_block(), 52));
+            if let Some(o) = owned.as_mut().filter(|_| dind != 0) {
+                o.claim(self, inode.ino, [dind], found);
+            }
             return Ok(());
         }
         // Inline data and fast symlinks keep their bytes in the inode;
@@ -135,16 +190,27 @@ impl<D: ReadAt> Ext4<D> {
                 FileType::Symlink => self.symlink_has_blocks(inode),
                 _ => false,
             };
+        let mut owned_set = owned;
         let mut owned = 0u64;
         if has_blocks {
             let (extents, map_blocks) = self.block_map(inode)?;
             // Both are bounded by the filesystem's block count.
-            owned = extents
-                .iter()
-                .fold(map_blocks, |n, e| n.saturating_add(u64::from(e.len)));
+            owned = extents.iter().fold(map_blocks.len() as u64, |n, e| {
+                n.saturating_add(u64::from(e.len))
+            });
+            if let Some(o) = owned_set.as_mut() {
+                // block_map checked each extent lies inside the filesystem.
+                let data = extents
+                    .iter()
+                    .flat_map(|e| e.pblk..e.pblk.saturating_add(u64::from(e.len)));
+                o.claim(self, inode.ino, data.chain(map_blocks), found);
+            }
         }
         if inode.file_acl() != 0 {
             owned = owned.saturating_add(1);
+            if let Some(o) = owned_set.as_mut() {
+                o.claim_shared(self, inode.file_acl());
+            }
         }
         let huge_file = self.sb.ro_compat() & feature::RO_COMPAT_HUGE_FILE != 0;
         // Without huge_file the high 16 bits are not part of the count.
@@ -167,6 +233,40 @@ impl<D: ReadAt> Ext4<D> {
             ));
         }
         Ok(())
+    }
+
+    /// The link count of inode `index` of group `g`, read from its inode
+    /// table block without the checksum check (the bitmap calls it free,
+    /// and a free inode's checksum is not kept). `table` caches the block
+    /// last read: free inodes come in runs.
+    fn raw_links(
+        &self,
+        g: u32,
+        index: u32,
+        ino: u32,
+        table: &mut Option<(u64, Vec<u8>)>,
+    ) -> super::Result<u16> {
+        let at = Location::Inode(ino);
+        let bs = self.block_size() as u64;
+        let off = u64::from(index).checked_mul(u64::from(self.sb.inode_size()));
+        let place = off.and_then(|off| {
+            let blk = self
+                .groups
+                .inode_table(g)
+                .checked_add(off.checked_div(bs)?)?;
+            Some((blk, usize::try_from(off.checked_rem(bs)?).ok()?))
+        });
+        let Some((blk, within)) = place else {
+            return Err(super::Ext4Error::corrupt("inode past 2^64 bytes", at));
+        };
+        if table.as_ref().is_none_or(|(b, _)| *b != blk) {
+            *table = Some((blk, self.read_block(blk, &at)?));
+        }
+        // i_links_count is at 0x1A in the record.
+        let links = table
+            .as_ref()
+            .and_then(|(_, data)| within.checked_add(0x1A).and_then(|o| try_le16(data, o)));
+        Ok(links.unwrap_or(0))
     }
 
     /// Whether a symlink's i_block maps blocks, decided as e2fsck decides

@@ -26,6 +26,7 @@ pub(crate) mod hash;
 pub(crate) mod htree;
 pub(crate) mod inode;
 mod links;
+mod owned;
 pub(crate) mod superblock;
 pub mod write;
 pub(crate) mod xattr;
@@ -256,12 +257,13 @@ impl<D: ReadAt> Ext4<D> {
         self.block_map(inode).map(|(extents, _)| extents)
     }
 
-    /// The file's extents and the number of blocks holding the map itself
-    /// (extent tree nodes below the inode, or indirect blocks), which the
-    /// inode owns as much as its data: `i_blocks` counts both.
-    pub(crate) fn block_map(&self, inode: &Inode) -> Result<(Vec<Extent>, u64)> {
+    /// The file's extents and the blocks holding the map itself (extent
+    /// tree nodes below the inode, or indirect blocks), which the inode
+    /// owns as much as its data: `i_blocks` counts both, and the block
+    /// bitmap must mark both. The list is no longer than the blocks read.
+    pub(crate) fn block_map(&self, inode: &Inode) -> Result<(Vec<Extent>, Vec<u64>)> {
         let mut out = Vec::new();
-        let mut map_blocks = 0u64;
+        let mut map_blocks = Vec::new();
         if inode.flags() & inode::EXT4_INLINE_DATA_FL != 0 {
             return Err(Ext4Error::unsupported(
                 format!("inode {} stores its data inline", inode.ino),
@@ -314,7 +316,7 @@ impl<D: ReadAt> Ext4<D> {
         node: &[u8],
         h: extent::Header,
         out: &mut Vec<Extent>,
-        map_blocks: &mut u64,
+        map_blocks: &mut Vec<u64>,
     ) -> Result<()> {
         if h.depth == 0 {
             out.extend(extent::leaf_entries(node, &h));
@@ -326,8 +328,7 @@ impl<D: ReadAt> Ext4<D> {
                 block: child,
             };
             let blk = self.read_block(child, &cat)?;
-            // One per block read: at most the blocks of the filesystem.
-            *map_blocks = map_blocks.saturating_add(1);
+            map_blocks.push(child);
             // 12-byte entries after the 12-byte header.
             let room = blk.len().saturating_sub(12) / 12;
             let ch = extent::header(&blk, room, &cat)?;
@@ -353,7 +354,7 @@ impl<D: ReadAt> Ext4<D> {
         &self,
         inode: &Inode,
         out: &mut Vec<Extent>,
-        map_blocks: &mut u64,
+        map_blocks: &mut Vec<u64>,
     ) -> Result<()> {
         let bs = self.block_size() as u64;
         let nblocks = inode.size().div_ceil(bs);
@@ -404,7 +405,7 @@ impl<D: ReadAt> Ext4<D> {
                 block: u64::from(ptr),
             };
             let blk = self.read_block(u64::from(ptr), &at)?;
-            *map_blocks = map_blocks.saturating_add(1);
+            map_blocks.push(u64::from(ptr));
             // Levels below this block's children, and the file blocks each
             // child covers.
             let below = level.saturating_sub(1);

@@ -92,7 +92,7 @@ pub fn check(view: &SystemView, table: &PartitionTable) -> Result<Vec<Check>> {
     let mut problems = ext4_consistency(view.ext4())?;
     problems.extend(view.ext4().metadata_problems(20)?);
     out.push(Check::new(
-        "ext4 root: checksums and counts consistent (superblock, group descriptors, bitmaps and free counts, every in-use inode, its link count and block count, its extent, directory and xattr blocks, every directory entry, the journal superblock)",
+        "ext4 root: checksums and counts consistent (superblock, group descriptors, bitmaps against the blocks and inodes in use, free counts, every in-use inode, its link count and block count, its extent, directory and xattr blocks, every directory entry, the journal superblock)",
         problems.is_empty(),
         problems.join("; "),
     ));
