@@ -37,7 +37,9 @@ impl Write for Sink {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.0 += b.len() as u64;
         if self.0 > SINK_CAP {
-            return Err(std::io::Error::other("the fuzz target reads at most 64 MiB of a file"));
+            return Err(std::io::Error::other(
+                "the fuzz target reads at most 64 MiB of a file",
+            ));
         }
         Ok(b.len())
     }
