@@ -62,15 +62,28 @@ the same bytes. Times written come from SOURCE_DATE_EPOCH, else from the
 base's root filesystem superblock (never the clock).
   bmaptool copy out/ost04.img /dev/sdX        # then flash";
 
-const CLUSTER_EXAMPLES: &str = "\
-The SSH host keys in known_hosts are the ones the node images carry: both
-come from the cluster's key store (.rpiimg-keys/ beside the profile), so they
-stay right across rebuilds and reflashes. `rpiimg build` writes the same files
-into <out>/mgmt-<cluster>/ (with the minimal inventory groups).
+pub const CLUSTER_EXAMPLES: &str = "\
+The bundle is for one Kolla-Ansible release: [kolla] release in the profile,
+or else the newest release below that accepts the base image's OS (read from
+its /etc/os-release). A release whose prechecks refuse the base's OS is
+refused here, naming the releases that would do:
+
+  2023.1  kolla-ansible 16.7.0  Debian bullseye, bookworm
+  2025.1  kolla-ansible 20.6.0  Debian bookworm
+  2026.1  kolla-ansible 22.2.0  Debian bookworm, trixie
+
+It holds the release's complete inventory (multinode), the globals drop-in
+globals.d/rpiimg.yml, the nova and neutron overrides, deploy.sh (the guide's
+management-host steps) and first-cloud.sh (its first cloud). The SSH host
+keys in known_hosts are the ones the node images carry: both come from the
+cluster's key store (.rpiimg-keys/ beside the profile), so they stay right
+across rebuilds and reflashes. `rpiimg build` writes the same files into
+<out>/mgmt-<cluster>/.
 
 Examples:
   rpiimg cluster --profile cluster-ost --out ~/kolla
-  rpiimg cluster --profile cluster-ost-vlan --kolla-inventory kolla-2025.1/share/kolla-ansible/ansible/inventory/multinode
+  rpiimg cluster --profile cluster-ost --base 2025-10-01-raspios-trixie-arm64-lite.img.xz
+  rpiimg cluster --profile cluster-ost-vlan --kolla-inventory ~/kolla-2026.1/share/kolla-ansible/ansible/inventory/multinode
   ansible-inventory -i ~/kolla/multinode --graph";
 
 /// An image argument with its optional pin.
@@ -116,7 +129,7 @@ pub enum Command {
     )]
     Verify(VerifyArgs),
     /// The management host's files for a cluster: hosts, known_hosts, the
-    /// Kolla-Ansible inventory, globals.yml, nova/neutron overrides, ansible.cfg
+    /// Kolla-Ansible inventory and globals drop-in, overrides, deploy scripts
     #[command(after_help = CLUSTER_EXAMPLES)]
     Cluster(ClusterArgs),
     /// File-level differences between two images (e.g. a node image and its base)
@@ -264,8 +277,11 @@ pub struct ClusterArgs {
     /// Output directory [default: <profile's output.dir>/mgmt-<cluster>]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The stock inventory of your Kolla-Ansible release
-    /// (share/kolla-ansible/ansible/inventory/multinode): its child groups are kept
+    #[command(flatten)]
+    pub base: BaseArg,
+    /// Your own copy of the release's stock inventory
+    /// (share/kolla-ansible/ansible/inventory/multinode): its groups are kept
+    /// as they are (refused when it is another release's)
     #[arg(long, value_name = "FILE")]
     pub kolla_inventory: Option<PathBuf>,
     /// Overwrite existing files

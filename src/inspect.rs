@@ -71,6 +71,8 @@ pub struct SshInfo {
     pub enabled: bool,
     pub bootfs_marker: bool,
     pub password_authentication: Option<String>,
+    /// The private key files sshd loads (HostKey lines, else its defaults).
+    pub host_keys: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -330,34 +332,11 @@ fn units_info(
     Ok(units)
 }
 
-/// Whether sshd runs and lets passwords in, as sshd would read its files.
+/// Whether sshd runs and lets passwords in, and which host keys it
+/// serves, as sshd would read its files.
 fn ssh_info(view: &SystemView, all_units: &BTreeMap<String, units::UnitState>) -> Result<SshInfo> {
-    let sshd = view
-        .read_text_opt("/etc/ssh/sshd_config")?
-        .unwrap_or_default();
-    let mut pw_auth = None;
-    for l in sshd.lines() {
-        let l = l.trim();
-        if let Some(v) = l.strip_prefix("PasswordAuthentication") {
-            pw_auth.get_or_insert(v.trim().to_string());
-        }
-    }
-    if let Some(list) = view.list_opt("/etc/ssh/sshd_config.d")? {
-        // sshd takes the first value it reads; Include comes first in Debian's file.
-        for (name, _) in list.into_iter().filter(|(n, _)| n.ends_with(".conf")) {
-            let t = view
-                .read_text_opt(&format!("/etc/ssh/sshd_config.d/{name}"))?
-                .unwrap_or_default();
-            if let Some(v) = t.lines().find_map(|l| {
-                l.trim()
-                    .strip_prefix("PasswordAuthentication")
-                    .map(|v| v.trim().to_string())
-            }) {
-                pw_auth = Some(v);
-                break;
-            }
-        }
-    }
+    let cfg = crate::os::sshd::SshdConfig::read(view)?;
+    let pw_auth = cfg.first("PasswordAuthentication").map(|s| s.value.clone());
     Ok(SshInfo {
         enabled: all_units
             .get("ssh.service")
@@ -365,6 +344,7 @@ fn ssh_info(view: &SystemView, all_units: &BTreeMap<String, units::UnitState>) -
         bootfs_marker: view.exists("/boot/firmware/ssh")?
             || view.exists("/boot/firmware/ssh.txt")?,
         password_authentication: Some(pw_auth.unwrap_or_else(|| "yes (default)".into())),
+        host_keys: cfg.host_keys(),
     })
 }
 
@@ -481,6 +461,7 @@ impl Report {
             },
             self.ssh.password_authentication.as_deref().unwrap_or("?")
         );
+        let _ = writeln!(s, "SSH keys     {}", self.ssh.host_keys.join(" "));
         let size = self
             .swap
             .size_mib

@@ -438,7 +438,7 @@ fn seed_cluster_builds_and_checks_with_independent_tools() {
             "/etc/hosts",
             "/etc/dphys-swapfile",
             "/etc/rpi/swap.conf.d",
-            "/etc/rpi/swap.conf.d/90-rpiimg.conf",
+            "/etc/rpi/swap.conf.d/zz-rpiimg.conf",
             "/etc/netplan/50-cloud-init.yaml",
             "/etc/shadow",
             "/usr/local/sbin/rpiimg-firstboot",
@@ -447,10 +447,10 @@ fn seed_cluster_builds_and_checks_with_independent_tools() {
             "/etc/motd.d/rpiimg-firstboot",
             "/boot/firmware/network-config",
             // Each node has its own SSH host keys.
-            "/etc/ssh/ssh_host_ed25519_key",
-            "/etc/ssh/ssh_host_ed25519_key.pub",
-            "/etc/ssh/ssh_host_ecdsa_key",
-            "/etc/ssh/ssh_host_ecdsa_key.pub",
+            "/etc/ssh/rpiimg/ssh_host_ed25519_key",
+            "/etc/ssh/rpiimg/ssh_host_ed25519_key.pub",
+            "/etc/ssh/rpiimg/ssh_host_ecdsa_key",
+            "/etc/ssh/rpiimg/ssh_host_ecdsa_key.pub",
             "/etc/systemd/network/10-rpiimg-veth0.netdev",
             "/etc/systemd/network/11-rpiimg-veth1.netdev",
             "/etc/systemd/network/20-rpiimg-brmux.netdev",
@@ -594,11 +594,11 @@ fn tampered_images_fail_verify_precisely() {
             vec![
                 "put".into(),
                 "X".into(),
-                "/etc/sysctl.d/90-rpiimg.conf".into(),
+                "/etc/sysctl.d/zz-rpiimg.conf".into(),
                 "--mode".into(),
                 "644".into(),
             ],
-            "file /etc/sysctl.d/90-rpiimg.conf",
+            "file /etc/sysctl.d/zz-rpiimg.conf",
         ),
         (
             vec![

@@ -13,6 +13,19 @@ fn profile(name: &str) -> String {
     profile_path(name)
 }
 
+/// rpiimg with its own key store directory, whatever its exit status.
+fn try_with_keys(args: &[&str], keys: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rpiimg"))
+        .args(args)
+        .env("RPIIMG_KEYS_DIR", keys)
+        .env(
+            "RPIIMG_CACHE_DIR",
+            std::env::temp_dir().join("rpiimg-bundle-test-cache"),
+        )
+        .output()
+        .unwrap()
+}
+
 /// rpiimg with its own key store directory.
 fn run_with_keys(args: &[&str], keys: &Path) -> std::process::Output {
     let o = Command::new(env!("CARGO_BIN_EXE_rpiimg"))
@@ -66,19 +79,23 @@ fn image_keys(img: &Path, dir: &Path) -> Vec<(PathBuf, String)> {
         let o = tool("debugfs")
             .arg("-R")
             .arg(format!(
-                "dump -p /etc/ssh/ssh_host_{t}_key {}",
+                "dump -p /etc/ssh/rpiimg/ssh_host_{t}_key {}",
                 key.display()
             ))
             .arg(at_offset(img, off))
             .output()
             .unwrap();
         assert!(o.status.success());
-        let stat = debugfs(img, off, &format!("stat /etc/ssh/ssh_host_{t}_key"));
+        let stat = debugfs(img, off, &format!("stat /etc/ssh/rpiimg/ssh_host_{t}_key"));
         assert!(
             stat.contains("Mode:  0600") && stat.contains("User:     0   Group:     0"),
             "{stat}"
         );
-        let public = debugfs(img, off, &format!("cat /etc/ssh/ssh_host_{t}_key.pub"));
+        let public = debugfs(
+            img,
+            off,
+            &format!("cat /etc/ssh/rpiimg/ssh_host_{t}_key.pub"),
+        );
         out.push((key, public.trim().to_string()));
     }
     out
@@ -176,7 +193,7 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
                     img.to_str().unwrap(),
                     "put",
                     fake.to_str().unwrap(),
-                    "/etc/ssh/ssh_host_ed25519_key.pub",
+                    "/etc/ssh/rpiimg/ssh_host_ed25519_key.pub",
                     "--mode",
                     "644",
                 ],
@@ -185,36 +202,74 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
             let o = verify();
             assert_eq!(o.status.code(), Some(1));
             assert!(
-                stdout(&o).contains("FAIL file /etc/ssh/ssh_host_ed25519_key.pub"),
+                stdout(&o).contains("FAIL file /etc/ssh/rpiimg/ssh_host_ed25519_key.pub"),
                 "{}",
                 stdout(&o)
             );
             // Rebuild to restore the image for what follows.
             build(flavour, &out, &keys, &[]);
         }
-        // The image's first-boot key units leave the keys alone.
+        // The first boot's key regeneration, run on the image's own tree:
+        // the image's regenerate_ssh_host_keys script (bookworm's firstboot
+        // calls it as init, before systemd; trixie may run its unit) with
+        // its paths moved under the extracted root, then cloud-init's wider
+        // glob (ssh_host_*key*) and `ssh-keygen -A` as sshd-keygen runs it.
+        // The keys sshd is told to serve must be untouched and be the ones
+        // in known_hosts.
         let root = dir.path().join(format!("{flavour}-root"));
         std::fs::create_dir_all(&root).unwrap();
         let (off, _) = partition(&img, 2);
-        debugfs(&img, off, &format!("rdump /etc {}", root.display()));
-        let sys = root.join("etc/systemd/system");
-        if flavour == "bookworm" {
-            let mask = std::fs::read_link(sys.join("regenerate_ssh_host_keys.service")).unwrap();
-            assert_eq!(
-                mask,
-                Path::new("/dev/null"),
-                "bookworm's regeneration masked"
+        debugfs(&img, off, &format!("rdump /etc /usr {}", root.display()));
+        let script = read(&root.join("usr/lib/raspberrypi-sys-mods/regenerate_ssh_host_keys"));
+        assert!(
+            script.contains("rm -f /etc/ssh/ssh_host_*_key*"),
+            "{script}"
+        );
+        let moved = script
+            .replace("/etc/", "\"$R\"/etc/")
+            .replace("ssh-keygen -A", "ssh-keygen -A -f \"$R\"")
+            .replace("systemctl -q disable regenerate_ssh_host_keys", "");
+        let o = Command::new("sh")
+            .arg("-ec")
+            .arg(format!(
+                "{moved}\nrm -f \"$R\"/etc/ssh/ssh_host_*key*\nssh-keygen -A -f \"$R\"\n"
+            ))
+            .env("R", &root)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            root.join("etc/ssh/ssh_host_rsa_key").exists(),
+            "the glob and -A ran"
+        );
+        let dropin = read(&root.join("etc/ssh/sshd_config.d/00-rpiimg.conf"));
+        let served: Vec<&str> = dropin
+            .lines()
+            .filter_map(|l| l.strip_prefix("HostKey "))
+            .collect();
+        assert_eq!(served.len(), found.len(), "{dropin}");
+        for (key, public) in &found {
+            let name = key.file_name().unwrap().to_str().unwrap();
+            let path = served
+                .iter()
+                .find(|p| p.ends_with(&format!("/{name}")))
+                .unwrap();
+            let after = root.join(path.trim_start_matches('/'));
+            assert_eq!(read(&after), read(key), "{path} survived the first boot");
+            let words: Vec<&str> = public.split_whitespace().take(2).collect();
+            assert!(
+                known.contains(&words.join(" ")),
+                "{flavour}: {public} in {known}"
             );
-            assert!(!sys
-                .join("multi-user.target.wants/regenerate_ssh_host_keys.service")
-                .exists());
-        } else {
-            // sshd-keygen only fills in missing keys: it stays, and cloud-init keeps the keys.
-            assert!(std::fs::symlink_metadata(
-                sys.join("multi-user.target.wants/sshd-keygen.service")
-            )
-            .is_ok());
-            let ci = read(&root.join("etc/cloud/cloud.cfg.d/99-rpiimg.cfg"));
+        }
+        // Debian's sshd_config includes the drop-ins first (so HostKey
+        // applies); the old mask is gone since it is not needed.
+        assert!(read(&root.join("etc/ssh/sshd_config"))
+            .contains("Include /etc/ssh/sshd_config.d/*.conf"));
+        let sys = root.join("etc/systemd/system");
+        assert!(std::fs::read_link(sys.join("regenerate_ssh_host_keys.service")).is_err());
+        if flavour == "trixie" {
+            let ci = read(&root.join("etc/cloud/cloud.cfg.d/zz-rpiimg.cfg"));
             assert!(ci.contains("ssh_deletekeys: false"), "{ci}");
         }
         // No private key in the manifest or the plan.
@@ -279,6 +334,8 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
 fn management_bundle_parses_and_matches_golden_files() {
     need("ansible-inventory", "ansible-core");
     let update = std::env::var("UPDATE_GOLDEN").is_ok();
+    // A trixie base: the bundle is Kolla-Ansible 2026.1's.
+    let base = fixture(&["--flavour", "trixie"]);
     for cluster in ["cluster-ost", "cluster-ost-vlan"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("mgmt");
@@ -286,6 +343,8 @@ fn management_bundle_parses_and_matches_golden_files() {
             "cluster",
             "--profile",
             &profile(cluster),
+            "--base",
+            base.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
         ]);
@@ -349,11 +408,13 @@ fn management_bundle_parses_and_matches_golden_files() {
             assert_eq!(mode & 0o777, 0o600, "the inventory holds the password");
         }
 
-        // globals.yml and the .ini files parse; the VLAN variant declares its range.
+        // The globals drop-in and the .ini files parse; both variants declare
+        // physnet1's VLAN range (the guide's ml2_conf.ini); the scripts pass
+        // bash -n and shellcheck.
         let py = tool("python3")
             .arg("-c")
-            .arg("import sys, yaml, configparser\ng = yaml.safe_load(open(sys.argv[1]))\nassert g['network_interface'] == 'veth0' and g['neutron_external_interface'] == 'veth1', g\nassert g['kolla_internal_vip_address'] == '192.168.10.20'\nassert g['enable_proxysql'] == 'no' and g['openstack_release'] == '2025.1'\nfor f in sys.argv[2:]:\n    c = configparser.ConfigParser(); c.read_string(open(f).read())\nc = configparser.ConfigParser(); c.read(sys.argv[3])\nprint(c.get('ml2_type_vlan', 'network_vlan_ranges', fallback='none'))\n")
-            .arg(out.join("globals.yml"))
+            .arg("import sys, yaml, configparser\ng = yaml.safe_load(open(sys.argv[1]))\nassert g['network_interface'] == 'veth0' and g['neutron_external_interface'] == 'veth1', g\nassert g['kolla_internal_vip_address'] == '192.168.10.20'\nassert g['enable_proxysql'] == 'no' and 'openstack_release' not in g, g\nfor f in sys.argv[2:]:\n    c = configparser.ConfigParser(); c.read_string(open(f).read())\nc = configparser.ConfigParser(); c.read(sys.argv[3])\nprint(c.get('ml2_type_vlan', 'network_vlan_ranges', fallback='none'))\n")
+            .arg(out.join("globals.d/rpiimg.yml"))
             .arg(out.join("config/nova/nova-compute.conf"))
             .arg(out.join("config/neutron/ml2_conf.ini"))
             .arg(out.join("ansible.cfg"))
@@ -365,26 +426,52 @@ fn management_bundle_parses_and_matches_golden_files() {
             String::from_utf8_lossy(&py.stderr)
         );
         let range = String::from_utf8_lossy(&py.stdout).trim().to_string();
-        if cluster == "cluster-ost-vlan" {
-            assert_eq!(range, "physnet1:101:200");
-        } else {
-            assert_eq!(range, "none");
+        assert_eq!(range, "physnet1:101:200");
+        for sh in ["deploy.sh", "first-cloud.sh"] {
+            let n = tool("bash").arg("-n").arg(out.join(sh)).output().unwrap();
+            assert!(
+                n.status.success(),
+                "{sh}: {}",
+                String::from_utf8_lossy(&n.stderr)
+            );
+            let c = tool("shellcheck").arg(out.join(sh)).output().unwrap();
+            assert!(
+                c.status.success(),
+                "{sh}: {}",
+                String::from_utf8_lossy(&c.stdout)
+            );
         }
     }
 
-    // With the stock inventory of a release: its child groups are kept.
+    // With the stock inventory of the release (here made from its facts,
+    // as kolla-ansible 22.2.0 ships it, with a comment after a header as
+    // Ansible allows): its groups are kept, the placeholder hosts dropped.
+    let facts: serde_json::Value =
+        serde_json::from_str(&read(&repo().join("src/bundle/releases/2026.1.json"))).unwrap();
+    let mut stock_text =
+        String::from("# These initial groups are the only groups required to be modified.\n");
+    for sec in facts["inventory"].as_array().unwrap() {
+        let (name, kind) = (sec["name"].as_str().unwrap(), sec["kind"].as_str().unwrap());
+        if kind == "hosts" {
+            stock_text.push_str(&format!("[{name}] # hosts\n"));
+        } else {
+            stock_text.push_str(&format!("[{name}:{kind}]\n"));
+        }
+        for l in sec["lines"].as_array().unwrap() {
+            stock_text.push_str(&format!("{}\n", l.as_str().unwrap()));
+        }
+        stock_text.push('\n');
+    }
     let dir = tempfile::tempdir().unwrap();
     let stock = dir.path().join("multinode.stock");
-    std::fs::write(
-        &stock,
-        "# These initial groups are the only groups required to be modified.\n[control]\ncontrol01\n\n[network]\nnetwork01\n\n[compute]\ncompute01\n\n[monitoring]\nmonitoring01\n\n[storage]\nstorage01\n\n[deployment]\nlocalhost ansible_connection=local\n\n[baremetal:children]\ncontrol\nnetwork\ncompute\nstorage\nmonitoring\n\n[nova:children]\ncontrol\n\n[nova-api:children]\nnova\n",
-    )
-    .unwrap();
+    std::fs::write(&stock, &stock_text).unwrap();
     let out = dir.path().join("m");
     rpiimg_ok(&[
         "cluster",
         "--profile",
         &profile("cluster-ost"),
+        "--base",
+        base.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
         "--kolla-inventory",
@@ -392,7 +479,9 @@ fn management_bundle_parses_and_matches_golden_files() {
     ]);
     let text = read(&out.join("multinode"));
     assert!(
-        text.contains("[nova-api:children]\nnova\n") && !text.contains("control01"),
+        text.contains("[nova-api:children]\nnova\n")
+            && !text.contains("control01")
+            && !text.contains("compute01"),
         "{text}"
     );
     let g = tool("ansible-inventory")
@@ -412,6 +501,8 @@ fn management_bundle_parses_and_matches_golden_files() {
         "cluster",
         "--profile",
         &profile("cluster-ost"),
+        "--base",
+        base.to_str().unwrap(),
         "--out",
         dir.path().join("x").to_str().unwrap(),
         "--kolla-inventory",
@@ -456,10 +547,13 @@ fn mgmt_overrides_replace_builtin_templates_and_stay_inside_the_overlay() {
     )
     .unwrap();
     let out = d.path().join("mgmt");
+    let base = fixture(&["--flavour", "trixie"]);
     let args = [
         "cluster",
         "--profile",
         prof.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ];
@@ -482,4 +576,152 @@ fn mgmt_overrides_replace_builtin_templates_and_stay_inside_the_overlay() {
         "{err}"
     );
     assert!(!err.contains("hostsecret") && !out.exists(), "{err}");
+}
+
+/// A file that sorts after rpiimg's sysctl drop-in and sets one of its
+/// keys takes the profile's value away on the node: `verify --manifest`
+/// names it (and the stock 98-rpi.conf, which sorts before, does not).
+#[test]
+fn verify_names_a_file_that_overrides_a_profile_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    copy_test_keys(&keys);
+    let out = dir.path().join("out");
+    let img = build("trixie", &out, &keys, &[]);
+    let i = img.to_str().unwrap();
+    let manifest = out.join("ost04.manifest.json");
+    let m = manifest.to_str().unwrap();
+    let o = rpiimg(&["verify", i, "--manifest", m, "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("ok   /etc/sysctl.d/zz-rpiimg.conf decides its settings"));
+    let local = dir.path().join("local.conf");
+    std::fs::write(&local, "net.ipv4.ip_forward = 0\n").unwrap();
+    rpiimg_ok(&[
+        "fs",
+        i,
+        "put",
+        local.to_str().unwrap(),
+        "/etc/sysctl.d/zzz-local.conf",
+        "-q",
+    ]);
+    let o = rpiimg(&["verify", i, "--manifest", m, "-q"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("FAIL /etc/sysctl.d/zz-rpiimg.conf decides its settings")
+            && text.contains("/etc/sysctl.d/zzz-local.conf sets net.ipv4.ip_forward = 0"),
+        "{text}"
+    );
+}
+
+/// The Kolla-Ansible release follows the base's OS: without `[kolla]
+/// release` a trixie base gets 2026.1 and the plan says so; 2025.1 on
+/// trixie is refused by `plan` and `cluster` (exit 2, naming both and the
+/// release that would do), and nothing is written.
+#[test]
+fn the_kolla_release_follows_the_base_os() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    copy_test_keys(&keys);
+    let trixie = fixture(&["--flavour", "trixie"]);
+    let bookworm = fixture(&["--flavour", "bookworm"]);
+    let plan = |prof: &str, base: &Path| {
+        try_with_keys(
+            &["plan", "--profile", prof, "--base", base.to_str().unwrap()],
+            &keys,
+        )
+    };
+    let o = plan(&profile("ost04-control"), &trixie);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("kolla: Kolla-Ansible 2026.1 (kolla-ansible 22.2.0), the newest release rpiimg knows that accepts the base's Debian trixie"),
+        "{}",
+        stdout(&o)
+    );
+    let pinned = dir.path().join("pinned.toml");
+    std::fs::write(
+        &pinned,
+        format!(
+            "extends = {:?}\n\n[kolla]\nrelease = \"2025.1\"\n",
+            profile("ost04-control")
+        ),
+    )
+    .unwrap();
+    let p = pinned.to_str().unwrap();
+    let o = plan(p, &trixie);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("kolla.release = \"2025.1\" does not accept the base image's OS, debian trixie")
+            && e.contains("releases that accept it: 2026.1"),
+        "{e}"
+    );
+    // On bookworm 2025.1 is fine, and the plan says it is the profile's.
+    let o = plan(p, &bookworm);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o)
+        .contains("kolla: Kolla-Ansible 2025.1 (kolla-ansible 20.6.0), as the profile says"));
+    // cluster refuses it too, and writes nothing.
+    let out = dir.path().join("mgmt");
+    let o = try_with_keys(
+        &[
+            "cluster",
+            "--profile",
+            p,
+            "--base",
+            trixie.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &keys,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("releases that accept it: 2026.1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    // A stock inventory of another release is refused, naming it.
+    let o = try_with_keys(
+        &[
+            "cluster",
+            "--profile",
+            p,
+            "--base",
+            bookworm.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &keys,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let ours = read(&out.join("multinode"));
+    let other = dir.path().join("other-multinode");
+    std::fs::write(
+        &other,
+        ours.replace("[kolla-logs:children]", "[kolla_logs:children]")
+            .replace("[kolla-toolbox:children]", "[kolla_toolbox:children]"),
+    )
+    .unwrap();
+    let o = try_with_keys(
+        &[
+            "cluster",
+            "--profile",
+            p,
+            "--base",
+            bookworm.to_str().unwrap(),
+            "--out",
+            dir.path().join("mgmt2").to_str().unwrap(),
+            "--kolla-inventory",
+            other.to_str().unwrap(),
+        ],
+        &keys,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("is not the stock inventory of Kolla-Ansible 2025.1"),
+        "{}",
+        stderr(&o)
+    );
 }

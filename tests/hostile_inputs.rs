@@ -559,3 +559,49 @@ fn image_names_are_escaped_for_terminals() {
         .unwrap()
         .contains("\\u001b]0;pwned\\u0007\\nok   fake"));
 }
+
+/// A cluster name is one component of host paths (the key store's folder,
+/// out/mgmt-<name>/): a name that is a path is refused by `plan` and
+/// `cluster` with exit 2, before anything is written anywhere (issue 26,
+/// class 2).
+#[test]
+fn cluster_names_that_are_paths_are_refused_before_any_write() {
+    let d = tempfile::tempdir().unwrap();
+    let victim = d.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    for name in ["x/../../victim", "..", ".hidden", "a b", "ost\nx", ""] {
+        let dir = tempfile::tempdir_in(d.path()).unwrap();
+        let p = dir.path().join("node.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "extends = {:?}\nhostname = \"ost04\"\n[cluster]\nname = {:?}\n",
+                profile_path("cluster-ost"),
+                name
+            ),
+        )
+        .unwrap();
+        let prof = p.display().to_string();
+        let (code, err, _) = plan(&prof);
+        assert_eq!(code, Some(2), "{name:?}: {err}");
+        assert!(
+            err.contains("cluster.name") && err.contains("is not a cluster name"),
+            "{name:?}: {err}"
+        );
+        let o = rpiimg(&[
+            "cluster",
+            "--profile",
+            &prof,
+            "--out",
+            dir.path().join("m").to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{name:?}");
+        // Nothing but the profile in its folder, nothing in the victim.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["node.toml"], "{name:?}");
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "{name:?}");
+    }
+}

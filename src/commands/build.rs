@@ -253,7 +253,7 @@ fn build_all(
     let nodes = load_nodes(req, progress)?;
     let bases = BaseSet::open(&nodes, req.base, cache, progress)?;
     let outputs = build_nodes(&nodes, &bases, req, progress)?;
-    let clusters = write_bundles(&nodes, req)?;
+    let clusters = write_bundles(&nodes, &outputs, req)?;
     for o in &outputs {
         write!(out, "{o}").map_err(Error::Output)?;
     }
@@ -412,14 +412,19 @@ fn build_node(
         host: p.hostname.clone(),
         written,
         manifest: mpath,
+        kolla: plan.kolla_release.clone(),
     })
 }
 
 /// The management host's files, once per cluster and output directory of
 /// this run; the (cluster, directory) pairs written.
-fn write_bundles(nodes: &[Profile], req: &BuildRequest) -> Result<Vec<(String, PathBuf)>> {
+fn write_bundles(
+    nodes: &[Profile],
+    outputs: &[NodeOutput],
+    req: &BuildRequest,
+) -> Result<Vec<(String, PathBuf)>> {
     let mut clusters: Vec<(String, PathBuf)> = Vec::new();
-    for p in nodes {
+    for (p, o) in nodes.iter().zip(outputs) {
         let dir = req
             .out_dir
             .map_or_else(|| p.resolve(&p.output.dir), Path::to_path_buf)
@@ -430,7 +435,9 @@ fn write_bundles(nodes: &[Profile], req: &BuildRequest) -> Result<Vec<(String, P
         {
             continue;
         }
-        super::cluster::write_bundle(p, &dir, None, req.force)?;
+        let rel = crate::bundle::release::by_series(&o.kolla)
+            .ok_or_else(|| Error::Layout(format!("unknown Kolla-Ansible release {}", o.kolla)))?;
+        super::cluster::write_bundle(p, rel, &dir, None, req.force)?;
         clusters.push((p.cluster.name.clone(), dir));
     }
     Ok(clusters)
@@ -441,6 +448,8 @@ struct NodeOutput {
     host: String,
     written: Written,
     manifest: PathBuf,
+    /// The Kolla-Ansible release its plan chose.
+    kolla: String,
 }
 
 impl fmt::Display for NodeOutput {

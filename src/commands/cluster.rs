@@ -11,13 +11,14 @@ use crate::profile::{self, Profile};
 /// Write the management-host bundle of `p`'s cluster into `dir`.
 pub(super) fn write_bundle(
     p: &Profile,
+    rel: &crate::bundle::release::Release,
     dir: &Path,
     stock: Option<&str>,
     force: bool,
 ) -> Result<Vec<PathBuf>> {
     let store = crate::keystore::store_dir(p.dir(), &p.cluster.name);
     let gens = crate::keystore::host_key_generations(&store)?;
-    let files = crate::bundle::render(p, &|h| gens.get(h).copied().unwrap_or(0), stock)
+    let files = crate::bundle::render(p, rel, &|h| gens.get(h).copied().unwrap_or(0), stock)
         .map_err(Error::Usage)?;
     let mut written = Vec::new();
     for f in &files {
@@ -40,6 +41,7 @@ pub(super) fn run(ctx: &Ctx, args: &ClusterArgs, out: &mut dyn Write) -> Result<
     let ClusterArgs {
         profile: name,
         out: out_dir,
+        base,
         kolla_inventory: stock,
         force,
     } = args;
@@ -61,13 +63,20 @@ pub(super) fn run(ctx: &Ctx, args: &ClusterArgs, out: &mut dyn Write) -> Result<
         },
         Path::to_path_buf,
     );
-    let written = write_bundle(&p, &dir, stock_text.as_deref(), *force)?;
+    // The release follows the base's OS: read its os-release.
+    let img = load::open_base(&p, base, &ctx.cache, progress)?;
+    let (id, codename) = load::os_release(&img)?;
+    let rel = crate::bundle::release::choose(p.kolla.release.as_deref(), &id, &codename)
+        .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let written = write_bundle(&p, rel, &dir, stock_text.as_deref(), *force)?;
     writeln!(
         out,
-        "cluster {}: {} files for the management host in {} (see its README)",
+        "cluster {}: {} files for the management host in {} (Kolla-Ansible {}, kolla-ansible {}; see its README)",
         p.cluster.name,
         written.len(),
-        crate::output::display_path(&dir)
+        crate::output::display_path(&dir),
+        rel.series,
+        rel.version
     )
     .map_err(Error::Output)?;
     Ok(0)

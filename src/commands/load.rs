@@ -55,6 +55,9 @@ pub(super) fn attach_store(p: &mut Profile, progress: Progress) -> Result<()> {
 pub(super) fn load_profile_with(name: &str, progress: Progress, create: bool) -> Result<Profile> {
     let path = profile::find(name).map_err(|e| Error::Usage(e.to_string()))?;
     let mut p = profile::load(&path).map_err(|e| Error::Usage(e.to_string()))?;
+    // Validate before the key store is touched: the cluster name becomes
+    // part of its path, and an invalid profile must leave nothing behind.
+    let findings = check_valid(&p, &path)?;
     let dir = crate::keystore::store_dir(p.dir(), &p.cluster.name);
     if create {
         attach_store(&mut p, progress)?;
@@ -68,7 +71,6 @@ pub(super) fn load_profile_with(name: &str, progress: Progress, create: bool) ->
         })?);
     }
     p.host_key_generation = crate::keystore::host_key_generation(&dir, &p.hostname)?;
-    let findings = check_valid(&p, &path)?;
     if !progress.is_quiet() {
         for w in findings.iter().filter(|f| !f.error) {
             eprintln!("rpiimg: warning: {}: {w}", path.display());
@@ -128,6 +130,15 @@ pub(super) fn build_time(base: &OpenedImage) -> Result<i64> {
     let table = partition::read(&base.file, base.size)?;
     let (view, _) = SystemView::open(base, &table)?;
     crate::clock::build_time(view.ext4().superblock().newest_time())
+}
+
+/// The base's OS as /etc/os-release says: (`ID`, `VERSION_CODENAME`).
+pub(super) fn os_release(base: &OpenedImage) -> Result<(String, String)> {
+    let table = partition::read(&base.file, base.size)?;
+    let (view, _) = SystemView::open(base, &table)?;
+    let text = view.read_text_opt("/etc/os-release")?.unwrap_or_default();
+    let rel = crate::os::release::parse(&text);
+    Ok((rel.id, rel.version_codename))
 }
 
 pub(super) fn plan_for(p: &Profile, base: &OpenedImage) -> Result<Plan> {

@@ -65,6 +65,9 @@ pub struct ImageFacts {
     pub exists: Probed,
     /// systemd preset files: (directory, file name) -> text.
     pub presets: BTreeMap<(String, String), String>,
+    /// The files of the drop-in directories rpiimg writes into
+    /// ([`crate::os::dropins::DIRS`]): path -> text.
+    pub dropins: BTreeMap<String, String>,
 }
 
 /// Files whose text the plan reads.
@@ -82,6 +85,9 @@ pub const FILES: &[&str] = &[
     "/etc/skel/.bashrc",
     "/etc/skel/.profile",
     "/etc/skel/.bash_logout",
+    "/boot/firmware/config.txt",
+    "/boot/firmware/cmdline.txt",
+    "/var/lib/NetworkManager/NetworkManager.state",
 ];
 
 /// A path whose existence the plan depends on. Only the constants below
@@ -101,13 +107,17 @@ impl Probe {
     pub const SSHD_RENAME_USER: Probe = Probe("/etc/ssh/sshd_config.d/rename_user.conf");
     pub const SUDOERS_PI: Probe = Probe("/etc/sudoers.d/010_pi-nopasswd");
     pub const FIRMWARE_NETWORK_CONFIG: Probe = Probe("/boot/firmware/network-config");
-    /// Host keys of types the node does not get (the same on every node
-    /// made from one base).
-    pub const OTHER_HOST_KEYS: [Probe; 4] = [
+    /// Host keys at the standard names (the same on every node made from
+    /// one base; pi-gen deletes them, a customised base may not).
+    pub const STANDARD_HOST_KEYS: [Probe; 8] = [
         Probe("/etc/ssh/ssh_host_rsa_key"),
         Probe("/etc/ssh/ssh_host_rsa_key.pub"),
         Probe("/etc/ssh/ssh_host_dsa_key"),
         Probe("/etc/ssh/ssh_host_dsa_key.pub"),
+        Probe("/etc/ssh/ssh_host_ecdsa_key"),
+        Probe("/etc/ssh/ssh_host_ecdsa_key.pub"),
+        Probe("/etc/ssh/ssh_host_ed25519_key"),
+        Probe("/etc/ssh/ssh_host_ed25519_key.pub"),
     ];
 
     /// Every probe, as reading the facts checks them.
@@ -125,7 +135,7 @@ impl Probe {
             Probe::FIRMWARE_NETWORK_CONFIG,
         ]
         .into_iter()
-        .chain(Probe::OTHER_HOST_KEYS)
+        .chain(Probe::STANDARD_HOST_KEYS)
     }
 
     pub fn path(self) -> &'static str {
@@ -173,6 +183,7 @@ impl ImageFacts {
             links: BTreeMap::new(),
             exists,
             presets: BTreeMap::new(),
+            dropins: BTreeMap::new(),
         }
     }
 
@@ -234,6 +245,18 @@ impl ImageFacts {
                         .read_text_opt(&format!("{d}/{name}"))?
                         .unwrap_or_default();
                     f.presets.insert(((*d).to_string(), name), text);
+                }
+            }
+        }
+        for d in crate::os::dropins::all_dirs() {
+            let Some(list) = view.list_opt(d)? else {
+                continue;
+            };
+            for (name, st) in list {
+                if st.kind == FileType::Regular {
+                    let p = format!("{d}/{name}");
+                    let text = view.read_text_opt(&p)?.unwrap_or_default();
+                    f.dropins.insert(p, text);
                 }
             }
         }

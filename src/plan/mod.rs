@@ -3,6 +3,7 @@
 //! from the base image, so it is testable without an image; `build`
 //! applies it, `verify` checks an image against it, `plan` prints it.
 
+mod boot;
 pub mod facts;
 mod firstboot;
 mod identity;
@@ -281,7 +282,9 @@ fn has_crypt_hash(line: &str) -> bool {
 
 /// SSH host private keys: their text is never shown (plans, goldens, logs).
 pub fn is_private_key(path: &str) -> bool {
-    path.strip_prefix("/etc/ssh/ssh_host_")
+    path.strip_prefix("/etc/ssh/")
+        .map(|rest| rest.strip_prefix("rpiimg/").unwrap_or(rest))
+        .and_then(|name| name.strip_prefix("ssh_host_"))
         .is_some_and(|rest| rest.ends_with("_key"))
 }
 
@@ -306,6 +309,11 @@ impl std::fmt::Display for OsFlavour {
 pub struct Plan {
     pub node: String,
     pub os: OsFlavour,
+    /// The Kolla-Ansible release of the cluster's management bundle: the
+    /// profile's, or the newest that accepts the base's OS.
+    pub kolla_release: String,
+    /// How the release was chosen, for people.
+    pub kolla_reason: String,
     pub warnings: Vec<String>,
     pub steps: Vec<Step>,
 }
@@ -317,6 +325,7 @@ impl Plan {
 
     pub fn render(&self) -> String {
         let mut s = format!("plan for {} ({})\n", self.node, self.os);
+        s.push_str(&format!("kolla: {}\n", self.kolla_reason));
         for w in &self.warnings {
             s.push_str(&format!("warning: {w}\n"));
         }
@@ -351,6 +360,7 @@ struct Builder<'a> {
     f: &'a ImageFacts,
     os: OsFlavour,
     node: crate::profile::Node,
+    kolla: &'static crate::bundle::release::Release,
     warnings: Vec<String>,
     steps: Vec<Step>,
 }
@@ -377,6 +387,9 @@ impl<'a> Builder<'a> {
             .node()
             .ok_or_else(|| err(format!("{} is not in the cluster's node list", p.hostname)))?
             .clone();
+        let kolla =
+            crate::bundle::release::choose(p.kolla.release.as_deref(), &f.os_id, &f.codename)
+                .map_err(err)?;
         let warnings = crate::profile::validate(p)
             .into_iter()
             .filter(|x| !x.error)
@@ -387,6 +400,7 @@ impl<'a> Builder<'a> {
             f,
             os,
             node,
+            kolla,
             warnings,
             steps: Vec::new(),
         })
@@ -417,17 +431,65 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
     ssh::steps(&mut b)?;
     network::steps(&mut b)?;
     system::steps(&mut b)?;
+    boot::steps(&mut b)?;
     let ctx = overlays::context(p, f, &b.node);
     firstboot::service(&mut b, &ctx)?;
     let extra = overlays::extra(p, &ctx, &db).map_err(|e| b.err(e))?;
     b.step("extra files and overlays from the profile", extra);
     firstboot::presets(&mut b);
+    for o in dropin_overrides(b.steps.iter().flat_map(|s| s.changes.iter()), &f.dropins) {
+        b.warnings.push(format!(
+            "a file of the base image overrides the profile: {o}"
+        ));
+    }
+    let kolla_reason = match &p.kolla.release {
+        Some(_) => format!(
+            "Kolla-Ansible {} (kolla-ansible {}), as the profile says; it accepts Debian {}",
+            b.kolla.series,
+            b.kolla.version,
+            b.kolla.debian()
+        ),
+        None => format!(
+            "Kolla-Ansible {} (kolla-ansible {}), the newest release rpiimg knows that accepts the base's Debian {}",
+            b.kolla.series, b.kolla.version, f.codename
+        ),
+    };
     Ok(Plan {
         node: p.hostname.clone(),
         os: b.os,
+        kolla_release: b.kolla.series.clone(),
+        kolla_reason,
         warnings: b.warnings,
         steps: b.steps,
     })
+}
+
+/// The settings of the plan's drop-ins (files written into one of
+/// [`crate::os::dropins::DIRS`]) that another file takes away, with the
+/// directories as the node will have them: `base` (path -> text) with the
+/// plan's writes and removals applied.
+pub fn dropin_overrides<'a>(
+    changes: impl Iterator<Item = &'a Change>,
+    base: &std::collections::BTreeMap<String, String>,
+) -> Vec<crate::os::dropins::Override> {
+    use crate::os::dropins;
+    let mut files = base.clone();
+    let mut ours = Vec::new();
+    for c in changes {
+        match c {
+            Change::WriteFile { path, content, .. } if dropins::dir_of(path).is_some() => {
+                files.insert(path.clone(), String::from_utf8_lossy(content).into_owned());
+                ours.push(path.clone());
+            }
+            Change::Remove { path } => {
+                files.remove(path);
+            }
+            _ => {}
+        }
+    }
+    ours.iter()
+        .flat_map(|p| dropins::overrides(p, &files))
+        .collect()
 }
 
 fn write(path: &str, content: impl Into<Vec<u8>>, mode: u16) -> Change {
@@ -524,7 +586,7 @@ mod tests {
         let Change::WriteFile { path, content, .. } = path_of("trixie") else {
             panic!("no swap write")
         };
-        assert_eq!(path, "/etc/rpi/swap.conf.d/90-rpiimg.conf");
+        assert_eq!(path, "/etc/rpi/swap.conf.d/zz-rpiimg.conf");
         assert!(String::from_utf8(content)
             .unwrap()
             .contains("FixedSizeMiB=4096"));
@@ -610,7 +672,10 @@ mod tests {
         for path in ["/etc/pin", "/etc/port", "/etc/shadow"] {
             assert_eq!(why(path), Some(HOLDS_SECRET), "{path}");
         }
-        assert_eq!(why("/etc/ssh/ssh_host_ed25519_key"), Some(PRIVATE_KEY));
+        assert_eq!(
+            why("/etc/ssh/rpiimg/ssh_host_ed25519_key"),
+            Some(PRIVATE_KEY)
+        );
         assert_eq!(why("/etc/plain"), None);
         assert_eq!(why("/etc/hostname"), None);
         assert!(plan
@@ -644,8 +709,8 @@ mod tests {
             paths,
             [
                 "/etc/shadow",
-                "/etc/ssh/ssh_host_ed25519_key",
-                "/etc/ssh/ssh_host_ecdsa_key",
+                "/etc/ssh/rpiimg/ssh_host_ed25519_key",
+                "/etc/ssh/rpiimg/ssh_host_ecdsa_key",
                 "/opt/stack/local.conf"
             ]
         );
@@ -845,9 +910,9 @@ mod tests {
             assert_eq!(get("getty@tty1.service"), Some(Enabled));
             assert_eq!(get("rpiimg-firstboot.service"), Some(Enabled));
             assert_eq!(get("cron.service"), None, "untouched units stay out");
-            // bookworm's key regeneration would replace the derived host keys.
-            let regen = get("regenerate_ssh_host_keys.service");
-            assert_eq!(regen, (os == "bookworm").then_some(Masked), "{os}");
+            // The key regeneration is left alone: the derived keys are out
+            // of its reach (plan::ssh).
+            assert_eq!(get("regenerate_ssh_host_keys.service"), None, "{os}");
             let preset = plan
                 .changes()
                 .find_map(|c| match c {
@@ -897,5 +962,135 @@ mod tests {
         let all = v.to_string();
         assert!(!all.contains("Xyzzy-plain-42") && all.contains("ubuntu:$6$"));
         assert!(!plan.render().contains("Xyzzy-plain-42"));
+    }
+
+    /// Every drop-in the plan writes decides its settings against the files
+    /// a stock image ships in the same directory (98-rpi.conf sets
+    /// vm.min_free_kbytes; 99_raspberry-pi.cfg is cloud-init's last file;
+    /// sudo and sshd read their directories in opposite orders), and a
+    /// file that would take one away is named in the plan.
+    #[test]
+    fn dropins_win_against_the_stock_files_and_losses_are_named() {
+        for os in ["bookworm", "trixie"] {
+            let mut p = testing::profile("ost04-control");
+            p.sysctl.insert("vm.min_free_kbytes".into(), "65536".into());
+            let mut f = testing::facts(os);
+            let plan = make_plan(&p, &f).unwrap();
+            let written: Vec<&str> = plan
+                .changes()
+                .filter(|c| matches!(c, Change::WriteFile { .. }))
+                .map(Change::path)
+                .filter(|p| crate::os::dropins::dir_of(p).is_some())
+                .collect();
+            let mut want = vec![
+                users::SUDOERS_DROPIN,
+                ssh::SSHD_DROPIN,
+                "/etc/sysctl.d/zz-rpiimg.conf",
+                "/etc/systemd/timesyncd.conf.d/zz-rpiimg.conf",
+            ];
+            if os == "trixie" {
+                want.extend([
+                    "/etc/cloud/cloud.cfg.d/zz-rpiimg.cfg",
+                    "/etc/rpi/swap.conf.d/zz-rpiimg.conf",
+                ]);
+            }
+            for w in &want {
+                assert!(written.contains(w), "{os}: {w} not in {written:?}");
+            }
+            assert!(
+                plan.warnings.iter().all(|w| !w.contains("overrides")),
+                "{os}: {:?}",
+                plan.warnings
+            );
+            // A local file sorting after ours takes the value: named.
+            f.dropins.insert(
+                "/etc/sysctl.d/zzz-local.conf".into(),
+                "vm.min_free_kbytes = 8192\n".into(),
+            );
+            let plan = make_plan(&p, &f).unwrap();
+            let w: Vec<&String> = plan
+                .warnings
+                .iter()
+                .filter(|w| w.contains("overrides"))
+                .collect();
+            assert_eq!(w.len(), 1, "{os}: {:?}", plan.warnings);
+            assert!(
+                w[0].contains("/etc/sysctl.d/zzz-local.conf") && w[0].contains("8192"),
+                "{}",
+                w[0]
+            );
+        }
+    }
+
+    /// A Pi 5 node gets the 4 KiB-page kernel in config.txt, a Pi 4 and a
+    /// node without a board nothing.
+    #[test]
+    fn pi5_nodes_boot_the_4k_kernel() {
+        let f = testing::facts("bookworm");
+        let config = |board| {
+            let mut p = testing::profile("ost04-control");
+            for n in &mut p.cluster.nodes {
+                n.board = board;
+            }
+            make_plan(&p, &f)
+                .unwrap()
+                .changes()
+                .find(|c| c.path() == "/boot/firmware/config.txt")
+                .cloned()
+        };
+        assert_eq!(config(None), None);
+        assert_eq!(config(Some(crate::profile::Board::Pi4)), None);
+        let Some(Change::WriteFile { content, .. }) = config(Some(crate::profile::Board::Pi5))
+        else {
+            panic!("no config.txt for a Pi 5");
+        };
+        let t = String::from_utf8(content).unwrap();
+        assert!(t.starts_with(f.file("/boot/firmware/config.txt").unwrap()));
+        assert!(t.ends_with("[pi5]\nkernel=kernel8.img\n[all]\n"), "{t}");
+    }
+
+    /// A Wi-Fi profile sets the country on the kernel command line (kept
+    /// otherwise as it was, first-boot words included), turns NetworkManager's
+    /// saved Wi-Fi switch on and unblocks the radio at every boot.
+    #[test]
+    fn wifi_is_unblocked_the_pis_way() {
+        let f = testing::facts("bookworm");
+        let mut p = testing::profile("ost04-control");
+        p.network.wifi = Some(crate::profile::Wifi {
+            ssid: "lab".into(),
+            psk: "secret-psk-1".into(),
+            country: "PL".into(),
+        });
+        let plan = make_plan(&p, &f).unwrap();
+        let text = |path: &str| {
+            plan.changes()
+                .find_map(|c| match c {
+                    Change::WriteFile {
+                        path: q, content, ..
+                    } if q == path => Some(String::from_utf8(content.clone()).unwrap()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{path} not written"))
+        };
+        let cmdline = text("/boot/firmware/cmdline.txt");
+        assert!(
+            cmdline.ends_with(
+                "init=/usr/lib/raspberrypi-sys-mods/firstboot cfg80211.ieee80211_regdom=PL\n"
+            ),
+            "{cmdline}"
+        );
+        assert!(
+            text("/var/lib/NetworkManager/NetworkManager.state").contains("WirelessEnabled=true")
+        );
+        assert!(text("/etc/systemd/system/rpiimg-wifi-unblock.service").contains("echo 0"));
+        assert!(plan
+            .changes()
+            .any(|c| c.path()
+                == "/etc/systemd/system/sysinit.target.wants/rpiimg-wifi-unblock.service"));
+        // Without Wi-Fi, neither the command line nor the state is touched.
+        let plan = make_plan(&testing::profile("ost04-control"), &f).unwrap();
+        assert!(plan
+            .changes()
+            .all(|c| c.path() != "/boot/firmware/cmdline.txt"));
     }
 }

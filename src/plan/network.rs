@@ -67,7 +67,7 @@ pub(super) fn steps(b: &mut Builder) -> Result<(), PlanError> {
                     "# rpiimg: {host}'s network is configured by rpiimg (cluster {cluster}),\n\
                      # in /etc/systemd/network and /etc/netplan on the root filesystem.\n\
                      # cloud-init's network configuration is disabled on this node\n\
-                     # (/etc/cloud/cloud.cfg.d/99-rpiimg.cfg), so EDITS TO THIS FILE HAVE\n\
+                     # (/etc/cloud/cloud.cfg.d/zz-rpiimg.cfg), so EDITS TO THIS FILE HAVE\n\
                      # NO EFFECT. To change the network, edit the cluster profile and\n\
                      # rebuild the image, or edit /etc/netplan/50-cloud-init.yaml on the node.\n\
                      network:\n  config: disabled\n",
@@ -78,6 +78,7 @@ pub(super) fn steps(b: &mut Builder) -> Result<(), PlanError> {
             )],
         );
     }
+    wifi(b)?;
     if f.has(Probe::CLOUD_INIT) {
         // Besides the network, the image's cloud.cfg (`users: [default]`,
         // `preserve_hostname: false`) would recreate `pi` on first boot
@@ -86,12 +87,85 @@ pub(super) fn steps(b: &mut Builder) -> Result<(), PlanError> {
         b.step(
             "cloud-init does not rewrite the network, recreate pi or reset the hostname",
             vec![write(
-                "/etc/cloud/cloud.cfg.d/99-rpiimg.cfg",
+                "/etc/cloud/cloud.cfg.d/zz-rpiimg.cfg",
                 "# Written by rpiimg: the image is configured offline.\nnetwork: {config: disabled}\nusers: []\npreserve_hostname: true\nmanage_etc_hosts: false\n# The SSH host keys come from the cluster's key store: keep them.\nssh_deletekeys: false\n",
                 0o644,
             )],
         );
     }
+    Ok(())
+}
+
+/// The rescue Wi-Fi, unblocked the Pi's way. Pi OS keeps Wi-Fi off until a
+/// country is set: pi-gen writes `WirelessEnabled=false` into
+/// NetworkManager.state when it was given none (stage2/02-net-tweaks), and
+/// the radio stays rfkill-blocked. raspi-config's `do_wifi_country` sets
+/// `cfg80211.ieee80211_regdom=CC` on the kernel command line and runs
+/// `rfkill unblock wifi`; offline, the first is an edit of cmdline.txt and
+/// the second a unit that clears the soft block of every WLAN radio at each
+/// boot (before the network starts), since the saved rfkill state is named
+/// after a device path that differs between boards.
+fn wifi(b: &mut Builder) -> Result<(), PlanError> {
+    let Some(w) = b.p.network.wifi.clone() else {
+        return Ok(());
+    };
+    let cmdline = b.f.file("/boot/firmware/cmdline.txt").ok_or_else(|| {
+        b.err("network.wifi: the base image has no /boot/firmware/cmdline.txt to set the Wi-Fi country in")
+    })?;
+    let mut words: Vec<String> = cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("cfg80211.ieee80211_regdom="))
+        .map(String::from)
+        .collect();
+    words.push(format!("cfg80211.ieee80211_regdom={}", w.country));
+    let mut c = vec![write(
+        "/boot/firmware/cmdline.txt",
+        words.join(" ") + "\n",
+        0o644,
+    )];
+    if let Some(state) = b.f.file("/var/lib/NetworkManager/NetworkManager.state") {
+        c.push(write(
+            "/var/lib/NetworkManager/NetworkManager.state",
+            super::system::set_conf(state, "WirelessEnabled", "true"),
+            0o644,
+        ));
+    }
+    c.push(write(
+        "/etc/systemd/system/rpiimg-wifi-unblock.service",
+        "# Written by rpiimg: what `rfkill unblock wifi` does (raspi-config's\n\
+         # do_wifi_country), at every boot before the network starts.\n\
+         [Unit]\n\
+         Description=Unblock Wi-Fi radios (country set by rpiimg)\n\
+         DefaultDependencies=no\n\
+         After=systemd-rfkill.service\n\
+         Before=network-pre.target\n\
+         Wants=network-pre.target\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         ExecStart=/bin/sh -c 'for r in /sys/class/rfkill/rfkill*; do [ \"$(cat \"$r/type\")\" = wlan ] && echo 0 >\"$r/soft\"; done; true'\n\
+         \n\
+         [Install]\n\
+         WantedBy=sysinit.target\n",
+        0o644,
+    ));
+    c.push(Change::Mkdir {
+        path: "/etc/systemd/system/sysinit.target.wants".into(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    });
+    c.push(Change::Symlink {
+        path: "/etc/systemd/system/sysinit.target.wants/rpiimg-wifi-unblock.service".into(),
+        target: "/etc/systemd/system/rpiimg-wifi-unblock.service".into(),
+    });
+    b.step(
+        format!(
+            "Wi-Fi country {} and radio unblocked, as raspi-config does (Pi OS keeps Wi-Fi off until a country is set)",
+            w.country
+        ),
+        c,
+    );
     Ok(())
 }
 

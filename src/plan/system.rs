@@ -11,7 +11,7 @@ pub(super) fn steps(b: &mut Builder) -> Result<(), PlanError> {
         }
         b.step(
             "sysctl settings",
-            vec![write("/etc/sysctl.d/90-rpiimg.conf", s, 0o644)],
+            vec![write("/etc/sysctl.d/zz-rpiimg.conf", s, 0o644)],
         );
     }
     if let Some(mib) = b.p.swap_mib {
@@ -29,7 +29,7 @@ pub(super) fn steps(b: &mut Builder) -> Result<(), PlanError> {
             )
         } else {
             write(
-                "/etc/rpi/swap.conf.d/90-rpiimg.conf",
+                "/etc/rpi/swap.conf.d/zz-rpiimg.conf",
                 format!("# Written by rpiimg: a fixed {mib} MiB swap file.\n[Main]\nMechanism=swapfile\n\n[File]\nFixedSizeMiB={mib}\nMaxSizeMiB={mib}\n"),
                 0o644,
             )
@@ -40,7 +40,7 @@ pub(super) fn steps(b: &mut Builder) -> Result<(), PlanError> {
         b.step(
             "NTP servers for systemd-timesyncd",
             vec![write(
-                "/etc/systemd/timesyncd.conf.d/90-rpiimg.conf",
+                "/etc/systemd/timesyncd.conf.d/zz-rpiimg.conf",
                 format!("[Time]\nNTP={}\n", b.p.cluster.ntp.join(" ")),
                 0o644,
             )],

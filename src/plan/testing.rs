@@ -37,6 +37,78 @@ const SKEL: &[(&str, &str)] = &[
         "/etc/hosts",
         include_str!("../../tests/fixtures/skel/common/etc/hosts"),
     ),
+    (
+        "/boot/firmware/config.txt",
+        include_str!("../../tests/fixtures/skel/common/boot/firmware/config.txt"),
+    ),
+];
+
+/// The drop-in files of a stock image in the directories rpiimg writes
+/// into: (path, text, which release has it).
+const DROPINS: &[(&str, &str, Option<&str>)] = &[
+    (
+        "/etc/sysctl.d/98-rpi.conf",
+        include_str!("../../tests/fixtures/skel/common/etc/sysctl.d/98-rpi.conf"),
+        None,
+    ),
+    (
+        "/etc/sysctl.d/README.sysctl",
+        include_str!("../../tests/fixtures/skel/common/etc/sysctl.d/README.sysctl"),
+        None,
+    ),
+    (
+        "/etc/sudoers.d/README",
+        include_str!("../../tests/fixtures/skel/common/etc/sudoers.d/README"),
+        None,
+    ),
+    (
+        "/etc/ssh/sshd_config.d/rename_user.conf",
+        include_str!("../../tests/fixtures/skel/common/etc/ssh/sshd_config.d/rename_user.conf"),
+        None,
+    ),
+    (
+        "/etc/sudoers.d/010_pi-nopasswd",
+        include_str!("../../tests/fixtures/skel/bookworm/etc/sudoers.d/010_pi-nopasswd"),
+        Some("bookworm"),
+    ),
+    // The rest as scripts/mkfixture writes them (sys-mods' sudoers
+    // drop-ins and procps' link on bookworm; systemd's, linux-sysctl-defaults'
+    // and sys-mods' drop-ins under /usr/lib on trixie).
+    (
+        "/etc/sudoers.d/010_at-export",
+        "Defaults env_keep += \"NO_AT_BRIDGE\"\n",
+        Some("bookworm"),
+    ),
+    (
+        "/etc/sudoers.d/010_global-tty",
+        "Defaults timestamp_type=global\n",
+        Some("bookworm"),
+    ),
+    (
+        "/etc/sysctl.d/99-sysctl.conf",
+        include_str!("../../tests/fixtures/skel/common/etc/sysctl.conf"),
+        Some("bookworm"),
+    ),
+    (
+        "/usr/lib/sysctl.d/50-pid-max.conf",
+        "kernel.pid_max = 4194304\n",
+        Some("trixie"),
+    ),
+    (
+        "/usr/lib/sysctl.d/50-default.conf",
+        "-net.ipv4.ping_group_range = 0 2147483647\nkernel.sysrq = 0x01b6\n",
+        Some("trixie"),
+    ),
+    (
+        "/usr/lib/systemd/timesyncd.conf.d/40-rpi-sync.conf",
+        "[Time]\nSaveIntervalSec=5m\n",
+        Some("trixie"),
+    ),
+    (
+        "/etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg",
+        include_str!("../../tests/fixtures/skel/trixie/etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg"),
+        Some("trixie"),
+    ),
 ];
 
 /// (unit, [Install] body) as scripts/mkfixture installs them.
@@ -109,6 +181,25 @@ pub fn facts(codename: &str) -> ImageFacts {
             include_str!("../../tests/fixtures/skel/bookworm/etc/dphys-swapfile").into(),
         );
         f.files.insert("/etc/machine-id".into(), String::new());
+    }
+    // As scripts/mkfixture writes them.
+    f.files.insert(
+        "/boot/firmware/cmdline.txt".into(),
+        if trixie {
+            "console=serial0,115200 console=tty1 root=PARTUUID=5eed0002-02 rootfstype=ext4 fsck.repair=yes rootwait resize\n"
+        } else {
+            "console=serial0,115200 console=tty1 root=PARTUUID=5eed0001-02 rootfstype=ext4 fsck.repair=yes rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot\n"
+        }
+        .into(),
+    );
+    f.files.insert(
+        "/var/lib/NetworkManager/NetworkManager.state".into(),
+        "[main]\nWirelessEnabled=false\n".into(),
+    );
+    for (p, t, only) in DROPINS {
+        if only.is_none_or(|o| o == codename) {
+            f.dropins.insert((*p).into(), (*t).into());
+        }
     }
     for (u, body) in UNITS {
         f.units

@@ -5,6 +5,13 @@ use super::facts::Probe;
 use super::{units, write, Builder, Change, PlanError};
 use crate::userdb::{hash_password, Db, UserDb};
 
+/// The sudoers drop-in with every user's passwordless rule. sudo reads
+/// `/etc/sudoers.d` in name order after the main file and the last
+/// matching rule wins, so ours sorts last; and it skips names that contain
+/// a '.' (sudoers(5)), so one fixed name rather than one per user (a user
+/// name may hold a dot).
+pub const SUDOERS_DROPIN: &str = "/etc/sudoers.d/zz-rpiimg";
+
 /// The user edits; returns the databases as the node will have them.
 pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {
     let mut db = read_db(b)?;
@@ -51,6 +58,21 @@ pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {
     changes.push(write("/etc/subuid", db.subuid.render(), 0o644));
     changes.push(write("/etc/subgid", db.subgid.render(), 0o644));
     changes.extend(after);
+    let sudo: String = p
+        .users
+        .iter()
+        .filter(|u| u.sudo_nopasswd)
+        .map(|u| format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name))
+        .collect();
+    if !sudo.is_empty() {
+        changes.push(Change::WriteFile {
+            path: SUDOERS_DROPIN.into(),
+            content: format!("# Written by rpiimg from the node profile.\n{sudo}").into_bytes(),
+            mode: 0o440,
+            uid: 0,
+            gid: 0,
+        });
+    }
     let names: Vec<&str> = p.users.iter().map(|u| u.name.as_str()).collect();
     b.step(format!("users {}", names.join(", ")), changes);
     cancel_wizard(b)?;
@@ -175,7 +197,8 @@ fn password_hash(b: &Builder, u: &crate::profile::User) -> Result<Option<String>
 }
 
 /// What goes into (and under) a user's home once the databases are
-/// written: ownership, sudo rights and authorized SSH keys.
+/// written: ownership and authorized SSH keys (sudo rights go into one
+/// drop-in for all users, [`SUDOERS_DROPIN`]).
 fn home_files(u: &crate::profile::User, home: &str, uid: u32, gid: u32) -> Vec<Change> {
     let mut out = vec![Change::Chown {
         path: home.to_string(),
@@ -183,15 +206,6 @@ fn home_files(u: &crate::profile::User, home: &str, uid: u32, gid: u32) -> Vec<C
         gid,
         recursive: true,
     }];
-    if u.sudo_nopasswd {
-        out.push(Change::WriteFile {
-            path: format!("/etc/sudoers.d/010_{}-nopasswd", u.name),
-            content: format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name).into_bytes(),
-            mode: 0o440,
-            uid: 0,
-            gid: 0,
-        });
-    }
     if !u.authorized_keys.is_empty() {
         out.push(Change::Mkdir {
             path: format!("{home}/.ssh"),

@@ -106,6 +106,27 @@ pub struct Node {
     /// Explicit MAC addresses by interface; otherwise derived, stable.
     #[serde(default)]
     pub macs: BTreeMap<String, String>,
+    /// The board model: "pi4" or "pi5" (absent: not said). A Pi 5 gets
+    /// the 4 KiB-page kernel (see `plan::boot`), and Kolla settings follow
+    /// the boards (ProxySQL, the libvirt CPU model).
+    pub board: Option<Board>,
+}
+
+/// Raspberry Pi board models rpiimg knows apart.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Board {
+    Pi4,
+    Pi5,
+}
+
+impl std::fmt::Display for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Board::Pi4 => "Raspberry Pi 4",
+            Board::Pi5 => "Raspberry Pi 5",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -273,18 +294,28 @@ fn mode644() -> Mode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Kolla {
-    /// OpenStack release: "2023.1" or "2025.1" (the guide's two).
-    #[serde(default = "default_release")]
-    pub release: String,
+    /// OpenStack release: one of `crate::bundle::release::all()` ("2023.1",
+    /// "2025.1", "2026.1"). Absent: the newest that accepts the base's OS.
+    pub release: Option<String>,
     #[serde(default = "default_distro")]
     pub base_distro: String,
     /// A name for the internal VIP in the management host's /etc/hosts.
     pub vip_name: Option<String>,
+    /// nova's virtualisation: "kvm" (the guide's choice, Kolla's default on
+    /// aarch64) or "qemu" (emulation; Pi 4 only, per the guide).
+    #[serde(default)]
+    pub virt_type: VirtType,
 }
 
-fn default_release() -> String {
-    "2025.1".into()
+/// How nova runs instances.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VirtType {
+    #[default]
+    Kvm,
+    Qemu,
 }
+
 fn default_distro() -> String {
     "debian".into()
 }
@@ -292,9 +323,10 @@ fn default_distro() -> String {
 impl Default for Kolla {
     fn default() -> Self {
         Kolla {
-            release: default_release(),
+            release: None,
             base_distro: default_distro(),
             vip_name: None,
+            virt_type: VirtType::default(),
         }
     }
 }

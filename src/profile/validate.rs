@@ -147,7 +147,7 @@ pub fn validate(p: &Profile) -> Vec<Finding> {
     identity(p, &mut f);
     let addrs = nodes(p, &mut f);
     addresses(&p.cluster, &addrs, &mut f);
-    kolla(&p.kolla, &mut f);
+    kolla(&p.kolla, &p.cluster.nodes, &mut f);
     network(&p.network, &mut f);
     users(&p.users, &mut f);
     system(p, &mut f);
@@ -356,16 +356,42 @@ fn addresses(c: &Cluster, addrs: &BTreeMap<Ipv4Addr, usize>, f: &mut Findings) {
     }
 }
 
+/// A name that is safe as one component of a host path.
+fn is_path_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// The management host's Kolla-Ansible settings.
-fn kolla(k: &Kolla, f: &mut Findings) {
-    if !["2023.1", "2025.1"].contains(&k.release.as_str()) {
-        f.err(
-            "kolla.release".into(),
-            format!(
-                "{:?}: rpiimg writes Kolla-Ansible files for the guide's releases \"2023.1\" and \"2025.1\"",
-                k.release
-            ),
-        );
+fn kolla(k: &Kolla, nodes: &[crate::profile::Node], f: &mut Findings) {
+    // The guide (seed 000, sections 1 and 5): qemu emulation fails on a
+    // Pi 5, whose Cortex-A76 CPU model Kolla's libvirt does not support.
+    if k.virt_type == crate::profile::VirtType::Qemu {
+        for (i, n) in nodes.iter().enumerate() {
+            if n.board == Some(crate::profile::Board::Pi5) && n.roles.iter().any(|r| r == "compute")
+            {
+                f.err(
+                    format!("cluster.nodes[{i}]"),
+                    format!(
+                        "{} is a Raspberry Pi 5 compute node and kolla.virt_type is \"qemu\": qemu emulation does not work on a Pi 5 (libvirt in Kolla's images has no cortex-a76 CPU model, per the guide); use virt_type = \"kvm\"",
+                        n.hostname
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(r) = &k.release {
+        if crate::bundle::release::by_series(r).is_none() {
+            f.err(
+                "kolla.release".into(),
+                format!(
+                    "{r:?}: rpiimg writes Kolla-Ansible files for the releases {} (leave it out for the newest that accepts the base's OS)",
+                    crate::bundle::release::series_list()
+                ),
+            );
+        }
     }
     if let Some(n) = &k.vip_name {
         if !valid_hostname(n) {
@@ -555,10 +581,15 @@ fn system(p: &Profile, f: &mut Findings) {
             );
         }
     }
-    if c.name.is_empty() || c.name.contains(char::is_control) {
+    // The name becomes one component of host paths (the key store's
+    // directory, out/mgmt-<name>/): a conservative name, never a path.
+    if !is_path_name(&c.name) {
         f.err(
             "cluster.name".into(),
-            "must be a non-empty single line".into(),
+            format!(
+                "{:?} is not a cluster name: it becomes a folder name (out/mgmt-<name>, the key store), so use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit",
+                c.name
+            ),
         );
     }
     let control = p
@@ -603,6 +634,7 @@ mod tests {
             address: a.parse().unwrap(),
             roles: r.iter().map(|s| s.to_string()).collect(),
             macs: Default::default(),
+            board: None,
         };
         let t = "hostname = \"ost04\"\nswap_mib = 4096\n[cluster]\nname = \"ost\"\nsubnet = \"192.168.10.0/24\"\ngateway = \"192.168.10.1\"\nvip = \"192.168.10.20\"\nfloating_pool = \"192.168.10.31-192.168.10.35\"\n";
         let mut p: Profile = toml::from_str(t).unwrap();

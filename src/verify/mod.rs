@@ -96,14 +96,12 @@ pub fn identity(view: &SystemView) -> Result<Identity> {
             }
         }
     }
-    if let Some(list) = view.list_opt("/etc/ssh")? {
-        for (name, _) in list {
-            if name.starts_with("ssh_host_") && name.ends_with(".pub") {
-                if let Some(k) = view.read_text_opt(&format!("/etc/ssh/{name}"))? {
-                    id.host_keys
-                        .push(k.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
-                }
-            }
+    // The keys sshd serves (its HostKey lines, else its default names),
+    // by their public halves.
+    for key in crate::os::sshd::SshdConfig::read(view)?.host_keys() {
+        if let Some(k) = view.read_text_opt(&format!("{key}.pub"))? {
+            id.host_keys
+                .push(k.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
         }
     }
     Ok(id)

@@ -125,18 +125,20 @@ pub fn check(view: &SystemView, expects: &[Recorded]) -> Result<Vec<Check>> {
         };
         out.push(c);
     }
-    out.extend(presets(view, expects)?);
+    // The image's unit, preset and drop-in files, read once for both.
+    let facts = crate::plan::ImageFacts::from_view(view)?;
+    out.extend(presets(&facts, expects));
+    out.extend(dropins(&facts, expects));
     Ok(out)
 }
 
 /// Every unit the plan enabled, disabled or masked keeps that state through
 /// systemd's first-boot preset pass (enable-only) and a full
 /// `systemctl preset-all`, under the preset files the image carries.
-pub fn presets(view: &SystemView, expects: &[Recorded]) -> Result<Vec<Check>> {
+pub fn presets(facts: &crate::plan::ImageFacts, expects: &[Recorded]) -> Vec<Check> {
     use crate::os::presets::{Action, Presets};
     use crate::plan::units::{self, Intent};
-    let facts = crate::plan::ImageFacts::from_view(view)?;
-    let intents = units::intents(expects.iter().map(|e| &e.change), &facts);
+    let intents = units::intents(expects.iter().map(|e| &e.change), facts);
     let policy = Presets::from_files(&facts.presets);
     let first_boot = facts
         .file("/etc/machine-id")
@@ -188,5 +190,30 @@ pub fn presets(view: &SystemView, expects: &[Recorded]) -> Result<Vec<Check>> {
         };
         out.push(c);
     }
-    Ok(out)
+    out
+}
+
+/// Every drop-in the plan wrote still decides its settings: no other file
+/// of its directory (one sorting after it where the last file wins, before
+/// it where the first does) sets one of them to another value.
+pub fn dropins(facts: &crate::plan::ImageFacts, expects: &[Recorded]) -> Vec<Check> {
+    let mut out = Vec::new();
+    for e in expects {
+        let Change::WriteFile { path, .. } = &e.change else {
+            continue;
+        };
+        if crate::os::dropins::dir_of(path).is_none() {
+            continue;
+        }
+        let o = crate::os::dropins::overrides(path, &facts.dropins);
+        out.push(Check::new(
+            format!("{path} decides its settings (no other file overrides one)"),
+            o.is_empty(),
+            o.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ));
+    }
+    out
 }

@@ -343,6 +343,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("sync", "coreutils"),
     ("df", "coreutils"),
     ("kill", "procps"),
+    ("bash", "bash"),
+    ("shellcheck", "shellcheck"),
 ];
 
 /// A command for an external oracle; a missing tool fails the test with
