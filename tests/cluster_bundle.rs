@@ -28,15 +28,7 @@ fn try_with_keys(args: &[&str], keys: &Path) -> std::process::Output {
 
 /// rpiimg with its own key store directory.
 fn run_with_keys(args: &[&str], keys: &Path) -> std::process::Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_rpiimg"))
-        .args(args)
-        .env("RPIIMG_KEYS_DIR", keys)
-        .env(
-            "RPIIMG_CACHE_DIR",
-            std::env::temp_dir().join("rpiimg-bundle-test-cache"),
-        )
-        .output()
-        .expect("run rpiimg");
+    let o = try_with_keys(args, keys);
     assert!(o.status.success(), "rpiimg {args:?}: {}", stderr(&o));
     o
 }
@@ -625,6 +617,19 @@ fn the_kolla_release_follows_the_base_os() {
     copy_test_keys(&keys);
     let trixie = fixture(&["--flavour", "trixie"]);
     let bookworm = fixture(&["--flavour", "bookworm"]);
+    let cluster = |prof: &str, base: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "cluster",
+            "--profile",
+            prof,
+            "--base",
+            base.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        try_with_keys(&args, &keys)
+    };
     let plan = |prof: &str, base: &Path| {
         try_with_keys(
             &["plan", "--profile", prof, "--base", base.to_str().unwrap()],
@@ -663,18 +668,7 @@ fn the_kolla_release_follows_the_base_os() {
         .contains("kolla: Kolla-Ansible 2025.1 (kolla-ansible 20.6.0), as the profile says"));
     // cluster refuses it too, and writes nothing.
     let out = dir.path().join("mgmt");
-    let o = try_with_keys(
-        &[
-            "cluster",
-            "--profile",
-            p,
-            "--base",
-            trixie.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &keys,
-    );
+    let o = cluster(p, &trixie, &out, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     assert!(
         stderr(&o).contains("releases that accept it: 2026.1"),
@@ -683,18 +677,7 @@ fn the_kolla_release_follows_the_base_os() {
     );
     assert!(!out.exists());
     // A stock inventory of another release is refused, naming it.
-    let o = try_with_keys(
-        &[
-            "cluster",
-            "--profile",
-            p,
-            "--base",
-            bookworm.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &keys,
-    );
+    let o = cluster(p, &bookworm, &out, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let ours = read(&out.join("multinode"));
     let other = dir.path().join("other-multinode");
@@ -704,19 +687,11 @@ fn the_kolla_release_follows_the_base_os() {
             .replace("[kolla-toolbox:children]", "[kolla_toolbox:children]"),
     )
     .unwrap();
-    let o = try_with_keys(
-        &[
-            "cluster",
-            "--profile",
-            p,
-            "--base",
-            bookworm.to_str().unwrap(),
-            "--out",
-            dir.path().join("mgmt2").to_str().unwrap(),
-            "--kolla-inventory",
-            other.to_str().unwrap(),
-        ],
-        &keys,
+    let o = cluster(
+        p,
+        &bookworm,
+        &dir.path().join("mgmt2"),
+        &["--kolla-inventory", other.to_str().unwrap()],
     );
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     assert!(

@@ -278,7 +278,7 @@ fn build_all(
     for (c, d) in &clusters {
         writeln!(
             out,
-            "cluster {c}: management-host files (hosts, known_hosts, Kolla-Ansible inventory) in {}",
+            "cluster {c}: management-host files (Kolla-Ansible inventory, globals drop-in, deploy.sh, known_hosts; see its README) in {}",
             crate::output::display_path(d)
         )
         .map_err(Error::Output)?;

@@ -3,20 +3,14 @@
 //! chose through systemd's first-boot presets (last: it must see every
 //! unit any step touched).
 
-use super::{overlays, units, write, Builder, Change, PlanError};
+use super::{overlays, units, write, Builder, PlanError};
 
 pub(super) fn service(b: &mut Builder, ctx: &minijinja::Value) -> Result<(), PlanError> {
     let mut fb = overlays::render_builtin(ctx, "firstboot").map_err(|e| b.err(e))?;
-    fb.push(Change::Mkdir {
-        path: "/etc/systemd/system/multi-user.target.wants".into(),
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-    });
-    fb.push(Change::Symlink {
-        path: "/etc/systemd/system/multi-user.target.wants/rpiimg-firstboot.service".into(),
-        target: "/etc/systemd/system/rpiimg-firstboot.service".into(),
-    });
+    fb.extend(units::enable_own(
+        "rpiimg-firstboot.service",
+        "multi-user.target",
+    ));
     b.step(
         format!(
             "first-boot service: packages {}",

@@ -149,16 +149,10 @@ fn wifi(b: &mut Builder) -> Result<(), PlanError> {
          WantedBy=sysinit.target\n",
         0o644,
     ));
-    c.push(Change::Mkdir {
-        path: "/etc/systemd/system/sysinit.target.wants".into(),
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-    });
-    c.push(Change::Symlink {
-        path: "/etc/systemd/system/sysinit.target.wants/rpiimg-wifi-unblock.service".into(),
-        target: "/etc/systemd/system/rpiimg-wifi-unblock.service".into(),
-    });
+    c.extend(units::enable_own(
+        "rpiimg-wifi-unblock.service",
+        "sysinit.target",
+    ));
     b.step(
         format!(
             "Wi-Fi country {} and radio unblocked, as raspi-config does (Pi OS keeps Wi-Fi off until a country is set)",

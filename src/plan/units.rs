@@ -102,6 +102,24 @@ pub fn disable(f: &ImageFacts, unit: &str) -> Vec<Change> {
 }
 
 /// `systemctl mask`: the unit name linked to /dev/null.
+/// Enable a unit rpiimg itself writes into /etc/systemd/system: its
+/// `<target>.wants` directory and the link to it.
+pub fn enable_own(unit: &str, target: &str) -> [Change; 2] {
+    let wants = format!("/etc/systemd/system/{target}.wants");
+    [
+        Change::Mkdir {
+            path: wants.clone(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+        Change::Symlink {
+            path: format!("{wants}/{unit}"),
+            target: format!("/etc/systemd/system/{unit}"),
+        },
+    ]
+}
+
 pub fn mask(unit: &str) -> Change {
     Change::Symlink {
         path: format!("{SYS}/{unit}"),
