@@ -595,6 +595,12 @@ impl Finished {
         all
     }
 
+    /// The staged FAT filesystems with their partition numbers (each reads
+    /// as the committed one would).
+    pub fn fats(&self) -> impl Iterator<Item = (u32, &Cow<Window>)> {
+        self.fat_stages.iter().map(|(p, c)| (*p, c))
+    }
+
     /// The staged root filesystem (it reads as the committed one would).
     pub fn root(&self) -> &Cow<Window> {
         &self.ext4

@@ -186,6 +186,42 @@ fn load(dev: &impl ReadAt, g: &Geometry) -> io::Result<Vec<u32>> {
     Ok(next)
 }
 
+/// The byte ranges `[start, end)` of the volume on `dev` that a reader
+/// gives meaning to, sorted and merged: the boot sector, reserved sectors,
+/// every FAT copy in full and FAT12/16's fixed root directory (the zeros of
+/// a FAT are its free entries: they must reach a card as zeros), then every
+/// allocated cluster. Free clusters are left out, whatever they hold.
+pub fn used_ranges(dev: &impl ReadAt) -> io::Result<Vec<(u64, u64)>> {
+    let mut bs = [0u8; 512];
+    dev.read_exact_at(&mut bs, 0)?;
+    let g = geometry(&bs)?;
+    let next = load(dev, &g)?;
+    let mut out: Vec<(u64, u64)> = vec![(0, g.data_offset.min(dev.size()))];
+    for (c, &n) in next.iter().enumerate().skip(2) {
+        if n == FREE {
+            continue;
+        }
+        // c < limit <= 2^28 and cluster_bytes <= 2^15 * 2^12: no overflow
+        // in u64, but say so with checked arithmetic all the same.
+        let Some(start) = (c as u64)
+            .checked_sub(2)
+            .and_then(|k| k.checked_mul(g.cluster_bytes))
+            .and_then(|o| o.checked_add(g.data_offset))
+        else {
+            continue;
+        };
+        let end = start.saturating_add(g.cluster_bytes).min(dev.size());
+        if start >= end {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 >= start => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    Ok(out)
+}
+
 /// Proves the first FAT of the volume on `dev` is free of loops and stray
 /// pointers. Linear in the cluster count; memory bounded by [`MEMORY_CAP`].
 pub fn check(dev: &impl ReadAt) -> io::Result<()> {

@@ -8,6 +8,7 @@
 pub(crate) mod edit;
 pub mod fat;
 mod fat_chains;
+pub use fat_chains::used_ranges as fat_used_ranges;
 pub(crate) mod fstab;
 pub mod view;
 

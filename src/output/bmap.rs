@@ -3,7 +3,10 @@
 //!
 //! A block is mapped when it is not all zeros, or when a filesystem says it
 //! is in use (so a zero-filled block inside a file is still written by
-//! `bmaptool copy` onto a card that held something else).
+//! `bmaptool copy` onto a card that held something else): ext4's allocated
+//! and metadata blocks from its bitmaps, FAT's boot sector, reserved
+//! sectors, both tables in full (their zeros are free entries) and
+//! allocated clusters (`fs::fat_used_ranges`).
 
 use sha2::{Digest, Sha256};
 

@@ -165,14 +165,28 @@ pub fn build<T>(
     let staged = ed.finish()?;
     let touched = staged.touched();
 
-    // Blocks the root filesystem uses stay mapped even when they hold zeros.
+    // Blocks the filesystems use stay mapped even when they hold zeros: a
+    // card that held something else must get them. For FAT that is the
+    // whole allocation table too, whose zeros are its free entries.
     let root = staged.root();
     let first = root.base().start() / bmap::BLOCK;
-    let in_use: Vec<(u64, u64)> = Ext4::open(root)?
+    let mut in_use: Vec<(u64, u64)> = Ext4::open(root)?
         .used_block_ranges()?
         .into_iter()
         .map(|(a, b)| (first + a, first + b))
         .collect();
+    for (part, fat) in staged.fats() {
+        let at = fat.base().start();
+        let used = crate::fs::fat_used_ranges(fat).map_err(|e| Error::Fat {
+            part,
+            detail: e.to_string(),
+        })?;
+        in_use.extend(
+            used.into_iter()
+                .map(|(a, b)| ((at + a) / bmap::BLOCK, (at + b).div_ceil(bmap::BLOCK))),
+        );
+    }
+    in_use.sort_unstable();
 
     // One pass: read the base, lay the edit over it, write the node's image
     // (unless it is a clone of the base, which then gets only the edited
