@@ -58,26 +58,28 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[
 /// The inventory groups rpiimg fills from node roles, in the guide's order.
 const NODE_GROUPS: &[&str] = &["control", "network", "compute", "monitoring", "storage"];
 
+/// One section of a stock inventory as INI text, a blank line after it.
+fn section_text(sec: &release::Section) -> String {
+    let mut out = match sec.kind.as_str() {
+        "hosts" => format!("[{}]\n", sec.name),
+        kind => format!("[{}:{kind}]\n", sec.name),
+    };
+    for l in &sec.lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
 /// The inventory after the node groups, from the release's facts: every
 /// other group of its stock inventory, in the stock order.
 fn release_rest(r: &release::Release) -> String {
-    let mut out = String::new();
-    for sec in r
-        .inventory
+    r.inventory
         .iter()
         .filter(|s| !NODE_GROUPS.contains(&s.name.as_str()))
-    {
-        match sec.kind.as_str() {
-            "hosts" => out.push_str(&format!("[{}]\n", sec.name)),
-            kind => out.push_str(&format!("[{}:{kind}]\n", sec.name)),
-        }
-        for l in &sec.lines {
-            out.push_str(l);
-            out.push('\n');
-        }
-        out.push('\n');
-    }
-    out
+        .map(section_text)
+        .collect()
 }
 
 /// The group names of an INI inventory, as Ansible reads its headers:
@@ -106,32 +108,21 @@ fn header(line: &str) -> Option<(&str, &str)> {
 /// saying which release's it matches.
 fn check_stock_release(stock: &str, r: &release::Release) -> Result<(), String> {
     let have = inventory_groups(stock);
-    let want: std::collections::BTreeSet<String> =
-        r.groups().iter().map(|g| g.to_string()).collect();
+    let have: std::collections::BTreeSet<&str> = have.iter().map(String::as_str).collect();
+    let want = r.groups();
     if have == want {
         return Ok(());
     }
-    let missing: Vec<&String> = want.difference(&have).collect();
-    let extra: Vec<&String> = have.difference(&want).collect();
+    let missing: Vec<&str> = want.difference(&have).copied().collect();
+    let extra: Vec<&str> = have.difference(&want).copied().collect();
     let looks = release::all()
         .iter()
-        .find(|o| {
-            o.groups()
-                .iter()
-                .map(|g| g.to_string())
-                .collect::<std::collections::BTreeSet<_>>()
-                == have
-        })
+        .find(|o| o.groups() == have)
         .map_or(String::new(), |o| {
             format!(" (it is {}'s, kolla-ansible {})", o.series, o.version)
         });
-    let list = |v: &[&String]| {
-        let mut s = v
-            .iter()
-            .take(8)
-            .map(|g| g.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+    let list = |v: &[&str]| {
+        let mut s = v.iter().take(8).copied().collect::<Vec<_>>().join(", ");
         if v.len() > 8 {
             s.push_str(&format!(" and {} more", v.len() - 8));
         }
@@ -308,17 +299,12 @@ pub fn render(
         if *path == "globals.d/rpiimg.yml" {
             // A key the release does not know is silently ignored by
             // Kolla-Ansible: refuse it (an override template may add one).
-            for key in text
-                .lines()
-                .filter(|l| !l.starts_with(['#', ' ', '\t', '-']) && l.contains(':'))
-                .filter_map(|l| l.split(':').next())
-            {
-                if !rel.globals_keys.contains(key.trim()) {
-                    return Err(format!(
-                        "template mgmt/{path}: Kolla-Ansible {} (kolla-ansible {}) has no setting {:?}; it would be ignored",
-                        rel.series, rel.version, key.trim()
-                    ));
-                }
+            let keys = crate::os::dropins::settings(crate::os::dropins::Syntax::YamlTop, &text);
+            if let Some((key, _)) = keys.iter().find(|(k, _)| !rel.globals_keys.contains(k)) {
+                return Err(format!(
+                    "template mgmt/{path}: Kolla-Ansible {} (kolla-ansible {}) has no setting {key:?}; it would be ignored",
+                    rel.series, rel.version
+                ));
             }
         }
         let secret_inside = *path == "multinode" && password.is_some();
@@ -457,16 +443,7 @@ mod tests {
             let files = render(&p, r, &|_| 0, None).unwrap();
             let get = |name: &str| files.iter().find(|f| f.path == name).unwrap().text.clone();
             let ours = get("multinode");
-            let mut stock = String::new();
-            for s in &r.inventory {
-                match s.kind.as_str() {
-                    "hosts" => stock.push_str(&format!("[{}]\n", s.name)),
-                    k => stock.push_str(&format!("[{}:{k}]\n", s.name)),
-                }
-                for l in &s.lines {
-                    stock.push_str(&format!("{l}\n"));
-                }
-            }
+            let stock: String = r.inventory.iter().map(section_text).collect();
             for play in &r.site_plays {
                 let groups: Vec<&str> = play
                     .split([',', ':'])
@@ -487,12 +464,10 @@ mod tests {
                 !globals.contains("\nopenstack_release:") && !globals.starts_with("---"),
                 "{globals}"
             );
-            for line in globals
-                .lines()
-                .filter(|l| !l.starts_with('#') && l.contains(':'))
-            {
-                let key = line.split(':').next().unwrap();
-                assert!(r.globals_keys.contains(key), "{}: {key}", r.series);
+            let keys = crate::os::dropins::settings(crate::os::dropins::Syntax::YamlTop, &globals);
+            assert!(keys.len() >= 6, "{globals}");
+            for (key, _) in keys {
+                assert!(r.globals_keys.contains(&key), "{}: {key}", r.series);
             }
             assert_eq!(
                 globals.contains("enable_proxysql: \"no\""),

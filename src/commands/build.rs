@@ -412,7 +412,7 @@ fn build_node(
         host: p.hostname.clone(),
         written,
         manifest: mpath,
-        kolla: plan.kolla_release.clone(),
+        kolla: plan.kolla,
     })
 }
 
@@ -435,9 +435,7 @@ fn write_bundles(
         {
             continue;
         }
-        let rel = crate::bundle::release::by_series(&o.kolla)
-            .ok_or_else(|| Error::Layout(format!("unknown Kolla-Ansible release {}", o.kolla)))?;
-        super::cluster::write_bundle(p, rel, &dir, None, req.force)?;
+        super::cluster::write_bundle(p, o.kolla, &dir, None, req.force)?;
         clusters.push((p.cluster.name.clone(), dir));
     }
     Ok(clusters)
@@ -449,7 +447,7 @@ struct NodeOutput {
     written: Written,
     manifest: PathBuf,
     /// The Kolla-Ansible release its plan chose.
-    kolla: String,
+    kolla: &'static crate::bundle::release::Release,
 }
 
 impl fmt::Display for NodeOutput {

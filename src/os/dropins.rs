@@ -168,11 +168,10 @@ pub fn settings(syntax: Syntax, text: &str) -> Vec<(String, String)> {
                 }
             }
             Syntax::Sshd => {
-                let end = l
-                    .find(|c: char| c.is_whitespace() || c == '=')
-                    .unwrap_or(l.len());
-                let (k, v) = l.split_at(end);
-                let k = k.to_ascii_lowercase();
+                // Read as sshd reads it (crate::os::sshd).
+                let Some((k, v)) = super::sshd::split(l) else {
+                    continue;
+                };
                 if k == "match" {
                     break;
                 }
@@ -180,7 +179,7 @@ pub fn settings(syntax: Syntax, text: &str) -> Vec<(String, String)> {
                 if ["hostkey", "include", "acceptenv", "subsystem"].contains(&k.as_str()) {
                     continue;
                 }
-                out.push((k, v.trim().trim_start_matches('=').trim().to_string()));
+                out.push((k, v));
             }
             Syntax::Sudoers => {
                 let first = l.split_whitespace().next().unwrap_or_default();

@@ -120,7 +120,7 @@ impl SshdConfig {
 }
 
 /// `Keyword value` or `Keyword=value`, without comments; keyword lower case.
-fn split(line: &str) -> Option<(String, String)> {
+pub(crate) fn split(line: &str) -> Option<(String, String)> {
     let l = line.trim();
     if l.is_empty() || l.starts_with('#') {
         return None;

@@ -171,6 +171,21 @@ const UNIT_DIRS: &[&str] = &[
     "/etc/systemd/system",
 ];
 
+/// The regular files of a directory (none when it does not exist), with
+/// their texts, in name order.
+fn regular_files(view: &SystemView, dir: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (name, st) in view.list_opt(dir)?.unwrap_or_default() {
+        if st.kind == FileType::Regular {
+            let text = view
+                .read_text_opt(&format!("{dir}/{name}"))?
+                .unwrap_or_default();
+            out.push((name, text));
+        }
+    }
+    Ok(out)
+}
+
 impl ImageFacts {
     /// Facts with the probes answered and nothing else known yet.
     pub fn new(unit_dir: &str, exists: Probed) -> Self {
@@ -236,28 +251,15 @@ impl ImageFacts {
             }
         }
         for d in crate::os::presets::PRESET_DIRS {
-            let Some(list) = view.list_opt(d)? else {
-                continue;
-            };
-            for (name, st) in list {
-                if st.kind == FileType::Regular && name.ends_with(".preset") {
-                    let text = view
-                        .read_text_opt(&format!("{d}/{name}"))?
-                        .unwrap_or_default();
+            for (name, text) in regular_files(view, d)? {
+                if name.ends_with(".preset") {
                     f.presets.insert(((*d).to_string(), name), text);
                 }
             }
         }
         for d in crate::os::dropins::all_dirs() {
-            let Some(list) = view.list_opt(d)? else {
-                continue;
-            };
-            for (name, st) in list {
-                if st.kind == FileType::Regular {
-                    let p = format!("{d}/{name}");
-                    let text = view.read_text_opt(&p)?.unwrap_or_default();
-                    f.dropins.insert(p, text);
-                }
+            for (name, text) in regular_files(view, d)? {
+                f.dropins.insert(format!("{d}/{name}"), text);
             }
         }
         f.unit_dir = if f

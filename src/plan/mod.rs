@@ -310,8 +310,10 @@ pub struct Plan {
     pub node: String,
     pub os: OsFlavour,
     /// The Kolla-Ansible release of the cluster's management bundle: the
-    /// profile's, or the newest that accepts the base's OS.
-    pub kolla_release: String,
+    /// profile's, or the newest that accepts the base's OS (`kolla_release`:
+    /// its series, in JSON).
+    #[serde(rename = "kolla_release", serialize_with = "series")]
+    pub kolla: &'static crate::bundle::release::Release,
     /// How the release was chosen, for people.
     pub kolla_reason: String,
     pub warnings: Vec<String>,
@@ -457,18 +459,25 @@ pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
     Ok(Plan {
         node: p.hostname.clone(),
         os: b.os,
-        kolla_release: b.kolla.series.clone(),
+        kolla: b.kolla,
         kolla_reason,
         warnings: b.warnings,
         steps: b.steps,
     })
 }
 
+fn series<S: serde::Serializer>(
+    r: &&'static crate::bundle::release::Release,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&r.series)
+}
+
 /// The settings of the plan's drop-ins (files written into one of
 /// [`crate::os::dropins::DIRS`]) that another file takes away, with the
 /// directories as the node will have them: `base` (path -> text) with the
 /// plan's writes and removals applied.
-pub fn dropin_overrides<'a>(
+fn dropin_overrides<'a>(
     changes: impl Iterator<Item = &'a Change>,
     base: &std::collections::BTreeMap<String, String>,
 ) -> Vec<crate::os::dropins::Override> {

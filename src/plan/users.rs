@@ -65,13 +65,11 @@ pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {
         .map(|u| format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name))
         .collect();
     if !sudo.is_empty() {
-        changes.push(Change::WriteFile {
-            path: SUDOERS_DROPIN.into(),
-            content: format!("# Written by rpiimg from the node profile.\n{sudo}").into_bytes(),
-            mode: 0o440,
-            uid: 0,
-            gid: 0,
-        });
+        changes.push(write(
+            SUDOERS_DROPIN,
+            format!("# Written by rpiimg from the node profile.\n{sudo}"),
+            0o440,
+        ));
     }
     let names: Vec<&str> = p.users.iter().map(|u| u.name.as_str()).collect();
     b.step(format!("users {}", names.join(", ")), changes);
