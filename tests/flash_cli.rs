@@ -561,42 +561,147 @@ fn a_used_card_gets_intact_filesystems() {
     }
     for card in cards {
         assert_card(card, &image, &bmap);
-        let (boot, _) = partition(card, 1);
-        let (root, _) = partition(card, 2);
-        let fat = dir.path().join("fat.img");
-        let bytes = std::fs::read(card).unwrap();
-        let (b0, b1) = (
-            usize::try_from(boot).unwrap(),
-            usize::try_from(root).unwrap(),
-        );
-        std::fs::write(&fat, &bytes[b0..b1]).unwrap();
-        let f = tool("fsck.fat").arg("-n").arg(&fat).output().unwrap();
+        prove_card(card, &nodes().join("ost01.manifest.json"));
+    }
+}
+
+/// The card's filesystems are intact by fsck.fat -n and e2fsck -fn, and
+/// verify --manifest accepts it.
+fn prove_card(card: &Path, manifest: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, _) = partition(card, 1);
+    let (root, _) = partition(card, 2);
+    let fat = dir.path().join("fat.img");
+    let bytes = std::fs::read(card).unwrap();
+    let (b0, b1) = (
+        usize::try_from(boot).unwrap(),
+        usize::try_from(root).unwrap(),
+    );
+    std::fs::write(&fat, &bytes[b0..b1]).unwrap();
+    let f = tool("fsck.fat").arg("-n").arg(&fat).output().unwrap();
+    assert!(
+        f.status.success(),
+        "{}: {}",
+        card.display(),
+        String::from_utf8_lossy(&f.stdout)
+    );
+    assert_eq!(
+        e2fsck_problems(card, root),
+        Vec::<String>::new(),
+        "{}",
+        card.display()
+    );
+    let v = rpiimg(&[
+        "verify",
+        card.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}: {}",
+        card.display(),
+        stdout(&v)
+    );
+}
+
+/// A base whose free space holds old bytes, as a real image's does (the
+/// machine that made it wrote and deleted files): 8 MiB of 0xC3 written
+/// into each filesystem and deleted again.
+fn dirty_base(dir: &Path) -> PathBuf {
+    let base = copy_fixture(&["--flavour", "bookworm"], dir);
+    let (boot, _) = partition(&base, 1);
+    let (root, _) = partition(&base, 2);
+    let junk = dir.join("junk");
+    std::fs::write(&junk, vec![0xC3u8; 8 << 20]).unwrap();
+    let fat = format!("{}@@{boot}", base.display());
+    for (t, args) in [
+        ("mcopy", vec!["-i", &fat, junk.to_str().unwrap(), "::junk"]),
+        ("mdel", vec!["-i", &fat, "::junk"]),
+    ] {
+        let o = tool(t).args(&args).output().unwrap();
         assert!(
-            f.status.success(),
-            "{}: {}",
-            card.display(),
-            String::from_utf8_lossy(&f.stdout)
-        );
-        assert_eq!(
-            e2fsck_problems(card, root),
-            Vec::<String>::new(),
-            "{}",
-            card.display()
-        );
-        let manifest = nodes().join("ost01.manifest.json");
-        let v = rpiimg(&[
-            "verify",
-            card.to_str().unwrap(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "-q",
-        ]);
-        assert_eq!(
-            v.status.code(),
-            Some(0),
-            "{}: {}",
-            card.display(),
-            stdout(&v)
+            o.status.success(),
+            "{t}: {}",
+            String::from_utf8_lossy(&o.stderr)
         );
     }
+    for cmd in [format!("write {} junk", junk.display()), "rm junk".into()] {
+        let o = tool("debugfs")
+            .args(["-w", "-R", &cmd])
+            .arg(at_offset(&base, root))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "debugfs {cmd}");
+    }
+    assert_eq!(e2fsck_problems(&base, root), Vec::<String>::new());
+    base
+}
+
+fn mapped_blocks(bmap: &Path) -> u64 {
+    bmap_blocks(bmap).iter().map(|(a, b)| b - a + 1).sum()
+}
+
+/// Non-zero 4 KiB blocks of an image that its block map leaves out.
+fn unmapped_nonzero_blocks(image: &Path, bmap: &Path) -> u64 {
+    let b = std::fs::read(image).unwrap();
+    let mut mapped = vec![false; b.len().div_ceil(4096)];
+    for (x, y) in bmap_blocks(bmap) {
+        for m in &mut mapped[usize::try_from(x).unwrap()..=usize::try_from(y).unwrap()] {
+            *m = true;
+        }
+    }
+    b.chunks(4096)
+        .zip(mapped)
+        .filter(|(c, m)| !m && c.iter().any(|&x| x != 0))
+        .count() as u64
+}
+
+/// The block map follows the filesystems: the free space of a base that
+/// holds old bytes there is left out (the map is as small as from a clean
+/// base), and a card that held other bytes still gets intact filesystems
+/// (issue 25, part 1).
+#[test]
+fn free_space_with_old_bytes_is_not_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dirty_base(dir.path());
+    let out = dir.path().join("out");
+    rpiimg_ok(&[
+        "build",
+        "--profile",
+        &profile_path("ost01-compute"),
+        "--base",
+        base.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let (image, bmap) = (out.join("ost01.img"), out.join("ost01.img.bmap"));
+    let (dirty, clean) = (
+        mapped_blocks(&bmap),
+        mapped_blocks(&nodes().join("ost01.img.bmap")),
+    );
+    // The same node from a clean base maps as much, give or take the
+    // placement of a few blocks; the 4 096 blocks of old bytes are not in it.
+    assert!(
+        dirty.abs_diff(clean) < 64,
+        "dirty base maps {dirty} blocks, clean {clean}"
+    );
+    let left_out = unmapped_nonzero_blocks(&image, &bmap);
+    assert!(
+        left_out >= 4000,
+        "{left_out} non-zero blocks left out of the map: the old bytes should be"
+    );
+    let card = dir.path().join("card");
+    let size = usize::try_from(std::fs::metadata(&image).unwrap().len()).unwrap();
+    std::fs::write(&card, vec![0x55u8; size]).unwrap();
+    let o = flash(&[
+        "--to-file",
+        "--yes",
+        &format!("{}={}", image.display(), card.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    prove_card(&card, &out.join("ost01.manifest.json"));
 }

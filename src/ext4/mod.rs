@@ -747,10 +747,61 @@ impl<D: ReadAt> Ext4<D> {
         })
     }
 
+    /// Every block a reader of this filesystem gives meaning to, as sorted,
+    /// merged `[start, end)` block ranges: what a card must get from the
+    /// image, whatever it held before; the rest is free space, which neither
+    /// e2fsck nor the kernel reads.
+    ///
+    /// That is the blocks marked in use in the initialised block bitmaps
+    /// (data, directories, extent blocks, the journal in full: a used card
+    /// may hold an old journal of the same base, whose transactions carry
+    /// the sequence numbers and checksum seed the new one continues, so
+    /// replaying after a crash could pick them up), plus, named explicitly
+    /// because a group's bitmap may be uninitialised (`BLOCK_UNINIT`): every
+    /// superblock and descriptor copy, every group's bitmaps and inode table.
+    pub fn used_block_ranges(&self) -> Result<Vec<(u64, u64)>> {
+        let total = self.sb.blocks_count();
+        let mut meta: Vec<(u64, u64)> = Vec::new();
+        // The superblock sits at byte 1024: in block 0 or, with 1 KiB
+        // blocks, block 1 (first_data_block).
+        let sb_end = u64::from(self.sb.first_data_block()).saturating_add(1);
+        meta.push((0, sb_end.min(total)));
+        let itable = group::itable_blocks(&self.sb)
+            .ok_or_else(|| overflow("the inode table", Location::Superblock))?;
+        for g in 0..self.sb.group_count() {
+            let at = Location::Bitmap { group: g };
+            let first = group::first_block(&self.sb, g)
+                .ok_or_else(|| overflow("the group's first block", at.clone()))?;
+            let copies = group::super_and_gdt_blocks(&self.sb, g)
+                .ok_or_else(|| overflow("the descriptor table", at.clone()))?;
+            meta.push((first, first.saturating_add(copies)));
+            for b in [self.groups.block_bitmap(g), self.groups.inode_bitmap(g)] {
+                meta.push((b, b.saturating_add(1)));
+            }
+            let t = self.groups.inode_table(g);
+            meta.push((t, t.saturating_add(itable)));
+        }
+        let mut all = self.bitmap_used_ranges()?;
+        all.extend(
+            meta.into_iter()
+                .map(|(a, b)| (a.min(total), b.min(total)))
+                .filter(|(a, b)| a < b),
+        );
+        all.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+        for (a, b) in all {
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Blocks marked in use in the block bitmaps, as `[start, end)` ranges.
     /// Groups whose bitmap was never initialised are skipped: they hold only
-    /// metadata copies, which are not zero and so are found by content.
-    pub fn used_block_ranges(&self) -> Result<Vec<(u64, u64)>> {
+    /// metadata, which [`Ext4::used_block_ranges`] adds by location.
+    fn bitmap_used_ranges(&self) -> Result<Vec<(u64, u64)>> {
         let mut out: Vec<(u64, u64)> = Vec::new();
         let bpg = u64::from(self.sb.blocks_per_group());
         let total = self.sb.blocks_count();

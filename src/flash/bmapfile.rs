@@ -130,7 +130,7 @@ mod tests {
     use super::*;
 
     fn ours() -> String {
-        let mut s = crate::output::bmap::Scanner::new(&[]);
+        let mut s = crate::output::bmap::Scanner::new(&[], &[]);
         let mut data = vec![0u8; 10 * 4096 + 100];
         data[0] = 1;
         data[3 * 4096] = 2;

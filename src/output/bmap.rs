@@ -1,12 +1,15 @@
 //! One streaming pass over a finished image: its sha256, and a block map in
 //! bmaptool's format (version 2.0, sha256 range checksums).
 //!
-//! A block is mapped when it is not all zeros, or when a filesystem says it
-//! is in use (so a zero-filled block inside a file is still written by
-//! `bmaptool copy` onto a card that held something else): ext4's allocated
-//! and metadata blocks from its bitmaps, FAT's boot sector, reserved
-//! sectors, both tables in full (their zeros are free entries) and
-//! allocated clusters (`fs::fat_used_ranges`).
+//! The map follows the filesystems, not the bytes: a card that held
+//! something else gets exactly what a reader of the image gives meaning
+//! to. Inside a filesystem rpiimg understands (the [`Layout`]'s `known`
+//! spans) a block is mapped when the filesystem uses it, zeros or not (a
+//! FAT's zeros are its free entries), and left out when it is free, even
+//! where the base holds old non-zero bytes there. Elsewhere (the gaps
+//! between partitions, partitions rpiimg does not read) a block is mapped
+//! when it is not all zeros, as `bmaptool create` does; the partition
+//! tables' own sectors are always mapped. See `output::layout`.
 
 use sha2::{Digest, Sha256};
 
@@ -24,8 +27,8 @@ pub struct Scan {
 /// are whole 4 KiB blocks (except the last): the one pass a node's bytes
 /// take on their way to the output.
 pub struct Scanner<'a> {
-    in_use: &'a [(u64, u64)],
-    next_use: usize,
+    in_use: Cursor<'a>,
+    known: Cursor<'a>,
     whole: Sha256,
     ranges: Vec<(u64, u64, String)>,
     cur: Option<(u64, Sha256)>,
@@ -34,12 +37,13 @@ pub struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    /// `in_use` lists extra mapped block ranges `[start, end)` in 4 KiB
-    /// image blocks, sorted.
-    pub fn new(in_use: &'a [(u64, u64)]) -> Self {
+    /// `in_use` lists the block ranges `[start, end)` (4 KiB image blocks,
+    /// sorted) that are mapped whatever they hold; `known` those where
+    /// only `in_use` is mapped (a filesystem's free space).
+    pub fn new(in_use: &'a [(u64, u64)], known: &'a [(u64, u64)]) -> Self {
         Scanner {
-            in_use,
-            next_use: 0,
+            in_use: Cursor::new(in_use),
+            known: Cursor::new(known),
             whole: Sha256::new(),
             ranges: Vec::new(),
             cur: None,
@@ -53,11 +57,9 @@ impl<'a> Scanner<'a> {
         self.size += data.len() as u64;
         for chunk in data.chunks(BLOCK_US) {
             let b = self.block;
-            while self.next_use < self.in_use.len() && self.in_use[self.next_use].1 <= b {
-                self.next_use += 1;
-            }
-            let used = self.next_use < self.in_use.len() && self.in_use[self.next_use].0 <= b;
-            if used || !crate::bytes::is_zero(chunk) {
+            let used = self.in_use.covers(b);
+            let known = self.known.covers(b);
+            if used || (!known && !crate::bytes::is_zero(chunk)) {
                 self.cur
                     .get_or_insert_with(|| (b, Sha256::new()))
                     .1
@@ -79,6 +81,25 @@ impl<'a> Scanner<'a> {
             sha256: hex(&self.whole.finalize()),
             ranges: self.ranges,
         }
+    }
+}
+
+/// A position in sorted ranges, for blocks asked about in increasing order.
+struct Cursor<'a> {
+    ranges: &'a [(u64, u64)],
+    next: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(ranges: &'a [(u64, u64)]) -> Self {
+        Cursor { ranges, next: 0 }
+    }
+
+    fn covers(&mut self, b: u64) -> bool {
+        while self.ranges.get(self.next).is_some_and(|r| r.1 <= b) {
+            self.next += 1;
+        }
+        self.ranges.get(self.next).is_some_and(|r| r.0 <= b)
     }
 }
 
@@ -133,7 +154,7 @@ mod tests {
         data[3 * BLOCK_US + 5] = 1; // block 3
         data[4 * BLOCK_US] = 1; // block 4
         let in_use = [(7, 9)];
-        let mut scanner = Scanner::new(&in_use);
+        let mut scanner = Scanner::new(&in_use, &[]);
         // Fed in two chunks of whole blocks, as the build streams it.
         scanner.feed(&data[..6 * BLOCK_US]);
         scanner.feed(&data[6 * BLOCK_US..]);
@@ -144,5 +165,23 @@ mod tests {
         let x = render(&s);
         assert!(x.contains("<MappedBlocksCount> 5 </MappedBlocksCount>"));
         assert!(!x.contains(ZEROS));
+    }
+
+    #[test]
+    fn free_space_of_a_known_filesystem_is_unmapped_whatever_it_holds() {
+        // Blocks 2-7 are a filesystem using 3 and 5; 1 and 8 lie outside.
+        let mut data = vec![0xAAu8; 10 * BLOCK_US];
+        data[5 * BLOCK_US..6 * BLOCK_US].fill(0); // used, and zero
+        data[9 * BLOCK_US..].fill(0); // outside, zero
+        let (in_use, known) = ([(3, 4), (5, 6)], [(2, 8)]);
+        let mut scanner = Scanner::new(&in_use, &known);
+        scanner.feed(&data);
+        let r: Vec<(u64, u64)> = scanner
+            .finish()
+            .ranges
+            .iter()
+            .map(|(a, b, _)| (*a, *b))
+            .collect();
+        assert_eq!(r, vec![(0, 1), (3, 3), (5, 5), (8, 8)]);
     }
 }

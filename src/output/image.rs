@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use super::{bmap, copy, sha256_line, xz, Pending};
 use crate::error::{Error, Result};
-use crate::ext4::Ext4;
 use crate::fs::edit::{Finished, ImageEdit};
 use crate::image::OpenedImage;
 use crate::partition;
@@ -69,14 +68,14 @@ fn base_err(base: &OpenedImage, e: std::io::Error) -> Error {
 fn stream_node(
     base: &OpenedImage,
     staged: &Finished,
-    in_use: &[(u64, u64)],
+    layout: &super::layout::Layout,
     out: Option<&mut std::fs::File>,
     dest: &Path,
     progress: Progress,
     name: &str,
 ) -> Result<bmap::Scan> {
     use std::io::Write;
-    let mut scanner = bmap::Scanner::new(in_use);
+    let mut scanner = bmap::Scanner::new(&layout.in_use, &layout.known);
     let mut task = progress.task(&format!("write {name}"), base.size);
     let mut writer = out.map(crate::image::source::SparseWriter::new);
     let mut buf = vec![0u8; 1 << 20];
@@ -165,28 +164,10 @@ pub fn build<T>(
     let staged = ed.finish()?;
     let touched = staged.touched();
 
-    // Blocks the filesystems use stay mapped even when they hold zeros: a
-    // card that held something else must get them. For FAT that is the
-    // whole allocation table too, whose zeros are its free entries.
-    let root = staged.root();
-    let first = root.base().start() / bmap::BLOCK;
-    let mut in_use: Vec<(u64, u64)> = Ext4::open(root)?
-        .used_block_ranges()?
-        .into_iter()
-        .map(|(a, b)| (first + a, first + b))
-        .collect();
-    for (part, fat) in staged.fats() {
-        let at = fat.base().start();
-        let used = crate::fs::fat_used_ranges(fat).map_err(|e| Error::Fat {
-            part,
-            detail: e.to_string(),
-        })?;
-        in_use.extend(
-            used.into_iter()
-                .map(|(a, b)| ((at + a) / bmap::BLOCK, (at + b).div_ceil(bmap::BLOCK))),
-        );
-    }
-    in_use.sort_unstable();
+    // What the block map maps: every block the filesystems use (zeros
+    // too: a card that held something else must get them), and none of
+    // their free space.
+    let layout = super::layout::of(&staged, &table, base.size)?;
 
     // One pass: read the base, lay the edit over it, write the node's image
     // (unless it is a clone of the base, which then gets only the edited
@@ -198,7 +179,7 @@ pub fn build<T>(
     let scan = stream_node(
         base,
         &staged,
-        &in_use,
+        &layout,
         (!cloned).then(|| img.file()),
         &img_dest,
         progress,

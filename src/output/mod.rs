@@ -6,6 +6,7 @@ pub(crate) mod bmap;
 pub(crate) mod copy;
 pub mod image;
 pub(crate) mod imager;
+pub(crate) mod layout;
 pub(crate) mod xz;
 
 use std::fs::File;

@@ -340,6 +340,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("umount", "mount"),
     ("mshowfat", "mtools"),
     ("mmd", "mtools"),
+    ("mdel", "mtools"),
     ("sync", "coreutils"),
     ("df", "coreutils"),
     ("kill", "procps"),
