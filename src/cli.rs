@@ -315,10 +315,14 @@ pub struct FsArgs {
 
 const FLASH_EXAMPLES: &str = "\
 Each card gets the blocks its image's .bmap maps (without a .bmap: the ranges
-its partitions use), written in parallel, one writer per card, then every
-written range is read back from the card and compared. The image's first
-64 KiB (its partition table) is cleared first and written last, so a card
-whose flash was cut short, or that failed verification, has no partition
+its partitions use), in parallel, one writer per card. Each mapped chunk is
+first read from the card and only the 4 KiB blocks that differ are written
+(a card holding an earlier build of the node is re-flashed in about one read);
+a card that holds something else is seen in its first 16 MiB and written in
+full from there (--full: never compare). Every written range is then read back
+from the card and compared. Before the first write the image's first 64 KiB
+(its partition table) is cleared on the card, and it is written last, so a
+card whose flash was cut short, or that failed verification, has no partition
 table: flash it again.
 
 Refused before anything is written, naming the device and why: a device with
@@ -336,7 +340,8 @@ Examples:
   rpiimg flash out/ost01.img=/dev/sdb out/ost02.img=/dev/sdc
   rpiimg flash --cluster out --devices /dev/sdb,/dev/sdc,/dev/sdd,/dev/sde
   rpiimg flash out/ost04.img.xz=/dev/disk/by-id/usb-Generic_SD_Reader-0:0
-  rpiimg flash --to-file out/ost04.img=/tmp/card.img --yes    # a file stands in for a card";
+  rpiimg flash --to-file out/ost04.img=/tmp/card.img --yes    # a file stands in for a card
+  rpiimg flash --full out/ost01.img=/dev/sdb                  # write everything, compare nothing";
 
 const IMAGER_EXAMPLES: &str = "\
 The list names each node image (the .img.xz when there is one, else the .img)
@@ -380,6 +385,9 @@ pub struct FlashArgs {
     /// Allow regular files as targets (created if missing, never shrunk)
     #[arg(long)]
     pub to_file: bool,
+    /// Write every mapped range; by default the card is read first and only what differs is written
+    #[arg(long)]
+    pub full: bool,
     /// JSON report instead of text
     #[arg(long)]
     pub json: bool,

@@ -63,6 +63,7 @@ pub(super) fn run(ctx: &Ctx, args: &FlashArgs, out: &mut dyn Write) -> Result<i3
         pairs: pairs(args)?,
         to_file: args.to_file,
         allow_fixed: args.allow_fixed,
+        full: args.full,
     };
     let prep = flash::prepare(&req, &SysRoot::new("/"), &ctx.cache, ctx.progress)?;
     if args.yes {

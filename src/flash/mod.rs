@@ -18,7 +18,6 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::image::Cache;
@@ -39,10 +38,11 @@ pub struct MapRange {
 }
 
 /// Where a card stands after `flash`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     /// Nothing was written: the card is as it was.
+    #[default]
     NotStarted,
     /// The partition table was cleared and part of the image written.
     Incomplete,
@@ -71,6 +71,8 @@ pub struct Request {
     pub pairs: Vec<(PathBuf, PathBuf)>,
     pub to_file: bool,
     pub allow_fixed: bool,
+    /// Write every mapped range without comparing with the card first.
+    pub full: bool,
 }
 
 struct Card {
@@ -82,6 +84,7 @@ struct Card {
 /// The images opened and the targets accepted: ready to confirm and write.
 pub struct Prepared {
     cards: Vec<Card>,
+    full: bool,
 }
 
 /// Pair the node images of an output directory with devices, in order.
@@ -244,7 +247,10 @@ pub fn prepare(
             disk,
         })
         .collect();
-    Ok(Prepared { cards })
+    Ok(Prepared {
+        cards,
+        full: req.full,
+    })
 }
 
 impl Prepared {
@@ -292,6 +298,16 @@ pub struct CardReport {
     pub state: State,
     /// Bytes written onto the card.
     pub written: u64,
+    /// Bytes read from the card and compared with the image before
+    /// writing (0 with `--full`).
+    pub compared: u64,
+    /// Mapped bytes the card already held, not written again.
+    pub skipped: u64,
+    /// The card held something else: compared only at the start, then
+    /// written in full.
+    pub fell_back: bool,
+    /// Bytes read back from the card after writing.
+    pub read_back: u64,
     /// Write speed, bytes per second (0 when it did not finish).
     pub write_bytes_per_sec: u64,
     pub verify_seconds: f64,
@@ -348,16 +364,13 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
                                 file,
                                 path: &c.target,
                                 first: i == 0,
+                                delta: !prep.full,
                             },
                             cancel,
                             &mut bar,
                             total,
                         ),
                         Err(e) => write::Outcome {
-                            state: State::NotStarted,
-                            written: 0,
-                            write_time: Duration::ZERO,
-                            verify_time: Duration::ZERO,
                             error: Some(format!(
                                 "cannot open it for writing: {e}{}",
                                 if e.raw_os_error() == Some(16) {
@@ -366,6 +379,7 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
                                     ""
                                 }
                             )),
+                            ..write::Outcome::default()
                         },
                     };
                     bar.finish();
@@ -382,6 +396,10 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
                     target: c.target.display().to_string(),
                     state: State::Incomplete,
                     written: 0,
+                    compared: 0,
+                    skipped: 0,
+                    fell_back: false,
+                    read_back: 0,
                     write_bytes_per_sec: 0,
                     verify_seconds: 0.0,
                     error: Some("its writer thread panicked".into()),
@@ -402,6 +420,10 @@ fn report(c: &Card, o: write::Outcome) -> CardReport {
         target: c.target.display().to_string(),
         state: o.state,
         written: o.written,
+        compared: o.compared,
+        skipped: o.skipped,
+        fell_back: o.fell_back,
+        read_back: o.read_back,
         write_bytes_per_sec: match o.write_time.as_millis() {
             0 => 0,
             ms => u64::try_from(u128::from(o.written) * 1000 / ms).unwrap_or(u64::MAX),
@@ -437,8 +459,20 @@ pub fn render(reports: &[CardReport]) -> String {
         } else {
             "-".into()
         };
+        let compared = match (r.compared, r.fell_back) {
+            (0, _) => String::new(),
+            (c, false) => format!(
+                ", {} compared ({} already on it)",
+                human_bytes(c),
+                human_bytes(r.skipped)
+            ),
+            (c, true) => format!(
+                ", {} compared (it held something else: written in full)",
+                human_bytes(c)
+            ),
+        };
         s.push_str(&format!(
-            "{}  {} -> {}: {} written, {speed}, {}\n",
+            "{}  {} -> {}: {} written{compared}, {speed}, {}\n",
             if r.state == State::Verified {
                 "ok  "
             } else {

@@ -1,11 +1,22 @@
-//! One card: write the mapped ranges of one image, then read every one of
-//! them back from the card and compare.
+//! One card: bring the mapped ranges of one image onto it, then read back
+//! what was written and compare.
 //!
-//! Order keeps a broken flash recognisable: the image's first 64 KiB (the
-//! MBR or primary GPT) is cleared on the card first and written last, after
-//! everything else is on the card. A card whose writer was killed or
-//! interrupted has no partition table: no system will boot or mount half
-//! an image from it, and flashing it again is all it needs.
+//! By default the card is compared first (delta): each mapped chunk is
+//! read from the card and only the 4 KiB blocks that differ from the image
+//! are written, so re-flashing a card that holds an earlier build of the
+//! node costs about one read of the mapped data (cards read several times
+//! faster than they write, and wear with every write). A card that holds
+//! something else shows it in the first mapped bytes (at most [`PROBE`]); the rest is then
+//! written without reading it first, so a fresh card costs a full flash
+//! and that probe. `--full` writes everything without comparing.
+//!
+//! Order keeps a broken flash recognisable: before the first byte is
+//! written, the image's first 64 KiB (the MBR or primary GPT) is cleared
+//! on the card, and it is written last, after everything else is on the
+//! card. A card whose writer was killed or interrupted has no partition
+//! table: no system will boot or mount half an image from it, and flashing
+//! it again is all it needs. A card that already holds the image is not
+//! written at all.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -21,13 +32,33 @@ use crate::progress::Task;
 
 const CHUNK: usize = 4 << 20;
 /// Cleared first, written last.
-pub const HEAD: u64 = 64 << 10;
+pub const HEAD: u64 = HEAD_US as u64;
+const HEAD_US: usize = 64 << 10;
+/// What delta compares and writes in: a card's unit of change.
+const BLOCK: usize = 4096;
+/// Mapped bytes compared before deciding whether the card holds this image
+/// (or an earlier build of it): at most this, and 1/64 of the mapped bytes
+/// but at least [`STEP`]. If less than half of them already match, the rest
+/// is written without reading it first.
+const PROBE: u64 = 16 << 20;
+/// Bytes read from the card per comparison (the probe's granularity).
+const STEP: usize = 1 << 20;
 
 /// How a card's writer ended.
+#[derive(Default)]
 pub struct Outcome {
     pub state: State,
-    /// Bytes written onto the card (mapped bytes of the image).
+    /// Bytes written onto the card.
     pub written: u64,
+    /// Bytes read from the card and compared with the image before writing.
+    pub compared: u64,
+    /// Mapped bytes the card already held, so not written.
+    pub skipped: u64,
+    /// The card held something else: compared only for the probe, then
+    /// written in full.
+    pub fell_back: bool,
+    /// Bytes read back from the card after writing.
+    pub read_back: u64,
     pub write_time: Duration,
     pub verify_time: Duration,
     /// Why it failed, one line.
@@ -40,6 +71,8 @@ pub struct Job<'a> {
     pub path: &'a std::path::Path,
     /// First in the command line's order (the test hooks act on it).
     pub first: bool,
+    /// Compare with the card and write only what differs.
+    pub delta: bool,
 }
 
 enum Stop {
@@ -51,21 +84,16 @@ fn fault(point: &str) -> bool {
     std::env::var("RPIIMG_FAULT").is_ok_and(|v| v == point)
 }
 
-/// Write and verify one card. Never panics on I/O; the outcome says how
-/// far it got.
+/// Bring one card to the image and verify it. Never panics on I/O; the
+/// outcome says how far it got.
 pub fn flash(job: Job, cancel: &AtomicBool, bar: &mut Task, total: &Mutex<Task>) -> Outcome {
-    let mut out = Outcome {
-        state: State::NotStarted,
-        written: 0,
-        write_time: Duration::ZERO,
-        verify_time: Duration::ZERO,
-        error: None,
-    };
+    let mut out = Outcome::default();
     match run(&job, cancel, bar, total, &mut out) {
         Ok(()) => out.state = State::Verified,
         Err(Stop::Interrupted) => {
             out.error = Some(match out.state {
                 State::Written => "interrupted during the read-back: written, not verified".into(),
+                State::NotStarted => "interrupted before anything was written".into(),
                 _ => "interrupted".into(),
             });
         }
@@ -77,6 +105,123 @@ pub fn flash(job: Job, cancel: &AtomicBool, bar: &mut Task, total: &Mutex<Task>)
         }
     }
     out
+}
+
+/// Bytes written during the pass, to be read back: (offset, length, sha256).
+type Piece = (u64, usize, [u8; 32]);
+
+/// The writing pass's state for one card.
+struct Pass<'a> {
+    f: &'a File,
+    src: &'a Source,
+    /// Still comparing with the card (delta, and the probe not failed).
+    comparing: bool,
+    /// The card's head was cleared: it must get the image's head at the end.
+    cleared: bool,
+    /// The card's head differs from the image's.
+    head_differs: bool,
+    /// The image's head bytes, written last.
+    head: Vec<(u64, Vec<u8>)>,
+    pieces: Vec<Piece>,
+    /// Bytes to compare before deciding, compared so far during the probe,
+    /// and how many of them matched.
+    probe: u64,
+    probed: u64,
+    matched: u64,
+    zeros: Aligned,
+}
+
+impl Pass<'_> {
+    /// Clear the card's head once, before the first write.
+    fn before_write(&mut self, out: &mut Outcome) -> std::io::Result<()> {
+        if !self.cleared {
+            clear_head(self.f, self.src, &mut self.zeros)?;
+            self.cleared = true;
+            out.state = State::Incomplete;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8], off: u64, out: &mut Outcome) -> std::io::Result<()> {
+        self.before_write(out)?;
+        self.f.write_all_at(data, off)?;
+        let sum: [u8; 32] = Sha256::digest(data).into();
+        self.pieces.push((off, data.len(), sum));
+        out.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Bring `img` (the image's bytes at `off`, the head's part already
+    /// kept back) onto the card: compared block by block, [`STEP`] bytes
+    /// at a time, while comparing; else written whole. `card` is scratch of
+    /// the same length. Returns the bytes written.
+    fn put(
+        &mut self,
+        img: &[u8],
+        card: &mut [u8],
+        off: u64,
+        out: &mut Outcome,
+    ) -> std::io::Result<u64> {
+        let mut written = 0u64;
+        let mut at = 0usize;
+        while at < img.len() {
+            let here = off + at as u64;
+            if !self.comparing {
+                self.write(&img[at..], here, out)?;
+                return Ok(written + (img.len() - at) as u64);
+            }
+            let end = (at + STEP).min(img.len());
+            let (want, got) = (&img[at..end], &mut card[at..end]);
+            self.f.read_exact_at(got, here)?;
+            out.compared += want.len() as u64;
+            let w = self.write_differing(want, got, here, out)?;
+            written += w;
+            let same = want.len() as u64 - w;
+            out.skipped += same;
+            if self.probed < self.probe {
+                self.probed += want.len() as u64;
+                self.matched += same;
+                if self.probed >= self.probe && self.matched < self.probed / 2 {
+                    self.comparing = false;
+                    out.fell_back = true;
+                }
+            }
+            at = end;
+        }
+        Ok(written)
+    }
+
+    /// Write the runs of 4 KiB blocks where `want` (the image at `off`)
+    /// and `got` (the card) differ, each as one piece. Returns the bytes
+    /// written.
+    fn write_differing(
+        &mut self,
+        want: &[u8],
+        got: &[u8],
+        off: u64,
+        out: &mut Outcome,
+    ) -> std::io::Result<u64> {
+        let mut written = 0u64;
+        let mut run: Option<usize> = None;
+        let blocks = want.len().div_ceil(BLOCK);
+        for k in 0..=blocks {
+            let a = (k * BLOCK).min(want.len());
+            let differs = k < blocks && {
+                let b = (a + BLOCK).min(want.len());
+                want[a..b] != got[a..b]
+            };
+            match (differs, run) {
+                (true, None) => run = Some(a),
+                (false, Some(s)) => {
+                    self.write(&want[s..a], off + s as u64, out)?;
+                    written += (a - s) as u64;
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        Ok(written)
+    }
 }
 
 fn run(
@@ -107,23 +252,39 @@ fn run(
     };
     check()?;
 
-    // 1. Clear the head's mapped bytes on the card.
     let started = Instant::now();
-    let mut buf = Aligned::new(CHUNK);
-    clear_head(f, src, &mut buf).map_err(io("writing to the card"))?;
-    out.state = State::Incomplete;
+    let mut pass = Pass {
+        f,
+        src,
+        comparing: job.delta,
+        cleared: false,
+        head_differs: false,
+        head: Vec::new(),
+        pieces: Vec::new(),
+        probe: (src.mapped() / 64).clamp(STEP as u64, PROBE),
+        probed: 0,
+        matched: 0,
+        zeros: Aligned::new(HEAD_US),
+    };
+    if job.delta {
+        // What is compared must come from the card, not the page cache
+        // (a device is opened O_DIRECT; a file's cached pages are dropped).
+        device::drop_cache(f).map_err(io("dropping the card's cached pages"))?;
+    } else {
+        pass.before_write(out).map_err(io("writing to the card"))?;
+    }
 
-    // 2. Every mapped range, the head kept back in memory. A range the
-    // block map gives a sha256 for is checked against it on the way back
-    // from the card (one hash per byte instead of two); the others are
-    // hashed here, for that check.
+    // 1. Every mapped range, the head kept back in memory. The image's
+    // bytes are hashed on the way and checked against the block map's
+    // sha256 for the range, so an image changed since its build is caught
+    // before its range is read back.
     let mut reader = src
         .reader()
         .map_err(|e| Stop::Failed(format!("reading {}: {e}", src.name())))?;
-    let mut head: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut sums = Vec::with_capacity(src.ranges.len());
+    let mut buf = Aligned::new(CHUNK);
+    let mut card = Aligned::new(if job.delta { CHUNK } else { 0 });
     for r in &src.ranges {
-        let mut h = r.sha256.is_none().then(Sha256::new);
+        let mut h = r.sha256.is_some().then(Sha256::new);
         for (off, n) in pieces(r) {
             check()?;
             if fault("flash-slow") {
@@ -140,62 +301,87 @@ fn run(
                 .unwrap_or(n)
                 .min(n);
             if kept > 0 {
-                head.push((off, chunk[..kept].to_vec()));
+                pass.head.push((off, chunk[..kept].to_vec()));
+                if pass.comparing && !pass.head_differs {
+                    let c = &mut card.get()[..kept];
+                    f.read_exact_at(c, off).map_err(io("reading the card"))?;
+                    out.compared += kept as u64;
+                    pass.head_differs = *c != chunk[..kept];
+                } else {
+                    pass.head_differs = true;
+                }
             }
-            if kept < n {
-                f.write_all_at(&chunk[kept..], off + kept as u64)
-                    .map_err(io("writing to the card"))?;
-            }
-            out.written += n as u64;
-            advance(bar, n as u64);
+            let rest = &chunk[kept..];
+            let scratch = &mut card.get()[..if pass.comparing { rest.len() } else { 0 }];
+            let wrote = pass
+                .put(rest, scratch, off + kept as u64, out)
+                .map_err(io("writing to the card"))?;
+            // A byte already on the card needs no read-back: count both.
+            advance(bar, n as u64 + (rest.len() as u64 - wrote));
         }
-        sums.push(match (h, &r.sha256) {
-            (Some(h), _) => crate::bytes::hex(&h.finalize()),
-            (None, Some(s)) => s.clone(),
-            (None, None) => String::new(),
-        });
+        if let (Some(h), Some(want)) = (h, &r.sha256) {
+            if crate::bytes::hex(&h.finalize()) != *want {
+                return Err(Stop::Failed(image_changed(&mut pass, r)));
+            }
+        }
     }
-    f.sync_data().map_err(io("flushing the card"))?;
+    if pass.cleared {
+        f.sync_data().map_err(io("flushing the card"))?;
+    }
     if fault("flash-abort") {
         // As if killed here: everything but the head is on the card.
         std::process::abort();
     }
     check()?;
 
-    // 3. The head, last.
-    for (off, bytes) in &head {
-        let b = &mut buf.get()[..bytes.len()];
-        b.copy_from_slice(bytes);
-        f.write_all_at(b, *off).map_err(io("writing to the card"))?;
+    // 2. The head, last: when it was cleared or differs.
+    if pass.cleared || pass.head_differs {
+        if !pass.cleared {
+            // The head is the only difference: written last, as always.
+            pass.cleared = true;
+            out.state = State::Incomplete;
+        }
+        let head = std::mem::take(&mut pass.head);
+        for (off, bytes) in &head {
+            let b = &mut buf.get()[..bytes.len()];
+            b.copy_from_slice(bytes);
+            pass.write(b, *off, out)
+                .map_err(io("writing to the card"))?;
+        }
+        f.sync_data().map_err(io("flushing the card"))?;
+    } else {
+        // Compared equal: count it as verified.
+        let n: u64 = pass.head.iter().map(|(_, b)| b.len() as u64).sum();
+        out.skipped += n;
+        advance(bar, n);
     }
-    f.sync_data().map_err(io("flushing the card"))?;
     out.write_time = started.elapsed();
     out.state = State::Written;
     if job.first && fault("flash-flip") {
         flip_one_byte(job.path, src).map_err(io("test hook flash-flip"))?;
     }
 
-    // 4. Read every range back from the card, not from the page cache
-    // (O_DIRECT on a device; dropped pages on a file).
+    // 3. Read back what was written, from the card, not from the page
+    // cache (O_DIRECT on a device; dropped pages on a file). What was
+    // compared equal was read from the card already.
     let started = Instant::now();
     device::drop_cache(f).map_err(io("dropping the card's cached pages"))?;
-    for (r, want) in src.ranges.iter().zip(&sums) {
-        let mut h = Sha256::new();
-        for (off, n) in pieces(r) {
-            check()?;
-            let b = &mut buf.get()[..n];
-            f.read_exact_at(b, off)
-                .map_err(io("reading the card back"))?;
-            h.update(&*b);
-            advance(bar, n as u64);
-        }
-        if crate::bytes::hex(&h.finalize()) != *want {
+    for &(off, len, want) in &pass.pieces {
+        check()?;
+        let b = &mut buf.get()[..len];
+        f.read_exact_at(b, off)
+            .map_err(io("reading the card back"))?;
+        out.read_back += len as u64;
+        advance(bar, len as u64);
+        let got: [u8; 32] = Sha256::digest(&*b).into();
+        if got != want {
             // A card that failed must not boot what it holds: it loses
             // its partition table, like a card whose flash was cut short.
-            let blanked = clear_head(f, src, &mut buf).is_ok();
+            let blanked = clear_head(f, src, &mut pass.zeros).is_ok();
             return Err(Stop::Failed(format!(
-                "{}{}",
-                mismatch(src, r),
+                "read-back differs from {} in bytes {off}-{}: the card did not keep what was written (a failing or fake card? try another){}",
+                src.name(),
+                off + len as u64 - 1,
                 if blanked {
                     "; its partition table was cleared"
                 } else {
@@ -206,6 +392,25 @@ fn run(
     }
     out.verify_time = started.elapsed();
     Ok(())
+}
+
+/// The image no longer matches its block map in range `r`: say so, and
+/// leave a card that was written to without a partition table.
+fn image_changed(pass: &mut Pass, r: &super::MapRange) -> String {
+    let blanked = pass.cleared && clear_head(pass.f, pass.src, &mut pass.zeros).is_ok();
+    format!(
+        "{} does not match its block map at bytes {}-{} (the image changed after it was built: rebuild it, or check it with sha256sum -c); {}",
+        pass.src.name(),
+        r.start,
+        r.end - 1,
+        if blanked {
+            "the card has part of it and no partition table"
+        } else if pass.cleared {
+            "the card has part of it"
+        } else {
+            "nothing was written to the card"
+        }
+    )
 }
 
 /// The (offset, length) pieces of at most CHUNK bytes that cover `r`, in
@@ -228,40 +433,6 @@ fn clear_head(f: &File, src: &Source, buf: &mut Aligned) -> std::io::Result<()> 
         f.write_all_at(zeros, r.start)?;
     }
     f.sync_data()
-}
-
-/// Why a range read back differs: the card, or (when the block map's
-/// sha256 was trusted while writing) an image that no longer matches it.
-fn mismatch(src: &Source, r: &super::MapRange) -> String {
-    let image_ok = r.sha256.as_ref().is_none_or(|want| {
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let Ok(mut reader) = src.reader() else {
-            return true;
-        };
-        for (off, n) in pieces(r) {
-            if reader.read_at(off, &mut buf[..n]).is_err() {
-                return true;
-            }
-            h.update(&buf[..n]);
-        }
-        crate::bytes::hex(&h.finalize()) == *want
-    });
-    if image_ok {
-        format!(
-            "read-back differs from {} in bytes {}-{}: the card did not keep what was written (a failing or fake card? try another)",
-            src.name(),
-            r.start,
-            r.end - 1
-        )
-    } else {
-        format!(
-            "{} does not match its block map at bytes {}-{} (the image changed after it was built: rebuild it, or check it with sha256sum -c); the card holds the changed bytes",
-            src.name(),
-            r.start,
-            r.end - 1
-        )
-    }
 }
 
 /// A buffer whose start is 4 KiB-aligned in memory, as O_DIRECT needs.
