@@ -205,6 +205,11 @@ fn without_a_bmap_the_partitions_are_written() {
 
 /// `rpiimg flash` of ost01 and ost02 onto two files, with a test hook on.
 fn two_cards_with_fault(fault: &str, c1: &Path, c2: &Path) -> Command {
+    // Cards that exist, as real ones do (a new file is removed unless
+    // verified, which would hide what a card is left with).
+    let size = std::fs::metadata(img("ost01.img")).unwrap().len();
+    used_card(c1, size);
+    used_card(c2, size);
     let mut c = rpiimg_cmd();
     c.env("RPIIMG_FAULT", fault)
         .args([
@@ -277,11 +282,25 @@ fn a_killed_flash_leaves_no_partition_table_and_a_new_flash_completes() {
 fn ctrl_c_stops_the_writers_and_reports_each_card() {
     let dir = tempfile::tempdir().unwrap();
     let (c1, c2) = (dir.path().join("c1"), dir.path().join("c2"));
-    let child = two_cards_with_fault("flash-slow", &c1, &c2)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let go = dir.path().join("go");
+    let child = two_cards_with_fault(
+        &format!("flash-slow,flash-checked:pause={}", go.display()),
+        &c1,
+        &c2,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Checked and ready to write: let it start, then interrupt it while
+    // the hook makes writing take seconds.
+    let reached = dir.path().join("go.reached");
+    let t = std::time::Instant::now();
+    while !reached.exists() {
+        assert!(t.elapsed().as_secs() < 240, "flash never got to writing");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::write(&go, b"").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(800));
     let st = tool("kill")
         .args(["-INT", &child.id().to_string()])
@@ -349,7 +368,7 @@ fn bad_targets_are_refused_before_anything_is_written() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains("named twice"), "{err}");
-    assert!(err.contains("is one of the images being flashed"), "{err}");
+    assert!(err.contains("an input of this flash"), "{err}");
     // A symlink to a file: named by itself only.
     std::os::unix::fs::symlink(&card, dir.path().join("link")).unwrap();
     let o = flash(&["--to-file", "--yes", &one(&dir.path().join("link"))]);
@@ -383,6 +402,7 @@ fn an_image_that_does_not_match_its_bmap_is_caught() {
     }
     let image = dir.path().join("ost01.img");
     let card = dir.path().join("card");
+    let size = std::fs::metadata(&image).unwrap().len();
     // An edited .bmap is refused before writing.
     let bmap = dir.path().join("ost01.img.bmap");
     let text = std::fs::read_to_string(&bmap).unwrap();
@@ -392,8 +412,10 @@ fn an_image_that_does_not_match_its_bmap_is_caught() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("ost01.img.bmap"), "{}", stderr(&o));
     assert!(!card.exists());
-    // An image changed after its build: the writer stops at the range.
+    // An image changed after its build (with no .sha256 or manifest
+    // beside it to catch it first): the writer stops at the range.
     std::fs::write(&bmap, &text).unwrap();
+    used_card(&card, size);
     let (start, _) = partition(&image, 2);
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -789,4 +811,345 @@ fn reflash_writes_only_what_differs() {
     assert!(field(&v, "compared") <= (2 << 20) + (64 << 10), "{v}");
     assert_eq!(field(&v, "written"), mapped, "{v}");
     assert_card(&foreign, &image, &bmap);
+}
+
+/// `rpiimg flash ARGS` started with the `flash-checked` pause hook: it
+/// stops between the checks and the writing until `go` exists. Returns
+/// the child once it has reached that point.
+fn flash_paused(args: &[&str], go: &Path) -> std::process::Child {
+    let mut child = rpiimg_cmd()
+        .env(
+            "RPIIMG_FAULT",
+            format!("flash-checked:pause={}", go.display()),
+        )
+        .arg("flash")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reached = PathBuf::from(format!("{}.reached", go.display()));
+    let t = std::time::Instant::now();
+    while !reached.exists() {
+        if let Some(s) = child.try_wait().unwrap() {
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "flash ended ({s}) before the pause: {}{}",
+                stdout(&o),
+                stderr(&o)
+            );
+        }
+        assert!(t.elapsed().as_secs() < 240, "flash never reached its pause");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
+/// Whatever is checked is what is written (issue 26, class 1): a second
+/// flash onto a file being flashed is refused while the first holds it
+/// (it was "verified OK" for a file that matched neither image), and a new
+/// file appears under its name only once verified.
+#[test]
+fn one_flash_at_a_time_per_target_and_no_partial_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = dir.path().join("new-card.img");
+    let go = dir.path().join("go");
+    let first = flash_paused(
+        &[
+            "--to-file",
+            "--yes",
+            &format!("{}={}", img("ost01.img"), card.display()),
+        ],
+        &go,
+    );
+    // Checked and locked, not yet written: no file under the final name.
+    assert!(
+        !card.exists(),
+        "a new file must not carry its name before it is verified"
+    );
+    let hidden: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".new-card.img.rpiimg-partial-"))
+        .collect();
+    assert_eq!(hidden.len(), 1, "{hidden:?}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join(&hidden[0]))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "a node image holds secrets");
+    // A second run onto the same (existing) file while the first holds it.
+    let held = dir.path().join("held.img");
+    std::fs::copy(img("ost02.img"), &held).unwrap();
+    let go2 = dir.path().join("go2");
+    let holder = flash_paused(
+        &[
+            "--to-file",
+            "--yes",
+            &format!("{}={}", img("ost01.img"), held.display()),
+        ],
+        &go2,
+    );
+    let o = flash(&[
+        "--to-file",
+        "--yes",
+        &format!("{}={}", img("ost02.img"), held.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("is being written by another rpiimg flash"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&go, b"").unwrap();
+    std::fs::write(&go2, b"").unwrap();
+    for child in [first, holder] {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    }
+    assert_eq!(sha256_file(&card), sha256_file(&nodes().join("ost01.img")));
+    assert_card_mapped(
+        &held,
+        &nodes().join("ost01.img"),
+        &nodes().join("ost01.img.bmap"),
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("rpiimg-partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Mapped blocks of `card` equal the image's.
+fn assert_card_mapped(card: &Path, image: &Path, bmap: &Path) {
+    let (c, i) = (std::fs::read(card).unwrap(), std::fs::read(image).unwrap());
+    for (a, b) in bmap_blocks(bmap) {
+        let (s, e) = (
+            usize::try_from(a).unwrap() * 4096,
+            (usize::try_from(b).unwrap() + 1) * 4096,
+        );
+        let e = e.min(i.len());
+        assert!(c[s..e] == i[s..e], "blocks {a}-{b} differ from the image");
+    }
+}
+
+/// As root: a `/dev/disk/by-id`-style link re-pointed from the card to
+/// another disk between the checks and the writing changes nothing: the
+/// card opened (O_EXCL) and checked before is the one written, the other
+/// disk keeps every byte (issue 26, class 1).
+#[test]
+fn a_link_re_pointed_after_the_checks_writes_the_checked_card() {
+    if !is_root() {
+        eprintln!("skipped: needs root for losetup");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let size = std::fs::metadata(img("ost01.img")).unwrap().len();
+    let (card, other) = (dir.path().join("card"), dir.path().join("other"));
+    used_card(&card, size);
+    std::fs::write(&other, vec![0x77u8; usize::try_from(size).unwrap()]).unwrap();
+    struct Detach(Vec<String>);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            for d in &self.0 {
+                let _ = tool("losetup").args(["-d", d]).status();
+            }
+        }
+    }
+    let mut loops = Detach(Vec::new());
+    for f in [&card, &other] {
+        let o = tool("losetup")
+            .args(["-f", "--show"])
+            .arg(f)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            eprintln!("skipped: losetup failed: {}", stderr(&o));
+            return;
+        }
+        loops
+            .0
+            .push(String::from_utf8_lossy(&o.stdout).trim().to_string());
+    }
+    let link = dir.path().join("usb-Card_Reader-0:0");
+    std::os::unix::fs::symlink(&loops.0[0], &link).unwrap();
+    let go = dir.path().join("go");
+    let child = flash_paused(
+        &[
+            "--yes",
+            "--allow-fixed",
+            &format!("{}={}", img("ost01.img"), link.display()),
+        ],
+        &go,
+    );
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&loops.0[1], &link).unwrap();
+    std::fs::write(&go, b"").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    drop(loops);
+    assert!(
+        std::fs::read(&other).unwrap().iter().all(|&b| b == 0x77),
+        "the disk the link pointed to later was written"
+    );
+    assert_card(
+        &card,
+        &nodes().join("ost01.img"),
+        &nodes().join("ost01.img.bmap"),
+    );
+}
+
+/// Trust is checked before writing (issue 26, class 5): an image that no
+/// longer matches its .sha256 (or, without one, its manifest) is refused
+/// with nothing written; a .bmap without its own checksum is refused; a
+/// target that is one of the flash's own inputs is refused.
+#[test]
+fn images_are_checked_and_inputs_are_never_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "ost01.img",
+        "ost01.img.bmap",
+        "ost01.img.sha256",
+        "ost01.manifest.json",
+    ] {
+        std::fs::copy(nodes().join(f), dir.path().join(f)).unwrap();
+    }
+    let image = dir.path().join("ost01.img");
+    let card = dir.path().join("card");
+    let pair = format!("{}={}", image.display(), card.display());
+    // A byte the .bmap does not map (its sums cannot see it) changed.
+    let bmap = dir.path().join("ost01.img.bmap");
+    let ranges = bmap_blocks(&bmap);
+    let gap = ranges
+        .windows(2)
+        .find(|w| w[0].1 + 1 < w[1].0)
+        .map(|w| w[0].1 + 1)
+        .unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"x", gap * 4096).unwrap();
+    drop(f);
+    let o = flash(&["--to-file", "--yes", &pair]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("ost01.img.sha256 records"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!card.exists());
+    // Without the .sha256 the manifest is the record.
+    std::fs::remove_file(dir.path().join("ost01.img.sha256")).unwrap();
+    let o = flash(&["--to-file", "--yes", &pair]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ost01.manifest.json records"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::copy(nodes().join("ost01.img"), &image).unwrap();
+    // A .bmap without its own checksum.
+    let text = std::fs::read_to_string(&bmap).unwrap();
+    let unsealed: String = text
+        .lines()
+        .filter(|l| !l.contains("BmapFileChecksum"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&bmap, unsealed).unwrap();
+    let o = flash(&["--to-file", "--yes", &pair]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no BmapFileChecksum"), "{}", stderr(&o));
+    std::fs::write(&bmap, &text).unwrap();
+    // Its own inputs as targets: the .bmap, the manifest, the image by
+    // another name (a hard link).
+    let twin = dir.path().join("twin.img");
+    std::fs::hard_link(&image, &twin).unwrap();
+    for t in [&bmap, &dir.path().join("ost01.manifest.json"), &twin] {
+        let before = sha256_file(t);
+        let o = flash(&[
+            "--to-file",
+            "--yes",
+            &format!("{}={}", image.display(), t.display()),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}: {}", t.display(), stderr(&o));
+        assert!(
+            stderr(&o).contains("an input of this flash"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(sha256_file(t), before);
+    }
+    // And the checked image flashes.
+    let o = flash(&["--to-file", "--yes", &pair]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("sha256 matches ost01.img.sha256")
+            || stderr(&o).contains("sha256 matches ost01.manifest.json"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// As root: a new file target on a filesystem without room for it is
+/// refused before anything is written, naming the space; an existing
+/// file there that fills the filesystem while being written says so and
+/// is left without a partition table (issue 26, class 1; issue 27, 7).
+#[test]
+fn a_full_filesystem_is_named_and_leaves_no_partial_file() {
+    if !is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = tool("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !m.status.success() {
+        eprintln!("skipped: mount tmpfs failed: {}", stderr(&m));
+        return;
+    }
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = tool("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Umount(mnt.clone());
+    let new = mnt.join("card.img");
+    let o = flash(&[
+        "--to-file",
+        "--yes",
+        &format!("{}={}", img("ost01.img"), new.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("free but ost01.img writes"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0, "nothing left");
+    // An existing (sparse) file standing in for a card: its holes need
+    // room the filesystem does not have.
+    let size = std::fs::metadata(img("ost01.img")).unwrap().len();
+    let f = std::fs::File::create(&new).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    let o = flash(&[
+        "--to-file",
+        "--yes",
+        "--full",
+        &format!("{}={}", img("ost01.img"), new.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("is full"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("INCOMPLETE"), "{}", stdout(&o));
+    assert!(!has_partition_table(&new));
 }

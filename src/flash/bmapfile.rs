@@ -58,19 +58,38 @@ pub fn parse(text: &str) -> Result<BlockMap, String> {
             "<BlocksCount> {blocks} does not cover <ImageSize> {image_size}"
         ));
     }
-    // Version 1.x names no checksum type: its checksums are sha1 (not used here).
+    // Versions before 1.4 name no checksum type: their checksums are sha1.
     let checksum = field("ChecksumType").unwrap_or("sha1").to_string();
-    if let Some(own) = field("BmapFileChecksum") {
-        let zeros = "0".repeat(own.len());
-        let blank = text.replacen(own, &zeros, 1);
-        let sum = match checksum.as_str() {
-            "sha256" => crate::bytes::hex(&Sha256::digest(blank.as_bytes())),
-            _ => own.to_string(), // not checkable here; the ranges are still read
-        };
-        if !sum.eq_ignore_ascii_case(own) {
-            return Err(
-                "its BmapFileChecksum does not match: the file was edited or cut short".into(),
-            );
+    // Since 1.3 a bmap carries its own checksum, and bmaptool refuses one
+    // without: so does rpiimg, and one it cannot check (sha1, 1.3) too,
+    // rather than trust a map nobody proved.
+    let minor: u32 = version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let sealed = major == "2" || minor >= 3;
+    match field("BmapFileChecksum") {
+        None if sealed => {
+            return Err(format!(
+                "bmap version {version} has no BmapFileChecksum (bmaptool refuses such a file too): it was edited or cut short"
+            ))
+        }
+        None => {}
+        Some(own) => {
+            if checksum != "sha256" {
+                return Err(format!(
+                    "its checksums are {checksum}, which rpiimg does not check (make a version 2.0 map with bmaptool create, or rebuild)"
+                ));
+            }
+            let zeros = "0".repeat(own.len());
+            let blank = text.replacen(own, &zeros, 1);
+            let sum = crate::bytes::hex(&Sha256::digest(blank.as_bytes()));
+            if !sum.eq_ignore_ascii_case(own) {
+                return Err(
+                    "its BmapFileChecksum does not match: the file was edited or cut short".into(),
+                );
+            }
         }
     }
     let mut ranges: Vec<MapRange> = Vec::new();
@@ -154,6 +173,23 @@ mod tests {
         let t = ours().replacen("> 0 <", "> 1 <", 1);
         assert!(parse(&t).unwrap_err().contains("BmapFileChecksum"));
         assert!(parse("hello").unwrap_err().contains("not a bmap"));
+        // Without its own checksum: refused, as bmaptool does since 1.3.
+        let own = ours();
+        let sum = own
+            .split("<BmapFileChecksum> ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let unsealed = own.replacen(
+            &format!("<BmapFileChecksum> {sum} </BmapFileChecksum>\n"),
+            "",
+            1,
+        );
+        assert!(parse(&unsealed)
+            .unwrap_err()
+            .contains("no BmapFileChecksum"));
         let cut = ours();
         let cut = &cut[..cut.len() / 2];
         assert!(parse(cut).is_err());

@@ -8,95 +8,265 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-/// What a target path is on this host.
+/// What a target is, read from its opened descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostKind {
     /// A block device, `major:minor`.
     Block(String),
     /// A regular file; its (st_dev, st_ino).
     File(u64, u64),
-    /// Nothing there yet.
-    Missing,
-    /// A symlink that does not lead to a block device.
-    Symlink,
-    /// A directory, character device, socket, ...
-    Other(&'static str),
 }
 
-pub fn classify(path: &Path) -> io::Result<HostKind> {
-    let lmeta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HostKind::Missing),
-        Err(e) => return Err(e),
-    };
-    // /dev/disk/by-id/usb-... names are symlinks to the device: follow
-    // those, and only those.
-    let meta = if lmeta.file_type().is_symlink() {
-        match std::fs::metadata(path) {
-            Ok(m) if m.file_type().is_block_device() => m,
-            _ => return Ok(HostKind::Symlink),
-        }
-    } else {
-        lmeta
-    };
-    let ft = meta.file_type();
-    Ok(if ft.is_block_device() {
-        let rdev = meta.rdev();
-        HostKind::Block(format!(
-            "{}:{}",
-            rustix::fs::major(rdev),
-            rustix::fs::minor(rdev)
-        ))
-    } else if ft.is_file() {
-        HostKind::File(meta.dev(), meta.ino())
-    } else if ft.is_dir() {
-        HostKind::Other("a directory")
-    } else if ft.is_char_device() {
-        HostKind::Other("a character device")
-    } else {
-        HostKind::Other("not a block device or regular file")
-    })
+/// A target opened once, before the checks: what is checked (its
+/// `st_rdev` or file identity, read from the descriptor) is what gets
+/// written, through the same descriptor, whatever happens to the path
+/// meanwhile (a `/dev/disk/by-id` link re-pointed during the prompt).
+#[derive(Debug)]
+pub struct Target {
+    pub file: File,
+    /// `Block(major:minor)` or `File(st_dev, st_ino)`, from the descriptor.
+    pub id: HostKind,
+    /// A file that did not exist: written under this hidden name in the
+    /// same directory and renamed to the target only when verified
+    /// ([`Target::keep`]); removed when dropped before that.
+    pub temp: Option<TempName>,
 }
 
-/// Open a card for writing and reading back. `O_EXCL` on a block device
-/// makes the kernel refuse it while anything (a mount, a holder, another
-/// exclusive opener) uses it, closing the gap after the checks. With
-/// `direct`, `O_DIRECT`: writes go to the card without filling the page
-/// cache (no long flush at the end, honest progress) and the read-back
-/// comes from the card. Returns whether `O_DIRECT` is on.
-pub fn open_device(path: &Path, direct: bool) -> io::Result<(File, bool)> {
-    let open = |flags: rustix::fs::OFlags| {
+/// A new file's temporary name; the file is removed when this is dropped.
+#[derive(Debug)]
+pub struct TempName(std::path::PathBuf);
+
+impl TempName {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempName {
+    fn drop(&mut self) {
+        // Not kept: nothing under the target's name, nothing hidden left.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Why a target could not be opened.
+pub enum OpenError {
+    /// Refused outright: the reason, one line.
+    Refused(String),
+    /// A block device the kernel would not open (in use, read-only, no
+    /// permission): the checks on its path say why, else this error.
+    Device(String, io::Error),
+}
+
+/// Open `path` for writing and reading back, once. A block device is
+/// opened `O_EXCL`, so the kernel refuses one that is mounted, held by
+/// LVM/RAID/crypt or opened exclusively by another flash; a symlink is
+/// followed only to a block device (checked on the opened descriptor); a
+/// regular file only with `to_file`, never through a symlink; a missing
+/// file with `to_file` is created 0600 (node images hold secrets) under a
+/// hidden temporary name. [`Target::lock`] then takes it for this run.
+pub fn open_target(path: &Path, to_file: bool) -> Result<Target, OpenError> {
+    use rustix::fs::OFlags;
+    let shown = path.display();
+    let refused = |why: String| OpenError::Refused(why);
+    let rw = |flags: OFlags| {
         OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(flag(flags))
+            .custom_flags(flag(flags | OFlags::CLOEXEC))
             .open(path)
     };
-    if direct {
-        match open(rustix::fs::OFlags::EXCL | rustix::fs::OFlags::DIRECT) {
-            Ok(f) => return Ok((f, true)),
-            // A device (or a file system under a loop device) without it.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+    let lmeta = match std::fs::symlink_metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(refused(format!("cannot look at it: {e}"))),
+    };
+    let via_link = lmeta.as_ref().is_some_and(|m| m.file_type().is_symlink());
+    let (file, temp) = match lmeta {
+        None if to_file => {
+            let (f, t) = create_temp(path).map_err(|e| {
+                refused(format!(
+                    "cannot create it: {e}{}",
+                    if e.kind() == io::ErrorKind::NotFound {
+                        " (its directory does not exist)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+            (f, Some(TempName(t)))
+        }
+        None => {
+            return Err(refused(
+                "no such device (is the card reader plugged in? lsblk lists the cards; add --to-file to write an image file)".into(),
+            ))
+        }
+        Some(m) if m.file_type().is_symlink() => {
+            let f = rw(OFlags::EXCL).map_err(|e| match std::fs::metadata(path) {
+                Ok(t) if t.file_type().is_block_device() => {
+                    OpenError::Device(block_id(&t), e)
+                }
+                _ => refused(
+                    "a symlink that does not lead to a block device; name the file itself"
+                        .into(),
+                ),
+            })?;
+            (f, None)
+        }
+        Some(m) if m.file_type().is_block_device() => {
+            let f = rw(OFlags::EXCL | OFlags::NOFOLLOW)
+                .map_err(|e| OpenError::Device(block_id(&m), e))?;
+            (f, None)
+        }
+        Some(m) if m.file_type().is_file() && to_file => {
+            let f = rw(OFlags::NOFOLLOW)
+                .map_err(|e| refused(format!("cannot open it for writing: {e}")))?;
+            (f, None)
+        }
+        Some(m) if m.file_type().is_file() => {
+            return Err(refused(
+                "not a block device (a card is /dev/sdX or /dev/mmcblkN; add --to-file to write an image file)".into(),
+            ))
+        }
+        Some(m) if m.is_dir() => return Err(refused("is a directory".into())),
+        Some(m) if m.file_type().is_char_device() => {
+            return Err(refused("is a character device".into()))
+        }
+        Some(_) => return Err(refused("is not a block device or regular file".into())),
+    };
+    // From here on the descriptor decides, not the path.
+    let meta = file
+        .metadata()
+        .map_err(|e| refused(format!("cannot stat the opened {shown}: {e}")))?;
+    let ft = meta.file_type();
+    let id = if ft.is_block_device() {
+        HostKind::Block(block_id(&meta))
+    } else if via_link {
+        // Only device names (by-id, by-path) are followed; a link to a
+        // file could be re-pointed anywhere on the host.
+        return Err(refused(
+            "a symlink that does not lead to a block device; name the file itself".into(),
+        ));
+    } else if ft.is_file() && to_file {
+        HostKind::File(meta.dev(), meta.ino())
+    } else {
+        return Err(refused(
+            "changed while it was opened: it is no longer a block device or file".into(),
+        ));
+    };
+    Ok(Target { file, id, temp })
+}
+
+fn block_id(m: &std::fs::Metadata) -> String {
+    let rdev = m.rdev();
+    format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev))
+}
+
+/// `dir/.name.rpiimg-partial-PID-N`, created 0600, never an existing file.
+fn create_temp(path: &Path) -> io::Result<(File, std::path::PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?
+        .to_string_lossy()
+        .into_owned();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let mut last = None;
+    for n in 0..100u32 {
+        let t = format!(".{name}.rpiimg-partial-{}-{n}", std::process::id());
+        let t = dir.map_or_else(|| std::path::PathBuf::from(&t), |d| d.join(&t));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(flag(
+                rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            ))
+            .open(&t)
+        {
+            Ok(f) => return Ok((f, t)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => return Err(e),
         }
     }
-    Ok((open(rustix::fs::OFlags::EXCL)?, false))
+    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
 }
 
-/// Open (or create) an image file target, never through a symlink; it is
-/// grown to `size` but never shrunk (a file standing in for a card keeps
-/// what lies beyond).
-pub fn open_file(path: &Path, size: u64) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(flag(rustix::fs::OFlags::NOFOLLOW))
-        .open(path)?;
-    if f.metadata()?.len() < size {
-        f.set_len(size)?;
+impl Target {
+    /// Lock the target for this run (`flock`, exclusive), so two flashes of
+    /// one file or card never interleave. `Err` is a one-line reason.
+    pub fn lock(&self) -> Result<(), String> {
+        match rustix::fs::flock(&self.file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(
+                "is being written by another rpiimg flash (it holds a lock on it): wait for that to finish".into(),
+            ),
+            Err(e) => Err(format!("cannot lock it: {e}")),
+        }
     }
-    Ok(f)
+
+    /// Turn `O_DIRECT` on for a device whose writes are all aligned:
+    /// writes then go to the card without filling the page cache (no long
+    /// flush at the end, honest progress) and reads come from the card.
+    /// Returns whether it is on (a device that refuses it stays buffered).
+    pub fn direct(&self) -> bool {
+        let Ok(flags) = rustix::fs::fcntl_getfl(&self.file) else {
+            return false;
+        };
+        rustix::fs::fcntl_setfl(&self.file, flags | rustix::fs::OFlags::DIRECT).is_ok()
+    }
+
+    /// A file target is grown to `size` but never shrunk (a file standing
+    /// in for a card keeps what lies beyond).
+    pub fn grow(&self, size: u64) -> io::Result<()> {
+        if matches!(self.id, HostKind::File(..)) && self.file.metadata()?.len() < size {
+            self.file.set_len(size)?;
+        }
+        Ok(())
+    }
+
+    /// Free bytes where a new file target is written (`None`: not a new
+    /// file, or unknown).
+    pub fn free_space(&self) -> Option<u64> {
+        self.temp.as_ref()?;
+        let v = rustix::fs::fstatvfs(&self.file).ok()?;
+        v.f_bavail.checked_mul(v.f_frsize)
+    }
+
+    /// A verified new file gets its name: renamed from the temporary one,
+    /// never over a file that appeared meanwhile. `Err` is a one-line
+    /// reason (the temporary file is then removed).
+    pub fn keep(&mut self, path: &Path) -> Result<(), String> {
+        let Some(temp) = self.temp.take() else {
+            return Ok(());
+        };
+        let cwd = rustix::fs::CWD;
+        match rustix::fs::renameat_with(
+            cwd,
+            temp.path(),
+            cwd,
+            path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {
+                // The file has its name now: nothing to remove.
+                std::mem::forget(temp);
+                Ok(())
+            }
+            Err(e) => {
+                drop(temp);
+                Err(if e == rustix::io::Errno::EXIST {
+                    format!(
+                        "{} was created by something else during the flash; it was left alone and this run's file removed",
+                        path.display()
+                    )
+                } else {
+                    format!("cannot name the written file {}: {e}", path.display())
+                })
+            }
+        }
+    }
 }
 
 fn flag(f: rustix::fs::OFlags) -> i32 {

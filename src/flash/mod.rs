@@ -52,6 +52,8 @@ pub enum State {
     Failed,
     /// Everything was written and read back identical.
     Verified,
+    /// A new file target that did not get there: removed, nothing left.
+    Removed,
 }
 
 impl State {
@@ -62,6 +64,7 @@ impl State {
             State::Written => "written, NOT verified",
             State::Failed => "FAILED verification",
             State::Verified => "verified OK",
+            State::Removed => "FAILED, nothing left at the target",
         }
     }
 }
@@ -79,6 +82,8 @@ struct Card {
     source: Source,
     target: PathBuf,
     disk: Option<Disk>,
+    /// Opened once, before the checks; written through this descriptor.
+    opened: Mutex<device::Target>,
 }
 
 /// The images opened and the targets accepted: ready to confirm and write.
@@ -154,62 +159,56 @@ pub fn prepare(
         ));
     }
     let mut sources = Vec::new();
-    let mut source_ids = Vec::new();
     for (img, _) in &req.pairs {
-        let s = Source::open(img, cache, progress)?;
-        if let Ok(HostKind::File(d, i)) = device::classify(img) {
-            source_ids.push((d, i));
-        }
-        sources.push(s);
+        sources.push(Source::open(img, cache, progress)?);
     }
+    // Every file a source reads (image, .bmap, .sha256, cache entry): a
+    // target must be none of them.
+    let inputs: Vec<((u64, u64), PathBuf)> = sources
+        .iter()
+        .flat_map(|s| s.inputs())
+        .filter_map(|p| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(&p).ok()?;
+            Some(((m.dev(), m.ino()), p))
+        })
+        .collect();
     let mut refusals = Vec::new();
     let mut candidates = Vec::new();
+    let mut opened = Vec::new();
+    let mut unopened: Vec<(String, std::io::Error)> = Vec::new();
     for ((_, target), src) in req.pairs.iter().zip(&sources) {
-        let shown = target.display();
-        let kind = match device::classify(target) {
-            Err(e) => {
-                refusals.push(format!("{shown}: {e}"));
-                continue;
-            }
-            Ok(HostKind::Block(dev)) => Kind::Device(dev),
-            Ok(HostKind::File(d, i)) if req.to_file => {
-                if source_ids.contains(&(d, i)) {
-                    refusals.push(format!("{shown}: is one of the images being flashed"));
+        let shown = target.display().to_string();
+        let (kind, t) = match device::open_target(target, req.to_file) {
+            // The same target twice is left to the checks to name; any
+            // other is taken for this run.
+            Ok(t)
+                if !opened
+                    .iter()
+                    .flatten()
+                    .any(|o: &device::Target| o.id == t.id) =>
+            {
+                if let Err(why) = t.lock() {
+                    refusals.push(format!("{shown}: {why}"));
                     continue;
                 }
-                Kind::File(Some((d, i)))
-            }
-            Ok(HostKind::Missing) if req.to_file => {
-                if target
-                    .parent()
-                    .is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir())
-                {
-                    refusals.push(format!("{shown}: its directory does not exist"));
-                    continue;
+                match target_kind(t, &shown, &inputs, src, &mut refusals) {
+                    Some(k) => k,
+                    None => continue,
                 }
-                Kind::File(None)
             }
-            Ok(HostKind::Missing) => {
-                refusals.push(format!(
-                    "{shown}: no such device (is the card reader plugged in? lsblk lists the cards; add --to-file to write an image file)"
-                ));
+            Ok(t) => match target_kind(t, &shown, &inputs, src, &mut refusals) {
+                Some(k) => k,
+                None => continue,
+            },
+            Err(device::OpenError::Refused(why)) => {
+                refusals.push(format!("{shown}: {why}"));
                 continue;
             }
-            Ok(HostKind::File(..)) => {
-                refusals.push(format!(
-                    "{shown}: not a block device (a card is /dev/sdX or /dev/mmcblkN; add --to-file to write an image file)"
-                ));
-                continue;
-            }
-            Ok(HostKind::Symlink) => {
-                refusals.push(format!(
-                    "{shown}: a symlink that does not lead to a block device; name the file itself"
-                ));
-                continue;
-            }
-            Ok(HostKind::Other(what)) => {
-                refusals.push(format!("{shown}: is {what}"));
-                continue;
+            Err(device::OpenError::Device(dev, e)) => {
+                // The checks below say why, if they can.
+                unopened.push((shown.clone(), e));
+                (Kind::Device(dev), None)
             }
         };
         let path = if kind == Kind::File(None) {
@@ -223,6 +222,7 @@ pub fn prepare(
             image: src.name(),
             image_size: src.size,
         });
+        opened.push(t);
     }
     let opts = preflight::Options {
         allow_fixed: req.allow_fixed,
@@ -234,6 +234,21 @@ pub fn prepare(
             Vec::new()
         }
     };
+    for (shown, e) in unopened {
+        if !refusals
+            .iter()
+            .any(|r| r.starts_with(&format!("{shown}: ")))
+        {
+            refusals.push(format!(
+                "{shown}: the kernel would not open it for writing: {e}{}",
+                if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+                    " (in use: mounted, held, or being flashed by another run)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
     if !refusals.is_empty() {
         return Err(Error::FlashRefused { reasons: refusals });
     }
@@ -241,16 +256,57 @@ pub fn prepare(
         .into_iter()
         .zip(req.pairs.iter())
         .zip(disks)
-        .map(|((source, (_, target)), disk)| Card {
-            source,
-            target: target.clone(),
-            disk,
+        .zip(opened)
+        .filter_map(|(((source, (_, target)), disk), opened)| {
+            Some(Card {
+                source,
+                target: target.clone(),
+                disk,
+                opened: Mutex::new(opened?),
+            })
         })
         .collect();
     Ok(Prepared {
         cards,
         full: req.full,
     })
+}
+
+/// What the checks see of an opened target; `None` (with the reason in
+/// `refusals`) for a file that is one of the flash's inputs, or a new
+/// file with no room for the image.
+fn target_kind(
+    t: device::Target,
+    shown: &str,
+    inputs: &[((u64, u64), PathBuf)],
+    src: &Source,
+    refusals: &mut Vec<String>,
+) -> Option<(Kind, Option<device::Target>)> {
+    let (d, i) = match &t.id {
+        HostKind::Block(dev) => return Some((Kind::Device(dev.clone()), Some(t))),
+        HostKind::File(d, i) => (*d, *i),
+    };
+    if let Some((_, p)) = inputs.iter().find(|(id, _)| *id == (d, i)) {
+        refusals.push(format!(
+            "{shown}: is an input of this flash ({}); name another file",
+            p.display()
+        ));
+        return None;
+    }
+    if t.temp.is_none() {
+        return Some((Kind::File(Some((d, i))), Some(t)));
+    }
+    if let Some(free) = t.free_space().filter(|f| *f < src.mapped()) {
+        refusals.push(format!(
+            "{shown}: its filesystem has {} free but {} writes {}: free some space or write elsewhere",
+            human_bytes(free),
+            src.name(),
+            human_bytes(src.mapped())
+        ));
+        return None;
+    }
+    // A file yet to be named: two pairs naming it match by path.
+    Some((Kind::File(None), Some(t)))
 }
 
 impl Prepared {
@@ -272,8 +328,12 @@ impl Prepared {
                 ),
                 None => "image file".into(),
             };
+            let sum = match &c.source.checked {
+                Some(f) => format!("sha256 matches {}", escape(f)),
+                None => "no .sha256 or manifest beside it: not checked".into(),
+            };
             s.push_str(&format!(
-                "  {} ({} to write of {}, map: {})\n      -> {}  [{}]\n",
+                "  {} ({} mapped of {}, map: {}, {sum})\n      -> {}  [{}]\n",
                 escape(&c.source.name()),
                 human_bytes(c.source.mapped()),
                 human_bytes(c.source.size),
@@ -342,6 +402,10 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
                         )
                     );
                     let mut bar = progress.task(&escape(&label), work);
+                    let mut target = match c.opened.lock() {
+                        Ok(t) => t,
+                        Err(p) => p.into_inner(),
+                    };
                     let opened = match &c.disk {
                         Some(d) => {
                             // O_DIRECT needs every write at and of whole
@@ -353,18 +417,28 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
                                 .ranges
                                 .iter()
                                 .all(|r| r.start % lb == 0 && r.end % lb == 0);
-                            device::open_device(&c.target, aligned).map(|(f, _)| f)
+                            if aligned {
+                                target.direct();
+                            }
+                            target.file.try_clone()
                         }
-                        None => device::open_file(&c.target, c.source.size),
+                        None => target
+                            .grow(c.source.size)
+                            .and_then(|()| target.file.try_clone()),
                     };
-                    let outcome = match opened {
+                    let written_at = target
+                        .temp
+                        .as_ref()
+                        .map_or_else(|| c.target.clone(), |t| t.path().to_path_buf());
+                    let mut outcome = match opened {
                         Ok(file) => write::flash(
                             write::Job {
                                 source: &c.source,
                                 file,
-                                path: &c.target,
+                                path: &written_at,
                                 first: i == 0,
                                 delta: !prep.full,
+                                new_file: target.temp.is_some(),
                             },
                             cancel,
                             &mut bar,
@@ -383,6 +457,7 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
                         },
                     };
                     bar.finish();
+                    settle_new_file(&mut target, &c.target, &mut outcome);
                     report(c, outcome)
                 })
             })
@@ -414,6 +489,30 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
     reports
 }
 
+/// A target that did not exist was written under a hidden name: verified,
+/// it gets its name; otherwise it is removed, so no partial file is ever
+/// left under the target's name.
+fn settle_new_file(target: &mut device::Target, path: &Path, o: &mut write::Outcome) {
+    if target.temp.is_none() {
+        return;
+    }
+    if o.state == State::Verified {
+        if let Err(why) = target.keep(path) {
+            o.state = State::Removed;
+            o.error = Some(why);
+        }
+        return;
+    }
+    // Dropping the name removes the file.
+    target.temp = None;
+    o.state = State::Removed;
+    let why = o.error.take().unwrap_or_else(|| "not verified".into());
+    o.error = Some(format!(
+        "{why}; the new file was removed: nothing is at {}",
+        path.display()
+    ));
+}
+
 fn report(c: &Card, o: write::Outcome) -> CardReport {
     let mut r = CardReport {
         image: c.source.name(),
@@ -437,6 +536,30 @@ fn report(c: &Card, o: write::Outcome) -> CardReport {
         r.reread_warning = device::reread_partitions(&c.target).err();
     }
     r
+}
+
+/// Test hook: with `RPIIMG_FAULT=<point>:pause=<FILE>` (one of a
+/// comma-separated list) the run, on reaching `point`, creates
+/// `<FILE>.reached` and waits (a minute at most) until `<FILE>` exists, so
+/// a test can act at exactly that moment.
+pub fn pause(point: &str) {
+    let Ok(v) = std::env::var("RPIIMG_FAULT") else {
+        return;
+    };
+    let Some(go) = v
+        .split(',')
+        .find_map(|f| f.strip_prefix(point)?.strip_prefix(":pause="))
+        .map(PathBuf::from)
+    else {
+        return;
+    };
+    let mut reached = go.clone().into_os_string();
+    reached.push(".reached");
+    let _ = std::fs::write(&reached, b"");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !go.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Exit status: 0 every card verified, 130 interrupted, 1 otherwise.

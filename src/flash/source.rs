@@ -30,6 +30,12 @@ pub struct Source {
     /// Where the ranges came from, for the listing: the `.bmap`'s name or
     /// "partition table".
     pub map: String,
+    /// The `.bmap` read, if any.
+    bmap: Option<PathBuf>,
+    /// What the image's sha256 was checked against before writing
+    /// (`.sha256` or manifest file name), for the listing; `None`: neither
+    /// was there.
+    pub checked: Option<String>,
 }
 
 /// `out/ost01.img.bmap` for `out/ost01.img` and for `out/ost01.img.xz`.
@@ -55,6 +61,7 @@ impl Source {
             )));
         }
         let compressed = crate::image::source::is_xz(path)?;
+        let checked = check_digest(path, progress)?;
         if let Some(bmap) = bmap_beside(path) {
             let size = if compressed {
                 crate::image::xz_index::read(path)
@@ -85,6 +92,8 @@ impl Source {
                 size: map.image_size,
                 ranges: map.ranges,
                 map: crate::output::file_name(&bmap),
+                bmap: Some(bmap),
+                checked,
             });
         }
         // No block map: the partition table says what is in use. An .xz is
@@ -125,7 +134,19 @@ impl Source {
             size: img.size,
             ranges,
             map: "partition table".into(),
+            bmap: None,
+            checked,
         })
+    }
+
+    /// Every file this source reads: the image, its `.bmap` and
+    /// `.sha256`, the cache entry behind an `.xz`.
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.path.clone(), self.read_path.clone()];
+        v.extend(self.bmap.clone());
+        v.push(sidecar(&self.path, ".sha256"));
+        v.push(manifest_beside(&self.path));
+        v
     }
 
     /// The file name, for listings and reports.
@@ -152,6 +173,85 @@ impl Source {
             RangeReader::Raw(Arc::new(f))
         })
     }
+}
+
+/// Check the image file (the `.img` or `.img.xz` as named) against the
+/// sha256 its build recorded, before anything is written: its `.sha256`
+/// beside it, else the node's manifest. Returns the file checked against;
+/// a mismatch is refused (exit 2), naming both digests.
+fn check_digest(path: &Path, progress: Progress) -> Result<Option<String>> {
+    let Some((want, against)) = recorded_digest(path)? else {
+        return Ok(None);
+    };
+    let name = crate::output::file_name(path);
+    let mut h = crate::bytes::Sha256Writer::default();
+    crate::output::copy::stream(path, &mut h, path, progress, &format!("check {name}"))?;
+    let got = crate::bytes::hex(&h.finish());
+    if !got.eq_ignore_ascii_case(&want) {
+        return Err(Error::Usage(format!(
+            "{}: its sha256 is {got} but {against} records {want}: the image changed or was damaged after its build (rebuild it; nothing was written)",
+            path.display()
+        )));
+    }
+    Ok(Some(against))
+}
+
+/// The sha256 recorded for `path`: from `<path>.sha256` (`HEX  NAME`), or
+/// from `<node>.manifest.json` beside it whose image or `.xz` is this file.
+fn recorded_digest(path: &Path) -> Result<Option<(String, String)>> {
+    let name = crate::output::file_name(path);
+    let side = sidecar(path, ".sha256");
+    if side.is_file() {
+        let text = read_small(&side)?;
+        let hex = text.split_whitespace().next().unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!(
+                "{}: not a sha256 line (HEX  NAME): rebuild the image, or remove it to flash unchecked",
+                side.display()
+            )));
+        }
+        return Ok(Some((
+            hex.to_ascii_lowercase(),
+            crate::output::file_name(&side),
+        )));
+    }
+    let manifest = manifest_beside(path);
+    if !manifest.is_file() {
+        return Ok(None);
+    }
+    let shown = crate::output::file_name(&manifest);
+    let m = crate::manifest::Manifest::parse(&read_small(&manifest)?, &shown)?;
+    let want = if m.image.image == name {
+        Some(m.image.sha256)
+    } else if m.image.xz.as_deref() == Some(name.as_str()) {
+        m.image.xz_sha256
+    } else {
+        None
+    };
+    Ok(want.map(|w| (w.to_ascii_lowercase(), shown)))
+}
+
+/// `out/ost01.manifest.json` for `out/ost01.img` and `out/ost01.img.xz`.
+fn manifest_beside(path: &Path) -> PathBuf {
+    let name = crate::output::file_name(path);
+    let stem = name
+        .strip_suffix(".img.xz")
+        .or_else(|| name.strip_suffix(".img"))
+        .unwrap_or(&name);
+    path.with_file_name(format!("{stem}.manifest.json"))
+}
+
+/// A small text file (a `.sha256`, a manifest), read whole up to the
+/// `.bmap` cap.
+fn read_small(p: &Path) -> Result<String> {
+    read_capped(p)
+}
+
+/// `path` with `suffix` added to its file name.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 fn read_capped(p: &Path) -> Result<String> {

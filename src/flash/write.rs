@@ -73,6 +73,9 @@ pub struct Job<'a> {
     pub first: bool,
     /// Compare with the card and write only what differs.
     pub delta: bool,
+    /// A file made for this flash, removed unless verified: messages say
+    /// nothing about what it holds.
+    pub new_file: bool,
 }
 
 enum Stop {
@@ -81,7 +84,7 @@ enum Stop {
 }
 
 fn fault(point: &str) -> bool {
-    std::env::var("RPIIMG_FAULT").is_ok_and(|v| v == point)
+    std::env::var("RPIIMG_FAULT").is_ok_and(|v| v.split(',').any(|f| f == point))
 }
 
 /// Bring one card to the image and verify it. Never panics on I/O; the
@@ -116,6 +119,7 @@ struct Pass<'a> {
     src: &'a Source,
     /// Still comparing with the card (delta, and the probe not failed).
     comparing: bool,
+    new_file: bool,
     /// The card's head was cleared: it must get the image's head at the end.
     cleared: bool,
     /// The card's head differs from the image's.
@@ -235,7 +239,15 @@ fn run(
     let f = &job.file;
     let io = |what: &str| {
         let what = what.to_string();
-        move |e: std::io::Error| Stop::Failed(format!("{what}: {e}"))
+        move |e: std::io::Error| {
+            Stop::Failed(
+                if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+                    format!("{what}: the filesystem it is on is full (no space left on device)")
+                } else {
+                    format!("{what}: {e}")
+                },
+            )
+        }
     };
     let advance = |bar: &mut Task, n: u64| {
         bar.inc(n);
@@ -257,6 +269,7 @@ fn run(
         f,
         src,
         comparing: job.delta,
+        new_file: job.new_file,
         cleared: false,
         head_differs: false,
         head: Vec::new(),
@@ -382,7 +395,7 @@ fn run(
                 "read-back differs from {} in bytes {off}-{}: the card did not keep what was written (a failing or fake card? try another){}",
                 src.name(),
                 off + len as u64 - 1,
-                if blanked {
+                if blanked && !job.new_file {
                     "; its partition table was cleared"
                 } else {
                     ""
@@ -399,11 +412,13 @@ fn run(
 fn image_changed(pass: &mut Pass, r: &super::MapRange) -> String {
     let blanked = pass.cleared && clear_head(pass.f, pass.src, &mut pass.zeros).is_ok();
     format!(
-        "{} does not match its block map at bytes {}-{} (the image changed after it was built: rebuild it, or check it with sha256sum -c); {}",
+        "{} does not match its block map at bytes {}-{} (the image changed after it was built: rebuild it, or check it with sha256sum -c){}",
         pass.src.name(),
         r.start,
         r.end - 1,
-        if blanked {
+        if pass.new_file {
+            ""
+        } else if blanked {
             "the card has part of it and no partition table"
         } else if pass.cleared {
             "the card has part of it"
