@@ -146,6 +146,58 @@ pub enum Command {
     /// Edit files inside an image in place: ext4 root and FAT boot partition, all or nothing
     #[command(after_help = FS_EXAMPLES)]
     Fs(FsArgs),
+    /// List or clear the decompressed .img.xz bases in the cache
+    #[command(after_help = CACHE_EXAMPLES)]
+    Cache(CacheArgs),
+}
+
+const CACHE_EXAMPLES: &str = "\
+Each .img.xz is decompressed once into the cache (--cache-dir,
+RPIIMG_CACHE_DIR, default ~/.cache/rpiimg), as <sha256 of the .xz>.img with
+a seal (<sha256>.seal: the image's size and sha256 and the file's identity).
+Every use checks the entry against its seal; build also hashes it while
+copying it. An entry another run is filling or using is left alone by clear
+(exit 1 when one was kept).
+
+States: sealed; changed since sealed (hashed on next use); damaged: not the
+sealed size; unsealed (filled again on next use); being filled by another run.
+
+Examples:
+  rpiimg cache list
+  rpiimg cache list --json | jq '.[] | select(.state != \"sealed\")'
+  rpiimg cache clear 62d025b9bc7c1f3a...    # one entry: its full sha256 or a unique prefix
+  rpiimg cache clear --all
+  rpiimg --cache-dir /srv/rpiimg-cache cache list";
+
+/// `rpiimg cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub op: CacheOp,
+}
+
+/// What `rpiimg cache` does.
+#[derive(Debug, Subcommand)]
+pub enum CacheOp {
+    /// Every entry: the .xz's sha256, size, bytes on disk, state
+    List {
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one entry (by the .xz's sha256 or a unique prefix) or all of them
+    Clear {
+        /// sha256 of the .xz (as `cache list` shows it), or a unique prefix of at least 8 digits
+        #[arg(
+            value_name = "SHA256",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        sha256: Option<String>,
+        /// Every entry that no other run is filling or using
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// `rpiimg inspect`.

@@ -360,6 +360,7 @@ impl Staged {
         }
         let mut done: Vec<PathBuf> = Vec::new();
         for f in self.files.into_iter().chain(std::iter::once(m)) {
+            crate::lock::pause(&format!("rename-{}", done.len() + 1));
             let renamed = super::fault(&format!("rename-{}", done.len() + 1))
                 .map_err(|e| super::out_err(f.dest(), e))
                 .and_then(|()| f.persist(self.force));
