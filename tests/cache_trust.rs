@@ -1,7 +1,8 @@
 //! What rpiimg trusts must be proven (issue 26, class 5): a cache entry
 //! changed after it was filled is refused, named, with the command that
 //! drops it; `rpiimg cache` lists and clears entries without pulling one
-//! from under a run that fills it.
+//! from under a run that fills it; `verify --manifest` compares the
+//! image's bytes with the manifest's sha256.
 
 mod support;
 
@@ -242,4 +243,59 @@ fn cache_list_and_clear_leave_other_entries_and_busy_ones() {
     assert_eq!(l.len(), 1);
     assert_eq!(l[0]["source_sha256"], b.as_str());
     assert_eq!(l[0]["state"], "sealed");
+}
+
+#[test]
+fn verify_manifest_compares_the_image_sha256_unless_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture(&["--flavour", "bookworm"]);
+    let out = dir.path().join("out");
+    let o = rpiimg(&[
+        "build",
+        "--profile",
+        &profile_path("ost04-control"),
+        "--base",
+        base.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = out.join("ost04.img");
+    let i = img.to_str().unwrap();
+    let recorded = sha256_file(&img);
+    let o = rpiimg(&["verify", i, "--manifest", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("image sha256 as the manifest records"),
+        "{}",
+        stdout(&o)
+    );
+    // One byte changed where no filesystem looks (between the partition
+    // table and the first partition): every other check still passes.
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(b"X", 4096).unwrap();
+    drop(f);
+    let tampered = sha256_file(&img);
+    let o = rpiimg(&["verify", i, "--manifest"]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL image sha256 as the manifest records")
+            && text.contains(&tampered)
+            && text.contains(&recorded),
+        "names both digests: {text}"
+    );
+    assert_eq!(
+        text.matches("FAIL").count(),
+        1,
+        "only the digest differs: {text}"
+    );
+    // --fast skips the pass over every byte (the size still counts).
+    let o = rpiimg(&["verify", i, "--manifest", "--fast"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("image sha256"), "{}", stdout(&o));
+    let o = rpiimg(&["verify", i, "--fast"]);
+    assert_eq!(o.status.code(), Some(2), "--fast needs --manifest");
+    assert_eq!(sha256_file(&img), tampered, "verify changed nothing");
 }

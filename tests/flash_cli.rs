@@ -584,11 +584,15 @@ fn a_used_card_gets_intact_filesystems() {
             card.display()
         );
         let manifest = nodes().join("ost01.manifest.json");
+        // --fast: a card written by its block map keeps its old bytes
+        // where nothing is mapped, so it is not the image byte for byte
+        // (assert_card proved the mapped ranges).
         let v = rpiimg(&[
             "verify",
             card.to_str().unwrap(),
             "--manifest",
             manifest.to_str().unwrap(),
+            "--fast",
             "-q",
         ]);
         assert_eq!(

@@ -26,6 +26,9 @@ pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i
     let cluster = *cluster;
     let profile = args.profile.as_deref();
     let manifest = args.manifest.as_deref().map(Path::new);
+    // The image the manifest records (--manifest): its bytes are compared
+    // with it too, unless --fast.
+    let mut recorded = None;
     if images.len() > 1 && (profile.is_some() || manifest.is_some()) {
         return Err(Error::Usage("--profile and --manifest check one image; verify node images one by one, with --cluster for identities".into()));
     }
@@ -46,7 +49,9 @@ pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i
             }
             let text = crate::hostfile::read_text(m, None, crate::hostfile::MANIFEST_CAP)
                 .map_err(Error::Usage)?;
-            Some(Manifest::parse(&text, &m.display().to_string())?.changes)
+            let m = Manifest::parse(&text, &m.display().to_string())?;
+            recorded = Some(m.image);
+            Some(m.changes)
         }
         _ => None,
     };
@@ -62,6 +67,9 @@ pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i
             }
             c
         };
+        if let Some(r) = &recorded {
+            checks.extend(image_checks(&opened, r, args.fast, progress)?);
+        }
         checks.extend(
             verify::invariants::check(&view, &table)?
                 .into_iter()
@@ -79,6 +87,49 @@ pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i
     }
     emit(out, &checks, args.json, || verify::render(&checks))?;
     Ok(i32::from(checks.iter().any(|c| !c.ok)))
+}
+
+/// The image's bytes against the manifest's record of them: its size
+/// always; its sha256 unless `fast` (a `.img` is hashed, about a second
+/// per GiB; an `.img.xz` was hashed when opened, and its cache entry's
+/// sealed sha256 is the decompressed image's).
+fn image_checks(
+    img: &image::OpenedImage,
+    r: &crate::manifest::ImageRecord,
+    fast: bool,
+    progress: Progress,
+) -> Result<Vec<Check>> {
+    let mut checks = vec![Check::new(
+        "image size as the manifest records",
+        img.size == r.size,
+        format!("{} bytes, the manifest records {}", img.size, r.size),
+    )];
+    if fast {
+        return Ok(checks);
+    }
+    if img.compressed {
+        if let (Some(found), Some(want)) = (&img.input_sha256, &r.xz_sha256) {
+            checks.push(Check::new(
+                ".img.xz sha256 as the manifest records",
+                found == want,
+                format!("sha256 {found}, the manifest records {want}"),
+            ));
+        }
+    }
+    let found = match (&img.raw_sha256, img.compressed) {
+        (Some(s), true) => s.clone(),
+        _ => image::source::sha256_open(&img.file, progress, "sha256")
+            .map_err(Error::host(&img.raw_path))?,
+    };
+    checks.push(Check::new(
+        "image sha256 as the manifest records",
+        found == r.sha256,
+        format!(
+            "sha256 {found}, the manifest records {}: the image changed after its build (or is another build's); rebuild it, or flash the one that matches",
+            r.sha256
+        ),
+    ));
+    Ok(checks)
 }
 
 /// The manifest `--manifest` names, or for a bare `--manifest` the one a
