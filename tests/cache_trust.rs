@@ -299,3 +299,55 @@ fn verify_manifest_compares_the_image_sha256_unless_fast() {
     assert_eq!(o.status.code(), Some(2), "--fast needs --manifest");
     assert_eq!(sha256_file(&img), tampered, "verify changed nothing");
 }
+
+/// What the fstat check cannot see (damage below the filesystem, a clock
+/// set back by root: here, a seal rewritten to the changed file's
+/// identity) the copy pass of `build` does: it hashes the base's bytes as
+/// it copies them, and no node output is kept from bytes that are not the
+/// sealed ones.
+#[test]
+fn build_proves_the_base_while_copying_it() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let xz = fixture(&["--flavour", "bookworm", "--xz", "single"]);
+    let sha = sha256_file(&xz);
+    let cache = dir.path().join("cache");
+    let out = dir.path().join("out");
+    assert!(in_cache(&cache, &["inspect", xz.to_str().unwrap()])
+        .status
+        .success());
+    let entry = cache.join(format!("{sha}.img"));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&entry)
+        .unwrap();
+    f.write_all_at(b"X", 4096).unwrap();
+    drop(f);
+    let seal_path = cache.join(format!("{sha}.seal"));
+    let mut seal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&seal_path).unwrap()).unwrap();
+    let md = std::fs::metadata(&entry).unwrap();
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    seal["mtime_ns"] = serde_json::json!(ns(md.mtime(), md.mtime_nsec()));
+    seal["ctime_ns"] = serde_json::json!(ns(md.ctime(), md.ctime_nsec()));
+    std::fs::write(&seal_path, seal.to_string()).unwrap();
+    // The fstat check passes: inspect reads the entry.
+    assert!(in_cache(&cache, &["inspect", xz.to_str().unwrap()])
+        .status
+        .success());
+    let o = build_into(&cache, &xz, &out);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&entry.display().to_string())
+            && err.contains("as they are copied")
+            && err.contains(&format!("cache clear {sha}`")),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != OUT_LOCK)
+        .collect();
+    assert!(left.is_empty(), "nothing of the node is left: {left:?}");
+}

@@ -11,7 +11,7 @@ use crate::cli::{BaseArg, BuildArgs};
 use crate::error::{Error, Result};
 use crate::image::Cache;
 use crate::manifest::{BaseRecord, ImageRecord, Manifest, MANIFEST_VERSION};
-use crate::output::image::{build as build_image, ImageOptions, Written};
+use crate::output::image::{build_proven, ImageOptions, Written};
 use crate::profile::{self, Profile};
 use crate::progress::{human_bytes, Progress};
 
@@ -404,7 +404,7 @@ fn build_node(
         xz_level: 6,
         now: base.time,
     };
-    let (staged, applied) = build_image(img, &p.hostname, &opts, progress, |ed| {
+    let (staged, applied) = build_proven(img, &base.proof, &p.hostname, &opts, progress, |ed| {
         crate::apply::apply(ed, &plan, progress)
     })?;
     let manifest = Manifest {
