@@ -125,7 +125,7 @@ pub enum Command {
     Build(BuildArgs),
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(
-        after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440.\n\nExamples:\n  rpiimg verify out/ost04.img\n  rpiimg verify out/ost04.img --profile ost04-control\n  rpiimg verify out/ost04.img --manifest out/ost04.manifest.json --json\n  rpiimg verify out/ost04.img --manifest      (the manifest beside the image)\n  rpiimg verify --cluster out/ost01.img out/ost02.img out/ost03.img out/ost04.img"
+        after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440. With --manifest also the image's size and sha256\n(unless --fast) and every recorded change.\n\nExamples:\n  rpiimg verify out/ost04.img\n  rpiimg verify out/ost04.img --profile ost04-control\n  rpiimg verify out/ost04.img --manifest out/ost04.manifest.json --json\n  rpiimg verify out/ost04.img --manifest      (the manifest beside the image)\n  rpiimg verify out/ost04.img --manifest --fast   (without hashing the image)\n  rpiimg verify /dev/sdb --manifest out/ost04.manifest.json   (a flashed card)\n  rpiimg verify card.img --manifest out/ost04.manifest.json --flashed\n  rpiimg verify --cluster out/ost01.img out/ost02.img out/ost03.img out/ost04.img"
     )]
     Verify(VerifyArgs),
     /// The management host's files for a cluster: hosts, known_hosts, the
@@ -146,6 +146,58 @@ pub enum Command {
     /// Edit files inside an image in place: ext4 root and FAT boot partition, all or nothing
     #[command(after_help = FS_EXAMPLES)]
     Fs(FsArgs),
+    /// List or clear the decompressed .img.xz bases in the cache
+    #[command(after_help = CACHE_EXAMPLES)]
+    Cache(CacheArgs),
+}
+
+const CACHE_EXAMPLES: &str = "\
+Each .img.xz is decompressed once into the cache (--cache-dir,
+RPIIMG_CACHE_DIR, default ~/.cache/rpiimg), as <sha256 of the .xz>.img with
+a seal (<sha256>.seal: the image's size and sha256 and the file's identity).
+Every use checks the entry against its seal; build also hashes it while
+copying it. An entry another run is filling or using is left alone by clear
+(exit 1 when one was kept).
+
+States: sealed; changed since sealed (hashed on next use); damaged: not the
+sealed size; unsealed (filled again on next use); being filled by another run.
+
+Examples:
+  rpiimg cache list
+  rpiimg cache list --json | jq '.[] | select(.state != \"sealed\")'
+  rpiimg cache clear 62d025b9bc7c1f3a...    # one entry: its full sha256 or a unique prefix
+  rpiimg cache clear --all
+  rpiimg --cache-dir /srv/rpiimg-cache cache list";
+
+/// `rpiimg cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub op: CacheOp,
+}
+
+/// What `rpiimg cache` does.
+#[derive(Debug, Subcommand)]
+pub enum CacheOp {
+    /// Every entry: the .xz's sha256, size, bytes on disk, state
+    List {
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one entry (by the .xz's sha256 or a unique prefix) or all of them
+    Clear {
+        /// sha256 of the .xz (as `cache list` shows it), or a unique prefix of at least 8 digits
+        #[arg(
+            value_name = "SHA256",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        sha256: Option<String>,
+        /// Every entry that no other run is filling or using
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// `rpiimg inspect`.
@@ -260,6 +312,17 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "MANIFEST.json", num_args = 0..=1, default_missing_value = "",
           value_parser = clap::value_parser!(std::ffi::OsString))]
     pub manifest: Option<std::ffi::OsString>,
+    /// With --manifest: skip comparing the image's sha256 with the
+    /// manifest's (a pass over every byte, about a second per GiB); the
+    /// size and every recorded change are still checked
+    #[arg(long, requires = "manifest")]
+    pub fast: bool,
+    /// With --manifest: the image is a card (or a file) flashed from the
+    /// build's block map, so compare its mapped ranges with the .bmap's
+    /// sha256s instead of the whole image (its free space keeps old bytes);
+    /// the default for a block device
+    #[arg(long, requires = "manifest", conflicts_with = "fast")]
+    pub flashed: bool,
     /// The images are one cluster: hostnames, addresses, MACs and host keys must differ
     #[arg(long)]
     pub cluster: bool,

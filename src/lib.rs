@@ -19,6 +19,7 @@ pub(crate) mod hostfile;
 pub mod image;
 pub mod inspect;
 pub(crate) mod keystore;
+pub mod lock;
 pub(crate) mod manifest;
 pub(crate) mod os;
 pub mod output;

@@ -252,6 +252,7 @@ fn check_reproducible_builds_twice_and_keeps_one() {
     assert_eq!(
         names,
         [
+            OUT_LOCK,
             "mgmt-ost",
             "ost04.img",
             "ost04.img.bmap",

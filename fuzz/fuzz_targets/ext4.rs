@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         size: d.len() as u64,
         compressed: false,
         input_sha256: None,
+        raw_sha256: None,
     };
     let Ok(table) = rpiimg::partition::read(&img.file, img.size) else {
         return;

@@ -11,7 +11,7 @@ use crate::cli::{BaseArg, BuildArgs};
 use crate::error::{Error, Result};
 use crate::image::Cache;
 use crate::manifest::{BaseRecord, ImageRecord, Manifest, MANIFEST_VERSION};
-use crate::output::image::{build as build_image, ImageOptions, Written};
+use crate::output::image::{build_proven, ImageOptions, Written};
 use crate::profile::{self, Profile};
 use crate::progress::{human_bytes, Progress};
 
@@ -92,6 +92,9 @@ fn output_names(d: &Path) -> Result<Vec<String>> {
         let dir = d.join(&rel);
         for e in std::fs::read_dir(&dir).map_err(Error::host(&dir))? {
             let e = e.map_err(Error::host(&dir))?;
+            if e.file_name() == crate::lock::OUT_LOCK {
+                continue;
+            }
             let r = rel.join(e.file_name());
             if e.file_type().map_err(Error::host(&dir))?.is_dir() {
                 stack.push(r);
@@ -162,6 +165,7 @@ fn check_reproducible(
     }
     let final_dir = dirs.into_iter().next().unwrap_or_default();
     std::fs::create_dir_all(&final_dir).map_err(Error::host(&final_dir))?;
+    let _lock = crate::lock::output_folder(&final_dir)?;
     let tmp = tempfile::Builder::new()
         .prefix(".rpiimg-reproducible.")
         .tempdir_in(&final_dir)
@@ -252,6 +256,18 @@ fn build_all(
     // Load and validate everything before touching an image.
     let nodes = load_nodes(req, progress)?;
     let bases = BaseSet::open(&nodes, req.base, cache, progress)?;
+    // Each output folder is this run's alone from before its existing
+    // files are looked at until its last file is renamed: two builds of a
+    // node into one folder happen one after the other, so its set is
+    // wholly one build's. Sorted, so two runs lock in the same order.
+    let mut dirs: Vec<PathBuf> = nodes.iter().map(|p| out_dir(req, p)).collect();
+    dirs.sort();
+    dirs.dedup();
+    let _locks = dirs
+        .iter()
+        .map(|d| crate::lock::output_folder(d))
+        .collect::<Result<Vec<_>>>()?;
+    crate::lock::pause("out-locked");
     let outputs = build_nodes(&nodes, &bases, req, progress)?;
     let clusters = write_bundles(&nodes, &outputs, req)?;
     for o in &outputs {
@@ -284,6 +300,12 @@ fn build_all(
         .map_err(Error::Output)?;
     }
     Ok(())
+}
+
+/// Where a node's outputs go: `--out`, else its profile's `output.dir`.
+fn out_dir(req: &BuildRequest, p: &Profile) -> PathBuf {
+    req.out_dir
+        .map_or_else(|| p.resolve(&p.output.dir), Path::to_path_buf)
 }
 
 /// The request's profiles, loaded and validated, host keys rotated when
@@ -374,9 +396,7 @@ fn build_node(
     let img = &base.image;
     let plan = load::plan_for(p, img)?;
     let opts = ImageOptions {
-        out_dir: req
-            .out_dir
-            .map_or_else(|| p.resolve(&p.output.dir), Path::to_path_buf),
+        out_dir: out_dir(req, p),
         xz: req.xz || p.output.xz,
         bmap: p.output.bmap && !req.no_bmap,
         force: req.force,
@@ -384,7 +404,7 @@ fn build_node(
         xz_level: 6,
         now: base.time,
     };
-    let (staged, applied) = build_image(img, &p.hostname, &opts, progress, |ed| {
+    let (staged, applied) = build_proven(img, &base.proof, &p.hostname, &opts, progress, |ed| {
         crate::apply::apply(ed, &plan, progress)
     })?;
     let manifest = Manifest {

@@ -20,6 +20,9 @@ pub(super) fn write_bundle(
     let gens = crate::keystore::host_key_generations(&store)?;
     let files = crate::bundle::render(p, rel, &|h| gens.get(h).copied().unwrap_or(0), stock)
         .map_err(Error::Usage)?;
+    // One writer per folder: two runs with --force would leave a bundle
+    // of files from both.
+    let _lock = crate::lock::output_folder(dir)?;
     let mut written = Vec::new();
     for f in &files {
         let dest = dir.join(&f.path);

@@ -273,7 +273,15 @@ pub fn parse_batch(file: &Path) -> Result<Vec<FsOp>> {
 /// `rpiimg fs`: one edit, or a batch of them, as one transaction.
 pub(super) fn run(ctx: &super::Ctx, args: &FsArgs, out: &mut dyn Write) -> Result<i32> {
     let (arg, op) = (&args.image, &args.op);
-    let (opened, table) = super::open(ctx, arg)?;
+    // An edit holds the image's lock exclusively from before its first
+    // read until its commit is done: two edits at once would each stage
+    // over what the other is replacing (a lost edit, broken ref counts).
+    let access = if matches!(op, FsOp::Stat { .. }) {
+        crate::lock::Access::Shared
+    } else {
+        crate::lock::Access::Exclusive
+    };
+    let (opened, table) = super::open_for(ctx, arg, access)?;
     if let FsOp::Stat { path, json } = op {
         let (view, _) = SystemView::open(&opened, &table)?;
         let st = view.stat(path, false)?;
@@ -318,6 +326,7 @@ pub(super) fn run(ctx: &super::Ctx, args: &FsArgs, out: &mut dyn Write) -> Resul
         })?;
         done.push(what);
     }
+    crate::lock::pause("fs-commit");
     edit.commit()?;
     if !ctx.progress.is_quiet() {
         for d in &done {

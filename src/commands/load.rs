@@ -176,6 +176,9 @@ pub(super) struct Base {
     pub image: OpenedImage,
     /// The time a build from it stamps (see `crate::clock`).
     pub time: i64,
+    /// That its bytes are its cache entry's sealed ones, proved once
+    /// for all the nodes built from it.
+    pub proof: crate::output::image::BaseProof,
 }
 
 /// The bases of the profiles of a run, keyed by identity, and which one
@@ -204,7 +207,18 @@ impl BaseSet {
                 None => {
                     let image = image::open(&path, key.1.as_deref(), cache, progress)?;
                     let time = build_time(&image)?;
-                    set.bases.push(Base { key, image, time });
+                    let drop = image
+                        .input_sha256
+                        .as_deref()
+                        .map(|sha| cache.drop_command(sha))
+                        .unwrap_or_default();
+                    let proof = crate::output::image::BaseProof::new(&image, drop);
+                    set.bases.push(Base {
+                        key,
+                        image,
+                        time,
+                        proof,
+                    });
                     set.bases.len() - 1
                 }
             };

@@ -3,6 +3,7 @@
 //! and printing a report as text or JSON.
 
 mod build;
+mod cache;
 mod cat;
 mod cluster;
 mod diff;
@@ -31,8 +32,23 @@ struct Ctx {
     progress: Progress,
 }
 
+/// Open an image to read it (a shared lock: see `image::open_for`).
 fn open(ctx: &Ctx, arg: &ImageArg) -> Result<(OpenedImage, PartitionTable)> {
-    let img = image::open(&arg.image, arg.sha256.as_deref(), &ctx.cache, ctx.progress)?;
+    open_for(ctx, arg, crate::lock::Access::Shared)
+}
+
+fn open_for(
+    ctx: &Ctx,
+    arg: &ImageArg,
+    access: crate::lock::Access,
+) -> Result<(OpenedImage, PartitionTable)> {
+    let img = image::open_for(
+        &arg.image,
+        arg.sha256.as_deref(),
+        &ctx.cache,
+        ctx.progress,
+        access,
+    )?;
     let table = partition::read(&img.file, img.size)?;
     Ok((img, table))
 }
@@ -79,6 +95,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Flash(a) => flash::run(&ctx, a, out),
         Command::ImagerList(a) => imager_list::run(&ctx, a, out),
         Command::Fs(a) => fs::run(&ctx, a, out),
+        Command::Cache(a) => cache::run(&ctx, a, out),
     };
     // A reader that stops early (`| head`) is not an error.
     match res.and_then(|status| out.flush().map(|()| status).map_err(Error::Output)) {

@@ -180,27 +180,25 @@ pub fn prepare(
     for ((_, target), src) in req.pairs.iter().zip(&sources) {
         let shown = target.display().to_string();
         let (kind, t) = match device::open_target(target, req.to_file) {
-            // The same target twice is left to the checks to name; any
-            // other is taken for this run.
-            Ok(t)
-                if !opened
+            Ok(t) => {
+                // The same target twice is left to the checks to name; any
+                // other is taken for this run (after the input check: the
+                // sources hold shared locks on themselves).
+                let twice = opened
                     .iter()
                     .flatten()
-                    .any(|o: &device::Target| o.id == t.id) =>
-            {
-                if let Err(why) = t.lock() {
-                    refusals.push(format!("{shown}: {why}"));
+                    .any(|o: &device::Target| o.id == t.id);
+                let Some((kind, t)) = target_kind(t, &shown, &inputs, src, &mut refusals) else {
                     continue;
+                };
+                if let (false, Some(t)) = (twice, &t) {
+                    if let Err(why) = t.lock() {
+                        refusals.push(format!("{shown}: {why}"));
+                        continue;
+                    }
                 }
-                match target_kind(t, &shown, &inputs, src, &mut refusals) {
-                    Some(k) => k,
-                    None => continue,
-                }
+                (kind, t)
             }
-            Ok(t) => match target_kind(t, &shown, &inputs, src, &mut refusals) {
-                Some(k) => k,
-                None => continue,
-            },
             Err(device::OpenError::Refused(why)) => {
                 refusals.push(format!("{shown}: {why}"));
                 continue;

@@ -36,6 +36,9 @@ pub struct Source {
     /// (`.sha256` or manifest file name), for the listing; `None`: neither
     /// was there.
     pub checked: Option<String>,
+    /// Held open with a shared lock for the whole flash, so an `rpiimg fs`
+    /// edit of the image (or a cache fill) cannot change it underneath.
+    _held: Arc<File>,
 }
 
 /// `out/ost01.img.bmap` for `out/ost01.img` and for `out/ost01.img.xz`.
@@ -61,8 +64,16 @@ impl Source {
             )));
         }
         let compressed = crate::image::source::is_xz(path)?;
-        let checked = check_digest(path, progress)?;
         if let Some(bmap) = bmap_beside(path) {
+            let held = File::open(path).map_err(Error::host(path))?;
+            crate::lock::lock(
+                &held,
+                path,
+                crate::lock::Access::Shared,
+                "it is being edited",
+            )
+            .map_err(Error::host(path))?;
+            let checked = check_digest(path, progress)?;
             let size = if compressed {
                 crate::image::xz_index::read(path)
                     .map_err(Error::host(path))?
@@ -94,11 +105,13 @@ impl Source {
                 map: crate::output::file_name(&bmap),
                 bmap: Some(bmap),
                 checked,
+                _held: Arc::new(held),
             });
         }
         // No block map: the partition table says what is in use. An .xz is
         // decompressed into the cache once, as every other command does.
         let img = crate::image::open(path, None, cache, progress)?;
+        let checked = check_digest(path, progress)?;
         let table = crate::partition::read(&img.file, img.size)?;
         let mut spans: Vec<(u64, u64)> = Vec::new();
         let first = table
@@ -136,6 +149,7 @@ impl Source {
             map: "partition table".into(),
             bmap: None,
             checked,
+            _held: img.file.clone(),
         })
     }
 

@@ -210,6 +210,19 @@ impl ImageEdit {
             .map_err(|e| {
                 Error::Usage(format!("{}: cannot open for writing: {e}", image.display()))
             })?;
+        // What is written must be what was read and locked: the name may
+        // lead to another file by now (replaced by a rename).
+        let same = |a: &File, b: &File| -> io::Result<bool> {
+            use std::os::unix::fs::MetadataExt;
+            let (a, b) = (a.metadata()?, b.metadata()?);
+            Ok(a.dev() == b.dev() && a.ino() == b.ino())
+        };
+        if !same(&file, &opened.file).map_err(Error::host(image))? {
+            return Err(Error::Usage(format!(
+                "{}: the file was replaced while it was being opened; nothing was written, run the edit again",
+                image.display()
+            )));
+        }
         Self::over(&Arc::new(file), true, &view, table, now)
     }
 

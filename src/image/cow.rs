@@ -366,11 +366,16 @@ impl<D: WriteAt> Cow<D> {
                 done = advance(done, b.len())?;
             }
         }
-        for (&p, page) in &self.pages {
+        for (k, (&p, page)) in self.pages.iter().enumerate() {
             let off = page_offset(p)?;
             // The last page may run past the end of the base.
             let (inside, _) = page.split_at(at_most(size.saturating_sub(off), page.len()));
             self.base.write_all_at(inside, off)?;
+            if k == 0 {
+                // Half written: what a reader without the image's lock
+                // would see (the concurrency tests stop here).
+                crate::lock::pause("commit-midway");
+            }
         }
         Ok(self.base)
     }

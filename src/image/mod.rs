@@ -12,5 +12,5 @@ pub mod xz_index;
 
 pub use cache::Cache;
 pub use cow::{Cow, FileRange};
-pub use source::{open, ImageError, OpenedImage};
+pub use source::{open, open_for, ImageError, OpenedImage};
 pub use window::{ReadAt, Window, WriteAt};

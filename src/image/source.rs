@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::cache::Cache;
+use super::cache::{Cache, Damage};
 use crate::bytes::hex;
+use crate::lock::Access;
 use crate::progress::Progress;
 
 const XZ_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
@@ -34,6 +35,13 @@ pub enum ImageError {
     Xz { path: PathBuf, detail: String },
     #[error("{path}: I/O error: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("{entry}: the cache entry of {input} is {what}; nothing was built from it. Drop it with `{drop}` and run again: the .xz is decompressed afresh")]
+    CacheEntry {
+        entry: PathBuf,
+        input: PathBuf,
+        what: String,
+        drop: String,
+    },
     #[error(
         "cache directory {path}: {source} (choose another with --cache-dir or RPIIMG_CACHE_DIR)"
     )]
@@ -51,6 +59,9 @@ pub struct OpenedImage {
     pub compressed: bool,
     /// sha256 of the input file, when it was computed (pinned, or `.xz`).
     pub input_sha256: Option<String>,
+    /// sha256 of the raw image when it is known: a sealed cache entry's
+    /// (`build` proves the bytes it copies against it), or a pinned `.img`'s.
+    pub raw_sha256: Option<String>,
 }
 
 /// Normalise and validate a user-supplied pin.
@@ -111,46 +122,108 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// sha256 of a whole file, streamed.
 pub fn sha256_file(path: &Path, progress: Progress, what: &str) -> Result<String, ImageError> {
-    let io_err = |source| ImageError::Io {
-        path: path.into(),
-        source,
-    };
-    let mut f = File::open(path).map_err(|source| ImageError::Open {
+    let f = File::open(path).map_err(|source| ImageError::Open {
         path: path.into(),
         source,
     })?;
-    let len = f.metadata().map_err(io_err)?.len();
+    sha256_open(&f, progress, what).map_err(|source| ImageError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+/// sha256 of an open file from its first byte (positioned reads: the
+/// descriptor's offset is left alone).
+pub fn sha256_open(f: &File, progress: Progress, what: &str) -> io::Result<String> {
+    let len = f.metadata()?.len();
     let mut task = progress.task(what, len);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; IO_CHUNK];
+    let mut r = PosReader { file: f, pos: 0 };
     loop {
-        let n = f.read(&mut buf).map_err(io_err)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        h.update(filled(&buf, n).map_err(io_err)?);
+        h.update(filled(&buf, n)?);
         task.inc(n as u64);
     }
     task.finish();
     Ok(hex(&h.finalize()))
 }
 
-/// Open `path` for reading, verifying `pin` and decompressing `.xz` into `cache`.
+/// Reads an open file from its start with positioned reads.
+struct PosReader<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for PosReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos = self
+            .pos
+            .checked_add(n as u64)
+            .ok_or_else(|| io::Error::other("read past 2^64"))?;
+        Ok(n)
+    }
+}
+
+/// Whether an open file starts with the xz magic.
+fn starts_with_xz(f: &File) -> io::Result<bool> {
+    let mut m = [0u8; 6];
+    let n = read_up_to(&mut PosReader { file: f, pos: 0 }, &mut m)?;
+    Ok(n == 6 && m == XZ_MAGIC)
+}
+
+/// Open `path` for reading, verifying `pin` and decompressing `.xz` into
+/// `cache`, with a shared lock (see [`open_for`]).
 pub fn open(
     path: &Path,
     pin: Option<&str>,
     cache: &Cache,
     progress: Progress,
 ) -> Result<OpenedImage, ImageError> {
+    open_for(path, pin, cache, progress, Access::Shared)
+}
+
+/// [`open`] for readers (`Access::Shared`) or for the one run that edits
+/// the image in place (`Access::Exclusive`, `rpiimg fs`). The lock is taken
+/// on the input before its first byte is read and lasts as long as the
+/// returned [`OpenedImage`]: a reader never sees an edit half committed,
+/// and an edit never starts from what another edit is about to replace.
+/// An `.xz` is locked too, and its cache entry shared while it is used.
+pub fn open_for(
+    path: &Path,
+    pin: Option<&str>,
+    cache: &Cache,
+    progress: Progress,
+    access: Access,
+) -> Result<OpenedImage, ImageError> {
     let pin = pin.map(parse_pin).transpose()?;
-    let compressed = is_xz(path)?;
-    let (raw_path, input_sha256) = if compressed {
-        let (p, sha) = decompress_cached(path, pin.as_deref(), cache, progress)?;
-        (p, Some(sha))
+    let io_err = |source| ImageError::Io {
+        path: path.into(),
+        source,
+    };
+    let input = File::open(path).map_err(|source| ImageError::Open {
+        path: path.into(),
+        source,
+    })?;
+    let why = match access {
+        Access::Shared => "it is editing this image",
+        Access::Exclusive => "it is reading or editing this image",
+    };
+    crate::lock::lock(&input, path, access, why).map_err(io_err)?;
+    crate::lock::pause("image-locked");
+    let compressed = starts_with_xz(&input).map_err(io_err)?;
+    let (raw_path, file, input_sha256, raw_sha256) = if compressed {
+        let (p, f, sha, raw) = decompress_cached(path, &input, pin.as_deref(), cache, progress)?;
+        (p, f, Some(sha), Some(raw))
     } else {
         let sha = match &pin {
             Some(expected) => {
-                let actual = sha256_file(path, progress, "checksum")?;
+                let actual = sha256_open(&input, progress, "checksum").map_err(io_err)?;
                 if &actual != expected {
                     return Err(ImageError::Checksum {
                         path: path.into(),
@@ -162,12 +235,8 @@ pub fn open(
             }
             None => None,
         };
-        (path.to_path_buf(), sha)
+        (path.to_path_buf(), input, sha.clone(), sha)
     };
-    let file = File::open(&raw_path).map_err(|source| ImageError::Open {
-        path: raw_path.clone(),
-        source,
-    })?;
     let size = file
         .metadata()
         .map_err(|source| ImageError::Io {
@@ -182,52 +251,104 @@ pub fn open(
         size,
         compressed,
         input_sha256,
+        raw_sha256,
     })
 }
 
+/// The cache entry of the `.xz` `input` (open as `path`): checked against
+/// its seal, or filled and sealed, under the entry's fill lock; returned
+/// open, with a shared lock on it (so `rpiimg cache clear` leaves it
+/// alone), its path, the `.xz`'s sha256 and the image's.
 fn decompress_cached(
     path: &Path,
+    input: &File,
     pin: Option<&str>,
     cache: &Cache,
     progress: Progress,
-) -> Result<(PathBuf, String), ImageError> {
-    // With a pin the cache can answer before reading the input at all; the
-    // entry was renamed into place only after its hash was verified.
-    if let Some(p) = pin {
-        let e = cache.entry(p);
-        if e.is_file() {
-            return Ok((e, p.to_string()));
-        }
-    } else {
-        let sha = sha256_file(path, progress, "checksum")?;
-        let e = cache.entry(&sha);
-        if e.is_file() {
-            return Ok((e, sha));
-        }
-    }
+) -> Result<(PathBuf, File, String, String), ImageError> {
+    // With a pin the cache can answer before reading the input at all: the
+    // entry is keyed by the sha256 its .xz had when it was filled.
+    let sha = match pin {
+        Some(p) => p.to_string(),
+        None => sha256_open(input, progress, "checksum").map_err(|source| ImageError::Io {
+            path: path.into(),
+            source,
+        })?,
+    };
     let cache_err = |source| ImageError::Cache {
         path: cache.dir().to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(cache.dir()).map_err(cache_err)?;
+    let entry = cache.entry(&sha);
+    let fill = cache.lock_entry(&sha).map_err(cache_err)?;
+    crate::lock::pause("cache-locked");
+    let hash = |f: &File| sha256_open(f, progress, "verify cache entry");
+    let entry_err = |source| ImageError::Io {
+        path: entry.clone(),
+        source,
+    };
+    match cache.open_sealed(&sha, hash).map_err(entry_err)? {
+        Some(Ok((file, seal))) => {
+            crate::lock::lock(
+                &file,
+                &entry,
+                Access::Shared,
+                "it is removing this cache entry",
+            )
+            .map_err(entry_err)?;
+            drop(fill);
+            return Ok((entry, file, sha, seal.sha256));
+        }
+        Some(Err(damage)) => {
+            let what = match damage {
+                Damage::Size { sealed, found } if found < sealed => {
+                    format!("truncated: {found} bytes, sealed with {sealed}")
+                }
+                Damage::Size { sealed, found } => format!(
+                    "damaged: {found} bytes, sealed with {sealed} (changed after it was filled)"
+                ),
+                Damage::Content { sealed, found } => format!(
+                    "damaged: its sha256 is {found}, sealed with {sealed} (changed after it was filled)"
+                ),
+            };
+            return Err(ImageError::CacheEntry {
+                entry,
+                input: path.into(),
+                what,
+                drop: cache.drop_command(&sha),
+            });
+        }
+        None => {}
+    }
     let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
+        .prefix(&Cache::partial_prefix(&sha))
         .suffix(".img")
         .tempfile_in(cache.dir())
         .map_err(cache_err)?;
-    let sha = decompress(path, tmp.as_file_mut(), progress)?;
+    let done = decompress_open(path, input, tmp.as_file_mut(), progress)?;
     if let Some(expected) = pin {
-        if sha != expected {
+        if done.input_sha256 != expected {
             return Err(ImageError::Checksum {
                 path: path.into(),
                 expected: expected.to_string(),
-                actual: sha,
+                actual: done.input_sha256,
             });
         }
     }
-    let dest = cache.entry(&sha);
-    tmp.persist(&dest).map_err(|e| cache_err(e.error))?;
-    Ok((dest, sha))
+    let file = tmp.persist(&entry).map_err(|e| cache_err(e.error))?;
+    // Nobody else can hold it: it is new, and clearing it takes the fill lock.
+    crate::lock::lock(
+        &file,
+        &entry,
+        Access::Shared,
+        "it is removing this cache entry",
+    )
+    .map_err(entry_err)?;
+    cache
+        .write_seal(&done.input_sha256, &file, done.size, &done.image_sha256)
+        .map_err(cache_err)?;
+    drop(fill);
+    Ok((entry, file, done.input_sha256, done.image_sha256))
 }
 
 /// Hashes everything read through it.
@@ -258,9 +379,32 @@ impl<R: Read> Read for CountingReader<'_, R> {
     }
 }
 
+/// What decompressing an `.xz` gave.
+pub struct Decompressed {
+    /// sha256 of the compressed input, and of the image and its length.
+    pub input_sha256: String,
+    pub image_sha256: String,
+    pub size: u64,
+}
+
 /// Decompress every xz stream of `path` into `out` (holes for zero runs);
 /// returns the sha256 of the compressed input.
 pub fn decompress(path: &Path, out: &mut File, progress: Progress) -> Result<String, ImageError> {
+    let f = File::open(path).map_err(|source| ImageError::Open {
+        path: path.into(),
+        source,
+    })?;
+    Ok(decompress_open(path, &f, out, progress)?.input_sha256)
+}
+
+/// [`decompress`] from an open `.xz` (read from its first byte), hashing
+/// the input and the image on the way.
+pub fn decompress_open(
+    path: &Path,
+    f: &File,
+    out: &mut File,
+    progress: Progress,
+) -> Result<Decompressed, ImageError> {
     let io_err = |source| ImageError::Io {
         path: path.into(),
         source,
@@ -269,14 +413,10 @@ pub fn decompress(path: &Path, out: &mut File, progress: Progress) -> Result<Str
         path: path.into(),
         detail: e.to_string(),
     };
-    let f = File::open(path).map_err(|source| ImageError::Open {
-        path: path.into(),
-        source,
-    })?;
     let len = f.metadata().map_err(io_err)?.len();
     let mut task = progress.task("decompress", len);
     let hashing = HashingReader {
-        inner: f,
+        inner: PosReader { file: f, pos: 0 },
         hasher: Sha256::new(),
     };
     let counting = CountingReader {
@@ -284,7 +424,10 @@ pub fn decompress(path: &Path, out: &mut File, progress: Progress) -> Result<Str
         task: &mut task,
     };
     let mut input = BufReader::with_capacity(IO_CHUNK, counting);
-    let mut writer = SparseWriter::new(out);
+    let mut writer = HashingWriter {
+        inner: SparseWriter::new(out),
+        hasher: Sha256::new(),
+    };
     let mut any_stream = false;
     loop {
         // Stream padding (zero bytes) may separate concatenated streams.
@@ -310,11 +453,34 @@ pub fn decompress(path: &Path, out: &mut File, progress: Progress) -> Result<Str
             detail: "no xz stream".into(),
         });
     }
-    writer.finish().map_err(io_err)?;
+    let image_sha256 = hex(&writer.hasher.finalize());
+    let size = writer.inner.pos;
+    writer.inner.finish().map_err(io_err)?;
     let counting = input.into_inner();
-    let sha = hex(&counting.inner.hasher.finalize());
+    let input_sha256 = hex(&counting.inner.hasher.finalize());
     task.finish();
-    Ok(sha)
+    Ok(Decompressed {
+        input_sha256,
+        image_sha256,
+        size,
+    })
+}
+
+/// Hashes everything written through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(filled(buf, n)?);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Writes data, seeking over long zero runs so that they stay holes.

@@ -42,12 +42,11 @@ pub fn stream(
 
 /// Clone `src` into `dst` where the filesystem can share extents (btrfs,
 /// XFS: instant, no extra space); whether it worked. A failed attempt
-/// leaves `dst` empty.
-pub fn reflink(src: &Path, dst: &mut Pending) -> bool {
-    if let Ok(f) = File::open(src) {
-        if reflink_copy::reflink_file(&f, dst.file()).is_ok() {
-            return true;
-        }
+/// leaves `dst` empty. `src` is the base as it was opened (and locked and
+/// checked), not whatever its name leads to by now.
+pub fn reflink(src: &File, dst: &mut Pending) -> bool {
+    if reflink_copy::reflink_file(src, dst.file()).is_ok() {
+        return true;
     }
     let _ = dst.file().set_len(0);
     false

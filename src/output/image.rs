@@ -66,7 +66,7 @@ fn base_err(base: &OpenedImage, e: std::io::Error) -> Error {
 /// them, in 1 MiB chunks, into the block map scanner and (when given)
 /// sparse into `out`.
 fn stream_node(
-    base: &OpenedImage,
+    (base, proof): (&OpenedImage, &BaseProof),
     staged: &Finished,
     layout: &super::layout::Layout,
     out: Option<&mut std::fs::File>,
@@ -78,6 +78,9 @@ fn stream_node(
     let mut scanner = bmap::Scanner::new(&layout.in_use, &layout.known);
     let mut task = progress.task(&format!("write {name}"), base.size);
     let mut writer = out.map(crate::image::source::SparseWriter::new);
+    // This pass reads every byte of the base: the first node's also hashes
+    // them for the base's proof (see BaseProof).
+    let mut claim = proof.claim();
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0u64;
     while off < base.size {
@@ -86,6 +89,9 @@ fn stream_node(
         base.file
             .read_exact_at(chunk, off)
             .map_err(|e| base_err(base, e))?;
+        if let Some(c) = claim.as_mut() {
+            c.feed(chunk);
+        }
         staged.read_at(chunk, off).map_err(|e| base_err(base, e))?;
         scanner.feed(chunk);
         if let Some(w) = writer.as_mut() {
@@ -96,6 +102,9 @@ fn stream_node(
     }
     if let Some(w) = writer {
         w.finish().map_err(|e| super::out_err(dest, e))?;
+    }
+    if let Some(c) = claim {
+        c.finish();
     }
     task.finish();
     Ok(scanner.finish())
@@ -146,6 +155,30 @@ pub fn build<T>(
     progress: Progress,
     edit: impl FnOnce(&mut ImageEdit) -> Result<T>,
 ) -> Result<(Staged, T)> {
+    let drop = match &base.input_sha256 {
+        Some(sha) => format!("rpiimg cache clear {sha}"),
+        None => String::new(),
+    };
+    build_proven(
+        base,
+        &BaseProof::new(base, drop),
+        name,
+        opts,
+        progress,
+        edit,
+    )
+}
+
+/// [`build`] with the base's proof shared by every node of the run: no
+/// node's outputs are kept unless the base's bytes are the sealed ones.
+pub fn build_proven<T>(
+    base: &OpenedImage,
+    proof: &BaseProof,
+    name: &str,
+    opts: &ImageOptions,
+    progress: Progress,
+    edit: impl FnOnce(&mut ImageEdit) -> Result<T>,
+) -> Result<(Staged, T)> {
     check_free(opts, name)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| {
         Error::Usage(format!(
@@ -172,12 +205,12 @@ pub fn build<T>(
     // One pass: read the base, lay the edit over it, write the node's image
     // (unless it is a clone of the base, which then gets only the edited
     // ranges), and hash and map what was written.
-    let cloned = copy::reflink(&base.raw_path, &mut img);
+    let cloned = copy::reflink(&base.file, &mut img);
     if cloned {
         write_touched(base, &staged, &touched, &mut img)?;
     }
     let scan = stream_node(
-        base,
+        (base, proof),
         &staged,
         &layout,
         (!cloned).then(|| img.file()),
@@ -186,6 +219,8 @@ pub fn build<T>(
         name,
     )?;
     drop(staged);
+    // Before anything of the node is kept (its files are still temporary).
+    proof.verdict(base, progress)?;
 
     let xz_out = if opts.xz {
         Some(compress(
@@ -240,6 +275,147 @@ pub fn build<T>(
         },
         value,
     ))
+}
+
+/// The proof that a base read from the cache is the image its entry was
+/// sealed with, shared by the nodes built from it. The first node's copy
+/// pass (which reads every byte of the base anyway) hashes the base's
+/// bytes on the way; every node waits for that verdict before its outputs
+/// may be kept, and hashes the base itself if that pass failed first.
+pub struct BaseProof {
+    /// The sealed sha256; `None`: nothing to prove (a `.img` read in place).
+    expected: Option<String>,
+    /// How to drop the entry, for the refusal.
+    drop: String,
+    state: std::sync::Mutex<Proof>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Clone)]
+enum Proof {
+    Open,
+    Claimed,
+    Done(std::result::Result<(), String>),
+}
+
+/// A copy pass that hashes the base for the proof; dropped unfinished
+/// (the pass failed), it hands the job back.
+pub struct ProofClaim<'a> {
+    proof: &'a BaseProof,
+    hasher: sha2::Sha256,
+    finished: bool,
+}
+
+impl BaseProof {
+    /// The proof for `base`: its sealed sha256 when it is a cache entry.
+    pub fn new(base: &OpenedImage, drop: String) -> Self {
+        let expected = base.compressed.then(|| base.raw_sha256.clone()).flatten();
+        BaseProof {
+            state: std::sync::Mutex::new(if expected.is_some() {
+                Proof::Open
+            } else {
+                Proof::Done(Ok(()))
+            }),
+            expected,
+            drop,
+            done: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Proof> {
+        // A poisoned state is still a state: the claim's drop resets it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The hashing job, for the first pass that asks while nobody has it.
+    pub fn claim(&self) -> Option<ProofClaim<'_>> {
+        let mut s = self.lock();
+        matches!(*s, Proof::Open).then(|| {
+            *s = Proof::Claimed;
+            ProofClaim {
+                proof: self,
+                hasher: sha2::Digest::new(),
+                finished: false,
+            }
+        })
+    }
+
+    fn settle(&self, found: &str) {
+        let verdict = match &self.expected {
+            Some(want) if want != found => Err(format!(
+                "damaged: its bytes hash to {found} as they are copied, sealed with {want}"
+            )),
+            _ => Ok(()),
+        };
+        *self.lock() = Proof::Done(verdict);
+        self.done.notify_all();
+    }
+
+    /// The verdict: waits for the pass that hashes, or hashes `base`
+    /// itself when no pass has the job.
+    pub fn verdict(&self, base: &OpenedImage, progress: Progress) -> Result<()> {
+        let mut s = self.lock();
+        loop {
+            match &*s {
+                Proof::Done(Ok(())) => return Ok(()),
+                Proof::Done(Err(what)) => {
+                    return Err(crate::image::ImageError::CacheEntry {
+                        entry: base.raw_path.clone(),
+                        input: base.input.clone(),
+                        what: what.clone(),
+                        drop: self.drop.clone(),
+                    }
+                    .into())
+                }
+                Proof::Claimed => {
+                    s = self
+                        .done
+                        .wait(s)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                Proof::Open => {
+                    *s = Proof::Claimed;
+                    drop(s);
+                    let found =
+                        crate::image::source::sha256_open(&base.file, progress, "verify base");
+                    match found {
+                        Ok(found) => self.settle(&found),
+                        Err(e) => {
+                            *self.lock() = Proof::Open;
+                            self.done.notify_all();
+                            return Err(base_err(base, e));
+                        }
+                    }
+                    s = self.lock();
+                }
+            }
+        }
+    }
+}
+
+impl ProofClaim<'_> {
+    /// The base's own bytes (before the edit is laid over them).
+    pub fn feed(&mut self, chunk: &[u8]) {
+        sha2::Digest::update(&mut self.hasher, chunk);
+    }
+
+    pub fn finish(mut self) {
+        self.finished = true;
+        let h = std::mem::replace(&mut self.hasher, sha2::Digest::new());
+        self.proof
+            .settle(&crate::bytes::hex(&sha2::Digest::finalize(h)));
+    }
+}
+
+impl Drop for ProofClaim<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            *self.proof.lock() = Proof::Open;
+            self.proof.done.notify_all();
+        }
+    }
 }
 
 /// A reflinked clone of the base gets only the edited ranges, read from
@@ -341,6 +517,7 @@ impl Staged {
         }
         let mut done: Vec<PathBuf> = Vec::new();
         for f in self.files.into_iter().chain(std::iter::once(m)) {
+            crate::lock::pause(&format!("rename-{}", done.len() + 1));
             let renamed = super::fault(&format!("rename-{}", done.len() + 1))
                 .map_err(|e| super::out_err(f.dest(), e))
                 .and_then(|()| f.persist(self.force));

@@ -293,7 +293,12 @@ pub fn need(tool: &str, package: &str) {
     );
 }
 
-/// Every file below `dir` (subfolders included), sorted.
+/// The lock file rpiimg keeps in each output folder it writes (empty:
+/// not an output).
+pub const OUT_LOCK: &str = ".rpiimg.lock";
+
+/// Every file below `dir` (subfolders included), sorted; output folders'
+/// lock files left out.
 pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -302,6 +307,12 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == OUT_LOCK) {
+                assert_eq!(
+                    std::fs::metadata(&p).unwrap().len(),
+                    0,
+                    "lock files stay empty"
+                );
             } else {
                 v.push(p);
             }
