@@ -91,6 +91,9 @@ pub fn open_file(path: &Path, size: u64) -> io::Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
+        // A new file gets the image, host private keys and all: its owner's
+        // alone, like build's images (an existing file keeps its mode).
+        .mode(0o600)
         .custom_flags(flag(rustix::fs::OFlags::NOFOLLOW))
         .open(path)?;
     if f.metadata()?.len() < size {
