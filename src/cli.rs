@@ -72,8 +72,8 @@ refused here, naming the releases that would do:
   2025.1  kolla-ansible 20.6.0  Debian bookworm
   2026.1  kolla-ansible 22.2.0  Debian bookworm, trixie
 
-It holds the release's complete inventory (multinode), the globals drop-in
-globals.d/rpiimg.yml, the nova and neutron overrides, deploy.sh (the guide's
+It holds the release's complete inventory (multinode) with each node's
+connection variables in host_vars/, the globals drop-in globals.d/rpiimg.yml, the nova and neutron overrides, deploy.sh (the guide's
 management-host steps) and first-cloud.sh (its first cloud). The SSH host
 keys in known_hosts are the ones the node images carry: both come from the
 cluster's key store (.rpiimg-keys/ beside the profile), so they stay right

@@ -399,6 +399,9 @@ impl Report {
         for w in &self.partition_table.problems {
             let _ = writeln!(s, "  WARNING: {w}; rpiimg will not write to this image");
         }
+        for w in &self.partition_table.warnings {
+            let _ = writeln!(s, "  WARNING: {w}");
+        }
         let _ = writeln!(s, "Filesystems");
         for f in &self.filesystems {
             let (ty, label, uuid) = match &f.probe {

@@ -92,6 +92,7 @@ pub fn read(dir: &Path, cluster: &str) -> Result<Option<ClusterSecret>> {
             path.display()
         )));
     }
+    check_private(dir, &path, &meta)?;
     let text = std::fs::read_to_string(&path).map_err(|e| host(&path, e))?;
     let mut name = None;
     let mut key = None;
@@ -247,6 +248,42 @@ pub fn rotate_host_keys(dir: &Path, host_name: &str) -> Result<u32> {
     Ok(next)
 }
 
+/// The secret must be its owner's alone, as ssh insists for a private
+/// key: readable by others, everything derived from it (password salts,
+/// host private keys) is theirs too; writable by others (the file, or the
+/// directory, where it can be replaced), they choose the keys the images
+/// get. Either is refused, naming the fix, before the secret is used.
+#[cfg(unix)]
+fn check_private(dir: &Path, path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let file_mode = meta.permissions().mode() & 0o777;
+    if file_mode & 0o077 != 0 {
+        return Err(Error::Usage(format!(
+            "{}: the key store's secret is open to other users (mode {file_mode:04o}); \
+             make it private with `chmod 600 {}`, and if others could read it, treat it as \
+             leaked: move the store away and rebuild every node (new salts and host keys)",
+            path.display(),
+            path.display()
+        )));
+    }
+    let dmeta = std::fs::metadata(dir).map_err(|e| host(dir, e))?;
+    let dir_mode = dmeta.permissions().mode() & 0o777;
+    if dir_mode & 0o022 != 0 {
+        return Err(Error::Usage(format!(
+            "{}: the key store's directory is writable by other users (mode {dir_mode:04o}), \
+             who could replace its secret; make it private with `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_: &Path, _: &Path, _: &std::fs::Metadata) -> Result<()> {
+    Ok(())
+}
+
 fn make_private_dir(dir: &Path) -> Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
@@ -288,6 +325,21 @@ mod tests {
         assert_eq!(mode(&dir.join("secret")), 0o600);
         assert!(d.path().join(".rpiimg-keys/.gitignore").exists());
         assert!(!format!("{a:?}").contains(&crate::bytes::hex(&a.key)));
+        // A secret others may read, or a directory others may write, is
+        // refused with the fix; nothing of the secret is in the message.
+        let secret = dir.join("secret");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read(&dir, "ost").unwrap_err().to_string();
+        assert!(e.contains("open to other users (mode 0640)"), "{e}");
+        assert!(e.contains("chmod 600"), "{e}");
+        assert!(!e.contains(&crate::bytes::hex(&a.key)), "{e}");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = open_or_create(&dir, "ost").unwrap_err().to_string();
+        assert!(e.contains("writable by other users (mode 0777)"), "{e}");
+        assert!(e.contains("chmod 700"), "{e}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(read(&dir, "ost").unwrap(), Some(a.clone()));
         // Another cluster's store is refused, not reused.
         let e = read(&dir, "other").unwrap_err().to_string();
         assert!(e.contains("belongs to cluster \"ost\""), "{e}");

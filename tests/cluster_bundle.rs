@@ -387,17 +387,21 @@ fn management_bundle_parses_and_matches_golden_files() {
         assert_eq!(hosts("network"), ["ost03"]);
         assert_eq!(hosts("compute"), ["ost01", "ost02", "ost03"]);
         assert_eq!(hosts("monitoring"), ["ost04"]);
-        assert_eq!(v["_meta"]["hostvars"]["ost01"]["ansible_user"], "ubuntu");
-        assert_eq!(v["_meta"]["hostvars"]["ost01"]["ansible_become"], "true");
+        // Strings arrive exactly, never templated (host_vars/, !unsafe).
+        assert_eq!(
+            v["_meta"]["hostvars"]["ost01"]["ansible_user"],
+            serde_json::json!({ "__ansible_unsafe": "ubuntu" })
+        );
+        assert_eq!(v["_meta"]["hostvars"]["ost01"]["ansible_become"], true);
         let children = v["baremetal"]["children"].as_array().unwrap();
         assert!(children.iter().any(|c| c == "control"));
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(out.join("multinode"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "the inventory holds the password");
+            let mode =
+                |f: &str| std::fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode("host_vars/ost01.yml"), 0o600, "it holds the password");
+            assert_eq!(mode("multinode"), 0o644, "no password in the inventory");
+            assert!(!read(&out.join("multinode")).contains("ansible_password"));
         }
 
         // The globals drop-in and the .ini files parse; both variants declare
@@ -699,4 +703,152 @@ fn the_kolla_release_follows_the_base_os() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Connection variables reach Ansible exactly as the profile has them
+/// (issue 26, class 6): an INI inventory line made `0x10` the integer 16,
+/// `True` a boolean, `'quoted'` lost its quotes, and `{{ ... }}` was
+/// templated. Each tricky password goes through `rpiimg cluster` and the
+/// real `ansible-inventory --list` of the bundle's inventory, compared
+/// exactly, as an !unsafe (never templated) string on every node.
+#[test]
+fn connection_variables_reach_ansible_exactly() {
+    need("ansible-inventory", "ansible-core");
+    let base = fixture(&["--flavour", "trixie"]);
+    private_test_keys();
+    let keys = repo().join("tests/fixtures/keys");
+    let cluster = read(&repo().join("profiles/cluster-ost.toml"));
+    assert!(cluster.contains("\npassword = \"ubuntu\"\n"));
+    let values = [
+        "0x10",
+        "True",
+        "yes",
+        "no",
+        "null",
+        "~",
+        "'quoted'",
+        "\"dq\"",
+        "a b",
+        "#hash",
+        "a #b",
+        ";semi",
+        "a;b",
+        "{{ jinja }}",
+        "{{ lookup('env', 'HOME') }}",
+        "{% raw %}",
+        "1e3",
+        "007",
+        "-1",
+        "3.14",
+        " lead",
+        "trail ",
+        " both ",
+        "ünïcødé ✓",
+        "back\\slash\\",
+        "\\\\double",
+        "a=b",
+        "=",
+        "[1, 2]",
+        "{a: 1}",
+        "- dash",
+        "*star",
+        "&anchor",
+        "!tag",
+        "%pct",
+        "@at",
+        "`tick`",
+        "key: value",
+        "$HOME",
+        "\\x41",
+        "'",
+        "\"",
+    ];
+    let d = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let prof = d.path().join(format!("cluster-{i}.toml"));
+        // A TOML basic string: JSON's escapes are TOML's.
+        let quoted = serde_json::to_string(v).unwrap();
+        std::fs::write(
+            &prof,
+            cluster.replace(
+                "\npassword = \"ubuntu\"\n",
+                &format!("\npassword = {quoted}\n"),
+            ),
+        )
+        .unwrap();
+        let out = d.path().join(format!("mgmt-{i}"));
+        let o = try_with_keys(
+            &[
+                "cluster",
+                "--profile",
+                prof.to_str().unwrap(),
+                "--base",
+                base.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &keys,
+        );
+        assert!(o.status.success(), "{v:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains(v) || v.len() < 3, "{v:?} in the log");
+        // ansible-inventory runs side by side (each is a Python start-up).
+        let child = tool("ansible-inventory")
+            .arg("-i")
+            .arg(out.join("multinode"))
+            .arg("--list")
+            .env("ANSIBLE_LOCALHOST_WARNING", "False")
+            .env("ANSIBLE_INVENTORY_UNPARSED_WARNING", "False")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        runs.push((v, out, child));
+        if runs.len() >= 8 {
+            check_inventory(runs.remove(0));
+        }
+    }
+    for r in runs {
+        check_inventory(r);
+    }
+}
+
+fn check_inventory((v, out, child): (&&str, PathBuf, std::process::Child)) {
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "{v:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let inv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The stock [deployment] group's localhost aside, the four nodes.
+    for host in ["ost01", "ost02", "ost03", "ost04"] {
+        let vars = &inv["_meta"]["hostvars"][host];
+        assert_eq!(
+            vars["ansible_password"],
+            serde_json::json!({ "__ansible_unsafe": v }),
+            "{v:?} on {host}"
+        );
+        assert_eq!(
+            vars["ansible_user"],
+            serde_json::json!({ "__ansible_unsafe": "ubuntu" })
+        );
+        assert_eq!(vars["ansible_become"], true);
+    }
+    // The inventory is complete: every node group and the stock ones.
+    assert_eq!(inv["control"]["hosts"], serde_json::json!(["ost04"]));
+    assert_eq!(
+        inv["compute"]["hosts"],
+        serde_json::json!(["ost01", "ost02", "ost03"])
+    );
+    assert!(inv["baremetal"]["children"].as_array().unwrap().len() >= 3);
+    // The password is in the 0600 host_vars files only.
+    let text = read(&out.join("multinode"));
+    assert!(!text.contains("ansible_password"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(out.join("host_vars/ost01.yml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(m & 0o777, 0o600);
 }

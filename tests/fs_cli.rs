@@ -248,3 +248,176 @@ fn diff_lists_exactly_the_edited_paths() {
     assert_eq!(paths("removed"), vec!["/etc/sudoers.d/010_pi-nopasswd"]);
     assert_eq!(paths("changed"), vec!["/etc/hostname", "/etc/motd"]);
 }
+
+/// Misuse of the `fs` verbs is a usage error, never a "corrupt" verdict
+/// (issue 26, class 8): a directory onto a file, a file onto a directory,
+/// a directory into itself, the root, across filesystems, mkdir over a
+/// file, on both filesystems. Each: exit 2, the message says what is wrong
+/// and not "corrupt", and the image is byte-identical; e2fsck -fn and
+/// fsck.fat -n find it clean.
+#[test]
+fn misuse_is_a_usage_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(&["--flavour", "trixie"], dir.path());
+    let i = img.to_str().unwrap();
+    let local = dir.path().join("local.txt");
+    std::fs::write(&local, "x\n").unwrap();
+    let l = local.to_str().unwrap();
+    let batch = dir.path().join("edits.txt");
+    std::fs::write(&batch, "mkdir /etc/newdir\nmv /home/pi /etc/hostname\n").unwrap();
+    let b = batch.to_str().unwrap();
+    let dir_onto_file = "is a file, which a directory cannot replace; remove it first";
+    let into_itself = "into itself";
+    let root = "the root directory cannot be created, replaced or removed";
+    let across = "cannot move between filesystems (or a mount point); copy and remove instead";
+    let cases: &[(&[&str], &str)] = &[
+        // /etc is a hashed (htree) directory: its '..' is outside the index.
+        (&["mv", "/home/pi", "/etc/hostname"], dir_onto_file),
+        (&["mv", "/etc/ssh", "/etc/hostname"], dir_onto_file),
+        (&["mv", "/home/pi", "/home/pi/sub"], into_itself),
+        (&["mv", "/home", "/home/pi/x"], into_itself),
+        (&["mv", "/etc", "/etc"], into_itself),
+        (&["mv", "/", "/tmp/x"], root),
+        (&["rm", "/"], root),
+        (&["rm", "-r", "/"], root),
+        (&["mkdir", "/"], root),
+        (&["ln", "-s", "/x", "/"], root),
+        (&["rm", "/home"], "/home: directory not empty"),
+        (&["mkdir", "/etc/hostname"], "/etc/hostname: file exists"),
+        (
+            &["mkdir", "-p", "/etc/hostname/x"],
+            "/etc/hostname: not a directory",
+        ),
+        (
+            &["put", l, "/etc/hostname/x"],
+            "/etc/hostname: not a directory",
+        ),
+        (&["ln", "/etc", "/etc/x"], "/etc: is a directory"),
+        (&["ln", "-s", "/x", "/etc"], "/etc: is a directory"),
+        (
+            &["ln", "/etc/hostname", "/etc/passwd"],
+            "/etc/passwd: file exists",
+        ),
+        (&["mv", "/etc/hostname", "/boot/firmware/hostname"], across),
+        (
+            &["mv", "/boot/firmware/config.txt", "/etc/config.txt"],
+            across,
+        ),
+        (&["mv", "/boot/firmware", "/mnt/fw"], across),
+        (&["mv", "/boot/firmware/overlays", "/"], across),
+        (
+            &["ln", "/etc/hostname", "/boot/firmware/h"],
+            "a hard link is not possible on the FAT",
+        ),
+        (
+            &["chmod", "644", "/boot/firmware/config.txt"],
+            "chmod is not possible on the FAT",
+        ),
+        (
+            &["mv", "/boot/firmware/overlays", "/boot/firmware/overlays/x"],
+            into_itself,
+        ),
+        (
+            &["mv", "/boot/firmware/overlays", "/boot/firmware/overlays"],
+            into_itself,
+        ),
+        (
+            &["mv", "/boot/firmware/overlays", "/boot/firmware/config.txt"],
+            dir_onto_file,
+        ),
+        (
+            &[
+                "mv",
+                "/boot/firmware/config.txt",
+                "/boot/firmware/CONFIG.TXT",
+            ],
+            "FAT names ignore case",
+        ),
+        (
+            &["mv", "/boot/firmware/nope", "/boot/firmware/x"],
+            "/boot/firmware/nope: no such file",
+        ),
+        (
+            &["mv", "/boot/firmware/config.txt", "/boot/firmware/nope/x"],
+            "/boot/firmware/nope: no such file",
+        ),
+        (
+            &["mkdir", "/boot/firmware/config.txt"],
+            "/boot/firmware/config.txt: file exists",
+        ),
+        (
+            &["mkdir", "-p", "/boot/firmware/config.txt/x"],
+            "/boot/firmware/config.txt: not a directory",
+        ),
+        (
+            &["mkdir", "/boot/firmware/nope/x"],
+            "/boot/firmware/nope: no such file",
+        ),
+        (
+            &["put", l, "/boot/firmware/config.txt/x"],
+            "/boot/firmware/config.txt: not a directory",
+        ),
+        (
+            &["put", l, "/boot/firmware/nope/x"],
+            "/boot/firmware/nope: no such file",
+        ),
+        (
+            &["rm", "/boot/firmware/overlays"],
+            "/boot/firmware/overlays: directory not empty; rm -r",
+        ),
+        (&["rm", "/boot/firmware"], "a mount point cannot be removed"),
+        (&["batch", b], dir_onto_file),
+    ];
+    let before = sha256_file(&img);
+    // Per case, a cheap proof that nothing was written (any write moves
+    // ctime); the sha256 after the table proves the bytes.
+    let stamp = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).unwrap();
+        (m.len(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
+    };
+    let at_start = stamp(&img);
+    for (args, want) in cases {
+        let mut full = vec![i];
+        full.extend_from_slice(args);
+        let mut cmd = vec!["fs"];
+        cmd.extend(full);
+        let o = rpiimg(&cmd);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: {e}");
+        // Damage is for damage: neither the ext4 verdict nor a bare fatfs error.
+        assert!(
+            !e.contains("corrupt") && !e.contains("(FAT, partition"),
+            "{args:?}: {e}"
+        );
+        assert_eq!(stamp(&img), at_start, "{args:?} wrote to the image");
+    }
+    assert_eq!(
+        sha256_file(&img),
+        before,
+        "the image must be byte-identical"
+    );
+    root_clean(&img);
+    fat_clean(&img);
+
+    // What the misuse was mistaken for works: a directory moves into the
+    // hashed /etc (its '..' was taken for missing), a file replaces a file
+    // on FAT as on ext4.
+    rpiimg_ok(&["fs", i, "-q", "mv", "/home/pi", "/etc/pi"]);
+    rpiimg_ok(&["fs", i, "-q", "put", l, "/boot/firmware/a.txt"]);
+    rpiimg_ok(&[
+        "fs",
+        i,
+        "-q",
+        "mv",
+        "/boot/firmware/a.txt",
+        "/boot/firmware/issue.txt",
+    ]);
+    root_clean(&img);
+    fat_clean(&img);
+    let (off, _) = partition(&img, 2);
+    assert!(debugfs(&img, off, "ls -l /etc/pi").contains(".bashrc"));
+    assert_eq!(mtype(&img, "/issue.txt"), "x\n");
+    assert_eq!(mtype(&img, "/a.txt"), "");
+}

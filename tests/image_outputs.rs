@@ -53,6 +53,19 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
         .unwrap();
     assert_eq!(n, 3);
     assert_eq!(sha256_file(&base), base_sum, "the base must not change");
+    // Images hold host keys and password hashes: 0600, the .xz too; the
+    // .sha256 lines are public.
+    for (f, want) in [
+        ("ost04.img", 0o600),
+        ("ost04.img.xz", 0o600),
+        ("ost04.img.bmap", 0o600),
+        ("ost04.img.sha256", 0o644),
+        ("ost04.img.xz.sha256", 0o644),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(out.join(f)).unwrap().permissions().mode();
+        assert_eq!(m & 0o777, want, "{f}");
+    }
     assert_eq!(sha256_file(&w.image), w.sha256);
     for sums in ["ost04.img.sha256", "ost04.img.xz.sha256"] {
         let o = tool("sha256sum")
@@ -72,11 +85,6 @@ fn outputs_verify_with_sha256sum_and_bmaptool() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.contains("partial")), "{names:?}");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&w.image).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o644, "outputs are ordinary files");
-    }
     // bmaptool writes only mapped blocks; onto a file full of 0xAA bytes the
     // result must still equal the image.
     let target = dir.path().join("card.img");

@@ -367,3 +367,70 @@ fn special_files_match_debugfs() {
         );
     }
 }
+
+/// A GPT whose primary header is damaged is read from the backup, and
+/// `inspect` says so with the fix, in text and JSON (issue 26, class 8), as
+/// gdisk and sfdisk do; inspect changes nothing, and the fix it names works.
+#[test]
+fn a_damaged_primary_gpt_header_is_said_and_the_backup_used() {
+    let opts = ["--flavour", "bookworm", "--table", "gpt"];
+    let intact = inspect_json(&fixture(&opts));
+    assert!(intact["partition_table"].get("warnings").is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let img = copy_fixture(&opts, dir.path());
+    {
+        // One byte of the disk GUID in the primary header (sector 1): its
+        // CRC no longer matches.
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(&[0xFF], 512 + 60).unwrap();
+    }
+    let before = sha256_file(&img);
+    let want = "the primary GPT header is damaged (the primary header checksum does not match); the table was read from the backup header";
+    let text = stdout(&rpiimg(&["inspect", img.to_str().unwrap(), "-q"]));
+    assert!(text.contains(&format!("WARNING: {want}")), "{text}");
+    assert!(
+        text.contains("gdisk: r, then b") && text.contains("sfdisk --dump"),
+        "{text}"
+    );
+    let v = inspect_json(&img);
+    let w = v["partition_table"]["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1);
+    assert!(w[0].as_str().unwrap().starts_with(want), "{w:?}");
+    // The backup's table is the intact one.
+    assert_eq!(
+        v["partition_table"]["partitions"],
+        intact["partition_table"]["partitions"]
+    );
+    assert_eq!(
+        v["partition_table"]["disk_id"],
+        intact["partition_table"]["disk_id"]
+    );
+    assert_eq!(
+        sha256_file(&img),
+        before,
+        "inspect must not change the image"
+    );
+    // The fix named: sfdisk rewrites the primary from the backup.
+    let dump = tool("sfdisk").arg("--dump").arg(&img).output().unwrap();
+    assert!(dump.status.success());
+    let o = tool("sfdisk")
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&dump.stdout)?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(o.success());
+    let repaired = inspect_json(&img);
+    assert!(repaired["partition_table"].get("warnings").is_none());
+    assert_eq!(
+        repaired["partition_table"]["partitions"],
+        intact["partition_table"]["partitions"]
+    );
+}

@@ -2,7 +2,8 @@
 //! images: `/etc/hosts` lines, `known_hosts` with every node's SSH host keys
 //! (the keys the images carry, derived from the cluster's key store), the
 //! Kolla-Ansible inventory `multinode` (complete for the release: its
-//! stock groups from [`release`]), the globals drop-in
+//! stock groups from [`release`]) with each node's connection variables in
+//! `host_vars/<node>.yml` beside it, the globals drop-in
 //! `globals.d/rpiimg.yml`, the nova and neutron overrides, `ansible.cfg`,
 //! `deploy.sh` and `first-cloud.sh` (the guide's remaining steps) and a
 //! README with the sequence.
@@ -143,20 +144,37 @@ fn check_stock_release(stock: &str, r: &release::Release) -> Result<(), String> 
 pub struct BundleFile {
     pub path: String,
     pub text: String,
-    /// 0600 when it holds a password.
+    /// 0600 when it holds a password (host_vars/*.yml).
     pub mode: u32,
 }
 
-/// A word for an INI inventory line (ansible splits those with shlex).
-fn inventory_word(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.,:/@+%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\"'\"'"))
+/// A string for Ansible, exactly: a YAML double-quoted scalar tagged
+/// `!unsafe`. An INI inventory line cannot carry one: Ansible reads its host
+/// variables as Python literals (`0x10` became 16, `True` a boolean,
+/// `'quoted'` lost its quotes), and every string it templates (`{{` in a
+/// password ran as Jinja). Quoted, YAML keeps it a string; `!unsafe`, Ansible
+/// never templates it.
+fn ansible_string(s: &str) -> String {
+    format!("!unsafe {}", crate::template::yaml_quote(s))
+}
+
+/// `host_vars/<host>.yml`: how Ansible logs in to one node. Ansible reads
+/// it beside the inventory (`-i multinode`), for `ansible-inventory`,
+/// `ansible-playbook` and kolla-ansible alike.
+fn host_vars(cluster: &str, host: &str, user: Option<&str>, password: Option<&str>) -> String {
+    let mut t = format!(
+        "# Written by rpiimg for cluster {cluster}: how Ansible logs in to {host} (read\n\
+         # beside the inventory multinode). Strings are quoted and !unsafe: Ansible\n\
+         # takes each exactly as the profile has it, never as a number, boolean or template.\n"
+    );
+    if let Some(u) = user {
+        t.push_str(&format!("ansible_user: {}\n", ansible_string(u)));
     }
+    if let Some(pw) = password {
+        t.push_str(&format!("ansible_password: {}\n", ansible_string(pw)));
+    }
+    t.push_str("ansible_become: true\n");
+    t
 }
 
 /// The stock inventory without its node groups (the text after them is
@@ -214,17 +232,6 @@ pub fn render(
     let password = user
         .filter(|u| u.authorized_keys.is_empty())
         .and_then(|u| u.password.clone());
-    let mut conn = String::new();
-    if let Some(u) = user {
-        conn.push_str(&format!(" ansible_user={}", inventory_word(&u.name)));
-    }
-    if let Some(pw) = &password {
-        conn.push_str(&format!(
-            " ansible_password={}",
-            inventory_word(pw.expose())
-        ));
-    }
-    conn.push_str(" ansible_become=true");
     let groups: Vec<Value> = NODE_GROUPS
         .iter()
         .map(|g| {
@@ -285,7 +292,9 @@ pub fn render(
         vlan_mode => p.network.mode == NetMode::Vlan,
         host_keys => host_keys,
         groups => groups,
-        conn => conn,
+        // The connection variables are in host_vars/ now; an override of
+        // multinode that still writes `{{ conn }}` writes nothing there.
+        conn => "",
         rest => rest,
         stock => stock.is_some(),
         user => user.map(|u| u.name.clone()),
@@ -307,18 +316,23 @@ pub fn render(
                 ));
             }
         }
-        let secret_inside = *path == "multinode" && password.is_some();
-        let mode = if secret_inside {
-            0o600
-        } else if path.ends_with(".sh") {
-            0o755
-        } else {
-            0o644
-        };
+        let mode = if path.ends_with(".sh") { 0o755 } else { 0o644 };
         out.push(BundleFile {
             path: (*path).to_string(),
             text,
             mode,
+        });
+    }
+    for n in &p.cluster.nodes {
+        out.push(BundleFile {
+            path: format!("host_vars/{}.yml", n.hostname),
+            text: host_vars(
+                &p.cluster.name,
+                &n.hostname,
+                user.map(|u| u.name.as_str()),
+                password.as_ref().map(|pw| pw.expose()),
+            ),
+            mode: if password.is_some() { 0o600 } else { 0o644 },
         });
     }
     Ok(out)
@@ -351,8 +365,8 @@ mod tests {
         // A header may carry a comment, as Ansible allows.
         let r = stock_rest("[compute] # the nodes\ncompute01\n[deployment]\nlocalhost\n").unwrap();
         assert!(!r.contains("compute01"), "{r}");
-        assert_eq!(inventory_word("ubuntu"), "ubuntu");
-        assert_eq!(inventory_word("p w'x"), "'p w'\"'\"'x'");
+        assert_eq!(ansible_string("ubuntu"), "!unsafe \"ubuntu\"");
+        assert_eq!(ansible_string("p w'x\"\\"), "!unsafe \"p w'x\\\"\\\\\"");
     }
 
     /// The inventory made from a release's facts has every stock group;
@@ -497,11 +511,11 @@ mod tests {
             render(p, r, &|_| 0, None)
                 .unwrap()
                 .into_iter()
-                .find(|f| f.path == "multinode")
+                .find(|f| f.path == "host_vars/ost04.yml")
                 .unwrap()
         };
         let with_pw = inv(&p);
-        assert!(with_pw.text.contains("ansible_password=") && with_pw.mode == 0o600);
+        assert!(with_pw.text.contains("ansible_password: !unsafe ") && with_pw.mode == 0o600);
         p.users[0].authorized_keys =
             vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGp4 admin@mgmt".into()];
         let with_key = inv(&p);

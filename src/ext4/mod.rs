@@ -610,7 +610,10 @@ impl<D: ReadAt> Ext4<D> {
 
     /// Find `name` in a directory, through the hash index when it has one.
     pub fn lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<u32>> {
-        if dir.is_htree() {
+        // `.` and `..` live in the first block, outside the hash index: the
+        // index has no leaf for them (asking it for `..` in an indexed
+        // directory answered "absent", which rename took for damage).
+        if dir.is_htree() && name != b"." && name != b".." {
             if let Some(found) = self.htree_lookup(dir, name)? {
                 return Ok(found);
             }

@@ -96,6 +96,96 @@ impl FatMount {
             detail: e.to_string(),
         }
     }
+
+    /// The path as the booted system names it (`rel` "" is the mount point).
+    fn full(&self, rel: &str) -> String {
+        if rel.is_empty() {
+            self.point.clone()
+        } else {
+            format!("{}/{rel}", self.point)
+        }
+    }
+
+    /// What `rel` is: `None` absent, `Some(true)` a directory, `Some(false)`
+    /// a file; a file or absent name on the way is the path error saying
+    /// so. fatfs reports misuse (a file where a directory is wanted, a
+    /// missing parent) as bare I/O errors, which read like damage: each FAT
+    /// operation asks this first, so what fatfs still reports is damage.
+    fn kind(&self, rel: &str) -> Result<Option<bool>> {
+        let mut dir = self.fs().root_dir();
+        let mut so_far = String::new();
+        let mut comps = path::components(rel).peekable();
+        while let Some(c) = comps.next() {
+            if !so_far.is_empty() {
+                so_far.push('/');
+            }
+            so_far.push_str(c);
+            let last = comps.peek().is_none();
+            match dir.open_dir(c) {
+                Ok(d) => {
+                    if last {
+                        return Ok(Some(true));
+                    }
+                    dir = d;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return if last {
+                        Ok(None)
+                    } else {
+                        Err(Error::Path(PathError::NotFound(self.full(&so_far))))
+                    };
+                }
+                // fatfs: the name is there but not a directory.
+                Err(_) => {
+                    dir.open_file(c).map_err(|e| self.err(e))?;
+                    return if last {
+                        Ok(Some(false))
+                    } else {
+                        Err(Error::Path(PathError::NotADirectory(self.full(&so_far))))
+                    };
+                }
+            }
+        }
+        Ok(Some(true))
+    }
+
+    /// `rel`'s parent must be a directory that exists.
+    fn check_parent(&self, rel: &str) -> Result<()> {
+        let parent = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        match self.kind(parent)? {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::Path(PathError::NotADirectory(self.full(parent)))),
+            None => Err(Error::Path(PathError::NotFound(self.full(parent)))),
+        }
+    }
+
+    /// Whether directory `rel` has no entries but `.` and `..`.
+    fn dir_is_empty(&self, rel: &str) -> Result<bool> {
+        let d = self
+            .fs()
+            .root_dir()
+            .open_dir(rel)
+            .map_err(|e| self.err(e))?;
+        for e in d.iter() {
+            let n = e.map_err(|e| self.err(e))?.file_name();
+            if n != "." && n != ".." {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// FAT names compare without case: two paths that differ only in case name
+/// the same entry.
+fn fat_same(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
+}
+
+/// Whether `inner` is `outer` or lies below it, as FAT compares names.
+fn fat_within(outer: &str, inner: &str) -> bool {
+    let (o, i) = (outer.to_lowercase(), inner.to_lowercase());
+    i == o || i.strip_prefix(&o).is_some_and(|r| r.starts_with('/'))
 }
 
 /// Which filesystem a path lives on.
@@ -303,6 +393,10 @@ impl ImageEdit {
                 if rel.is_empty() {
                     return Err(Error::Path(PathError::IsADirectory(p.into())));
                 }
+                m.check_parent(&rel)?;
+                if m.kind(&rel)? == Some(true) {
+                    return Err(Error::Path(PathError::IsADirectory(p.into())));
+                }
                 let mut f = m.fs().root_dir().create_file(&rel).map_err(|e| m.err(e))?;
                 f.truncate().map_err(|e| m.err(e))?;
                 match content {
@@ -340,16 +434,21 @@ impl ImageEdit {
                     }
                     so_far.push_str(c);
                     let last = comps.peek().is_none();
-                    match root.open_dir(&so_far) {
-                        Ok(_) if parents || !last => {}
-                        Ok(_) => return Err(Error::Usage(format!("{p}: file exists"))),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match m.kind(&so_far)? {
+                        Some(true) if parents || !last => {}
+                        Some(_) if last => return Err(Error::Usage(format!("{p}: file exists"))),
+                        Some(_) => {
+                            return Err(Error::Path(PathError::NotADirectory(m.full(&so_far))))
+                        }
+                        None if !parents && !last => {
+                            return Err(Error::Path(PathError::NotFound(m.full(&so_far))))
+                        }
+                        None => {
                             root.create_dir(&so_far).map_err(|e| m.err(e))?;
                             if let Some(stage) = &m.stage {
                                 fix_fatfs_dot_entries(&mut stage.borrow_mut());
                             }
                         }
-                        Err(e) => return Err(m.err(e)),
                     }
                 }
             }
@@ -448,6 +547,60 @@ impl ImageEdit {
         parent.remove(name).map_err(not_found)
     }
 
+    /// `mv` on one FAT mount, with the ext4 rules: an existing file at `b`
+    /// is replaced by a file, an empty directory by a directory; anything
+    /// else, and a directory into itself, is refused as the misuse it is.
+    fn fat_rename(m: &FatMount, a: &str, b: &str) -> Result<()> {
+        let is_dir = match m.kind(a)? {
+            Some(d) => d,
+            None => return Err(Error::Path(PathError::NotFound(m.full(a)))),
+        };
+        m.check_parent(b)?;
+        if fat_same(a, b) {
+            if a == b {
+                return Ok(());
+            }
+            return Err(Error::Usage(format!(
+                "{} -> {}: FAT names ignore case, so these are one name; rename through another name (mv A TMP, then mv TMP B)",
+                m.full(a),
+                m.full(b)
+            )));
+        }
+        if is_dir && fat_within(a, b) {
+            return Err(crate::ext4::Ext4Error::Invalid {
+                path: m.full(b),
+                why: format!("cannot move {} into itself", m.full(a)),
+            }
+            .into());
+        }
+        let root = m.fs().root_dir();
+        match (is_dir, m.kind(b)?) {
+            (_, None) => {}
+            (false, Some(false)) => root.remove(b).map_err(|e| m.err(e))?,
+            (true, Some(true)) if m.dir_is_empty(b)? => root.remove(b).map_err(|e| m.err(e))?,
+            (true, Some(true)) => {
+                return Err(Error::Usage(format!("{}: directory not empty", m.full(b))))
+            }
+            (false, Some(true)) => {
+                return Err(crate::ext4::write::replace_refused(
+                    &m.full(b),
+                    "a directory",
+                    "a file",
+                )
+                .into())
+            }
+            (true, Some(false)) => {
+                return Err(crate::ext4::write::replace_refused(
+                    &m.full(b),
+                    "a file",
+                    "a directory",
+                )
+                .into())
+            }
+        }
+        root.rename(a, &root, b).map_err(|e| m.err(e))
+    }
+
     /// Remove a file, symlink or empty directory; with `recursive`, a whole tree.
     pub fn remove(&mut self, p: &str, recursive: bool) -> Result<()> {
         match self.target(p)? {
@@ -456,7 +609,16 @@ impl ImageEdit {
             Target::Fat(_, rel) if rel.is_empty() => Err(Error::Usage(format!(
                 "{p}: a mount point cannot be removed"
             ))),
-            Target::Fat(i, rel) => Self::fat_remove(self.fat(i)?, &rel, recursive),
+            Target::Fat(i, rel) => {
+                let m = self.fat(i)?;
+                match m.kind(&rel)? {
+                    None => Err(Error::Path(PathError::NotFound(p.into()))),
+                    Some(true) if !recursive && !m.dir_is_empty(&rel)? => Err(Error::Usage(
+                        format!("{p}: directory not empty; rm -r removes it with everything in it"),
+                    )),
+                    Some(_) => Self::fat_remove(m, &rel, recursive),
+                }
+            }
         }
     }
 
@@ -465,9 +627,7 @@ impl ImageEdit {
         match (self.target(from)?, self.target(to)?) {
             (Target::Ext4(a), Target::Ext4(b)) => Ok(self.root.rename(&a, &b)?),
             (Target::Fat(i, a), Target::Fat(j, b)) if i == j && !a.is_empty() && !b.is_empty() => {
-                let m = self.fat(i)?;
-                let root = m.fs().root_dir();
-                root.rename(&a, &root, &b).map_err(|e| m.err(e))
+                Self::fat_rename(self.fat(i)?, &a, &b)
             }
             _ => Err(Error::Usage(format!(
                 "{from} -> {to}: cannot move between filesystems (or a mount point); copy and remove instead"

@@ -187,7 +187,7 @@ pub fn build_proven<T>(
         ))
     })?;
     let img_dest = opts.out_dir.join(format!("{name}.img"));
-    let mut img = Pending::new(&img_dest)?;
+    let mut img = Pending::private(&img_dest)?;
 
     // The edit is staged over the base, which is only read: the node's
     // bytes are the base's with the staged ones laid over them.
@@ -234,11 +234,16 @@ pub fn build_proven<T>(
     files.push(pending_text(
         &opts.out_dir.join(format!("{name}.img.sha256")),
         &sha256_line(&scan.sha256, &image),
+        Secrets::None,
     )?);
     let bmap_path = if opts.bmap {
+        // Its per-range sha256 sums cover blocks that hold secrets: one
+        // over a block with little else in it (netplan's file with the
+        // Wi-Fi key) would let a weak key be guessed offline.
         let p = pending_text(
             &opts.out_dir.join(format!("{name}.img.bmap")),
             &bmap::render(&scan),
+            Secrets::Digests,
         )?;
         let dest = p.dest().to_path_buf();
         files.push(p);
@@ -254,6 +259,7 @@ pub fn build_proven<T>(
             files.push(pending_text(
                 &opts.out_dir.join(format!("{name}.img.xz.sha256")),
                 &sha256_line(&sum, &path),
+                Secrets::None,
             )?);
             (Some(path), Some(sum))
         }
@@ -459,7 +465,7 @@ fn compress(
     progress: Progress,
 ) -> Result<(Pending, String, Option<xz::Reuse>)> {
     let dest = opts.out_dir.join(format!("{name}.img.xz"));
-    let mut p = Pending::new(&dest)?;
+    let mut p = Pending::private(&dest)?;
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
     } else {
@@ -507,7 +513,9 @@ impl Staged {
     /// If a rename fails, the files already renamed are removed again.
     pub fn commit(self, manifest: &Path, manifest_text: &str) -> Result<Written> {
         super::fault("manifest-write").map_err(|e| super::out_err(manifest, e))?;
-        let m = pending_text(manifest, manifest_text)?;
+        // Each written file's sha256 is in it, the netplan file with the
+        // Wi-Fi key's too, beside the profile: a guessing oracle for a weak key.
+        let m = pending_text(manifest, manifest_text, Secrets::Digests)?;
         if self.force {
             match std::fs::remove_file(manifest) {
                 Ok(()) => {}
@@ -535,10 +543,24 @@ impl Staged {
     }
 }
 
+/// What a small text output reveals of the image's secrets.
+#[derive(Clone, Copy)]
+enum Secrets {
+    /// Nothing: a `.sha256` line, the digest of a whole image whose host
+    /// keys come from the key store (no guess can be checked against it
+    /// without the store). 0644.
+    None,
+    /// Digests of single files or block ranges that hold secrets. 0600.
+    Digests,
+}
+
 /// A small text output, written under its temporary name.
-fn pending_text(dest: &Path, text: &str) -> Result<Pending> {
+fn pending_text(dest: &Path, text: &str, secrets: Secrets) -> Result<Pending> {
     use std::io::Write;
-    let mut p = Pending::new(dest)?;
+    let mut p = match secrets {
+        Secrets::None => Pending::new(dest)?,
+        Secrets::Digests => Pending::private(dest)?,
+    };
     p.file()
         .write_all(text.as_bytes())
         .map_err(|e| super::out_err(dest, e))?;

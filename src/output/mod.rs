@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 pub struct Pending {
     tmp: tempfile::NamedTempFile,
     dest: PathBuf,
+    /// Permission bits the file gets with its final name.
+    mode: u32,
 }
 
 fn out_err(path: &Path, e: io::Error) -> Error {
@@ -33,8 +35,28 @@ fn out_err(path: &Path, e: io::Error) -> Error {
     Error::Usage(format!("{}: {e}{hint}", path.display()))
 }
 
+/// Outputs that hold no secret (checksums, bmap, manifest: names, sizes
+/// and sha256 sums only) are readable by everyone.
+const PUBLIC: u32 = 0o644;
+
+/// Node images (`.img`, `.img.xz`) hold host private keys and password
+/// hashes: only their owner may read them, whatever the umask.
+pub const PRIVATE: u32 = 0o600;
+
 impl Pending {
+    /// A file that becomes 0644 (see [`Pending::private`] for secrets).
     pub fn new(dest: &Path) -> Result<Self> {
+        Self::with_mode(dest, PUBLIC)
+    }
+
+    /// A file that becomes 0600. The temporary file is 0600 from its
+    /// creation (tempfile's `O_EXCL`, mode 0600), so no byte of it is ever
+    /// readable by others, not even while it is written.
+    pub fn private(dest: &Path) -> Result<Self> {
+        Self::with_mode(dest, PRIVATE)
+    }
+
+    fn with_mode(dest: &Path, mode: u32) -> Result<Self> {
         let dir = dest
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -50,6 +72,7 @@ impl Pending {
         Ok(Pending {
             tmp,
             dest: dest.to_path_buf(),
+            mode,
         })
     }
 
@@ -65,15 +88,13 @@ impl Pending {
         &self.dest
     }
 
-    /// Flush to disk and give the file its final name. Without `force`, an
-    /// existing file of that name is an error and stays untouched.
-    pub fn persist(self, force: bool) -> Result<PathBuf> {
-        self.persist_mode(force, 0o644)
-    }
-
-    /// `persist` with these permission bits (0600 for files with secrets).
-    pub fn persist_mode(mut self, force: bool, mode: u32) -> Result<PathBuf> {
+    /// Flush to disk and give the file its final name and mode. Without
+    /// `force`, an existing file of that name is an error and stays
+    /// untouched; with it, the name is replaced (a rename: a file someone
+    /// else made under that name is never written into).
+    pub fn persist(mut self, force: bool) -> Result<PathBuf> {
         let dest = self.dest.clone();
+        let mode = self.mode;
         self.tmp
             .as_file_mut()
             .flush()
@@ -82,7 +103,7 @@ impl Pending {
             .as_file()
             .sync_all()
             .map_err(|e| out_err(&dest, e))?;
-        // Temporary files are private; outputs are ordinary files.
+        // Temporary files are private; public outputs become 0644.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -126,16 +147,16 @@ pub(crate) fn fault(point: &str) -> io::Result<()> {
 
 /// A small text output (checksums, bmap, manifest), written atomically.
 pub fn write_text(dest: &Path, text: &str, force: bool) -> Result<PathBuf> {
-    write_text_mode(dest, text, force, 0o644)
+    write_text_mode(dest, text, force, PUBLIC)
 }
 
 /// `write_text` with these permission bits.
 pub fn write_text_mode(dest: &Path, text: &str, force: bool, mode: u32) -> Result<PathBuf> {
-    let mut p = Pending::new(dest)?;
+    let mut p = Pending::with_mode(dest, mode)?;
     p.file()
         .write_all(text.as_bytes())
         .map_err(|e| out_err(dest, e))?;
-    p.persist_mode(force, mode)
+    p.persist(force)
 }
 
 /// `sha256sum -c` line for a file in the same directory.

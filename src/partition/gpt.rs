@@ -37,6 +37,9 @@ pub struct Gpt {
     pub first_usable: u64,
     pub last_usable: u64,
     pub entries: Vec<Entry>,
+    /// Why the primary header (or its entry array) was not used, when the
+    /// table was read from the backup header.
+    pub primary_damage: Option<String>,
 }
 
 fn corrupt(detail: impl Into<String>) -> PartitionError {
@@ -76,7 +79,18 @@ pub fn read(disk: &Window, sectors: u64) -> Result<Gpt, PartitionError> {
     match read_at(disk, sectors, 1) {
         Ok(g) => Ok(g),
         Err(primary) => match sectors.checked_sub(1) {
-            Some(last) if last > 1 => read_at(disk, sectors, last).map_err(|_| primary),
+            Some(last) if last > 1 => match read_at(disk, sectors, last) {
+                Ok(mut g) => {
+                    // Said, never silent (gdisk warns the same way): the
+                    // next tool to write the disk may trust the primary.
+                    g.primary_damage = Some(match &primary {
+                        PartitionError::Corrupt { detail, .. } => detail.clone(),
+                        e => e.to_string(),
+                    });
+                    Ok(g)
+                }
+                Err(_) => Err(primary),
+            },
             _ => Err(primary),
         },
     }
@@ -191,6 +205,7 @@ fn read_at(disk: &Window, sectors: u64, lba: u64) -> Result<Gpt, PartitionError>
         first_usable,
         last_usable,
         entries,
+        primary_damage: None,
     })
 }
 

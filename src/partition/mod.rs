@@ -87,6 +87,10 @@ pub struct PartitionTable {
     /// command that writes refuses (see [`PartitionTable::check_writable`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Damage that did not stop the read (a primary GPT header replaced by
+    /// its backup): said by `inspect`, writes go on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// First and last sector partitions may use.
     #[serde(skip)]
     pub usable: (u64, u64),
@@ -181,11 +185,21 @@ pub fn read(file: &Arc<File>, size: u64) -> Result<PartitionTable, PartitionErro
                 })
             })
             .collect::<Result<_, PartitionError>>()?;
+        let warnings = g
+            .primary_damage
+            .iter()
+            .map(|why| {
+                format!(
+                    "the primary GPT header is damaged ({why}); the table was read from the backup header in the last sector. Repair the primary from the backup (gdisk: r, then b to use the backup header, then w; or `sfdisk --dump IMAGE > table && sfdisk IMAGE < table`) before other tools write the disk"
+                )
+            })
+            .collect();
         PartitionTable {
             kind: TableKind::Gpt,
             disk_id: g.disk_guid,
             partitions,
             problems: Vec::new(),
+            warnings,
             usable: (g.first_usable, g.last_usable),
         }
     } else {
@@ -197,6 +211,7 @@ pub fn read(file: &Arc<File>, size: u64) -> Result<PartitionTable, PartitionErro
                 .collect(),
             disk_id,
             problems: Vec::new(),
+            warnings: Vec::new(),
             usable: (1, sectors.saturating_sub(1)),
         }
     };

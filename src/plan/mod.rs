@@ -181,6 +181,7 @@ fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::O
 /// What `plan` shows of a plan's file texts, per change of
 /// [`Plan::changes`]: `Some(why)` for a text that is not shown (in
 /// `plan --json`, and written as `why` by `plan --render-to`).
+#[derive(Clone)]
 pub struct Redaction(Vec<Option<&'static str>>);
 
 const HOLDS_SECRET: &str = "<redacted: holds a secret of the profile; --show-secrets shows it>";

@@ -239,6 +239,14 @@ pub fn test_secret(cluster: &str) -> crate::keystore::ClusterSecret {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/keys")
         .join(cluster);
+    // git keeps no permission bits but the executable one: a checkout's
+    // secret is 0644, which the key store refuses.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ =
+            std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600));
+    }
     crate::keystore::read(&dir, cluster)
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("no test key store {}", dir.display()))

@@ -22,8 +22,27 @@ fn fixture_dir() -> &'static Path {
     .path()
 }
 
+/// The test key store as rpiimg requires a store: its secrets 0600 (git
+/// keeps no permission bits but the executable one, so a checkout has
+/// them 0644, which rpiimg refuses).
+pub fn private_test_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let keys = repo().join("tests/fixtures/keys");
+        for e in std::fs::read_dir(&keys).expect("tests/fixtures/keys") {
+            let secret = e.expect("key store entry").path().join("secret");
+            if secret.exists() {
+                std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod 600 the test key store");
+            }
+        }
+    });
+}
+
 /// Build (once) the fixture with these `scripts/mkfixture` options; returns its path.
 pub fn fixture(opts: &[&str]) -> PathBuf {
+    private_test_keys();
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let name = if opts.is_empty() {
@@ -65,6 +84,7 @@ pub fn copy_fixture(opts: &[&str], dir: &Path) -> PathBuf {
 
 /// The rpiimg binary with the tests' cache and key store, ready for args.
 pub fn rpiimg_cmd() -> Command {
+    private_test_keys();
     let mut c = Command::new(env!("CARGO_BIN_EXE_rpiimg"));
     c.env("RPIIMG_CACHE_DIR", fixture_dir().join("cache"))
         // The test key store (public, fixed), so plans and golden files are stable.

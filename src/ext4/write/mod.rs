@@ -112,6 +112,17 @@ fn split_path(p: &str) -> Result<(String, Vec<u8>)> {
     Ok((parent, name.as_bytes().to_vec()))
 }
 
+/// `mv` onto an existing path of the other kind: misuse, said as such
+/// (mv(1) refuses it too), with what to do instead.
+pub(crate) fn replace_refused(to: &str, there: &str, moved: &str) -> Ext4Error {
+    Ext4Error::Invalid {
+        path: to.into(),
+        why: format!(
+            "is {there}, which {moved} cannot replace; remove it first or choose another name"
+        ),
+    }
+}
+
 /// The first block of an allocation of at least one block.
 fn first_block(runs: &[(u64, u32)]) -> Result<u64> {
     runs.first().map(|r| r.0).ok_or_else(|| Ext4Error::NoSpace {
@@ -709,8 +720,8 @@ impl<D: ReadAt> Writer<D> {
             }
             let ti = self.fs.live_inode(t)?;
             match (is_dir, ti.is_dir()) {
-                (false, true) => return Err(Ext4Error::Path(PathError::IsADirectory(to.into()))),
-                (true, false) => return Err(Ext4Error::Path(PathError::NotADirectory(to.into()))),
+                (false, true) => return Err(replace_refused(to, "a directory", "a file")),
+                (true, false) => return Err(replace_refused(to, "a file", "a directory")),
                 (true, true) if !self.dir_is_empty(&ti)? => {
                     return Err(Ext4Error::NotEmpty { path: to.into() })
                 }
