@@ -15,6 +15,8 @@ pub mod error;
 pub mod ext4;
 pub mod flash;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod hostfile;
 pub mod image;
 pub mod inspect;

@@ -144,9 +144,10 @@ pub fn pause(point: &str) {
     let Ok(v) = std::env::var("RPIIMG_FAULT") else {
         return;
     };
+    // One of a comma-separated list (flash's tests pair it with flash-slow).
     let Some(go) = v
-        .strip_prefix(point)
-        .and_then(|r| r.strip_prefix(":pause="))
+        .split(',')
+        .find_map(|f| f.strip_prefix(point)?.strip_prefix(":pause="))
         .map(PathBuf::from)
     else {
         return;

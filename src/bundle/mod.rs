@@ -202,6 +202,18 @@ fn stock_rest(stock: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// What `rpiimg cluster` makes of a `--kolla-inventory` text: the part it
+/// keeps, and the releases whose stock inventory it is (for the fuzz
+/// target, [`crate::fuzzing::kolla_inventory`]).
+pub(crate) fn read_stock_for_fuzzing(text: &str) -> (Option<String>, Vec<&'static str>) {
+    let releases = release::all()
+        .iter()
+        .filter(|r| check_stock_release(text, r).is_ok())
+        .map(|r| r.series.as_str())
+        .collect();
+    (stock_rest(text).ok(), releases)
+}
+
 /// Render the bundle. `generation(host)` is the host-key generation of each
 /// node (see `--rotate-host-keys`); `stock` the release's stock inventory.
 pub fn render(

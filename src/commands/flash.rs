@@ -85,7 +85,7 @@ pub(super) fn run(ctx: &Ctx, args: &FlashArgs, out: &mut dyn Write) -> Result<i3
         }
     }
     // Between the checks and the writing: the tests re-point a target here.
-    flash::pause("flash-checked");
+    crate::lock::pause("flash-checked");
     let reports = flash::flash_all(prep, ctx.progress, &cancel);
     let interrupted = cancel.load(Ordering::SeqCst);
     super::emit(out, &reports, args.json, || flash::render(&reports))?;

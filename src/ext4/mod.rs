@@ -790,15 +790,7 @@ impl<D: ReadAt> Ext4<D> {
                 .map(|(a, b)| (a.min(total), b.min(total)))
                 .filter(|(a, b)| a < b),
         );
-        all.sort_unstable();
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());
-        for (a, b) in all {
-            match out.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => out.push((a, b)),
-            }
-        }
-        Ok(out)
+        Ok(crate::bytes::merge_ranges(all))
     }
 
     /// Blocks marked in use in the block bitmaps, as `[start, end)` ranges.

@@ -536,30 +536,6 @@ fn report(c: &Card, o: write::Outcome) -> CardReport {
     r
 }
 
-/// Test hook: with `RPIIMG_FAULT=<point>:pause=<FILE>` (one of a
-/// comma-separated list) the run, on reaching `point`, creates
-/// `<FILE>.reached` and waits (a minute at most) until `<FILE>` exists, so
-/// a test can act at exactly that moment.
-pub fn pause(point: &str) {
-    let Ok(v) = std::env::var("RPIIMG_FAULT") else {
-        return;
-    };
-    let Some(go) = v
-        .split(',')
-        .find_map(|f| f.strip_prefix(point)?.strip_prefix(":pause="))
-        .map(PathBuf::from)
-    else {
-        return;
-    };
-    let mut reached = go.clone().into_os_string();
-    reached.push(".reached");
-    let _ = std::fs::write(&reached, b"");
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !go.exists() && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 /// Exit status: 0 every card verified, 130 interrupted, 1 otherwise.
 pub fn status(reports: &[CardReport], interrupted: bool) -> i32 {
     if interrupted {

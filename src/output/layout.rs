@@ -88,16 +88,7 @@ fn shifted(at: u64, a: u64, b: u64) -> (u64, u64) {
 }
 
 fn merge(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
-    let mut all: Vec<(u64, u64)> = ranges.filter(|(a, b)| a < b).collect();
-    all.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());
-    for (a, b) in all {
-        match out.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
+    crate::bytes::merge_ranges(ranges)
 }
 
 #[cfg(test)]

@@ -1,0 +1,24 @@
+//! The `--kolla-inventory` reader: any text is refused or kept as lines
+//! of itself (the groups after the node groups, with `[deployment]`), and
+//! is the stock inventory of at most one known release.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (kept, releases) = rpiimg::fuzzing::kolla_inventory(text);
+    if let Some(kept) = kept {
+        assert!(kept.contains("[deployment]"));
+        let lines: std::collections::HashSet<&str> = text.lines().collect();
+        for l in kept.lines() {
+            assert!(
+                lines.contains(l),
+                "kept a line the input does not have: {l:?}"
+            );
+        }
+    }
+    assert!(releases.len() <= 3);
+});
