@@ -201,6 +201,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ranges_merge_and_empty_ones_go() {
+        let m = merge_ranges([(5, 7), (0, 2), (2, 3), (6, 9), (4, 4)]);
+        assert_eq!(m, vec![(0, 3), (5, 9)]);
+    }
+
+    #[test]
     fn hex_round_trip() {
         assert_eq!(hex(&[0x5e, 0xed, 0x00, 0x01]), "5eed0001");
         assert_eq!(unhex("5EED0001"), Some(vec![0x5e, 0xed, 0, 1]));

@@ -34,18 +34,25 @@ pub struct Target {
 
 /// A new file's temporary name; the file is removed when this is dropped.
 #[derive(Debug)]
-pub struct TempName(std::path::PathBuf);
+pub struct TempName(Option<std::path::PathBuf>);
 
 impl TempName {
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The file got its name: nothing to remove.
+    fn kept(mut self) {
+        self.0 = None;
     }
 }
 
 impl Drop for TempName {
     fn drop(&mut self) {
         // Not kept: nothing under the target's name, nothing hidden left.
-        let _ = std::fs::remove_file(&self.0);
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -94,7 +101,7 @@ pub fn open_target(path: &Path, to_file: bool) -> Result<Target, OpenError> {
                     }
                 ))
             })?;
-            (f, Some(TempName(t)))
+            (f, Some(TempName(Some(t))))
         }
         None => {
             return Err(refused(
@@ -250,8 +257,7 @@ impl Target {
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
             Ok(()) => {
-                // The file has its name now: nothing to remove.
-                std::mem::forget(temp);
+                temp.kept();
                 Ok(())
             }
             Err(e) => {

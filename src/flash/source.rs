@@ -216,7 +216,7 @@ fn recorded_digest(path: &Path) -> Result<Option<(String, String)>> {
     let name = crate::output::file_name(path);
     let side = sidecar(path, ".sha256");
     if side.is_file() {
-        let text = read_small(&side)?;
+        let text = read_capped(&side)?;
         let hex = text.split_whitespace().next().unwrap_or("");
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Usage(format!(
@@ -234,7 +234,7 @@ fn recorded_digest(path: &Path) -> Result<Option<(String, String)>> {
         return Ok(None);
     }
     let shown = crate::output::file_name(&manifest);
-    let m = crate::manifest::Manifest::parse(&read_small(&manifest)?, &shown)?;
+    let m = crate::manifest::Manifest::parse(&read_capped(&manifest)?, &shown)?;
     let want = if m.image.image == name {
         Some(m.image.sha256)
     } else if m.image.xz.as_deref() == Some(name.as_str()) {
@@ -253,12 +253,6 @@ fn manifest_beside(path: &Path) -> PathBuf {
         .or_else(|| name.strip_suffix(".img"))
         .unwrap_or(&name);
     path.with_file_name(format!("{stem}.manifest.json"))
-}
-
-/// A small text file (a `.sha256`, a manifest), read whole up to the
-/// `.bmap` cap.
-fn read_small(p: &Path) -> Result<String> {
-    read_capped(p)
 }
 
 /// `path` with `suffix` added to its file name.

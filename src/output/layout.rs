@@ -51,11 +51,11 @@ pub fn of(staged: &Finished, table: &PartitionTable, size: u64) -> Result<Layout
         // A used byte maps its whole block; a span covers only the blocks
         // wholly inside it, so a block shared with a neighbour is judged by
         // its content.
-        in_use: merge(
+        in_use: crate::bytes::merge_ranges(
             used.into_iter()
                 .map(|(a, b)| (a / BLOCK, b.div_ceil(BLOCK))),
         ),
-        known: merge(
+        known: crate::bytes::merge_ranges(
             spans
                 .into_iter()
                 .map(|(a, b)| (a.div_ceil(BLOCK), b / BLOCK)),
@@ -85,19 +85,4 @@ fn table_sectors(table: &PartitionTable, size: u64) -> Vec<(u64, u64)> {
 
 fn shifted(at: u64, a: u64, b: u64) -> (u64, u64) {
     (at.saturating_add(a), at.saturating_add(b))
-}
-
-fn merge(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
-    crate::bytes::merge_ranges(ranges)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_merge_and_empty_ones_go() {
-        let m = merge([(5, 7), (0, 2), (2, 3), (6, 9), (4, 4)].into_iter());
-        assert_eq!(m, vec![(0, 3), (5, 9)]);
-    }
 }
