@@ -29,7 +29,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
-    /// No progress output
+    /// Where `--profile NAME` is looked up: DIR/NAME.toml or DIR/<cluster>/NAME.toml [env: RPIIMG_PROFILES] [default: ./profiles]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub profiles: Option<PathBuf>,
+
+    /// No progress bars or notices (warnings and errors are still printed)
     #[arg(long, short, global = true)]
     pub quiet: bool,
 }
@@ -47,20 +51,25 @@ pub struct BaseArg {
 
 const BUILD_EXAMPLES: &str = "\
 Each node gets <host>.img (sparse), <host>.img.sha256, <host>.img.bmap,
-<host>.manifest.json and with --xz <host>.img.xz(.sha256) in the output
-directory. Files appear under their final names only when complete; existing
-outputs are kept unless --force. The base is decompressed once into the cache.
-
-Examples:
-  rpiimg build --profile ost04-control
-  rpiimg build --all profiles --out /srv/images --xz
-  rpiimg build --profile ost01-compute --profile ost02-compute --base ~/2025-05-13-raspios-bookworm-arm64-lite.img.xz
-  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) rpiimg build --all profiles --check-reproducible
+<host>.manifest.json and with --xz <host>.img.xz(.sha256) in its output
+folder: --out, else the profile's [output] dir (out/<cluster>/ for the
+shipped profiles). Every output of every node is checked before any work:
+existing outputs are kept unless --force. Files appear under their final
+names only when complete; an interrupted build removes its partial files.
+The base is decompressed once into the cache.
 
 Builds are reproducible: the same base, profiles, key store and rpiimg give
 the same bytes. Times written come from SOURCE_DATE_EPOCH, else from the
 base's root filesystem superblock (never the clock).
-  bmaptool copy out/ost04.img /dev/sdX        # then flash";
+
+Examples:
+  rpiimg build --profile ost04-control
+  rpiimg build --all profiles/ost --out /srv/images --xz
+  rpiimg build --profile ost01-compute --profile ost02-compute \\
+      --base ~/2025-05-13-raspios-bookworm-arm64-lite.img.xz
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) \\
+      rpiimg build --all profiles --check-reproducible
+  rpiimg flash out/ost/ost04.img=/dev/sdX     # then flash it";
 
 pub const CLUSTER_EXAMPLES: &str = "\
 The bundle is for one Kolla-Ansible release: [kolla] release in the profile,
@@ -82,8 +91,10 @@ across rebuilds and reflashes. `rpiimg build` writes the same files into
 
 Examples:
   rpiimg cluster --profile cluster-ost --out ~/kolla
-  rpiimg cluster --profile cluster-ost --base 2025-10-01-raspios-trixie-arm64-lite.img.xz
-  rpiimg cluster --profile cluster-ost-vlan --kolla-inventory ~/kolla-2026.1/share/kolla-ansible/ansible/inventory/multinode
+  rpiimg cluster --profile cluster-ost \\
+      --base 2025-10-01-raspios-trixie-arm64-lite.img.xz
+  rpiimg cluster --profile cluster-ost-vlan --kolla-inventory \\
+      ~/kolla-2026.1/share/kolla-ansible/ansible/inventory/multinode
   ansible-inventory -i ~/kolla/multinode --graph";
 
 /// An image argument with its optional pin.
@@ -117,7 +128,7 @@ pub enum Command {
     Cat(CatArgs),
     /// Print the plan of changes for a node (reads the base image, writes nothing)
     #[command(
-        after_help = "Examples:\n  rpiimg plan --profile ost04-control\n  rpiimg plan --profile profiles/ost01-compute.toml --base base.img --json\n  rpiimg plan --profile ost04-control --render-to /tmp/ost04   # the rendered files, for review"
+        after_help = "Examples:\n  rpiimg plan --profile ost04-control\n  rpiimg plan --profile profiles/ost/ost01-compute.toml --base base.img --json\n  rpiimg plan --profile ost04-control --render-to /tmp/ost04   # for review"
     )]
     Plan(PlanArgs),
     /// Build one ready-to-flash image per node from the profile's base image
@@ -125,7 +136,7 @@ pub enum Command {
     Build(BuildArgs),
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(
-        after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440. With --manifest also the image's size and sha256\n(unless --fast) and every recorded change.\n\nExamples:\n  rpiimg verify out/ost04.img\n  rpiimg verify out/ost04.img --profile ost04-control\n  rpiimg verify out/ost04.img --manifest out/ost04.manifest.json --json\n  rpiimg verify out/ost04.img --manifest      (the manifest beside the image)\n  rpiimg verify out/ost04.img --manifest --fast   (without hashing the image)\n  rpiimg verify /dev/sdb --manifest out/ost04.manifest.json   (a flashed card)\n  rpiimg verify card.img --manifest out/ost04.manifest.json --flashed\n  rpiimg verify --cluster out/ost01.img out/ost02.img out/ost03.img out/ost04.img"
+        after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440. With --manifest also the image's size and sha256\n(unless --fast) and every recorded change.\n\nExamples:\n  rpiimg verify out/ost/ost04.img\n  rpiimg verify out/ost/ost04.img --profile ost04-control\n  rpiimg verify out/ost/ost04.img --manifest out/ost/ost04.manifest.json --json\n  rpiimg verify out/ost/ost04.img --manifest         # the one beside the image\n  rpiimg verify out/ost/ost04.img --manifest --fast  # without hashing the image\n  rpiimg verify /dev/sdb --manifest out/ost/ost04.manifest.json  # a flashed card\n  rpiimg verify card.img --manifest out/ost/ost04.manifest.json --flashed\n  rpiimg verify --cluster out/ost/ost01.img out/ost/ost02.img \\\n      out/ost/ost03.img out/ost/ost04.img"
     )]
     Verify(VerifyArgs),
     /// The management host's files for a cluster: hosts, known_hosts, the
@@ -134,7 +145,7 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// File-level differences between two images (e.g. a node image and its base)
     #[command(
-        after_help = "Exit status: 0 no differences, 1 differences, 2 error.\n\nExamples:\n  rpiimg diff base.img.xz out/ost04-control.img\n  rpiimg diff a.img b.img --json"
+        after_help = "Exit status: 0 no differences, 1 differences, 2 error.\n\nExamples:\n  rpiimg diff base.img.xz out/ost/ost04.img\n  rpiimg diff a.img b.img --json"
     )]
     Diff(DiffArgs),
     /// Write node images onto cards: several at once, only mapped blocks, read back and verified
@@ -235,7 +246,7 @@ pub struct CatArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("shows_texts").args(["json", "render_to"]).multiple(true)))]
 pub struct PlanArgs {
-    /// Node profile: a name from profiles/ (ost04-control) or a path
+    /// Node profile: a name (ost04-control: found in --profiles DIR) or a path
     #[arg(long, value_name = "PROFILE")]
     pub profile: String,
     #[command(flatten)]
@@ -256,11 +267,11 @@ pub struct PlanArgs {
 /// `rpiimg build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Node profile (repeatable): a name from profiles/ or a path
+    /// Node profile (repeatable): a name (found in --profiles DIR) or a path
     #[arg(long, value_name = "PROFILE", required_unless_present = "all")]
     pub profile: Vec<String>,
-    /// Every node profile in DIR (profiles that name a hostname)
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "profiles", conflicts_with = "profile")]
+    /// Every node profile in DIR and its folders (profiles that name a hostname) [default: the --profiles folder]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "", conflicts_with = "profile")]
     pub all: Option<PathBuf>,
     #[command(flatten)]
     pub base: BaseArg,
@@ -276,8 +287,8 @@ pub struct BuildArgs {
     /// Overwrite existing outputs
     #[arg(long)]
     pub force: bool,
-    /// xz threads [default: all cores]
-    #[arg(long, default_value_t = 0)]
+    /// xz threads (0: all cores)
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: u32,
     /// Build twice (the second time with an empty cache) into temporary
     /// folders, fail naming the first differing file and byte range,
@@ -307,7 +318,7 @@ pub struct VerifyArgs {
     pub base: BaseArg,
     /// Also check every change recorded in this build manifest (no profile
     /// needed); bare --manifest takes the one beside the image
-    /// (out/ost04.img -> out/ost04.manifest.json). A missing manifest is an
+    /// (out/ost/ost04.img -> out/ost/ost04.manifest.json). A missing manifest is an
     /// error: without it, the image's output set is incomplete.
     #[arg(long, value_name = "MANIFEST.json", num_args = 0..=1, default_missing_value = "",
           value_parser = clap::value_parser!(std::ffi::OsString))]
@@ -334,7 +345,7 @@ pub struct VerifyArgs {
 /// `rpiimg cluster`.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Cluster profile (or any node profile of the cluster): a name from profiles/ or a path
+    /// Cluster profile (or any node profile of the cluster): a name (found in --profiles DIR) or a path
     #[arg(long, value_name = "PROFILE")]
     pub profile: String,
     /// Output directory [default: <profile's output.dir>/mgmt-<cluster>]
@@ -400,11 +411,11 @@ input, 130 interrupted (Ctrl-C; the report says which cards are complete).
 Linux only.
 
 Examples:
-  rpiimg flash out/ost01.img=/dev/sdb out/ost02.img=/dev/sdc
-  rpiimg flash --cluster out --devices /dev/sdb,/dev/sdc,/dev/sdd,/dev/sde
-  rpiimg flash out/ost04.img.xz=/dev/disk/by-id/usb-Generic_SD_Reader-0:0
-  rpiimg flash --to-file out/ost04.img=/tmp/card.img --yes    # a file stands in for a card
-  rpiimg flash --full out/ost01.img=/dev/sdb                  # write everything, compare nothing";
+  rpiimg flash out/ost/ost01.img=/dev/sdb out/ost/ost02.img=/dev/sdc
+  rpiimg flash --cluster out/ost --devices /dev/sdb,/dev/sdc,/dev/sdd,/dev/sde
+  rpiimg flash out/ost/ost04.img=/dev/disk/by-id/usb-Generic_SD_Reader-0:0
+  rpiimg flash --to-file out/ost/ost04.img=/tmp/card.img --yes  # a file as card
+  rpiimg flash --full out/ost/ost01.img=/dev/sdb      # write all, compare none";
 
 const IMAGER_EXAMPLES: &str = "\
 The list names each node image (the .img.xz when there is one, else the .img)
@@ -414,14 +425,14 @@ overwrite what rpiimg configured. In Imager: App Options > Content Repository
 > Use custom file, then pick the node under Choose OS.
 
 Examples:
-  rpiimg imager-list out
-  rpiimg imager-list out --output /srv/lab/ost-os-list.json
+  rpiimg imager-list out/ost
+  rpiimg imager-list out/ost --output /srv/lab/ost-os-list.json
   rpiimg build --all profiles --xz --imager-json";
 
 /// `rpiimg flash`.
 #[derive(Debug, Args)]
 pub struct FlashArgs {
-    /// IMAGE=DEVICE pairs, e.g. out/ost01.img=/dev/sdb (.img or .img.xz)
+    /// IMAGE=DEVICE pairs, e.g. out/ost/ost01.img=/dev/sdb (.img or .img.xz)
     #[arg(
         value_name = "IMAGE=DEVICE",
         required_unless_present = "cluster",

@@ -5,6 +5,7 @@
 //! -> a pure plan of changes -> applying the plan -> outputs.
 
 pub(crate) mod apply;
+pub(crate) mod build;
 pub(crate) mod bundle;
 pub mod bytes;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod lock;
 pub(crate) mod manifest;
 pub(crate) mod os;
 pub mod output;
+pub(crate) mod partial;
 pub mod partition;
 pub(crate) mod path;
 pub(crate) mod plan;

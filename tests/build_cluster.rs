@@ -19,11 +19,7 @@ const NODES: &[&str] = &[
 ];
 
 fn profile(name: &str) -> String {
-    repo()
-        .join("profiles")
-        .join(format!("{name}.toml"))
-        .display()
-        .to_string()
+    profile_path(name)
 }
 
 /// `rpiimg plan` text for each example profile on each fixture flavour, and
@@ -31,19 +27,12 @@ fn profile(name: &str) -> String {
 /// reviewed files in tests/golden (UPDATE_GOLDEN=1 rewrites them).
 #[test]
 fn plans_match_golden_files() {
-    let mut names: Vec<String> = std::fs::read_dir(repo().join("profiles"))
+    // Every node profile of every cluster folder (scripts/demo leaves a
+    // key store beside them; cluster files name no hostname).
+    let mut names: Vec<String> = rpiimg::profile::load_dir(&repo().join("profiles"))
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            // Profiles only (scripts/demo leaves a key store beside them).
-            p.extension().is_some_and(|x| x == "toml")
-                && !p
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("cluster-")
-        })
-        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .iter()
+        .map(|p| p.source.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     names.sort();
     assert!(names.len() >= 9, "{names:?}");

@@ -717,7 +717,7 @@ fn connection_variables_reach_ansible_exactly() {
     let base = fixture(&["--flavour", "trixie"]);
     private_test_keys();
     let keys = repo().join("tests/fixtures/keys");
-    let cluster = read(&repo().join("profiles/cluster-ost.toml"));
+    let cluster = read(&repo().join("profiles/ost/cluster-ost.toml"));
     assert!(cluster.contains("\npassword = \"ubuntu\"\n"));
     let values = [
         "0x10",

@@ -1,43 +1,12 @@
 //! `rpiimg cluster`: the management host's files for a cluster.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{load, Ctx};
 use crate::cli::ClusterArgs;
 use crate::error::{Error, Result};
-use crate::profile::{self, Profile};
-
-/// Write the management-host bundle of `p`'s cluster into `dir`.
-pub(super) fn write_bundle(
-    p: &Profile,
-    rel: &crate::bundle::release::Release,
-    dir: &Path,
-    stock: Option<&str>,
-    force: bool,
-) -> Result<Vec<PathBuf>> {
-    let store = crate::keystore::store_dir(p.dir(), &p.cluster.name);
-    let gens = crate::keystore::host_key_generations(&store)?;
-    let files = crate::bundle::render(p, rel, &|h| gens.get(h).copied().unwrap_or(0), stock)
-        .map_err(Error::Usage)?;
-    // One writer per folder: two runs with --force would leave a bundle
-    // of files from both.
-    let _lock = crate::lock::output_folder(dir)?;
-    let mut written = Vec::new();
-    for f in &files {
-        let dest = dir.join(&f.path);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::Host {
-                path: parent.display().to_string(),
-                source: e,
-            })?;
-        }
-        written.push(crate::output::write_text_mode(
-            &dest, &f.text, force, f.mode,
-        )?);
-    }
-    Ok(written)
-}
+use crate::profile;
 
 /// `rpiimg cluster`: the management host's files.
 pub(super) fn run(ctx: &Ctx, args: &ClusterArgs, out: &mut dyn Write) -> Result<i32> {
@@ -49,7 +18,7 @@ pub(super) fn run(ctx: &Ctx, args: &ClusterArgs, out: &mut dyn Write) -> Result<
         force,
     } = args;
     let progress = ctx.progress;
-    let path = profile::find(name).map_err(|e| Error::Usage(e.to_string()))?;
+    let path = profile::find(name, &ctx.profiles).map_err(|e| Error::Usage(e.to_string()))?;
     let mut p = profile::load_cluster(&path).map_err(|e| Error::Usage(e.to_string()))?;
     load::check_valid(&p, &path)?;
     load::attach_store(&mut p, progress)?;
@@ -71,7 +40,7 @@ pub(super) fn run(ctx: &Ctx, args: &ClusterArgs, out: &mut dyn Write) -> Result<
     let (id, codename) = load::os_release(&img)?;
     let rel = crate::bundle::release::choose(p.kolla.release.as_deref(), &id, &codename)
         .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
-    let written = write_bundle(&p, rel, &dir, stock_text.as_deref(), *force)?;
+    let written = crate::build::write_bundle(&p, rel, &dir, stock_text.as_deref(), *force)?;
     writeln!(
         out,
         "cluster {}: {} files for the management host in {} (Kolla-Ansible {}, kolla-ansible {}; see its README)",

@@ -30,6 +30,8 @@ use crate::progress::Progress;
 struct Ctx {
     cache: Cache,
     progress: Progress,
+    /// Where profile names are looked up (`--profiles`, `RPIIMG_PROFILES`).
+    profiles: std::path::PathBuf,
 }
 
 /// Open an image to read it (a shared lock: see `image::open_for`).
@@ -79,7 +81,13 @@ pub fn run(cli: Cli) -> Result<i32> {
     let ctx = Ctx {
         cache: Cache::new(cli.cache_dir.clone().unwrap_or_else(Cache::default_dir)),
         progress: Progress::auto(cli.quiet),
+        profiles: crate::profile::search_root(cli.profiles.as_deref()),
     };
+    // An interrupted run removes its partial files before it exits; flash
+    // stops its writers on a signal itself and reports what each card holds.
+    if !matches!(cli.command, Command::Flash(_)) {
+        crate::partial::remove_on_signals();
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let out: &mut dyn Write = &mut out;

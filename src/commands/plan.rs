@@ -13,7 +13,7 @@ use crate::plan::{Change, Plan, Redaction};
 /// under `--render-to`, unless `--show-secrets`).
 pub(super) fn run(ctx: &Ctx, args: &PlanArgs, out: &mut dyn Write) -> Result<i32> {
     let progress = ctx.progress;
-    let p = load::load_profile(&args.profile, progress)?;
+    let p = load::load_profile(&args.profile, &ctx.profiles, progress)?;
     let img = load::open_base(&p, &args.base, &ctx.cache, progress)?;
     let (plan, facts) = load::plan_and_facts(&p, &img)?;
     // Which texts depend on a secret is needed under --show-secrets too:

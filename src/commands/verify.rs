@@ -34,7 +34,7 @@ pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i
     }
     let expects = match (profile, manifest) {
         (Some(name), _) => {
-            let p = load::load_profile_with(name, Progress::quiet(), false)?;
+            let p = load::load_profile_with(name, &ctx.profiles, Progress::quiet(), false)?;
             let b = load::open_base(&p, base, cache, Progress::quiet())?;
             Some(planned::from_plan(&load::plan_for(&p, &b)?))
         }

@@ -46,6 +46,34 @@ pub enum ImageError {
         "cache directory {path}: {source} (choose another with --cache-dir or RPIIMG_CACHE_DIR)"
     )]
     Cache { path: PathBuf, source: io::Error },
+    #[error("{dir}: cannot write the decompressed image of {input} into the cache: {source}{}; nothing was kept", cache_write_hint(source, *size))]
+    CacheWrite {
+        dir: PathBuf,
+        input: PathBuf,
+        /// The image's size, when the `.xz` index tells it.
+        size: Option<u64>,
+        source: io::Error,
+    },
+    #[error("{path}: is {what}, not an image file; name the .img or .img.xz file itself")]
+    NotAFile { path: PathBuf, what: &'static str },
+}
+
+/// How to get past a failed cache write: a full disk needs room (about
+/// the image's size) or another cache folder.
+fn cache_write_hint(e: &io::Error, size: Option<u64>) -> String {
+    let need = size
+        .map(|n| {
+            format!(
+                " (the image needs up to {})",
+                crate::progress::human_bytes(n)
+            )
+        })
+        .unwrap_or_default();
+    if e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull {
+        format!("; free space there{need} or choose another cache folder with --cache-dir or RPIIMG_CACHE_DIR")
+    } else {
+        "; choose another cache folder with --cache-dir or RPIIMG_CACHE_DIR".into()
+    }
 }
 
 /// An image ready for random access.
@@ -210,6 +238,13 @@ pub fn open_for(
         path: path.into(),
         source,
     })?;
+    let meta = input.metadata().map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(ImageError::NotAFile {
+            path: path.into(),
+            what: "a directory",
+        });
+    }
     let why = match access {
         Access::Shared => "it is editing this image",
         Access::Exclusive => "it is reading or editing this image",
@@ -320,12 +355,32 @@ fn decompress_cached(
         }
         None => {}
     }
+    // Partial entries of runs that were killed (their lock is free).
+    crate::partial::sweep(cache.dir(), |n| {
+        n.starts_with(".partial-") && n.ends_with(".img")
+    });
+    // A wrong pin is told before minutes of decompressing, not after:
+    // hashing the .xz costs one read of it.
+    if let Some(expected) = pin {
+        let actual = sha256_open(input, progress, "checksum").map_err(|source| ImageError::Io {
+            path: path.into(),
+            source,
+        })?;
+        if actual != expected {
+            return Err(ImageError::Checksum {
+                path: path.into(),
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+    }
     let mut tmp = tempfile::Builder::new()
         .prefix(&Cache::partial_prefix(&sha))
         .suffix(".img")
         .tempfile_in(cache.dir())
         .map_err(cache_err)?;
-    let done = decompress_open(path, input, tmp.as_file_mut(), progress)?;
+    let _tracked = crate::partial::track(tmp.as_file(), tmp.path()).map_err(cache_err)?;
+    let done = decompress_open(path, input, tmp.as_file_mut(), cache.dir(), progress)?;
     if let Some(expected) = pin {
         if done.input_sha256 != expected {
             return Err(ImageError::Checksum {
@@ -394,7 +449,8 @@ pub fn decompress(path: &Path, out: &mut File, progress: Progress) -> Result<Str
         path: path.into(),
         source,
     })?;
-    Ok(decompress_open(path, &f, out, progress)?.input_sha256)
+    let dir = Path::new(".");
+    Ok(decompress_open(path, &f, out, dir, progress)?.input_sha256)
 }
 
 /// [`decompress`] from an open `.xz` (read from its first byte), hashing
@@ -403,6 +459,7 @@ pub fn decompress_open(
     path: &Path,
     f: &File,
     out: &mut File,
+    cache_dir: &Path,
     progress: Progress,
 ) -> Result<Decompressed, ImageError> {
     let io_err = |source| ImageError::Io {
@@ -427,6 +484,16 @@ pub fn decompress_open(
     let mut writer = HashingWriter {
         inner: SparseWriter::new(out),
         hasher: Sha256::new(),
+        failed: None,
+    };
+    let write_err = |source| ImageError::CacheWrite {
+        dir: cache_dir.to_path_buf(),
+        input: path.into(),
+        size: crate::image::xz_index::read(path)
+            .ok()
+            .flatten()
+            .map(|l| l.image_size()),
+        source,
     };
     let mut any_stream = false;
     loop {
@@ -443,7 +510,14 @@ pub fn decompress_open(
             break;
         }
         let mut dec = liblzma::bufread::XzDecoder::new_parallel(input);
-        io::copy(&mut dec, &mut writer).map_err(xz_err)?;
+        if let Err(e) = io::copy(&mut dec, &mut writer) {
+            // io::copy does not say which side failed: the writer keeps
+            // its own error, so a full cache disk is not called a corrupt .xz.
+            return Err(match writer.failed.take() {
+                Some(source) => write_err(source),
+                None => xz_err(e),
+            });
+        }
         input = dec.into_inner();
         any_stream = true;
     }
@@ -455,7 +529,7 @@ pub fn decompress_open(
     }
     let image_sha256 = hex(&writer.hasher.finalize());
     let size = writer.inner.pos;
-    writer.inner.finish().map_err(io_err)?;
+    writer.inner.finish().map_err(write_err)?;
     let counting = input.into_inner();
     let input_sha256 = hex(&counting.inner.hasher.finalize());
     task.finish();
@@ -466,15 +540,24 @@ pub fn decompress_open(
     })
 }
 
-/// Hashes everything written through it.
+/// Hashes everything written through it, and keeps the error of a
+/// failed write (an `io::copy` error alone does not say which side failed).
 struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
+    failed: Option<io::Error>,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let n = match self.inner.write(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let kept = io::Error::new(e.kind(), e.to_string());
+                self.failed = Some(e);
+                return Err(kept);
+            }
+        };
         self.hasher.update(filled(buf, n)?);
         Ok(n)
     }

@@ -116,29 +116,34 @@ fn sha256_of(p: &Path) -> Result<String> {
     Ok(crate::bytes::hex(&h.finish()))
 }
 
-/// Refuse early when an output exists and `force` is off, before any work.
-pub fn check_free(opts: &ImageOptions, name: &str) -> Result<()> {
-    if opts.force {
-        return Ok(());
-    }
+/// The files a node's build writes into its output folder, by name.
+pub fn output_names(name: &str, bmap: bool, xz: bool) -> Vec<String> {
     let mut names = vec![
         format!("{name}.img"),
         format!("{name}.img.sha256"),
         format!("{name}.manifest.json"),
     ];
-    if opts.bmap {
+    if bmap {
         names.push(format!("{name}.img.bmap"));
     }
-    if opts.xz {
+    if xz {
         names.push(format!("{name}.img.xz"));
         names.push(format!("{name}.img.xz.sha256"));
     }
-    for n in names {
+    names
+}
+
+/// Refuse early when an output exists and `force` is off, before any work.
+pub fn check_free(opts: &ImageOptions, name: &str) -> Result<()> {
+    if opts.force {
+        return Ok(());
+    }
+    for n in output_names(name, opts.bmap, opts.xz) {
         let p = opts.out_dir.join(&n);
         if p.exists() {
             return Err(Error::Usage(format!(
                 "{}: already exists; pass --force to overwrite it",
-                p.display()
+                super::display_path(&p)
             )));
         }
     }

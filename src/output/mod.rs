@@ -24,6 +24,9 @@ pub struct Pending {
     dest: PathBuf,
     /// Permission bits the file gets with its final name.
     mode: u32,
+    /// Locked and registered: removed on a signal, or by a later run's
+    /// sweep once this one is gone (`crate::partial`).
+    _tracked: crate::partial::Tracked,
 }
 
 fn out_err(path: &Path, e: io::Error) -> Error {
@@ -69,10 +72,13 @@ impl Pending {
             .prefix(&format!(".{name}.rpiimg-partial-"))
             .tempfile_in(dir)
             .map_err(|e| out_err(dir, e))?;
+        let tracked =
+            crate::partial::track(tmp.as_file(), tmp.path()).map_err(|e| out_err(tmp.path(), e))?;
         Ok(Pending {
             tmp,
             dest: dest.to_path_buf(),
             mode,
+            _tracked: tracked,
         })
     }
 

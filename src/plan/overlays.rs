@@ -227,7 +227,7 @@ mod tests {
     fn the_plan_reads_no_host_file() {
         let d = tempfile::tempdir().unwrap();
         let cluster =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/cluster-ost.toml");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/ost/cluster-ost.toml");
         std::fs::create_dir_all(d.path().join("ov/etc")).unwrap();
         std::fs::write(d.path().join("ov/etc/data"), "data\n").unwrap();
         std::fs::write(d.path().join("ov/etc/motd.j2"), "hello {{ hostname }}\n").unwrap();

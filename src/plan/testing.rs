@@ -226,9 +226,8 @@ pub fn facts(codename: &str) -> ImageFacts {
 
 /// An example profile from profiles/ (read from the repository).
 pub fn profile(name: &str) -> crate::profile::Profile {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("profiles")
-        .join(format!("{name}.toml"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    let path = crate::profile::find(name, &root).unwrap_or_else(|e| panic!("{e}"));
     let mut p = crate::profile::load(&path).unwrap_or_else(|e| panic!("{e}"));
     p.secret = Some(test_secret(&p.cluster.name));
     p

@@ -21,10 +21,10 @@ pub use validate::{validate, Finding};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error(
-        "profile {name:?} not found (looked for {tried}); pass a path or a name from profiles/"
-    )]
+    #[error("profile {name:?} not found (looked for {tried}); pass a path to the .toml file, or the folder that holds your profiles with --profiles DIR (or RPIIMG_PROFILES)")]
     NotFound { name: String, tried: String },
+    #[error("profile {name:?} is ambiguous: {} all match; pass one of them as a path", .found.join(" and "))]
+    Ambiguous { name: String, found: Vec<String> },
     #[error("{file}: {msg}")]
     Invalid { file: String, msg: String },
     #[error("{file}: `extends` cycle: {chain}")]
@@ -38,24 +38,168 @@ fn invalid(file: &Path, msg: impl Into<String>) -> ProfileError {
     }
 }
 
-/// A value of the wrong shape (a typed field refusing it): one line,
-/// `field: why` (toml says `why` and then `in `field`` on a line of its own).
-fn shape_error(file: &Path, e: &toml::de::Error) -> ProfileError {
+/// toml's message as one line: `why` (and `Some(field)` when toml names
+/// it: it says `why` and then `in `field`` on a line of its own).
+fn split_shape(e: &toml::de::Error) -> (Option<String>, String) {
     let text = e.to_string();
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let msg = match lines.split_last() {
+    match lines.split_last() {
         Some((last, rest))
             if last.starts_with("in `") && last.ends_with('`') && !rest.is_empty() =>
         {
-            format!("{}: {}", &last[4..last.len() - 1], rest.join(" "))
+            (Some(last[4..last.len() - 1].to_string()), rest.join(" "))
         }
-        _ => lines.join(" "),
+        _ => (None, lines.join(" ")),
+    }
+}
+
+/// A value of the wrong shape (a typed field refusing it), as one line
+/// that names the file that holds it (the profile itself or one it
+/// extends), the entry (`cluster.nodes[3] (ost04)`), the field and the
+/// value: `merged` is the profile with everything it extends.
+fn shape_error(file: &Path, e: &toml::de::Error, merged: &toml::Table) -> ProfileError {
+    let (field, why) = split_shape(e);
+    let Some(field) = field else {
+        return invalid(file, why);
     };
-    invalid(file, msg)
+    let segs: Vec<&str> = field.split('.').collect();
+    let (shown, value, array_at) = locate(merged, &segs, &field);
+    let origin = origin_of(file, &segs, array_at);
+    // The value, unless the message shows it already.
+    let value = value
+        .map(|v| v.to_string())
+        .filter(|v| !why.contains(v.as_str()))
+        .map(|v| format!(" = {v}"))
+        .unwrap_or_default();
+    let via = if origin.as_path() == file {
+        String::new()
+    } else {
+        format!("; {} extends this file", file.display())
+    };
+    invalid(&origin, format!("{shown}{value}: {why}{via}"))
+}
+
+/// Where the field `segs` of `merged` went wrong, for people: its path
+/// with the index (and name) of the array entry that fails, its value, and
+/// how many segments lead to that array.
+fn locate(
+    merged: &toml::Table,
+    segs: &[&str],
+    field: &str,
+) -> (String, Option<toml::Value>, Option<usize>) {
+    let mut shown = String::new();
+    let mut at: &toml::Table = merged;
+    for (k, seg) in segs.iter().enumerate() {
+        if !shown.is_empty() {
+            shown.push('.');
+        }
+        shown.push_str(seg);
+        let Some(v) = at.get(*seg) else {
+            return (field.to_string(), None, None);
+        };
+        let last = k + 1 == segs.len();
+        match v {
+            toml::Value::Table(t) if !last => at = t,
+            toml::Value::Array(items) if !last => {
+                // The entry that fails alone is the one toml meant.
+                let Some((i, t)) = items.iter().enumerate().find_map(|(i, item)| {
+                    let t = item.as_table()?;
+                    fails_alone(merged, &segs[..=k], item, field).then_some((i, t))
+                }) else {
+                    return (field.to_string(), None, None);
+                };
+                shown.push_str(&format!("[{i}]"));
+                if let Some(name) = t
+                    .get("hostname")
+                    .or_else(|| t.get("name"))
+                    .and_then(|n| n.as_str())
+                {
+                    shown.push_str(&format!(" ({name})"));
+                }
+                let (rest, value, _) = locate(t, &segs[k + 1..], field);
+                return (format!("{shown}.{rest}"), value, Some(k + 1));
+            }
+            v if last => return (shown, Some(v.clone()), None),
+            _ => return (field.to_string(), None, None),
+        }
+    }
+    (shown, None, None)
+}
+
+/// Whether the profile fails at `field` when the array at `path` holds
+/// only `item`.
+fn fails_alone(merged: &toml::Table, path: &[&str], item: &toml::Value, field: &str) -> bool {
+    let mut trial = merged.clone();
+    let mut t = &mut trial;
+    for (k, seg) in path.iter().enumerate() {
+        let Some(v) = t.get_mut(*seg) else {
+            return false;
+        };
+        if k + 1 == path.len() {
+            *v = toml::Value::Array(vec![item.clone()]);
+            break;
+        }
+        let Some(inner) = v.as_table_mut() else {
+            return false;
+        };
+        t = inner;
+    }
+    toml::Value::Table(trial)
+        .try_into::<Profile>()
+        .is_err_and(|e| split_shape(&e).0.as_deref() == Some(field))
+}
+
+/// The file of `file`'s `extends` chain that sets the field `segs` (up
+/// to the array at `array_at`, which a file replaces whole): the first,
+/// from the profile up, whose own table has it.
+fn origin_of(file: &Path, segs: &[&str], array_at: Option<usize>) -> PathBuf {
+    let key = &segs[..array_at.unwrap_or(segs.len()).min(segs.len())];
+    let mut at = file.to_path_buf();
+    // read_table has followed this chain already: it ends, and is short.
+    for _ in 0..16 {
+        let Ok(text) = crate::hostfile::read_text(&at, None, crate::hostfile::TEXT_CAP) else {
+            break;
+        };
+        let Ok(table) = text.parse::<toml::Table>() else {
+            break;
+        };
+        let mut v: Option<&toml::Value> = None;
+        let mut t = Some(&table);
+        for seg in key {
+            v = t.and_then(|t| t.get(*seg));
+            t = v.and_then(toml::Value::as_table);
+        }
+        if v.is_some() {
+            return at;
+        }
+        match table.get("extends").and_then(toml::Value::as_str) {
+            Some(parent) => at = at.parent().unwrap_or(Path::new(".")).join(parent),
+            None => break,
+        }
+    }
+    file.to_path_buf()
+}
+
+/// A TOML syntax error as one line: `line L, column C: why`.
+fn syntax_error(file: &Path, text: &str, e: &toml::de::Error) -> ProfileError {
+    let at = e.span().map(|s| {
+        let before = text.get(..s.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {col}: ")
+    });
+    invalid(
+        file,
+        format!(
+            "{}{}; fix the TOML syntax there",
+            at.unwrap_or_default(),
+            e.message().trim()
+        ),
+    )
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -482,9 +626,21 @@ impl Node {
     }
 }
 
-/// `--profile NAME` finds `profiles/NAME.toml`; a path (with `/` or
-/// ending in `.toml`) is used as is.
-pub fn find(name: &str) -> Result<PathBuf, ProfileError> {
+/// Where profile names are looked up: `--profiles DIR`, else
+/// `RPIIMG_PROFILES`, else `profiles` in the current directory.
+pub fn search_root(given: Option<&Path>) -> PathBuf {
+    given.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::env::var_os("RPIIMG_PROFILES")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from("profiles"), PathBuf::from)
+    })
+}
+
+/// `--profile NAME` finds `ROOT/NAME.toml` or `ROOT/<folder>/NAME.toml`
+/// (one folder per cluster; hidden folders such as the key store are
+/// skipped), and exactly one of them; a path (with `/` or ending in
+/// `.toml`) is used as is.
+pub fn find(name: &str, root: &Path) -> Result<PathBuf, ProfileError> {
     let p = PathBuf::from(name);
     if name.contains('/') || name.ends_with(".toml") {
         // Anything that exists is handed to the loader, which refuses what
@@ -498,15 +654,41 @@ pub fn find(name: &str) -> Result<PathBuf, ProfileError> {
             })
         };
     }
-    let c = PathBuf::from("profiles").join(format!("{name}.toml"));
-    if c.exists() {
-        Ok(c)
-    } else {
-        Err(ProfileError::NotFound {
+    let file = format!("{name}.toml");
+    let mut found: Vec<PathBuf> = std::iter::once(root.join(&file))
+        .chain(sub_folders(root).into_iter().map(|d| d.join(&file)))
+        .filter(|c| c.exists())
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(ProfileError::NotFound {
             name: name.into(),
-            tried: c.display().to_string(),
-        })
+            tried: format!(
+                "{} and {}",
+                root.join(&file).display(),
+                root.join("*").join(&file).display()
+            ),
+        }),
+        _ => Err(ProfileError::Ambiguous {
+            name: name.into(),
+            found: found.iter().map(|f| f.display().to_string()).collect(),
+        }),
     }
+}
+
+/// The folders directly in `dir` (not hidden, not links: a profile tree
+/// is walked without following links, so it cannot loop), sorted.
+fn sub_folders(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
 }
 
 /// Tables merge key by key; anything else in `over` replaces `base`.
@@ -539,7 +721,7 @@ fn read_table(path: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Table, Prof
         .map_err(|e| invalid(path, e))?;
     let mut table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| invalid(path, e.to_string()))?;
+        .map_err(|e: toml::de::Error| syntax_error(path, &text, &e))?;
     let Some(parent) = table.remove("extends") else {
         return Ok(table);
     };
@@ -628,9 +810,9 @@ pub fn load_cluster(path: &Path) -> Result<Profile, ProfileError> {
             .ok_or_else(|| invalid(path, "cluster.nodes: the cluster has no nodes"))?;
         table.insert("hostname".into(), first);
     }
-    let mut p: Profile = toml::Value::Table(table)
+    let mut p: Profile = toml::Value::Table(table.clone())
         .try_into()
-        .map_err(|e: toml::de::Error| shape_error(path, &e))?;
+        .map_err(|e: toml::de::Error| shape_error(path, &e, &table))?;
     p.source = path.to_path_buf();
     sources::read(&mut p)?;
     Ok(p)
@@ -639,23 +821,45 @@ pub fn load_cluster(path: &Path) -> Result<Profile, ProfileError> {
 /// Load a node profile with everything it extends.
 pub fn load(path: &Path) -> Result<Profile, ProfileError> {
     let table = read_table(path, &mut Vec::new())?;
-    let mut p: Profile = toml::Value::Table(table)
+    let mut p: Profile = toml::Value::Table(table.clone())
         .try_into()
-        .map_err(|e: toml::de::Error| shape_error(path, &e))?;
+        .map_err(|e: toml::de::Error| shape_error(path, &e, &table))?;
     p.source = path.to_path_buf();
     sources::read(&mut p)?;
     Ok(p)
 }
 
-/// Every node profile in a directory (files whose resolved profile names a
-/// `hostname`); cluster files without one are skipped.
+/// How many folder levels `load_dir` looks into.
+const MAX_DEPTH: usize = 4;
+
+/// Every node profile in a directory and its folders (files whose
+/// resolved profile names a `hostname`), sorted by path; cluster files
+/// without one are skipped.
 pub fn load_dir(dir: &Path) -> Result<Vec<Profile>, ProfileError> {
     let mut out = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| invalid(dir, e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
+    let mut entries: Vec<PathBuf> = Vec::new();
+    // DIR and its folders, as deep as profile trees go (one folder per
+    // cluster, maybe one per site above it), never following links.
+    let mut level = vec![dir.to_path_buf()];
+    for depth in 0..MAX_DEPTH {
+        let mut next = Vec::new();
+        for d in &level {
+            let rd = std::fs::read_dir(d);
+            let rd = match rd {
+                Ok(rd) => rd,
+                Err(e) if depth == 0 => {
+                    return Err(invalid(d, format!("cannot read the folder: {e}")))
+                }
+                Err(_) => continue,
+            };
+            entries.extend(
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml")),
+            );
+            next.extend(sub_folders(d));
+        }
+        level = next;
+    }
     entries.sort();
     for p in entries {
         let table = read_table(&p, &mut Vec::new())?;
@@ -710,6 +914,31 @@ mod tests {
             e.ends_with(
                 "e.toml: cluster.subnet: \"10.0.0.0\" is not an IPv4 CIDR like 192.168.10.0/24"
             ),
+            "{e}"
+        );
+        // A bad value in a file the profile extends: that file, the node
+        // and the value are named.
+        std::fs::write(
+            d.path().join("parent.toml"),
+            "[cluster]\nname=\"c\"\nsubnet=\"10.0.0.0/24\"\ngateway=\"10.0.0.1\"\n[[cluster.nodes]]\nhostname=\"n1\"\naddress=\"10.0.0.2\"\n[[cluster.nodes]]\nhostname=\"n2\"\naddress=\"10.0.0.324\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("child.toml"),
+            "extends = \"parent.toml\"\nhostname = \"n1\"\n",
+        )
+        .unwrap();
+        let e = load(&d.path().join("child.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains("parent.toml: cluster.nodes[1] (n2).address = \"10.0.0.324\": invalid IPv4 address syntax; ")
+                && e.ends_with("child.toml extends this file"),
+            "{e}"
+        );
+        // A syntax error: one line, with its line and column.
+        std::fs::write(d.path().join("s.toml"), "hostname = \"x\"\nx = [\n").unwrap();
+        let e = load(&d.path().join("s.toml")).unwrap_err().to_string();
+        assert!(
+            !e.contains('\n') && e.contains("s.toml: line 2, column 6: unclosed array"),
             "{e}"
         );
     }

@@ -292,10 +292,10 @@ pub fn sha256_file(p: &Path) -> String {
 }
 
 /// An example profile of the repository, by name.
+/// An example profile of `profiles/` (one folder per cluster), by name.
 pub fn profile_path(name: &str) -> String {
-    repo()
-        .join("profiles")
-        .join(format!("{name}.toml"))
+    rpiimg::profile::find(name, &repo().join("profiles"))
+        .unwrap_or_else(|e| panic!("{e}"))
         .display()
         .to_string()
 }
