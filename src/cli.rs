@@ -29,7 +29,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
-    /// Where `--profile NAME` is looked up: DIR/NAME.toml or DIR/<cluster>/NAME.toml [env: RPIIMG_PROFILES] [default: ./profiles]
+    /// Where `--profile NAME` is looked up (./profiles unless given): DIR/NAME.toml or DIR/<cluster>/NAME.toml [env: RPIIMG_PROFILES]
     #[arg(long, global = true, value_name = "DIR")]
     pub profiles: Option<PathBuf>,
 
@@ -136,7 +136,7 @@ pub enum Command {
     Build(BuildArgs),
     /// Prove what an image contains (exit 0 all good, 1 mismatch, 2 cannot read)
     #[command(
-        after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440. With --manifest also the image's size and sha256\n(unless --fast) and every recorded change.\n\nExamples:\n  rpiimg verify out/ost/ost04.img\n  rpiimg verify out/ost/ost04.img --profile ost04-control\n  rpiimg verify out/ost/ost04.img --manifest out/ost/ost04.manifest.json --json\n  rpiimg verify out/ost/ost04.img --manifest         # the one beside the image\n  rpiimg verify out/ost/ost04.img --manifest --fast  # without hashing the image\n  rpiimg verify /dev/sdb --manifest out/ost/ost04.manifest.json  # a flashed card\n  rpiimg verify card.img --manifest out/ost/ost04.manifest.json --flashed\n  rpiimg verify --cluster out/ost/ost01.img out/ost/ost02.img \\\n      out/ost/ost03.img out/ost/ost04.img"
+        after_help = "Always checks what every node image must satisfy:\nconsistent ext4 checksums and counts, machine-id in its first-boot state,\ncmdline.txt/fstab PARTUUIDs present in the partition table, netplan files 0600,\nsudoers drop-ins 0440. With --manifest also the image's size and sha256\n(unless --fast) and every recorded change.\n\nExamples:\n  rpiimg verify out/ost/ost04.img\n  rpiimg verify out/ost/ost04.img --profile ost04-control\n  rpiimg verify out/ost/ost04.img --manifest out/ost/ost04.manifest.json --json\n  rpiimg verify out/ost/ost04.img --manifest         # the one beside the image\n  rpiimg verify out/ost/ost04.img --manifest --fast  # without hashing the image\n  rpiimg verify /dev/sdb --manifest out/ost/ost04.manifest.json   # a card\n  rpiimg verify card.img --manifest out/ost/ost04.manifest.json --flashed\n  rpiimg verify --cluster out/ost/ost01.img out/ost/ost02.img \\\n      out/ost/ost03.img out/ost/ost04.img"
     )]
     Verify(VerifyArgs),
     /// The management host's files for a cluster: hosts, known_hosts, the
@@ -176,7 +176,7 @@ sealed size; unsealed (filled again on next use); being filled by another run.
 Examples:
   rpiimg cache list
   rpiimg cache list --json | jq '.[] | select(.state != \"sealed\")'
-  rpiimg cache clear 62d025b9bc7c1f3a...    # one entry: its full sha256 or a unique prefix
+  rpiimg cache clear 62d025b9bc7c1f3a...   # its sha256 or a unique prefix
   rpiimg cache clear --all
   rpiimg --cache-dir /srv/rpiimg-cache cache list";
 
@@ -491,11 +491,11 @@ Examples:
   rpiimg fs node.img mkdir -p /etc/systemd/network
   rpiimg fs node.img ln -s /dev/null /etc/systemd/system/NetworkManager.service
   rpiimg fs node.img mv /home/pi /home/ost
-  rpiimg fs node.img chown -R ost:ost /home/ost
+  rpiimg fs node.img chown -R 1000:1000 /home/ost
   rpiimg fs node.img rm -r /etc/NetworkManager/system-connections
   rpiimg fs node.img put ./ssh /boot/firmware/ssh
   rpiimg fs node.img stat /etc/shadow
-  rpiimg fs node.img batch edits.txt      # one transaction; lines like the commands above";
+  rpiimg fs node.img batch edits.txt   # one transaction of such lines";
 
 /// One edit: the `rpiimg fs` subcommands, also the lines of a batch file.
 #[derive(Debug, Clone, Subcommand)]

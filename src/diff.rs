@@ -51,7 +51,11 @@ impl Diff {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let line = |sum: &Summary| {
-            let mut l = format!("{} {} {} {} bytes", sum.kind, sum.mode, sum.owner, sum.size);
+            let mut l = if sum.mode.is_empty() {
+                format!("{} on FAT, no mode or owner, {} bytes", sum.kind, sum.size)
+            } else {
+                format!("{} {} {} {} bytes", sum.kind, sum.mode, sum.owner, sum.size)
+            };
             if let Some(t) = &sum.target {
                 l.push_str(&format!(" -> {}", escape(t)));
             }
@@ -94,11 +98,23 @@ fn kind_name(k: FileType) -> &'static str {
     }
 }
 
-fn summary(st: &Stat) -> Summary {
+/// A path's summary; FAT stores no modes or owners (what a mount shows
+/// comes from its options), so a FAT entry has none (empty strings).
+fn summary(e: &Entry) -> Summary {
+    let st = &e.stat;
+    let fat = matches!(e.node, Node::Fat(..));
     Summary {
         kind: kind_name(st.kind).into(),
-        mode: format!("{:04o}", st.mode),
-        owner: format!("{}:{}", st.uid, st.gid),
+        mode: if fat {
+            String::new()
+        } else {
+            format!("{:04o}", st.mode)
+        },
+        owner: if fat {
+            String::new()
+        } else {
+            format!("{}:{}", st.uid, st.gid)
+        },
         size: st.size,
         target: st.target.clone(),
     }
@@ -139,12 +155,12 @@ pub fn diff(a: &SystemView, b: &SystemView, full: bool) -> Result<Diff> {
     let mut d = Diff::default();
     for (p, eb) in &mb {
         if !ma.contains_key(p) {
-            d.added.push((p.clone(), summary(&eb.stat)));
+            d.added.push((p.clone(), summary(eb)));
         }
     }
     for (p, ea) in &ma {
         let Some(eb) = mb.get(p) else {
-            d.removed.push((p.clone(), summary(&ea.stat)));
+            d.removed.push((p.clone(), summary(ea)));
             continue;
         };
         let (sa, sb) = (&ea.stat, &eb.stat);

@@ -47,8 +47,25 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    /// Host I/O that says what it tried: `{path}: cannot {op}: why; fix`.
+    #[error("{path}: cannot {op}: {source}{}", io_hint(source))]
+    HostOp {
+        path: String,
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error("writing output: {0}")]
     Output(std::io::Error),
+}
+
+/// What usually fixes a host I/O error of this kind.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "; check the path",
+        std::io::ErrorKind::PermissionDenied => "; check its permissions, or run as a user who may",
+        std::io::ErrorKind::StorageFull => "; free space there",
+        _ => "",
+    }
 }
 
 impl Error {
@@ -56,6 +73,19 @@ impl Error {
     pub fn host(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
         move |source| Error::Host {
             path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// `map_err` for host I/O on `path` that names the operation
+    /// (`"open the image"`, `"create the output folder"`).
+    pub fn host_op<'a>(
+        path: &'a std::path::Path,
+        op: &'static str,
+    ) -> impl Fn(std::io::Error) -> Error + 'a {
+        move |source| Error::HostOp {
+            path: path.display().to_string(),
+            op,
             source,
         }
     }

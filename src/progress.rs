@@ -115,15 +115,30 @@ impl Task {
     }
 
     pub fn finish(self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
         let line = format!(
             "{}: done, {} in {:.1}s",
             self.what,
             (self.unit)(self.done),
             self.started.elapsed().as_secs_f64()
         );
+        self.end(line);
+    }
+
+    /// The task stopped before its end: said so, with how far it got.
+    pub fn fail(self, why: &str) {
+        let line = format!(
+            "{}: {why} (after {} in {:.1}s)",
+            self.what,
+            (self.unit)(self.done),
+            self.started.elapsed().as_secs_f64()
+        );
+        self.end(line);
+    }
+
+    fn end(self, line: String) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
         match self.mode {
             // Printed above the bars still running.
             Mode::Bars => {

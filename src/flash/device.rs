@@ -235,10 +235,25 @@ impl Target {
 
     /// Free bytes where a new file target is written (`None`: not a new
     /// file, or unknown).
+    /// Free bytes on the filesystem of a file target (`None` for a device).
     pub fn free_space(&self) -> Option<u64> {
-        self.temp.as_ref()?;
+        if matches!(self.id, HostKind::Block(_)) {
+            return None;
+        }
         let v = rustix::fs::fstatvfs(&self.file).ok()?;
         v.f_bavail.checked_mul(v.f_frsize)
+    }
+
+    /// Bytes a file target already has allocated (0 for a device).
+    pub fn allocated(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        match self.id {
+            HostKind::Block(_) => 0,
+            HostKind::File(..) => self
+                .file
+                .metadata()
+                .map_or(0, |m| m.blocks().saturating_mul(512)),
+        }
     }
 
     /// A verified new file gets its name: renamed from the temporary one,

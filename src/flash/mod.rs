@@ -60,7 +60,9 @@ impl State {
     fn describe(self) -> &'static str {
         match self {
             State::NotStarted => "not started, card unchanged",
-            State::Incomplete => "INCOMPLETE: no partition table on it, flash it again",
+            State::Incomplete => {
+                "INCOMPLETE: its partition table is cleared, so it holds no usable image; flash it again"
+            }
             State::Written => "written, NOT verified",
             State::Failed => "FAILED verification",
             State::Verified => "verified OK",
@@ -291,17 +293,23 @@ fn target_kind(
         ));
         return None;
     }
-    if t.temp.is_none() {
-        return Some((Kind::File(Some((d, i))), Some(t)));
-    }
-    if let Some(free) = t.free_space().filter(|f| *f < src.mapped()) {
+    // A file takes room as it is written: a new one the mapped bytes, an
+    // existing one at most those that are not allocated in it yet.
+    let need = match t.temp {
+        Some(_) => src.mapped(),
+        None => src.mapped().saturating_sub(t.allocated()),
+    };
+    if let Some(free) = t.free_space().filter(|f| *f < need) {
         refusals.push(format!(
-            "{shown}: its filesystem has {} free but {} writes {}: free some space or write elsewhere",
+            "{shown}: its filesystem has {} free but writing {} onto it needs up to {}: free some space or write elsewhere",
             human_bytes(free),
             src.name(),
-            human_bytes(src.mapped())
+            human_bytes(need)
         ));
         return None;
+    }
+    if t.temp.is_none() {
+        return Some((Kind::File(Some((d, i))), Some(t)));
     }
     // A file yet to be named: two pairs naming it match by path.
     Some((Kind::File(None), Some(t)))
@@ -382,6 +390,7 @@ pub struct CardReport {
 pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec<CardReport> {
     let per_card: Vec<u64> = prep.cards.iter().map(|c| c.source.mapped() * 2).collect();
     let total = Mutex::new(progress.task("all cards (write + read-back)", per_card.iter().sum()));
+    let failed = std::sync::atomic::AtomicBool::new(false);
     let reports: Vec<CardReport> = std::thread::scope(|s| {
         let handles: Vec<_> = prep
             .cards
@@ -389,7 +398,7 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
             .zip(&per_card)
             .enumerate()
             .map(|(i, (c, &work))| {
-                let total = &total;
+                let (total, failed) = (&total, &failed);
                 s.spawn(move || {
                     let label = format!(
                         "{} -> {}",
@@ -454,7 +463,12 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
                             ..write::Outcome::default()
                         },
                     };
-                    bar.finish();
+                    if outcome.error.is_some() {
+                        bar.fail("stopped, see the report");
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    } else {
+                        bar.finish();
+                    }
                     settle_new_file(&mut target, &c.target, &mut outcome);
                     report(c, outcome)
                 })
@@ -482,7 +496,11 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
             .collect()
     });
     if let Ok(t) = total.into_inner() {
-        t.finish();
+        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            t.fail("not every card was written, see the report");
+        } else {
+            t.finish();
+        }
     }
     reports
 }

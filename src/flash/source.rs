@@ -56,7 +56,7 @@ fn bmap_beside(path: &Path) -> Option<PathBuf> {
 
 impl Source {
     pub fn open(path: &Path, cache: &Cache, progress: Progress) -> Result<Source> {
-        let meta = std::fs::metadata(path).map_err(Error::host(path))?;
+        let meta = std::fs::metadata(path).map_err(Error::host_op(path, "open the image"))?;
         if !meta.is_file() {
             return Err(Error::Usage(format!(
                 "{}: not an image file (give a node image, .img or .img.xz)",
@@ -65,7 +65,7 @@ impl Source {
         }
         let compressed = crate::image::source::is_xz(path)?;
         if let Some(bmap) = bmap_beside(path) {
-            let held = File::open(path).map_err(Error::host(path))?;
+            let held = File::open(path).map_err(Error::host_op(path, "open the image"))?;
             crate::lock::lock(
                 &held,
                 path,

@@ -242,7 +242,7 @@ fn run(
         move |e: std::io::Error| {
             Stop::Failed(
                 if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
-                    format!("{what}: the filesystem it is on is full (no space left on device)")
+                    format!("{what}: no space left on the filesystem it is on; free space there or flash onto a file elsewhere, then flash again")
                 } else {
                     format!("{what}: {e}")
                 },

@@ -380,6 +380,7 @@ fn decompress_cached(
         .tempfile_in(cache.dir())
         .map_err(cache_err)?;
     let _tracked = crate::partial::track(tmp.as_file(), tmp.path()).map_err(cache_err)?;
+    crate::lock::pause("cache-partial");
     let done = decompress_open(path, input, tmp.as_file_mut(), cache.dir(), progress)?;
     if let Some(expected) = pin {
         if done.input_sha256 != expected {

@@ -193,6 +193,7 @@ pub fn build_proven<T>(
     })?;
     let img_dest = opts.out_dir.join(format!("{name}.img"));
     let mut img = Pending::private(&img_dest)?;
+    crate::lock::pause("node-partial");
 
     // The edit is staged over the base, which is only read: the node's
     // bytes are the base's with the staged ones laid over them.
