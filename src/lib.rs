@@ -5,7 +5,7 @@
 //! -> a pure plan of changes -> applying the plan -> outputs.
 
 pub(crate) mod apply;
-pub(crate) mod build;
+pub(crate) mod builder;
 pub(crate) mod bundle;
 pub mod bytes;
 pub mod cli;

@@ -1,12 +1,12 @@
 //! `rpiimg build`: the profiles named on the command line, loaded and
-//! validated, become a [`crate::build::Request`]; the library builds it
+//! validated, become a [`crate::builder::Request`]; the library builds it
 //! and this prints its report.
 
 use std::io::Write;
 
 use super::load;
 use super::Ctx;
-use crate::build::{self, Request};
+use crate::builder::{self, Request};
 use crate::cli::BuildArgs;
 use crate::error::{Error, Result};
 use crate::profile::{self, Profile};
@@ -28,9 +28,9 @@ pub(super) fn run(ctx: &Ctx, args: &BuildArgs, out: &mut dyn Write) -> Result<i3
         imager_json: args.imager_json,
     };
     let report = if args.check_reproducible {
-        build::reproducible::check(&ctx.cache, progress, &req)?.to_string()
+        builder::reproducible::check(&ctx.cache, progress, &req)?.to_string()
     } else {
-        build::build(&ctx.cache, progress, &req)?.to_string()
+        builder::build(&ctx.cache, progress, &req)?.to_string()
     };
     write!(out, "{report}").map_err(Error::Output)?;
     Ok(0)

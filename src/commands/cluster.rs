@@ -40,7 +40,7 @@ pub(super) fn run(ctx: &Ctx, args: &ClusterArgs, out: &mut dyn Write) -> Result<
     let (id, codename) = load::os_release(&img)?;
     let rel = crate::bundle::release::choose(p.kolla.release.as_deref(), &id, &codename)
         .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
-    let written = crate::build::write_bundle(&p, rel, &dir, stock_text.as_deref(), *force)?;
+    let written = crate::builder::write_bundle(&p, rel, &dir, stock_text.as_deref(), *force)?;
     writeln!(
         out,
         "cluster {}: {} files for the management host in {} (Kolla-Ansible {}, kolla-ansible {}; see its README)",

@@ -133,12 +133,12 @@ pub(super) fn open_base(
 
 /// Which base image a profile builds from, with its pin.
 pub(super) fn base_source(p: &Profile, over: &BaseArg) -> Result<(PathBuf, Option<String>)> {
-    crate::build::bases::source_of(p, &base_choice(over))
+    crate::builder::bases::source_of(p, &base_choice(over))
 }
 
 /// The command line's base, as the library takes it.
-pub(super) fn base_choice(over: &BaseArg) -> crate::build::BaseChoice {
-    crate::build::BaseChoice {
+pub(super) fn base_choice(over: &BaseArg) -> crate::builder::BaseChoice {
+    crate::builder::BaseChoice {
         path: over.base.clone(),
         sha256: over.sha256.clone(),
     }
@@ -160,5 +160,5 @@ pub(super) fn plan_for(p: &Profile, base: &OpenedImage) -> Result<Plan> {
 /// The plan and the base's facts it was made from (`plan` plans again
 /// from them to tell which texts depend on a secret).
 pub(super) fn plan_and_facts(p: &Profile, base: &OpenedImage) -> Result<(Plan, ImageFacts)> {
-    crate::build::bases::plan_for(p, base)
+    crate::builder::bases::plan_for(p, base)
 }
