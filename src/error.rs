@@ -34,8 +34,21 @@ pub enum Error {
     TooLarge { path: String, size: u64, cap: u64 },
     #[error("{path}: {source}")]
     Damaged { path: String, source: Ext4Error },
+    /// The command line or a profile asks for what cannot be done.
     #[error("{0}")]
     Usage(String),
+    /// Outputs already there, kept (without `--force`).
+    #[error("{0}")]
+    Exists(String),
+    /// `build --check-reproducible`: two builds differ.
+    #[error("not reproducible: {0}")]
+    NotReproducible(String),
+    /// The cluster's key store is missing, unsafe or unreadable.
+    #[error("{0}")]
+    KeyStore(String),
+    /// A fault of rpiimg itself (a panicked worker): a bug to report.
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
     /// The one message of several lines: one per validation error.
     #[error("{path}: invalid profile:\n{}", errors.iter().map(|e| format!("  {}", crate::term::defuse(e))).collect::<Vec<_>>().join("\n"))]
     InvalidProfile { path: String, errors: Vec<String> },
@@ -68,7 +81,76 @@ fn io_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// What kind of failure an error is, for scripts (`--json` error objects)
+/// and tests: stable names, unlike the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A damaged image, partition table or filesystem.
+    InputDamaged,
+    /// A real image using what rpiimg does not read or write.
+    Unsupported,
+    /// The command line or a profile (invalid profiles too).
+    Usage,
+    /// Outputs exist (pass --force).
+    Exists,
+    NotReproducible,
+    KeyStore,
+    /// `flash` refused its targets.
+    DeviceRefused,
+    /// Reading or writing host files.
+    HostIo,
+    Internal,
+}
+
 impl Error {
+    /// The kind of this failure.
+    pub fn kind(&self) -> Kind {
+        use crate::ext4::Ext4Error as E;
+        match self {
+            Error::Image(
+                crate::image::ImageError::Checksum { .. } | crate::image::ImageError::BadPin(_),
+            ) => Kind::Usage,
+            Error::Image(
+                crate::image::ImageError::Open { .. }
+                | crate::image::ImageError::Io { .. }
+                | crate::image::ImageError::Cache { .. }
+                | crate::image::ImageError::CacheWrite { .. }
+                | crate::image::ImageError::NotAFile { .. },
+            ) => Kind::HostIo,
+            Error::Image(_)
+            | Error::Partition(_)
+            | Error::Fat { .. }
+            | Error::Damaged { .. }
+            | Error::TooLarge { .. }
+            | Error::Layout(_) => Kind::InputDamaged,
+            Error::Ext4(E::Unsupported { .. }) => Kind::Unsupported,
+            Error::Ext4(_) => Kind::InputDamaged,
+            Error::Path(_) | Error::Usage(_) | Error::InvalidProfile { .. } => Kind::Usage,
+            Error::Exists(_) => Kind::Exists,
+            Error::NotReproducible(_) => Kind::NotReproducible,
+            Error::KeyStore(_) => Kind::KeyStore,
+            Error::FlashRefused { .. } => Kind::DeviceRefused,
+            Error::Host { .. } | Error::HostOp { .. } | Error::Output(_) => Kind::HostIo,
+            Error::Internal(_) => Kind::Internal,
+        }
+    }
+
+    /// The exit status: 1 for a check that ran and failed (two builds
+    /// differ), 2 for everything that stopped the command.
+    pub fn exit_status(&self) -> i32 {
+        match self.kind() {
+            Kind::NotReproducible => 1,
+            _ => 2,
+        }
+    }
+
+    /// The error as a JSON object for `--json` runs:
+    /// `{"error": {"kind": "...", "message": "..."}}`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({"error": {"kind": self.kind(), "message": self.to_string()}}).to_string()
+    }
+
     /// `map_err` for host I/O on `path`: the error names the file.
     pub fn host(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
         move |source| Error::Host {
@@ -118,3 +200,22 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_exit_statuses_and_json() {
+        let e = Error::NotReproducible("ost04.img differs".into());
+        assert_eq!((e.kind(), e.exit_status()), (Kind::NotReproducible, 1));
+        let e = Error::KeyStore("open".into());
+        assert_eq!((e.kind(), e.exit_status()), (Kind::KeyStore, 2));
+        let v: serde_json::Value =
+            serde_json::from_str(&Error::Exists("out/x.img exists".into()).to_json()).unwrap();
+        assert_eq!(v["error"]["kind"], "exists");
+        assert_eq!(v["error"]["message"], "out/x.img exists");
+        let e = Error::from(crate::image::ImageError::BadPin("x".into()));
+        assert_eq!(e.kind(), Kind::Usage);
+    }
+}

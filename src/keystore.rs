@@ -87,7 +87,7 @@ pub fn read(dir: &Path, cluster: &str) -> Result<Option<ClusterSecret>> {
         Err(e) => return Err(host(&path, e)),
     };
     if !meta.file_type().is_file() || meta.len() > 4096 {
-        return Err(Error::Usage(format!(
+        return Err(Error::KeyStore(format!(
             "{}: not a regular rpiimg secret file; move it away (a new store is made on the next build)",
             path.display()
         )));
@@ -104,7 +104,7 @@ pub fn read(dir: &Path, cluster: &str) -> Result<Option<ClusterSecret>> {
         }
     }
     let broken = || {
-        Error::Usage(format!(
+        Error::KeyStore(format!(
             "{}: damaged key store (no `cluster = ` and 64-hex-digit `secret = ` lines); restore it from a backup, or move it away to make new keys",
             path.display()
         ))
@@ -112,7 +112,7 @@ pub fn read(dir: &Path, cluster: &str) -> Result<Option<ClusterSecret>> {
     let name = name.ok_or_else(broken)?;
     let key = key.ok_or_else(broken)?;
     if name != cluster {
-        return Err(Error::Usage(format!(
+        return Err(Error::KeyStore(format!(
             "{}: this key store belongs to cluster {name:?}, not {cluster:?}; a store is never shared between clusters (set RPIIMG_KEYS_DIR or move the profile)",
             path.display()
         )));
@@ -140,7 +140,7 @@ pub fn open_or_create(dir: &Path, cluster: &str) -> Result<(ClusterSecret, bool)
     }
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).map_err(|e| {
-        Error::Usage(format!(
+        Error::KeyStore(format!(
             "no randomness from the operating system for a new key store: {e}"
         ))
     })?;
@@ -175,8 +175,9 @@ pub fn open_or_create(dir: &Path, cluster: &str) -> Result<(ClusterSecret, bool)
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(host(&path, e)),
     }
-    let s = read(dir, cluster)?
-        .ok_or_else(|| Error::Usage(format!("{}: the new key store vanished", path.display())))?;
+    let s = read(dir, cluster)?.ok_or_else(|| {
+        Error::KeyStore(format!("{}: the new key store vanished", path.display()))
+    })?;
     let made = s.key == key;
     Ok((s, made))
 }
@@ -202,7 +203,7 @@ fn rotations(dir: &Path) -> Result<Vec<(String, u32)>> {
             .split_once(" = ")
             .and_then(|(h, n)| Some((h.trim().to_string(), n.trim().parse::<u32>().ok()?)));
         let Some(entry) = parsed else {
-            return Err(Error::Usage(format!(
+            return Err(Error::KeyStore(format!(
                 "{}: damaged line {l:?} (expected `HOST = N`); fix or remove it",
                 path.display()
             )));
@@ -258,7 +259,7 @@ fn check_private(dir: &Path, path: &Path, meta: &std::fs::Metadata) -> Result<()
     use std::os::unix::fs::PermissionsExt;
     let file_mode = meta.permissions().mode() & 0o777;
     if file_mode & 0o077 != 0 {
-        return Err(Error::Usage(format!(
+        return Err(Error::KeyStore(format!(
             "{}: the key store's secret is open to other users (mode {file_mode:04o}); \
              make it private with `chmod 600 {}`, and if others could read it, treat it as \
              leaked: move the store away and rebuild every node (new salts and host keys)",
@@ -269,7 +270,7 @@ fn check_private(dir: &Path, path: &Path, meta: &std::fs::Metadata) -> Result<()
     let dmeta = std::fs::metadata(dir).map_err(|e| host(dir, e))?;
     let dir_mode = dmeta.permissions().mode() & 0o777;
     if dir_mode & 0o022 != 0 {
-        return Err(Error::Usage(format!(
+        return Err(Error::KeyStore(format!(
             "{}: the key store's directory is writable by other users (mode {dir_mode:04o}), \
              who could replace its secret; make it private with `chmod 700 {}`",
             dir.display(),
@@ -292,7 +293,7 @@ fn make_private_dir(dir: &Path) -> Result<()> {
     b.create(dir).map_err(|e| host(dir, e))?;
     let meta = std::fs::symlink_metadata(dir).map_err(|e| host(dir, e))?;
     if !meta.is_dir() {
-        return Err(Error::Usage(format!(
+        return Err(Error::KeyStore(format!(
             "{}: the key store must be a directory, not a link or file",
             dir.display()
         )));

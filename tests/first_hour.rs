@@ -762,6 +762,19 @@ fn messages_name_the_file_the_value_and_the_fix() {
         !keys.exists(),
         "a key store was made before every profile was valid"
     );
+    // A --json run's error is a JSON object on stdout, with its kind.
+    let o = rpiimg(&[
+        "inspect",
+        dir.path().join("gone.img").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["error"]["kind"], "host_io", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("gone.img"),
+        "{v}"
+    );
     // -q quiets progress, not warnings.
     let o = rpiimg(&[
         "plan",

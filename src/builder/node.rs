@@ -38,7 +38,7 @@ pub fn build_all(req: &Request, bases: &BaseSet, progress: Progress) -> Result<V
         let (node, base) = nodes
             .get(k)
             .zip(bases.of(k))
-            .ok_or_else(|| Error::Layout(format!("node {k} has no base")))?;
+            .ok_or_else(|| Error::Internal(format!("node {k} has no base")))?;
         build_node(node, base, req, progress)
     };
     let mut results: Vec<(usize, Result<NodeOutput>)> = std::thread::scope(|s| {
@@ -62,7 +62,7 @@ pub fn build_all(req: &Request, bases: &BaseSet, progress: Progress) -> Result<V
                 h.join().unwrap_or_else(|_| {
                     vec![(
                         usize::MAX,
-                        Err(Error::Layout("a node's build thread panicked".into())),
+                        Err(Error::Internal("a node's build thread panicked".into())),
                     )]
                 })
             })

@@ -31,7 +31,7 @@ pub fn check(req: &Request) -> Result<()> {
             } else {
                 String::new()
             };
-            return Err(Error::Usage(format!(
+            return Err(Error::Exists(format!(
                 "{n} output file(s) of this build already exist: {}{more}; pass --force to replace them, or build into another --out (nothing was written)",
                 shown.join(", ")
             )));

@@ -76,15 +76,15 @@ pub fn check(cache: &Cache, progress: Progress, req: &Request) -> Result<Proved>
         let (a, b) = (scratch_of(d, "a"), scratch_of(d, "b"));
         let (na, nb) = (output_names(&a)?, output_names(&b)?);
         if na != nb {
-            return Err(Error::Usage(format!(
-                "not reproducible: the two builds wrote different files into {} ({na:?} and {nb:?})",
+            return Err(Error::NotReproducible(format!(
+                "the two builds wrote different files into {}: {na:?} and {nb:?}",
                 crate::output::display_path(d)
             )));
         }
         for n in &na {
             if let Some(range) = crate::output::first_difference(&a.join(n), &b.join(n))? {
-                return Err(Error::Usage(format!(
-                    "not reproducible: {n} differs between two builds at bytes {}..{} (first differing run){}",
+                return Err(Error::NotReproducible(format!(
+                    "{n} differs between two builds at bytes {}..{}, the first differing run{}",
                     range.0,
                     range.1,
                     if n.ends_with(".img") {
@@ -101,7 +101,7 @@ pub fn check(cache: &Cache, progress: Progress, req: &Request) -> Result<Proved>
         order.sort_by_key(|n| n.ends_with(".manifest.json"));
         if !req.force {
             if let Some(n) = order.iter().find(|n| d.join(n).exists()) {
-                return Err(Error::Usage(format!(
+                return Err(Error::Exists(format!(
                     "{} exists; pass --force to replace it",
                     crate::output::display_path(&d.join(n))
                 )));

@@ -75,6 +75,21 @@ fn emit<T: serde::Serialize>(
     }
 }
 
+/// Whether the command line asks for JSON: its errors are then a JSON
+/// object too (see [`Error::to_json`]).
+pub fn wants_json(cli: &Cli) -> bool {
+    match &cli.command {
+        Command::Inspect(a) => a.json,
+        Command::Plan(a) => a.json,
+        Command::Verify(a) => a.json,
+        Command::Diff(a) => a.json,
+        Command::Flash(a) => a.json,
+        Command::Cache(a) => matches!(a.op, crate::cli::CacheOp::List { json: true }),
+        Command::Fs(a) => matches!(a.op, crate::cli::FsOp::Stat { json: true, .. }),
+        _ => false,
+    }
+}
+
 /// Run a parsed command line; the exit status on success (1: differences
 /// found or a check failed; 130: interrupted).
 pub fn run(cli: Cli) -> Result<i32> {
