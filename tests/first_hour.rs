@@ -832,66 +832,6 @@ fn a_full_cache_disk_is_not_called_a_corrupt_xz() {
     );
 }
 
-/// `flash --to-file` onto a file whose filesystem cannot take the image
-/// is refused before writing, and the file is left as it was.
-#[test]
-fn flash_to_a_file_on_a_full_disk_is_refused_first() {
-    if !is_root() {
-        eprintln!("skipped: needs root to mount a small tmpfs");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let base = fixture(&["--flavour", "bookworm"]);
-    rpiimg_ok(&[
-        "build",
-        "--profile",
-        &profile_path("ost04-control"),
-        "--base",
-        base.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
-    let small = dir.path().join("small");
-    std::fs::create_dir_all(&small).unwrap();
-    assert!(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2M", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap()
-        .success());
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _u = Unmount(small.clone());
-    let card = small.join("card.img");
-    std::fs::File::create(&card)
-        .unwrap()
-        .set_len(300 << 20)
-        .unwrap();
-    for target in [card.clone(), small.join("new.img")] {
-        let o = rpiimg(&[
-            "flash",
-            "--to-file",
-            "--yes",
-            &format!("{}={}", out.join("ost04.img").display(), target.display()),
-        ]);
-        let e = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{e}");
-        assert!(
-            e.contains("free but writing ost04.img onto it needs")
-                && e.contains("nothing was written"),
-            "{e}"
-        );
-    }
-    assert_eq!(std::fs::metadata(&card).unwrap().len(), 300 << 20);
-    assert_eq!(names_in(&small), ["card.img"]);
-}
-
 /// `diff` shows FAT files without a mode (FAT stores none), where the
 /// plan's mode would be contradicted by the mount's.
 #[test]
