@@ -7,10 +7,10 @@ use crate::ext4::checksum;
 use crate::ext4::dir::{rec_len_for, TAIL_FILE_TYPE, TAIL_SIZE};
 use crate::ext4::error::{Ext4Error, Location, Result};
 use crate::ext4::extent::Extent;
+use crate::ext4::features::Feature;
 use crate::ext4::hash;
 use crate::ext4::htree::{self, BLOCK_MASK, NODE_COUNT_OFF, ROOT_COUNT_OFF};
 use crate::ext4::inode::{Inode, EXT4_INDEX_FL};
-use crate::ext4::superblock::feature;
 use crate::image::ReadAt;
 use crate::path::PathError;
 
@@ -462,7 +462,7 @@ impl<D: ReadAt> Writer<D> {
                 return self.write_block(pblk, &b);
             }
         }
-        let indexable = self.fs.sb.feature_compat() & feature::COMPAT_DIR_INDEX != 0;
+        let indexable = self.fs.sb.has(Feature::DirIndex);
         if nblocks == 1 && indexable {
             // As the kernel does when a one-block directory overflows.
             self.make_indexed(dir_ino)?;
