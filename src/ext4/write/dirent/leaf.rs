@@ -133,9 +133,42 @@ pub(super) fn insert_into_leaf(
     Ok(false)
 }
 
+/// Take the entry named `name` out of a leaf; the inode it named, or
+/// `None` when the leaf does not hold it. The entry's bytes join the one
+/// before it; the first entry of a block, which cannot be merged away, is
+/// freed (inode 0).
+pub(super) fn remove_from_leaf(
+    block: &mut [u8],
+    end: usize,
+    name: &[u8],
+    at: &Location,
+) -> Result<Option<u32>> {
+    let recs = records(block, end, at)?;
+    let Some(i) = recs.iter().position(|r| r.ino != 0 && r.name == name) else {
+        return Ok(None);
+    };
+    let (before, from) = recs.split_at(i);
+    let Some(rec) = from.first() else {
+        return Ok(None);
+    };
+    match before.last() {
+        None => raw::wr32(block, rec.off, 0, "directory entry inode", at)?,
+        Some(prev) => {
+            let merged = prev
+                .rec_len
+                .checked_add(rec.rec_len)
+                .ok_or_else(|| raw::overflow("merged rec_len", at))?;
+            let merged = raw::narrow(merged, "directory entry rec_len", at)?;
+            let p = raw::field_mut(block, prev.off, prev.rec_len, "directory entry", at)?;
+            raw::wr16(p, 4, merged, "directory entry rec_len", at)?;
+        }
+    }
+    Ok(Some(rec.ino))
+}
+
 /// Lay out entries over `area` (a leaf up to its tail), the last one
 /// spanning to its end; an error if they do not fit.
-pub(super) fn pack(area: &mut [u8], entries: &[Ent], at: &Location) -> Result<()> {
+fn pack(area: &mut [u8], entries: &[Ent], at: &Location) -> Result<()> {
     area.fill(0);
     let Some((last, init)) = entries.split_last() else {
         let len = area.len();
@@ -179,6 +212,26 @@ impl<D: ReadAt> Writer<D> {
             .block_size()
             .checked_sub(tail)
             .ok_or_else(|| raw::overflow("end of a directory leaf", at))
+    }
+
+    /// Write a new leaf block at `pblk` holding `entries`, the last one
+    /// spanning to the checksum tail.
+    pub(super) fn write_leaf(
+        &mut self,
+        dir: &Inode,
+        pblk: u64,
+        at: &Location,
+        entries: &[Ent],
+    ) -> Result<()> {
+        let end = self.leaf_end(at)?;
+        let mut b = vec![0u8; self.fs.block_size()];
+        pack(
+            raw::field_mut(&mut b, 0, end, "directory block", at)?,
+            entries,
+            at,
+        )?;
+        self.seal_leaf(dir, &mut b, at)?;
+        self.write_block(pblk, &b)
     }
 
     /// Write the checksum tail of a leaf block.

@@ -15,7 +15,24 @@ use crate::ext4::htree::{self, ROOT_COUNT_OFF};
 use crate::ext4::inode::Inode;
 use crate::image::ReadAt;
 use crate::path::PathError;
-use leaf::{insert_into_leaf, pack, records, Ent};
+use leaf::{insert_into_leaf, remove_from_leaf, Ent};
+
+/// A directory block as read: its numbers, its bytes and where it is for
+/// messages.
+struct DirBlock {
+    lblk: u32,
+    pblk: u64,
+    data: Vec<u8>,
+    at: Location,
+}
+
+/// The location of logical block `lblk` of directory `ino`.
+fn block_at(ino: u32, lblk: u32) -> Location {
+    Location::Block {
+        ino,
+        block: u64::from(lblk),
+    }
+}
 
 impl<D: ReadAt> Writer<D> {
     fn pblk_of(map: &[Extent], dir: &Inode, lblk: u32) -> Result<u64> {
@@ -32,6 +49,29 @@ impl<D: ReadAt> Writer<D> {
             format!("directory block {lblk} is not mapped"),
             at,
         ))
+    }
+
+    /// Read logical block `lblk` of a directory whose extents are `map`.
+    fn read_dir_block(&self, map: &[Extent], dir: &Inode, lblk: u32) -> Result<DirBlock> {
+        let pblk = Self::pblk_of(map, dir, lblk)?;
+        let at = block_at(dir.ino, lblk);
+        let data = self.fs.read_block(pblk, &at)?;
+        Ok(DirBlock {
+            lblk,
+            pblk,
+            data,
+            at,
+        })
+    }
+
+    /// Append a block to a directory and store its inode; returns the
+    /// block's logical and physical numbers.
+    fn grow_dir(&mut self, dir: &mut Inode) -> Result<(u32, u64)> {
+        let lblk = self.dir_blocks(dir)?;
+        let pblk = self.append_block(dir, lblk)?;
+        self.size_to(dir, lblk)?;
+        self.put_inode(dir)?;
+        Ok((lblk, pblk))
     }
 
     fn dir_map(&self, dir: &Inode) -> Result<Vec<Extent>> {
@@ -95,15 +135,12 @@ impl<D: ReadAt> Writer<D> {
         let end = self.leaf_end(&dat)?;
         let nblocks = self.dir_blocks(&dir)?;
         for lblk in 0..nblocks {
-            let pblk = Self::pblk_of(&map, &dir, lblk)?;
-            let at = Location::Block {
-                ino: dir_ino,
-                block: u64::from(lblk),
-            };
-            let mut b = self.fs.read_block(pblk, &at)?;
-            if insert_into_leaf(&mut b, end, name, ino, ft, &at)? {
-                self.seal_leaf(&dir, &mut b, &at)?;
-                return self.write_block(pblk, &b);
+            let DirBlock {
+                pblk, mut data, at, ..
+            } = self.read_dir_block(&map, &dir, lblk)?;
+            if insert_into_leaf(&mut data, end, name, ino, ft, &at)? {
+                self.seal_leaf(&dir, &mut data, &at)?;
+                return self.write_block(pblk, &data);
             }
         }
         let indexable = self.fs.sb.has(Feature::DirIndex);
@@ -113,26 +150,14 @@ impl<D: ReadAt> Writer<D> {
             return self.htree_insert(dir_ino, name, ino, ft);
         }
         let mut dir = dir;
-        let pblk = self.append_block(&mut dir, nblocks)?;
-        self.size_to(&mut dir, nblocks)?;
-        self.put_inode(&mut dir)?;
-        let at = Location::Block {
-            ino: dir_ino,
-            block: u64::from(nblocks),
+        let (lblk, pblk) = self.grow_dir(&mut dir)?;
+        let entry = Ent {
+            hash: 0,
+            ino,
+            name: name.to_vec(),
+            ft,
         };
-        let mut b = vec![0u8; self.fs.block_size()];
-        pack(
-            raw::field_mut(&mut b, 0, end, "directory block", &at)?,
-            &[Ent {
-                hash: 0,
-                ino,
-                name: name.to_vec(),
-                ft,
-            }],
-            &at,
-        )?;
-        self.seal_leaf(&dir, &mut b, &at)?;
-        self.write_block(pblk, &b)
+        self.write_leaf(&dir, pblk, &block_at(dir_ino, lblk), &[entry])
     }
 
     /// Remove `name` from a directory; returns the inode it named.
@@ -157,39 +182,17 @@ impl<D: ReadAt> Writer<D> {
         let preferred = order.clone();
         order.extend((0..self.dir_blocks(&dir)?).filter(|b| !preferred.contains(b)));
         for lblk in order {
-            let pblk = Self::pblk_of(&map, &dir, lblk)?;
-            let at = Location::Block {
-                ino: dir_ino,
-                block: u64::from(lblk),
-            };
-            let mut b = self.fs.read_block(pblk, &at)?;
-            if dir.is_htree() && (lblk == 0 || htree::is_node(&b)) {
+            let DirBlock {
+                pblk, mut data, at, ..
+            } = self.read_dir_block(&map, &dir, lblk)?;
+            if dir.is_htree() && (lblk == 0 || htree::is_node(&data)) {
                 continue;
             }
-            let recs = records(&b, end, &at)?;
-            let Some(i) = recs.iter().position(|r| r.ino != 0 && r.name == name) else {
-                continue;
-            };
-            let (before, from) = recs.split_at(i);
-            let Some(rec) = from.first() else {
-                continue;
-            };
-            match before.last() {
-                // The first entry of a block cannot be merged away: free it.
-                None => raw::wr32(&mut b, rec.off, 0, "directory entry inode", &at)?,
-                Some(prev) => {
-                    let merged = prev
-                        .rec_len
-                        .checked_add(rec.rec_len)
-                        .ok_or_else(|| raw::overflow("merged rec_len", &at))?;
-                    let merged = raw::narrow(merged, "directory entry rec_len", &at)?;
-                    let p = raw::field_mut(&mut b, prev.off, prev.rec_len, "directory entry", &at)?;
-                    raw::wr16(p, 4, merged, "directory entry rec_len", &at)?;
-                }
+            if let Some(ino) = remove_from_leaf(&mut data, end, name, &at)? {
+                self.seal_leaf(&dir, &mut data, &at)?;
+                self.write_block(pblk, &data)?;
+                return Ok(ino);
             }
-            self.seal_leaf(&dir, &mut b, &at)?;
-            self.write_block(pblk, &b)?;
-            return Ok(rec.ino);
         }
         Err(Ext4Error::Path(PathError::NotFound(format!(
             "{} in directory inode {dir_ino}",
@@ -201,12 +204,12 @@ impl<D: ReadAt> Writer<D> {
     pub(super) fn set_dotdot(&mut self, dir_ino: u32, parent: u32) -> Result<()> {
         let dir = self.fs.live_inode(dir_ino)?;
         let map = self.dir_map(&dir)?;
-        let pblk = Self::pblk_of(&map, &dir, 0)?;
-        let at = Location::Block {
-            ino: dir_ino,
-            block: 0,
-        };
-        let mut b = self.fs.read_block(pblk, &at)?;
+        let DirBlock {
+            pblk,
+            data: mut b,
+            at,
+            ..
+        } = self.read_dir_block(&map, &dir, 0)?;
         if raw::rd8(&b, 0x12, "'..' name length", &at)? != 2
             || raw::field(&b, 0x14, 2, "'..' name", &at)? != b".."
         {
