@@ -40,9 +40,8 @@ pub enum Ext4Error {
     #[error("unsupported ext4 filesystem: {what}; {hint}")]
     Unsupported { what: String, hint: String },
 
-    /// A gate refused features the superblock sets (see [`features`]).
-    ///
-    /// [`features`]: super::features
+    /// A gate refused features the superblock sets, named from the table
+    /// in `ext4/features.rs`.
     #[error("unsupported ext4 filesystem: {}; {}", .gate.what(.features), .gate.hint())]
     Features { gate: Gate, features: FeatureSet },
 

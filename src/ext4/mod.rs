@@ -1,9 +1,22 @@
-//! The project's own ext4 engine: reading (and, later, writing) an
-//! unmounted ext4 filesystem through a byte window, verifying every
-//! checksum it reads.
+//! The project's own ext4 engine for an unmounted filesystem behind a byte
+//! window. It has three parts:
 //!
-//! One module per on-disk structure; checksums live in [`checksum`].
-//! Nothing here knows about Raspberry Pis.
+//! - Reading: [`Ext4::open`] checks the superblock and every group
+//!   descriptor; reads of inodes, files, directories (linear and hash
+//!   indexed), symlinks and extended attributes verify every checksum they
+//!   meet and give a damaged image an error, never a panic.
+//! - Checking: [`Ext4::metadata_problems`] (`check`, `links`, `owned`) is
+//!   the one pass over the metadata that `rpiimg verify` vouches for, as
+//!   `e2fsck -fn` would judge it.
+//! - Writing: [`write::Writer`] creates, replaces and removes files,
+//!   directories, symlinks and hard links, renames them and changes modes
+//!   and owners, as one transaction staged copy-on-write and committed
+//!   whole; it refuses filesystems it cannot edit safely.
+//!
+//! What reader and writer accept is one table, in `features`: opening
+//! refuses the features the reader cannot read, the writer also those it
+//! cannot write. One module per on-disk structure; checksums live in
+//! [`checksum`]. Nothing here knows about Raspberry Pis.
 
 #![warn(
     clippy::cast_possible_truncation,
