@@ -272,7 +272,7 @@ fn ext4_info(view: &SystemView) -> Result<(u64, u64, Vec<String>, String)> {
     Ok((
         sb.blocks_count() * bs,
         sb.free_blocks_count() * bs,
-        sb.feature_names(),
+        sb.features().names(),
         format!("{clean}, {journal}, {hash}"),
     ))
 }

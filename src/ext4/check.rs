@@ -171,7 +171,7 @@ impl<D: ReadAt> Ext4<D> {
         mut owned: Option<&mut Owned>,
         found: &mut Vec<String>,
     ) -> super::Result<()> {
-        use super::superblock::feature;
+        use super::features::Feature;
         const RESIZE_INO: u32 = 7;
         if inode.ino == RESIZE_INO {
             // Its other blocks are the reserved descriptor blocks, owned
@@ -212,7 +212,7 @@ impl<D: ReadAt> Ext4<D> {
                 o.claim_shared(self, inode.file_acl());
             }
         }
-        let huge_file = self.sb.ro_compat() & feature::RO_COMPAT_HUGE_FILE != 0;
+        let huge_file = self.sb.has(Feature::HugeFile);
         // Without huge_file the high 16 bits are not part of the count.
         let stored = if huge_file {
             inode.blocks_512()
@@ -285,12 +285,12 @@ impl<D: ReadAt> Ext4<D> {
     /// size, length within the journal inode, checksum; and no transactions
     /// waiting for recovery.
     fn journal_problems(&self, found: &mut Vec<String>) {
-        use super::superblock::feature;
+        use super::features::Feature;
         let jino = self.sb.journal_inum();
-        if self.sb.feature_compat() & feature::COMPAT_HAS_JOURNAL == 0 || jino == 0 {
+        if !self.sb.has(Feature::HasJournal) || jino == 0 {
             return;
         }
-        if self.sb.feature_incompat() & feature::INCOMPAT_RECOVER != 0 {
+        if self.sb.has(Feature::NeedsRecovery) {
             found.push(
                 "the journal needs recovery (the filesystem was not cleanly unmounted)".into(),
             );

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use super::features::{FeatureSet, Gate};
+
 /// Where in the filesystem a problem was found, for messages a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -37,6 +39,11 @@ pub enum Ext4Error {
 
     #[error("unsupported ext4 filesystem: {what}; {hint}")]
     Unsupported { what: String, hint: String },
+
+    /// A gate refused features the superblock sets, named from the table
+    /// in `ext4/features.rs`.
+    #[error("unsupported ext4 filesystem: {}; {}", .gate.what(.features), .gate.hint())]
+    Features { gate: Gate, features: FeatureSet },
 
     #[error(transparent)]
     Path(#[from] crate::path::PathError),

@@ -2,6 +2,7 @@
 
 use super::checksum;
 use super::error::{Ext4Error, Location, Result};
+use super::features::Feature;
 use super::superblock::Superblock;
 use crate::bytes::{le16, le32, set_le16, try_le16, try_le32};
 
@@ -23,7 +24,7 @@ impl GroupTable {
         let t = GroupTable {
             raw,
             desc_size: sb.desc_size(),
-            is_64bit: sb.is_64bit(),
+            is_64bit: sb.has(Feature::Bit64),
         };
         let count = sb.group_count();
         let need = usize::try_from(count)
@@ -38,7 +39,7 @@ impl GroupTable {
         let seed = sb.csum_seed();
         let blocks = sb.blocks_count();
         for g in 0..count {
-            if sb.has_metadata_csum() {
+            if sb.has(Feature::MetadataCsum) {
                 let stored = t.checksum(g);
                 let computed = checksum::group_desc(seed, g, t.desc(g));
                 if stored != computed {
@@ -195,14 +196,13 @@ impl GroupTable {
 /// with sparse_super2 only the (at most two) groups the superblock names;
 /// with sparse_super groups 1 and the powers of 3, 5 and 7; otherwise all.
 pub fn has_super(sb: &Superblock, g: u32) -> bool {
-    use super::superblock::feature;
     if g == 0 {
         return true;
     }
-    if sb.feature_compat() & feature::COMPAT_SPARSE_SUPER2 != 0 {
+    if sb.has(Feature::SparseSuper2) {
         return sb.backup_bgs().contains(&g);
     }
-    if g == 1 || sb.ro_compat() & feature::RO_COMPAT_SPARSE_SUPER == 0 {
+    if g == 1 || !sb.has(Feature::SparseSuper) {
         return true;
     }
     for base in [3u32, 5, 7] {
@@ -258,7 +258,8 @@ fn no_group(g: u32) -> ! {
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::{has_super, super_and_gdt_blocks};
-    use crate::ext4::superblock::{feature, Superblock};
+    use crate::ext4::features::Feature;
+    use crate::ext4::superblock::Superblock;
 
     /// A 100-group, 4 KiB-block superblock with the given feature words.
     fn sb(compat: u32, ro_compat: u32, backups: [u32; 2]) -> Superblock {
@@ -282,11 +283,11 @@ mod tests {
 
     #[test]
     fn backup_groups() {
-        let sparse = sb(0, feature::RO_COMPAT_SPARSE_SUPER, [0, 0]);
+        let sparse = sb(0, Feature::SparseSuper.row().bit, [0, 0]);
         let with: Vec<u32> = (0..100).filter(|&g| has_super(&sparse, g)).collect();
         assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81]);
         assert!(has_super(&sb(0, 0, [0, 0]), 42));
-        let two = sb(feature::COMPAT_SPARSE_SUPER2, 0, [1, 99]);
+        let two = sb(Feature::SparseSuper2.row().bit, 0, [1, 99]);
         let with: Vec<u32> = (0..100).filter(|&g| has_super(&two, g)).collect();
         assert_eq!(with, vec![0, 1, 99]);
         // Superblock, one block of 100 32-byte descriptors, 7 reserved.

@@ -10,8 +10,8 @@
 //! each directory when it is first reached, so a cycle is reported and
 //! never followed. Nothing here resolves a path.
 
+use super::features::Feature;
 use super::inode::{FileType, Inode, ROOT_INO};
-use super::superblock::feature;
 use super::{Ext4, ReadAt};
 
 /// Past this many entries a directory's link count is not kept
@@ -117,7 +117,7 @@ impl Census {
     /// with the link counts. Problems are appended to `found`.
     pub(super) fn walk<D: ReadAt>(&mut self, fs: &Ext4<D>, found: &mut Vec<String>) {
         let first_ino = fs.sb.first_ino();
-        let filetype = fs.sb.has_filetype();
+        let filetype = fs.sb.has(Feature::Filetype);
         let root = self.get(ROOT_INO).unwrap_or(0);
         if root & IN_USE == 0 || !Self::is_dir(root) {
             found.push("the root inode is not a directory in use".into());
@@ -244,7 +244,7 @@ impl Census {
     /// root, and those the superblock or a flag says no entry names.
     fn compare<D: ReadAt>(&self, fs: &Ext4<D>, found: &mut Vec<String>) {
         let sb = &fs.sb;
-        let dir_nlink = sb.ro_compat() & feature::RO_COMPAT_DIR_NLINK != 0;
+        let dir_nlink = sb.has(Feature::DirNlink);
         // The journal, the orphan file and the quota files are inodes
         // the superblock names (usually reserved ones, but not always).
         let quota = |off: usize| {

@@ -1,9 +1,22 @@
-//! The project's own ext4 engine: reading (and, later, writing) an
-//! unmounted ext4 filesystem through a byte window, verifying every
-//! checksum it reads.
+//! The project's own ext4 engine for an unmounted filesystem behind a byte
+//! window. It has three parts:
 //!
-//! One module per on-disk structure; checksums live in [`checksum`].
-//! Nothing here knows about Raspberry Pis.
+//! - Reading: [`Ext4::open`] checks the superblock and every group
+//!   descriptor; reads of inodes, files, directories (linear and hash
+//!   indexed), symlinks and extended attributes verify every checksum they
+//!   meet and give a damaged image an error, never a panic.
+//! - Checking: [`Ext4::metadata_problems`] (`check`, `links`, `owned`) is
+//!   the one pass over the metadata that `rpiimg verify` vouches for, as
+//!   `e2fsck -fn` would judge it.
+//! - Writing: [`write::Writer`] creates, replaces and removes files,
+//!   directories, symlinks and hard links, renames them and changes modes
+//!   and owners, as one transaction staged copy-on-write and committed
+//!   whole; it refuses filesystems it cannot edit safely.
+//!
+//! What reader and writer accept is one table, in `features`: opening
+//! refuses the features the reader cannot read, the writer also those it
+//! cannot write. One module per on-disk structure; checksums live in
+//! [`checksum`]. Nothing here knows about Raspberry Pis.
 
 #![warn(
     clippy::cast_possible_truncation,
@@ -21,6 +34,7 @@ pub(crate) mod checksum;
 pub(crate) mod dir;
 pub(crate) mod error;
 pub(crate) mod extent;
+pub(crate) mod features;
 pub(crate) mod group;
 pub(crate) mod hash;
 pub(crate) mod htree;
@@ -39,6 +53,7 @@ use crate::path::{self, Kind, ResolveError, Walk};
 pub use dir::DirEntry;
 pub use error::{Ext4Error, Location, Result};
 use extent::Extent;
+use features::Feature;
 pub use inode::{FileType, Inode, ROOT_INO};
 use superblock::{Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 pub use xattr::Xattr;
@@ -138,7 +153,7 @@ impl<D: ReadAt> Ext4<D> {
     }
 
     fn csum(&self) -> bool {
-        self.sb.has_metadata_csum()
+        self.sb.has(Feature::MetadataCsum)
     }
 
     pub fn block_size(&self) -> usize {
@@ -208,7 +223,7 @@ impl<D: ReadAt> Ext4<D> {
     fn check_size(&self, inode: &Inode) -> Result<()> {
         let size = inode.size();
         let max = (1u64 << 32).saturating_mul(self.block_size() as u64);
-        let dir_max = if self.sb.feature_incompat() & superblock::feature::INCOMPAT_LARGEDIR != 0 {
+        let dir_max = if self.sb.has(Feature::LargeDir) {
             max
         } else {
             1u64 << 32
@@ -591,7 +606,7 @@ impl<D: ReadAt> Ext4<D> {
             ino: dir.ino,
             block: u64::from(lblk),
         };
-        let ft = self.sb.has_filetype();
+        let ft = self.sb.has(Feature::Filetype);
         if dir.is_htree() && lblk == 0 {
             htree::parse_root(block, self.dir_csum(dir), &at)?;
             return dir::parse_entries(block, ft, &at);
@@ -725,10 +740,10 @@ impl<D: ReadAt> Ext4<D> {
     /// State of the internal journal, read from its superblock.
     pub fn journal_state(&self) -> Result<JournalState> {
         let jino = self.sb.journal_inum();
-        if self.sb.feature_compat() & superblock::feature::COMPAT_HAS_JOURNAL == 0 || jino == 0 {
+        if !self.sb.has(Feature::HasJournal) || jino == 0 {
             return Ok(JournalState::None);
         }
-        if self.sb.feature_incompat() & superblock::feature::INCOMPAT_RECOVER != 0 {
+        if self.sb.has(Feature::NeedsRecovery) {
             return Ok(JournalState::NeedsRecovery);
         }
         let j = self.inode(jino)?;

@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use super::features::Feature;
 use super::group::{self, BG_BLOCK_UNINIT};
-use super::superblock::feature;
 use super::{Ext4, Location, ReadAt};
 
 /// The largest filesystem whose owned blocks are tracked: 2^29 blocks, a
@@ -102,7 +102,7 @@ impl Owned {
                 }
             }
         }
-        if sb.feature_incompat() & feature::INCOMPAT_MMP != 0 {
+        if sb.has(Feature::Mmp) {
             self.set(sb.mmp_block());
         }
     }

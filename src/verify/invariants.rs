@@ -4,6 +4,7 @@
 
 use super::Check;
 use crate::error::Result;
+use crate::ext4::features::Feature;
 use crate::ext4::group::{BG_BLOCK_UNINIT, BG_INODE_UNINIT};
 use crate::ext4::{checksum, Ext4, Location};
 use crate::fs::fstab;
@@ -42,7 +43,7 @@ pub fn ext4_consistency<D: ReadAt>(fs: &Ext4<D>) -> Result<Vec<String>> {
             let first = u64::from(sb.first_data_block()) + u64::from(g) * bpg;
             let n = usize::try_from((sb.blocks_count() - first).min(bpg)).unwrap_or(0);
             let bytes = usize::try_from(bpg / 8).unwrap_or(0);
-            if sb.has_metadata_csum()
+            if sb.has(Feature::MetadataCsum)
                 && checksum::bitmap(seed, &map[..bytes]) & mask != groups.block_bitmap_csum(g)
             {
                 problems.push(format!("group {g}: block bitmap checksum does not match"));
@@ -57,7 +58,7 @@ pub fn ext4_consistency<D: ReadAt>(fs: &Ext4<D>) -> Result<Vec<String>> {
         }
         if groups.flags(g) & BG_INODE_UNINIT == 0 {
             let map = fs.read_block(groups.inode_bitmap(g), &at)?;
-            if sb.has_metadata_csum()
+            if sb.has(Feature::MetadataCsum)
                 && checksum::bitmap(seed, &map[..ipg / 8]) & mask != groups.inode_bitmap_csum(g)
             {
                 problems.push(format!("group {g}: inode bitmap checksum does not match"));
