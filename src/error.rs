@@ -124,7 +124,7 @@ impl Error {
             | Error::Damaged { .. }
             | Error::TooLarge { .. }
             | Error::Layout(_) => Kind::InputDamaged,
-            Error::Ext4(E::Unsupported { .. }) => Kind::Unsupported,
+            Error::Ext4(E::Unsupported { .. } | E::Features { .. }) => Kind::Unsupported,
             Error::Ext4(_) => Kind::InputDamaged,
             Error::Path(_) | Error::Usage(_) | Error::InvalidProfile { .. } => Kind::Usage,
             Error::Exists(_) => Kind::Exists,
