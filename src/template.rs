@@ -87,7 +87,7 @@ mod tests {
             yaml_quote("x\ry\u{2028}z\u{85}\u{2029}\u{7f}\u{9b}"),
             "\"x\\x0Dy\\Lz\\N\\P\\x7F\\x9B\""
         );
-        // tests/hostile_inputs.rs reads these back with a YAML parser.
+        // tests/integration/hostile_inputs.rs reads these back with a YAML parser.
     }
 
     #[test]

@@ -3,19 +3,17 @@
 //! sequence must end `e2fsck -fn` clean and match the model through
 //! `debugfs rdump` (content, kind, mode, owner, link targets).
 //!
-//! 60 sequences by default; `RPIIMG_MODEL_CASES=1000 cargo test --test
-//! ext4_model` for the long run (about 3 minutes).
-
-mod support;
+//! 60 sequences by default; `RPIIMG_MODEL_CASES=1000 cargo test --release
+//! --test integration ext4_model` for the long run (about 3 minutes).
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::support::*;
 use rpiimg::ext4::write::{Content, Meta, Writer};
 use rpiimg::image::Window;
-use support::*;
 
 struct Rng(u64);
 impl Rng {

@@ -2,11 +2,9 @@
 //! would see them (ext4 root, FAT /boot/firmware), checked with debugfs,
 //! mtools, e2fsck and fsck.fat; a failing batch changes nothing.
 
-mod support;
-
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 
 fn fat_clean(img: &Path) {
     let (off, size) = partition(img, 1);

@@ -2,11 +2,9 @@
 //! custom repository that Imager's published schema accepts, naming files
 //! that exist, with the sizes and sha256 Imager checks.
 
-mod support;
-
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 
 const SCHEMA: &str = "tests/fixtures/imager/os-list-schema.json";
 

@@ -2,12 +2,10 @@
 //! management host's files (`rpiimg cluster`) from the same profile, judged
 //! by ssh-keygen, ansible-inventory, a YAML and an INI parser, and debugfs.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn profile(name: &str) -> String {
     profile_path(name)

@@ -3,13 +3,11 @@
 //! byte changed on the card, a killed or interrupted flash leaves a card
 //! with no partition table, bad targets are refused before any write.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use support::*;
+use crate::support::*;
 
 /// Two node images (and the .xz of each), built once for this file.
 fn nodes() -> &'static Path {

@@ -1,9 +1,7 @@
 //! `rpiimg verify` invariants: pass on fixtures, fail with the precise
 //! problem named on tampered copies.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn verify(img: &std::path::Path) -> (i32, String) {
     let o = rpiimg(&["verify", img.to_str().unwrap(), "-q"]);

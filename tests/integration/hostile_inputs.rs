@@ -3,12 +3,10 @@
 //! FIFO, no host file pulled in through an overlay's symbolic link, no
 //! endless template.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A node profile in `dir` extending the repository's cluster, plus `extra`.
 fn node_profile(dir: &Path, extra: &str) -> String {

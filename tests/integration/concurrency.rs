@@ -6,14 +6,12 @@
 //! every edit is in the image and `e2fsck -fn` is clean, a verify beside
 //! an edit sees the image whole, an output set is one build's.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A run stopped at `point` with its locks held; `release` lets it go on.
 struct Paused {

@@ -1,15 +1,13 @@
 //! Node image outputs: the base is never modified, outputs are complete
 //! under their final names, `sha256sum -c` and `bmaptool copy` accept them.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::*;
 use rpiimg::ext4::write::{Content, Meta};
 use rpiimg::image::{self, Cache};
 use rpiimg::output::image::{build, ImageOptions};
 use rpiimg::progress::Progress;
-use support::*;
 
 #[test]
 fn outputs_verify_with_sha256sum_and_bmaptool() {

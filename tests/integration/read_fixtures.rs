@@ -1,17 +1,15 @@
 //! Reading Pi OS-like fixture images, checked against independent readers:
 //! debugfs (ext4), mtools (FAT), sfdisk (partition table).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::support::*;
 use rpiimg::ext4::FileType;
 use rpiimg::fs::view::SystemView;
 use rpiimg::image::{self, Cache};
 use rpiimg::partition;
 use rpiimg::progress::Progress;
-use support::*;
 
 fn open_view(img: &Path) -> SystemView {
     let cache = Cache::new(img.parent().unwrap().join("cache"));

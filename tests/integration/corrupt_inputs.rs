@@ -1,12 +1,10 @@
 //! Damaged images give one clear error and a non-zero exit, never a panic,
 //! and the input is left as it was.
 
-mod support;
-
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 
 const BOOKWORM: &[&str] = &["--flavour", "bookworm", "--hash", "signed"];
 

@@ -4,14 +4,12 @@
 //! from under a run that fills it; `verify --manifest` compares the
 //! image's bytes with the manifest's sha256.
 
-mod support;
-
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn in_cache(cache: &Path, args: &[&str]) -> std::process::Output {
     rpiimg_cmd()

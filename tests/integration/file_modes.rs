@@ -4,13 +4,11 @@
 //! already there (another user's, or one others can read), and a key store
 //! open to other users is refused.
 
-mod support;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p)

@@ -3,13 +3,11 @@
 //! with independent tools, verify on good and tampered images, diff against
 //! the base, interrupted builds.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 const NODES: &[&str] = &[
     "ost01-compute",
@@ -79,7 +77,7 @@ fn plans_match_golden_files() {
             } else {
                 let want = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
                     panic!(
-                        "{}: missing; run UPDATE_GOLDEN=1 cargo test --test build_cluster",
+                        "{}: missing; run UPDATE_GOLDEN=1 cargo test --test integration build_cluster::plans_match_golden_files",
                         golden.display()
                     )
                 });

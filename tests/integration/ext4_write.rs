@@ -1,15 +1,13 @@
 //! The ext4 write engine, judged by e2fsprogs: `e2fsck -fn` by its output,
 //! debugfs for what was written.
 
-mod support;
-
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::support::*;
 use rpiimg::ext4::write::{Content, Meta, Writer};
 use rpiimg::image::Window;
-use support::*;
 
 const NOW: i64 = 1_760_000_000;
 

@@ -2,12 +2,10 @@
 //! the same bytes, whatever the cache state, output folder, time zone,
 //! thread count or wall-clock time.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn profile(name: &str) -> String {
     profile_path(name)

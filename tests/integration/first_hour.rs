@@ -4,12 +4,10 @@
 //! files, and stale ones of killed runs are swept; messages name the file,
 //! the value and the fix.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 /// A folder as a fresh clone has it, for the documented commands: the
 /// shipped profiles, the demo base where they expect it, and the files

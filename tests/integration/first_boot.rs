@@ -4,12 +4,10 @@
 //! through a full `systemctl preset-all`. systemd's own tool is the oracle,
 //! on root trees extracted from the built images with debugfs rdump.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 fn profile(name: &str) -> String {
     profile_path(name)

@@ -1,0 +1,27 @@
+//! rpiimg's integration tests, one binary (as cargo's own `tests/testsuite`):
+//! one link and one process for the whole run. A module per area;
+//! `support` holds the fixtures, the rpiimg command and the oracles.
+//!
+//! Run one area or one test by its path:
+//! `cargo test --test integration build_cluster::plans_match_golden_files`.
+
+mod build_cluster;
+mod cache_trust;
+mod cluster_bundle;
+mod concurrency;
+mod corrupt_inputs;
+mod ext4_model;
+mod ext4_write;
+mod file_modes;
+mod first_boot;
+mod first_hour;
+mod flash_cli;
+mod flash_preflight;
+mod fs_cli;
+mod hostile_inputs;
+mod image_outputs;
+mod imager_list;
+mod read_fixtures;
+mod reproducible;
+mod support;
+mod verify_cli;
