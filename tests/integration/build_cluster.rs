@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::*;
 
@@ -702,7 +701,7 @@ fn bad_profiles_and_interrupted_builds_leave_nothing() {
     );
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
     // Kill a build while it runs: no file under a final name.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpiimg"))
+    let mut child = rpiimg_cmd()
         .args([
             "build",
             "--profile",

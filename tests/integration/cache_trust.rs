@@ -7,7 +7,6 @@
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::*;
 
@@ -155,7 +154,7 @@ fn cache_list_and_clear_leave_other_entries_and_busy_ones() {
     // then refused when its partition table is read).
     let junk = dir.path().join("junk.img");
     std::fs::write(&junk, vec![0x5Au8; 1 << 20]).unwrap();
-    let st = Command::new("xz").arg("-zk").arg(&junk).status().unwrap();
+    let st = tool("xz").arg("-zk").arg(&junk).status().unwrap();
     assert!(st.success());
     let junk_xz = dir.path().join("junk.img.xz");
     assert!(in_cache(&cache, &["inspect", xz.to_str().unwrap()])

@@ -16,10 +16,7 @@ fn try_with_keys(args: &[&str], keys: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rpiimg"))
         .args(args)
         .env("RPIIMG_KEYS_DIR", keys)
-        .env(
-            "RPIIMG_CACHE_DIR",
-            std::env::temp_dir().join("rpiimg-bundle-test-cache"),
-        )
+        .env("RPIIMG_CACHE_DIR", cache_dir())
         .output()
         .unwrap()
 }
@@ -93,7 +90,6 @@ fn image_keys(img: &Path, dir: &Path) -> Vec<(PathBuf, String)> {
 
 #[test]
 fn host_keys_are_stable_valid_and_match_known_hosts() {
-    need("ssh-keygen", "openssh-client");
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     copy_test_keys(&keys);
@@ -169,10 +165,7 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
                         base.to_str().unwrap(),
                     ])
                     .env("RPIIMG_KEYS_DIR", &keys)
-                    .env(
-                        "RPIIMG_CACHE_DIR",
-                        std::env::temp_dir().join("rpiimg-bundle-test-cache"),
-                    )
+                    .env("RPIIMG_CACHE_DIR", cache_dir())
                     .output()
                     .unwrap()
             };
@@ -219,7 +212,7 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
             .replace("/etc/", "\"$R\"/etc/")
             .replace("ssh-keygen -A", "ssh-keygen -A -f \"$R\"")
             .replace("systemctl -q disable regenerate_ssh_host_keys", "");
-        let o = Command::new("sh")
+        let o = tool("sh")
             .arg("-ec")
             .arg(format!(
                 "{moved}\nrm -f \"$R\"/etc/ssh/ssh_host_*key*\nssh-keygen -A -f \"$R\"\n"
@@ -322,7 +315,6 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
 /// files, and its files through their own parsers.
 #[test]
 fn management_bundle_parses_and_matches_golden_files() {
-    need("ansible-inventory", "ansible-core");
     let update = std::env::var("UPDATE_GOLDEN").is_ok();
     // A trixie base: the bundle is Kolla-Ansible 2026.1's.
     let base = fixture(&["--flavour", "trixie"]);
@@ -711,7 +703,6 @@ fn the_kolla_release_follows_the_base_os() {
 /// exactly, as an !unsafe (never templated) string on every node.
 #[test]
 fn connection_variables_reach_ansible_exactly() {
-    need("ansible-inventory", "ansible-core");
     let base = fixture(&["--flavour", "trixie"]);
     private_test_keys();
     let keys = repo().join("tests/fixtures/keys");

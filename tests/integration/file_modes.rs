@@ -6,7 +6,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::*;
 
@@ -20,15 +19,12 @@ fn mode(p: &Path) -> u32 {
 
 /// rpiimg under `umask 022` (the usual umask, which would give 0644 files).
 fn rpiimg_umask_022(args: &[&str], keys: &Path) -> std::process::Output {
-    Command::new("sh")
+    tool("sh")
         .arg("-c")
         .arg("umask 022 && exec \"$0\" \"$@\"")
         .arg(env!("CARGO_BIN_EXE_rpiimg"))
         .args(args)
-        .env(
-            "RPIIMG_CACHE_DIR",
-            std::env::temp_dir().join("rpiimg-file-modes-cache"),
-        )
+        .env("RPIIMG_CACHE_DIR", cache_dir())
         .env("RPIIMG_KEYS_DIR", keys)
         .output()
         .unwrap()

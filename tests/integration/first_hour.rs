@@ -131,7 +131,7 @@ impl Sandbox {
             bin.parent().unwrap().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        Command::new("bash")
+        tool("bash")
             .arg("-c")
             .arg(line)
             .current_dir(&self.root)
@@ -315,7 +315,6 @@ fn help_commands() -> Vec<Vec<String>> {
 
 #[test]
 fn documented_commands_run_on_the_shipped_files() {
-    need("bash", "bash");
     let readme = readme_commands();
     let help = help_commands();
     let count = |g: &[Vec<String>]| g.iter().map(Vec::len).sum::<usize>();
@@ -331,9 +330,6 @@ fn documented_commands_run_on_the_shipped_files() {
         // Each block's edits start from the base, as its text assumes.
         std::fs::copy(&raw, s.root.join("node.img")).unwrap();
         for line in group {
-            if line.starts_with("ansible-inventory") {
-                need("ansible-inventory", "ansible-core");
-            }
             let run = s.rewrite(line);
             // A build or cluster line runs as on a fresh clone: without
             // the outputs of the earlier lines (kept aside, back after).
@@ -589,7 +585,7 @@ fn interrupted_builds_leave_no_partial_files() {
             partials(&out)
         };
         assert_eq!(held.len(), 1, "{point}: {held:?}");
-        let st = Command::new("kill")
+        let st = tool("kill")
             .args([&format!("-{sig}"), &child.id().to_string()])
             .status()
             .unwrap();
@@ -795,7 +791,7 @@ fn a_full_cache_disk_is_not_called_a_corrupt_xz() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
-    let st = Command::new("mount")
+    let st = tool("mount")
         .args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"])
         .arg(&cache)
         .status()
@@ -804,7 +800,7 @@ fn a_full_cache_disk_is_not_called_a_corrupt_xz() {
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
+            let _ = tool("umount").arg(&self.0).status();
         }
     }
     let _u = Unmount(cache.clone());

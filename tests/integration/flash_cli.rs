@@ -9,15 +9,12 @@ use std::sync::OnceLock;
 
 use crate::support::*;
 
-/// Two node images (and the .xz of each), built once for this file.
+/// Two node images (and the .xz of each), built once per test run into
+/// its scratch folder (removed when the run ends).
 fn nodes() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("rpiimg-flash-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = run_dir().join("flash-nodes");
         let base = fixture(&["--flavour", "bookworm"]);
         rpiimg_ok(&[
             "build",

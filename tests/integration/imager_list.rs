@@ -10,7 +10,6 @@ const SCHEMA: &str = "tests/fixtures/imager/os-list-schema.json";
 
 /// Validate with Python's jsonschema (the oracle); `Err` is its message.
 fn validate(list: &Path) -> Result<(), String> {
-    need("python3", "python3");
     let o = tool("python3")
         .arg("-c")
         .arg(

@@ -1,6 +1,7 @@
 //! rpiimg's integration tests, one binary (as cargo's own `tests/testsuite`):
-//! one link and one process for the whole run. A module per area;
-//! `support` holds the fixtures, the rpiimg command and the oracles.
+//! one link, one process, one check of the external tools for the whole
+//! run. A module per area; `support` holds the fixtures, the rpiimg
+//! command and the oracles.
 //!
 //! Run one area or one test by its path:
 //! `cargo test --test integration build_cluster::plans_match_golden_files`.

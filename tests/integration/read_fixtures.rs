@@ -12,7 +12,7 @@ use rpiimg::partition;
 use rpiimg::progress::Progress;
 
 fn open_view(img: &Path) -> SystemView {
-    let cache = Cache::new(img.parent().unwrap().join("cache"));
+    let cache = Cache::new(cache_dir());
     let opened = image::open(img, None, &cache, Progress::quiet()).expect("open image");
     let table = partition::read(&opened.file, opened.size).expect("partition table");
     SystemView::open(&opened, &table).expect("system view").0

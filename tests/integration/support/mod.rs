@@ -1,25 +1,19 @@
-//! Test support: fixture images built by `scripts/mkfixture`, the rpiimg
-//! binary, and the independent tools used as oracles (debugfs, mtools, e2fsck).
-#![allow(dead_code)]
+//! Test support: fixture images built by `scripts/mkfixture` (kept in
+//! `store`), the rpiimg binary, and the independent tools used as oracles
+//! (debugfs, mtools, e2fsck; all looked up at once by `tools`).
+
+mod store;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+
+pub use store::{cache_dir, fixture, run_dir};
+pub use tools::tool;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Fixtures are built once per test binary into its own directory.
-fn fixture_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        tempfile::Builder::new()
-            .prefix("rpiimg-fixtures-")
-            .tempdir()
-            .expect("temp dir")
-    })
-    .path()
 }
 
 /// The test key store as rpiimg requires a store: its secrets 0600 (git
@@ -40,40 +34,6 @@ pub fn private_test_keys() {
     });
 }
 
-/// Build (once) the fixture with these `scripts/mkfixture` options; returns its path.
-pub fn fixture(opts: &[&str]) -> PathBuf {
-    private_test_keys();
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let name = if opts.is_empty() {
-        "default".to_string()
-    } else {
-        opts.join("_").replace("--", "")
-    };
-    let xz = opts.contains(&"--xz");
-    let out = fixture_dir().join(format!("{name}.img"));
-    let built = if xz {
-        fixture_dir().join(format!("{name}.img.xz"))
-    } else {
-        out.clone()
-    };
-    if !built.exists() {
-        let st = Command::new(repo().join("scripts/mkfixture"))
-            .args(opts)
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .expect("run scripts/mkfixture");
-        assert!(
-            st.status.success(),
-            "mkfixture {opts:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&st.stdout),
-            String::from_utf8_lossy(&st.stderr)
-        );
-    }
-    built
-}
-
 /// A private copy of a fixture, for tests that damage it.
 pub fn copy_fixture(opts: &[&str], dir: &Path) -> PathBuf {
     let src = fixture(opts);
@@ -84,9 +44,10 @@ pub fn copy_fixture(opts: &[&str], dir: &Path) -> PathBuf {
 
 /// The rpiimg binary with the tests' cache and key store, ready for args.
 pub fn rpiimg_cmd() -> Command {
+    tools::checked();
     private_test_keys();
     let mut c = Command::new(env!("CARGO_BIN_EXE_rpiimg"));
-    c.env("RPIIMG_CACHE_DIR", fixture_dir().join("cache"))
+    c.env("RPIIMG_CACHE_DIR", cache_dir())
         // The test key store (public, fixed), so plans and golden files are stable.
         .env("RPIIMG_KEYS_DIR", repo().join("tests/fixtures/keys"));
     c
@@ -206,7 +167,7 @@ fn is_summary(l: &str) -> bool {
 
 /// Whether the test runs as root (needed to keep ownership in dumps, and for loop mounts).
 pub fn is_root() -> bool {
-    Command::new("id")
+    tool("id")
         .arg("-u")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
@@ -300,19 +261,6 @@ pub fn profile_path(name: &str) -> String {
         .to_string()
 }
 
-/// The oracle must be there: a missing tool is a failure that names its package.
-pub fn need(tool: &str, package: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{tool} not found: install the Debian package {package} (.ci/run does)"
-    );
-}
-
 /// The lock file rpiimg keeps in each output folder it writes (empty:
 /// not an output).
 pub const OUT_LOCK: &str = ".rpiimg.lock";
@@ -340,52 +288,4 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     }
     v.sort();
     v
-}
-
-/// The Debian package of each external tool the tests use as an oracle.
-const PACKAGES: &[(&str, &str)] = &[
-    ("debugfs", "e2fsprogs"),
-    ("e2fsck", "e2fsprogs"),
-    ("mkfs.ext4", "e2fsprogs"),
-    ("fsck.fat", "dosfstools"),
-    ("mcopy", "mtools"),
-    ("mdir", "mtools"),
-    ("mtype", "mtools"),
-    ("sfdisk", "fdisk"),
-    ("xz", "xz-utils"),
-    ("bmaptool", "bmap-tools"),
-    ("pwck", "passwd"),
-    ("grpck", "passwd"),
-    ("visudo", "sudo"),
-    ("netplan", "netplan.io"),
-    ("python3", "python3 python3-yaml python3-jsonschema"),
-    ("mkfs.xfs", "xfsprogs"),
-    ("systemctl", "systemd"),
-    ("ssh-keygen", "openssh-client"),
-    ("ansible-inventory", "ansible-core"),
-    ("sha256sum", "coreutils"),
-    ("mkfifo", "coreutils"),
-    ("sh", "dash"),
-    ("losetup", "mount"),
-    ("mount", "mount"),
-    ("umount", "mount"),
-    ("mshowfat", "mtools"),
-    ("mmd", "mtools"),
-    ("mdel", "mtools"),
-    ("sync", "coreutils"),
-    ("df", "coreutils"),
-    ("kill", "procps"),
-    ("bash", "bash"),
-    ("shellcheck", "shellcheck"),
-];
-
-/// A command for an external oracle; a missing tool fails the test with
-/// the package to install, not a bare "No such file or directory".
-pub fn tool(name: &str) -> Command {
-    let pkg = PACKAGES
-        .iter()
-        .find(|(t, _)| *t == name)
-        .map_or("(unknown)", |(_, p)| *p);
-    need(name, pkg);
-    Command::new(name)
 }
