@@ -37,25 +37,10 @@ fn plans_match_golden_files() {
     for flavour in ["bookworm", "trixie"] {
         let base = fixture(&["--flavour", flavour]);
         for n in &names {
-            let out = rpiimg_ok(&[
-                "plan",
-                "--profile",
-                &profile(n),
-                "--base",
-                base.to_str().unwrap(),
-                "-q",
-            ]);
+            let out = cli().plan(n, &base).arg("-q").ok().stdout;
             let mut text = String::from_utf8(out).unwrap();
             // The content of every text file, so the golden can be reviewed.
-            let json = rpiimg_ok(&[
-                "plan",
-                "--profile",
-                &profile(n),
-                "--base",
-                base.to_str().unwrap(),
-                "--json",
-                "-q",
-            ]);
+            let json = cli().plan(n, &base).args(["--json", "-q"]).ok().stdout;
             let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
             for step in v["steps"].as_array().unwrap() {
                 for c in step["changes"].as_array().unwrap() {
@@ -91,6 +76,22 @@ fn plans_match_golden_files() {
     }
 }
 
+/// `pwck -r` (read-only) finds the passwd and shadow files in `etc` sound.
+fn pwck(etc: &Path, what: &str) {
+    let o = tool("pwck")
+        .arg("-r")
+        .arg("-q")
+        .arg(etc.join("passwd"))
+        .arg(etc.join("shadow"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{what}: pwck -r: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// The rendered files pass the tools that own their formats.
 #[test]
 fn rendered_files_pass_their_own_checkers() {
@@ -98,31 +99,17 @@ fn rendered_files_pass_their_own_checkers() {
         let base = fixture(&["--flavour", flavour]);
         for n in ["ost04-control", "ost04-control-vlan", "devstack-aio"] {
             let dir = tempfile::tempdir().unwrap();
-            rpiimg_ok(&[
-                "plan",
-                "--profile",
-                &profile(n),
-                "--base",
-                base.to_str().unwrap(),
-                "--render-to",
-                dir.path().to_str().unwrap(),
-                // pwck reads the real /etc/shadow, not its redaction.
-                "--show-secrets",
-                "-q",
-            ]);
+            cli()
+                .plan(n, &base)
+                .args([
+                    "--render-to",
+                    dir.path().to_str().unwrap(), // pwck reads the real /etc/shadow, not its redaction.
+                    "--show-secrets",
+                    "-q",
+                ])
+                .ok();
             let etc = dir.path().join("etc");
-            let o = tool("pwck")
-                .arg("-r")
-                .arg("-q")
-                .arg(etc.join("passwd"))
-                .arg(etc.join("shadow"))
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "{n}/{flavour}: pwck -r: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
+            pwck(&etc, &format!("{n}/{flavour}"));
             // grpck checks members against the passwd of its root: chroot into the render.
             if is_root() {
                 let o = tool("grpck")
@@ -280,28 +267,18 @@ fn seed_cluster_builds_and_checks_with_independent_tools() {
             );
             // Every planned file reads back identical, with mode and owner, through debugfs/mtools.
             let r = render.join(&host);
-            rpiimg_ok(&[
-                "plan",
-                "--profile",
-                &profile(n),
-                "--base",
-                base.to_str().unwrap(),
-                "--render-to",
-                r.to_str().unwrap(),
-                // Compared byte for byte with the image, secrets and all.
-                "--show-secrets",
-                "-q",
-            ]);
-            let plan: serde_json::Value = serde_json::from_slice(&rpiimg_ok(&[
-                "plan",
-                "--profile",
-                &profile(n),
-                "--base",
-                base.to_str().unwrap(),
-                "--json",
-                "-q",
-            ]))
-            .unwrap();
+            cli()
+                .plan(n, &base)
+                .args([
+                    "--render-to",
+                    r.to_str().unwrap(), // Compared byte for byte with the image, secrets and all.
+                    "--show-secrets",
+                    "-q",
+                ])
+                .ok();
+            let plan: serde_json::Value =
+                serde_json::from_slice(&cli().plan(n, &base).args(["--json", "-q"]).ok().stdout)
+                    .unwrap();
             for step in plan["steps"].as_array().unwrap() {
                 for c in step["changes"].as_array().unwrap() {
                     let path = c["path"].as_str().unwrap_or("");
@@ -376,18 +353,7 @@ fn seed_cluster_builds_and_checks_with_independent_tools() {
                     &format!("dump /etc/{f} {}", etc.join(f).display()),
                 );
             }
-            let o = tool("pwck")
-                .arg("-r")
-                .arg("-q")
-                .arg(etc.join("passwd"))
-                .arg(etc.join("shadow"))
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "{host}: pwck -r: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
+            pwck(&etc, &host);
             // verify agrees, against the profile and against the manifest.
             let o = rpiimg(&[
                 "verify",
@@ -491,15 +457,13 @@ fn diff_against_the_base_lists_exactly_the_planned_paths() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let base = build("trixie", &out, &["ost04-control"]);
-    let plan: serde_json::Value = serde_json::from_slice(&rpiimg_ok(&[
-        "plan",
-        "--profile",
-        &profile("ost04-control"),
-        "--base",
-        base.to_str().unwrap(),
-        "--json",
-        "-q",
-    ]))
+    let plan: serde_json::Value = serde_json::from_slice(
+        &cli()
+            .plan("ost04-control", &base)
+            .args(["--json", "-q"])
+            .ok()
+            .stdout,
+    )
     .unwrap();
     let mut planned = BTreeSet::new();
     for s in plan["steps"].as_array().unwrap() {
@@ -662,12 +626,7 @@ fn tampered_images_fail_verify_precisely() {
         copy.to_str().unwrap(),
         "-q",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stdout(&o).contains("FAIL MAC addresses distinct"),
-        "{}",
-        stdout(&o)
-    );
+    assert_stdout(&o, 1, &["FAIL MAC addresses distinct"]);
 }
 
 #[test]
@@ -684,35 +643,14 @@ fn bad_profiles_and_interrupted_builds_leave_nothing() {
     .unwrap();
     let out = dir.path().join("out");
     let base = fixture(&["--flavour", "bookworm"]);
-    let o = rpiimg(&[
-        "build",
-        "--profile",
-        bad.to_str().unwrap(),
-        "--base",
-        base.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("bad.toml") && stderr(&o).contains("cluster.gateway"),
-        "{}",
-        stderr(&o)
-    );
+    let o = cli().build(&[bad.to_str().unwrap()], &base, &out).output();
+    assert_stderr(&o, 2, &["bad.toml", "cluster.gateway"]);
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
     // Kill a build while it runs: no file under a final name.
-    let mut child = rpiimg_cmd()
-        .args([
-            "build",
-            "--profile",
-            &profile("ost04-control"),
-            "--base",
-            base.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--xz",
-            "-q",
-        ])
+    let mut child = cli()
+        .build(&["ost04-control"], &base, &out)
+        .args(["--xz", "-q"])
+        .command()
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
@@ -737,16 +675,10 @@ fn render_to_refuses_links_out_of_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("etc")).unwrap();
-    let o = rpiimg(&[
-        "plan",
-        "--profile",
-        &profile("ost04-control"),
-        "--base",
-        base.to_str().unwrap(),
-        "--render-to",
-        dir.path().to_str().unwrap(),
-        "-q",
-    ]);
+    let o = cli()
+        .plan("ost04-control", &base)
+        .args(["--render-to", dir.path().to_str().unwrap(), "-q"])
+        .output();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);

@@ -11,27 +11,15 @@ use std::path::Path;
 use crate::support::*;
 
 fn in_cache(cache: &Path, args: &[&str]) -> std::process::Output {
-    rpiimg_cmd()
-        .env("RPIIMG_CACHE_DIR", cache)
-        .args(args)
-        .output()
-        .unwrap()
+    cli().env("RPIIMG_CACHE_DIR", cache).args(args).output()
 }
 
 fn build_into(cache: &Path, xz: &Path, out: &Path) -> std::process::Output {
-    in_cache(
-        cache,
-        &[
-            "build",
-            "--profile",
-            &profile_path("ost04-control"),
-            "--base",
-            xz.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    )
+    cli()
+        .env("RPIIMG_CACHE_DIR", cache)
+        .build(&["ost04-control"], xz, out)
+        .arg("-q")
+        .output()
 }
 
 /// The drop command the error names, run as printed.
@@ -60,12 +48,7 @@ fn a_changed_cache_entry_is_refused_named_and_dropped_by_the_command_given() {
     // one that matters most (and the slowest), so it gets the last case.
     let refused_by = |what: &str, args: &[&str]| {
         let o = in_cache(&cache, args);
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(
-            err.contains(&entry.display().to_string()),
-            "names the entry: {err}"
-        );
+        let err = assert_stderr(&o, 2, &[&entry.display().to_string()]);
         assert!(err.contains(what), "says {what}: {err}");
         assert!(
             err.contains(&format!("cache clear {sha}`")),
@@ -74,12 +57,7 @@ fn a_changed_cache_entry_is_refused_named_and_dropped_by_the_command_given() {
     };
     let refused = |what: &str| {
         let o = build_into(&cache, &xz, &out);
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(
-            err.contains(&entry.display().to_string()),
-            "names the entry: {err}"
-        );
+        let err = assert_stderr(&o, 2, &[&entry.display().to_string()]);
         assert!(err.contains(what), "says {what}: {err}");
         assert!(
             err.contains(&format!("cache clear {sha}`")),
@@ -198,8 +176,7 @@ fn cache_list_and_clear_leave_other_entries_and_busy_ones() {
     assert!(!cache.join(format!("{b}.seal")).exists());
     // A key that is not there, or not a key.
     let o = in_cache(&cache, &["cache", "clear", &b]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no cache entry"), "{}", stderr(&o));
+    assert_stderr(&o, 2, &["no cache entry"]);
     let o = in_cache(&cache, &["cache", "clear", "../x"]);
     assert_eq!(o.status.code(), Some(2));
 
@@ -225,8 +202,7 @@ fn cache_list_and_clear_leave_other_entries_and_busy_ones() {
     let o = in_cache(&cache, &["cache", "clear", "--all"]);
     std::fs::write(&go, b"").unwrap();
     let filled = filling.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert!(stdout(&o).contains(&format!("kept {b}")), "{}", stdout(&o));
+    assert_stdout(&o, 1, &[&format!("kept {b}")]);
     assert!(
         stdout(&o).contains(&format!("removed {a}")),
         "{}",
@@ -247,27 +223,12 @@ fn verify_manifest_compares_the_image_sha256_unless_fast() {
     let dir = tempfile::tempdir().unwrap();
     let base = fixture(&["--flavour", "bookworm"]);
     let out = dir.path().join("out");
-    let o = rpiimg(&[
-        "build",
-        "--profile",
-        &profile_path("ost04-control"),
-        "--base",
-        base.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    cli().build(&["ost04-control"], &base, &out).arg("-q").ok();
     let img = out.join("ost04.img");
     let i = img.to_str().unwrap();
     let recorded = sha256_file(&img);
     let o = rpiimg(&["verify", i, "--manifest", "--json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(
-        stdout(&o).contains("image sha256 as the manifest records"),
-        "{}",
-        stdout(&o)
-    );
+    assert_stdout(&o, 0, &["image sha256 as the manifest records"]);
     // One byte changed where no filesystem looks (between the partition
     // table and the first partition): every other check still passes.
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
@@ -333,13 +294,14 @@ fn build_proves_the_base_while_copying_it() {
         .status
         .success());
     let o = build_into(&cache, &xz, &out);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains(&entry.display().to_string())
-            && err.contains("as they are copied")
-            && err.contains(&format!("cache clear {sha}`")),
-        "{err}"
+    assert_stderr(
+        &o,
+        2,
+        &[
+            &entry.display().to_string(),
+            "as they are copied",
+            &format!("cache clear {sha}`"),
+        ],
     );
     let left: Vec<_> = std::fs::read_dir(&out)
         .unwrap()

@@ -3,7 +3,6 @@
 //! by ssh-keygen, ansible-inventory, a YAML and an INI parser, and debugfs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::*;
 
@@ -11,21 +10,14 @@ fn profile(name: &str) -> String {
     profile_path(name)
 }
 
-/// rpiimg with its own key store directory, whatever its exit status.
-fn try_with_keys(args: &[&str], keys: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rpiimg"))
-        .args(args)
-        .env("RPIIMG_KEYS_DIR", keys)
-        .env("RPIIMG_CACHE_DIR", cache_dir())
-        .output()
-        .unwrap()
+/// rpiimg with its own key store directory.
+fn with_keys(keys: &Path) -> Run {
+    cli().env("RPIIMG_KEYS_DIR", keys)
 }
 
-/// rpiimg with its own key store directory.
+/// rpiimg with its own key store directory; it must succeed.
 fn run_with_keys(args: &[&str], keys: &Path) -> std::process::Output {
-    let o = try_with_keys(args, keys);
-    assert!(o.status.success(), "rpiimg {args:?}: {}", stderr(&o));
-    o
+    with_keys(keys).args(args).ok()
 }
 
 fn copy_test_keys(dst: &Path) {
@@ -40,19 +32,11 @@ fn read(p: &Path) -> String {
 
 fn build(flavour: &str, out: &Path, keys: &Path, extra: &[&str]) -> PathBuf {
     let base = fixture(&["--flavour", flavour]);
-    let mut args = vec![
-        "build",
-        "--profile",
-        Box::leak(profile("ost04-control").into_boxed_str()),
-        "--base",
-        base.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-        "--force",
-    ];
-    args.extend_from_slice(extra);
-    run_with_keys(&args, keys);
+    with_keys(keys)
+        .build(&["ost04-control"], &base, out)
+        .args(["-q", "--force"])
+        .args(extra)
+        .ok();
     out.join("ost04.img")
 }
 
@@ -155,19 +139,13 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
             std::fs::write(&fake, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKeyOtherKey root@x\n").unwrap();
             let base = fixture(&["--flavour", flavour]);
             let verify = || {
-                Command::new(env!("CARGO_BIN_EXE_rpiimg"))
-                    .args([
-                        "verify",
-                        img.to_str().unwrap(),
-                        "--profile",
-                        &profile("ost04-control"),
-                        "--base",
-                        base.to_str().unwrap(),
-                    ])
-                    .env("RPIIMG_KEYS_DIR", &keys)
-                    .env("RPIIMG_CACHE_DIR", cache_dir())
+                with_keys(&keys)
+                    .arg("verify")
+                    .arg(&img)
+                    .profiles(&["ost04-control"])
+                    .arg("--base")
+                    .arg(&base)
                     .output()
-                    .unwrap()
             };
             assert_eq!(verify().status.code(), Some(0), "{}", stdout(&verify()));
             run_with_keys(
@@ -183,11 +161,10 @@ fn host_keys_are_stable_valid_and_match_known_hosts() {
                 &keys,
             );
             let o = verify();
-            assert_eq!(o.status.code(), Some(1));
-            assert!(
-                stdout(&o).contains("FAIL file /etc/ssh/rpiimg/ssh_host_ed25519_key.pub"),
-                "{}",
-                stdout(&o)
+            assert_stdout(
+                &o,
+                1,
+                &["FAIL file /etc/ssh/rpiimg/ssh_host_ed25519_key.pub"],
             );
             // Rebuild to restore the image for what follows.
             build(flavour, &out, &keys, &[]);
@@ -321,15 +298,7 @@ fn management_bundle_parses_and_matches_golden_files() {
     for cluster in ["cluster-ost", "cluster-ost-vlan"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("mgmt");
-        rpiimg_ok(&[
-            "cluster",
-            "--profile",
-            &profile(cluster),
-            "--base",
-            base.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        cli().cluster(cluster, &base, &out).ok();
         let mut golden = String::new();
         let files = all_files(&out);
         for f in &files {
@@ -452,17 +421,10 @@ fn management_bundle_parses_and_matches_golden_files() {
     let stock = dir.path().join("multinode.stock");
     std::fs::write(&stock, &stock_text).unwrap();
     let out = dir.path().join("m");
-    rpiimg_ok(&[
-        "cluster",
-        "--profile",
-        &profile("cluster-ost"),
-        "--base",
-        base.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--kolla-inventory",
-        stock.to_str().unwrap(),
-    ]);
+    cli()
+        .cluster("cluster-ost", &base, &out)
+        .args(["--kolla-inventory", stock.to_str().unwrap()])
+        .ok();
     let text = read(&out.join("multinode"));
     assert!(
         text.contains("[nova-api:children]\nnova\n")
@@ -483,23 +445,13 @@ fn management_bundle_parses_and_matches_golden_files() {
         String::from_utf8_lossy(&g.stdout)
     );
     // Not an inventory: a clear error, exit 2.
-    let o = rpiimg(&[
-        "cluster",
-        "--profile",
-        &profile("cluster-ost"),
-        "--base",
-        base.to_str().unwrap(),
-        "--out",
-        dir.path().join("x").to_str().unwrap(),
-        "--kolla-inventory",
-        repo().join("README.md").to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("not a Kolla-Ansible inventory"),
-        "{}",
-        stderr(&o)
-    );
+    cli()
+        .cluster("cluster-ost", &base, &dir.path().join("x"))
+        .args([
+            "--kolla-inventory",
+            repo().join("README.md").to_str().unwrap(),
+        ])
+        .fails(2, &["not a Kolla-Ansible inventory"]);
 }
 
 /// A profile's `mgmt/<name>.j2` replaces the built-in template (the first
@@ -555,12 +507,7 @@ fn mgmt_overrides_replace_builtin_templates_and_stay_inside_the_overlay() {
     std::os::unix::fs::symlink(&secret, d.path().join("second/mgmt/README.j2")).unwrap();
     std::fs::remove_dir_all(&out).unwrap();
     let o = rpiimg(&args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("outside") && err.contains("README.j2"),
-        "{err}"
-    );
+    let err = assert_stderr(&o, 2, &["outside", "README.j2"]);
     assert!(!err.contains("hostsecret") && !out.exists(), "{err}");
 }
 
@@ -612,24 +559,12 @@ fn the_kolla_release_follows_the_base_os() {
     let trixie = fixture(&["--flavour", "trixie"]);
     let bookworm = fixture(&["--flavour", "bookworm"]);
     let cluster = |prof: &str, base: &Path, out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "cluster",
-            "--profile",
-            prof,
-            "--base",
-            base.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        try_with_keys(&args, &keys)
+        with_keys(&keys)
+            .cluster(prof, base, out)
+            .args(extra)
+            .output()
     };
-    let plan = |prof: &str, base: &Path| {
-        try_with_keys(
-            &["plan", "--profile", prof, "--base", base.to_str().unwrap()],
-            &keys,
-        )
-    };
+    let plan = |prof: &str, base: &Path| with_keys(&keys).plan(prof, base).output();
     let o = plan(&profile("ost04-control"), &trixie);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
@@ -663,12 +598,7 @@ fn the_kolla_release_follows_the_base_os() {
     // cluster refuses it too, and writes nothing.
     let out = dir.path().join("mgmt");
     let o = cluster(p, &trixie, &out, &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
-    assert!(
-        stderr(&o).contains("releases that accept it: 2026.1"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr(&o, 2, &["releases that accept it: 2026.1"]);
     assert!(!out.exists());
     // A stock inventory of another release is refused, naming it.
     let o = cluster(p, &bookworm, &out, &[]);
@@ -687,11 +617,10 @@ fn the_kolla_release_follows_the_base_os() {
         &dir.path().join("mgmt2"),
         &["--kolla-inventory", other.to_str().unwrap()],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
-    assert!(
-        stderr(&o).contains("is not the stock inventory of Kolla-Ansible 2025.1"),
-        "{}",
-        stderr(&o)
+    assert_stderr(
+        &o,
+        2,
+        &["is not the stock inventory of Kolla-Ansible 2025.1"],
     );
 }
 
@@ -767,19 +696,9 @@ fn connection_variables_reach_ansible_exactly() {
         )
         .unwrap();
         let out = d.path().join(format!("mgmt-{i}"));
-        let o = try_with_keys(
-            &[
-                "cluster",
-                "--profile",
-                prof.to_str().unwrap(),
-                "--base",
-                base.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &keys,
-        );
-        assert!(o.status.success(), "{v:?}: {}", stderr(&o));
+        let o = with_keys(&keys)
+            .cluster(prof.to_str().unwrap(), &base, &out)
+            .ok();
         assert!(!stderr(&o).contains(v) || v.len() < 3, "{v:?} in the log");
         // ansible-inventory runs side by side (each is a Python start-up).
         let child = tool("ansible-inventory")

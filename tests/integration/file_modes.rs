@@ -18,16 +18,8 @@ fn mode(p: &Path) -> u32 {
 }
 
 /// rpiimg under `umask 022` (the usual umask, which would give 0644 files).
-fn rpiimg_umask_022(args: &[&str], keys: &Path) -> std::process::Output {
-    tool("sh")
-        .arg("-c")
-        .arg("umask 022 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_rpiimg"))
-        .args(args)
-        .env("RPIIMG_CACHE_DIR", cache_dir())
-        .env("RPIIMG_KEYS_DIR", keys)
-        .output()
-        .unwrap()
+fn umask_022() -> Run {
+    cli().umask("022")
 }
 
 fn test_keys() -> std::path::PathBuf {
@@ -40,20 +32,10 @@ fn secret_bearing_outputs_are_0600_under_umask_022() {
     let base = fixture(&["--flavour", "trixie"]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let o = rpiimg_umask_022(
-        &[
-            "build",
-            "--profile",
-            &profile_path("ost04-control"),
-            "--base",
-            base.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-        &test_keys(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    umask_022()
+        .build(&["ost04-control"], &base, &out)
+        .arg("-q")
+        .ok();
     // The image holds host private keys and /etc/shadow; the bmap's range
     // sums and the manifest's file sums cover secret-bearing blocks and
     // files (a weak password in a file could be guessed against its sum).
@@ -86,38 +68,14 @@ fn secret_bearing_outputs_are_0600_under_umask_022() {
     }
 }
 
-fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                v.push(p);
-            }
-        }
-    }
-    v
-}
-
 fn render(dir: &Path) -> std::process::Output {
     let base = fixture(&["--flavour", "trixie"]);
-    rpiimg_umask_022(
-        &[
-            "plan",
-            "--profile",
-            &profile_path("ost04-control"),
-            "--base",
-            base.to_str().unwrap(),
-            "--render-to",
-            dir.to_str().unwrap(),
-            "--show-secrets",
-            "-q",
-        ],
-        &test_keys(),
-    )
+    umask_022()
+        .plan("ost04-control", &base)
+        .arg("--render-to")
+        .arg(dir)
+        .args(["--show-secrets", "-q"])
+        .output()
 }
 
 const KEY: &str = "etc/ssh/rpiimg/ssh_host_ed25519_key";
@@ -215,17 +173,11 @@ fn a_key_store_open_to_other_users_is_refused() {
         .unwrap()
         .to_string();
     let plan = |keys: &Path| {
-        rpiimg_umask_022(
-            &[
-                "plan",
-                "--profile",
-                &profile_path("ost04-control"),
-                "--base",
-                base.to_str().unwrap(),
-                "-q",
-            ],
-            keys,
-        )
+        umask_022()
+            .env("RPIIMG_KEYS_DIR", keys)
+            .plan("ost04-control", &base)
+            .arg("-q")
+            .output()
     };
     let cases: &[(u32, u32, &str)] = &[
         (0o644, 0o700, "open to other users (mode 0644)"),
@@ -238,9 +190,7 @@ fn a_key_store_open_to_other_users_is_refused() {
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(file)).unwrap();
         std::fs::set_permissions(keys.join("ost"), std::fs::Permissions::from_mode(dir)).unwrap();
         let o = plan(&keys);
-        let e = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{file:o}/{dir:o}: {e}");
-        assert!(e.contains(want) && e.contains("chmod "), "{e}");
+        let e = assert_stderr(&o, 2, &[want, "chmod "]);
         assert!(!e.contains(&hex), "the secret is in the message: {e}");
         assert!(o.stdout.is_empty());
         // The store is left as it was: refused, not repaired or replaced.

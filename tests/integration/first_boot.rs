@@ -9,23 +9,10 @@ use std::path::{Path, PathBuf};
 
 use crate::support::*;
 
-fn profile(name: &str) -> String {
-    profile_path(name)
-}
-
 /// Build `node` from the fixture of `flavour` into `out`; returns (base, image).
 fn build(flavour: &str, node: &str, out: &Path) -> (PathBuf, PathBuf) {
     let base = fixture(&["--flavour", flavour]);
-    rpiimg_ok(&[
-        "build",
-        "--profile",
-        &profile(node),
-        "--base",
-        base.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    cli().build(&[node], &base, out).arg("-q").ok();
     let host = node.split('-').next().unwrap();
     (base, out.join(format!("{host}.img")))
 }
@@ -33,14 +20,7 @@ fn build(flavour: &str, node: &str, out: &Path) -> (PathBuf, PathBuf) {
 /// The unit states the plan sets, read from `plan --json` by this test's
 /// own reading of the changes (links in `.wants/`, masks, removed links).
 fn planned_states(node: &str, base: &Path) -> BTreeMap<String, &'static str> {
-    let json = rpiimg_ok(&[
-        "plan",
-        "--profile",
-        &profile(node),
-        "--base",
-        base.to_str().unwrap(),
-        "--json",
-    ]);
+    let json = cli().plan(node, base).arg("--json").ok().stdout;
     let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
     let mut states = BTreeMap::new();
     for step in v["steps"].as_array().unwrap() {

@@ -2,6 +2,7 @@
 //! `store`), the rpiimg binary, and the independent tools used as oracles
 //! (debugfs, mtools, e2fsck; all looked up at once by `tools`).
 
+mod cli;
 mod store;
 pub mod tools;
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub use cli::{assert_stderr, assert_stdout, cli, Run};
 pub use store::{cache_dir, fixture, run_dir};
 pub use tools::tool;
 
@@ -44,13 +46,18 @@ pub fn copy_fixture(opts: &[&str], dir: &Path) -> PathBuf {
 
 /// The rpiimg binary with the tests' cache and key store, ready for args.
 pub fn rpiimg_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rpiimg"));
+    test_env(&mut c);
+    c
+}
+
+/// The tests' cache and key store, for a command that runs rpiimg.
+pub fn test_env(c: &mut Command) {
     tools::checked();
     private_test_keys();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rpiimg"));
     c.env("RPIIMG_CACHE_DIR", cache_dir())
         // The test key store (public, fixed), so plans and golden files are stable.
         .env("RPIIMG_KEYS_DIR", repo().join("tests/fixtures/keys"));
-    c
 }
 
 pub fn rpiimg(args: &[&str]) -> Output {
