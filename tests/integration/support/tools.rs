@@ -262,6 +262,28 @@ mod tests {
         assert_eq!(search_path(None).len(), 2);
     }
 
+    /// .ci/run installs every package of the table (but the essential
+    /// ones every Debian system has).
+    #[test]
+    fn ci_installs_every_package_of_the_table() {
+        let ci = std::fs::read_to_string(crate::support::repo().join(".ci/run")).unwrap();
+        let install: Vec<&str> = ci
+            .split("apt-get install")
+            .nth(1)
+            .expect("an apt-get install line in .ci/run")
+            .split("\nfi")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        for (_, p) in TOOLS.iter().chain(PYTHON_MODULES) {
+            if ["bash", "dash", "coreutils"].contains(p) {
+                continue;
+            }
+            assert!(install.contains(p), ".ci/run does not install {p}");
+        }
+    }
+
     /// The real table covers every tool a test asks for by name.
     #[test]
     fn every_tool_named_in_the_tests_is_in_the_table() {
