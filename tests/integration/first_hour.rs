@@ -5,7 +5,6 @@
 //! the value and the fix.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::*;
 
@@ -712,22 +711,15 @@ fn messages_name_the_file_the_value_and_the_fix() {
         format!("extends = \"{}\"\nhostname = \"ost9\"\nswap_mib = -1\n", p),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_rpiimg"))
-        .args([
-            "build",
-            "--profile",
-            &profile_path("ost01-compute"),
-            "--profile",
-            bad.to_str().unwrap(),
-            "--base",
-            base.to_str().unwrap(),
-            "--out",
-            dir.path().join("o").to_str().unwrap(),
-        ])
+    let o = cli()
+        .build(
+            &["ost01-compute", bad.to_str().unwrap()],
+            &base,
+            &dir.path().join("o"),
+        )
         .env("RPIIMG_KEYS_DIR", &keys)
         .env("RPIIMG_CACHE_DIR", dir.path().join("c"))
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         !keys.exists(),

@@ -727,16 +727,14 @@ fn reflash_writes_only_what_differs() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    rpiimg_ok(&[
-        "build",
-        "--profile",
-        changed.to_str().unwrap(),
-        "--base",
-        fixture(&["--flavour", "bookworm"]).to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    cli()
+        .build(
+            &[changed.to_str().unwrap()],
+            &fixture(&["--flavour", "bookworm"]),
+            &out,
+        )
+        .arg("-q")
+        .ok();
     let (image, bmap) = (out.join("ost01.img"), out.join("ost01.img.bmap"));
     let mapped = mapped_blocks(&bmap) * 4096;
     // A used card that got the previous build.

@@ -3,7 +3,6 @@
 //! thread count or wall-clock time.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::*;
 
@@ -12,31 +11,16 @@ fn profile(name: &str) -> String {
 }
 
 /// rpiimg with a chosen environment (cache, key store, TZ, SOURCE_DATE_EPOCH).
-fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rpiimg"));
-    c.args(args).env_remove("SOURCE_DATE_EPOCH");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run rpiimg")
+fn with_env(env: &[(&str, &str)]) -> Run {
+    cli().env_remove("SOURCE_DATE_EPOCH").envs(env)
 }
 
 fn build(base: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) {
-    let mut args = vec![
-        "build",
-        "--profile",
-        Box::leak(profile("ost04-control").into_boxed_str()),
-        "--profile",
-        Box::leak(profile("ost03-network").into_boxed_str()),
-        "--base",
-        base.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    let o = run(&args, env);
-    assert!(o.status.success(), "{}", stderr(&o));
+    with_env(env)
+        .build(&["ost04-control", "ost03-network"], base, out)
+        .arg("-q")
+        .args(extra)
+        .ok();
 }
 
 fn outputs(dir: &Path) -> Vec<PathBuf> {
@@ -197,22 +181,12 @@ fn source_date_epoch_changes_only_times() {
         .unwrap_or_else(|| panic!("{listing}"));
     assert!(ssh.contains("2023-11-14") && ssh.contains("22:13"), "{ssh}");
     // A bad SOURCE_DATE_EPOCH is an error naming it, exit 2, nothing written.
-    let o = run(
-        &[
-            "build",
-            "--profile",
-            &profile("ost04-control"),
-            "--base",
-            base.to_str().unwrap(),
-            "--out",
-            d.join("c").to_str().unwrap(),
-        ],
-        &[
-            ("SOURCE_DATE_EPOCH", "yesterday"),
-            ("RPIIMG_KEYS_DIR", keys.to_str().unwrap()),
-        ],
-    );
-    assert_stderr(&o, 2, &["SOURCE_DATE_EPOCH=\"yesterday\""]);
+    with_env(&[
+        ("SOURCE_DATE_EPOCH", "yesterday"),
+        ("RPIIMG_KEYS_DIR", keys.to_str().unwrap()),
+    ])
+    .build(&["ost04-control"], &base, &d.join("c"))
+    .fails(2, &["SOURCE_DATE_EPOCH=\"yesterday\""]);
     assert!(!d.join("c/ost04.img").exists());
 }
 

@@ -21,7 +21,8 @@ fn profile_arg(p: &str) -> String {
 /// key store (see `rpiimg_cmd`) unless `env` names others.
 pub struct Run {
     args: Vec<OsString>,
-    envs: Vec<(String, OsString)>,
+    /// Set, or removed (`None`), in this order after the tests' own.
+    envs: Vec<(String, Option<OsString>)>,
     umask: Option<&'static str>,
 }
 
@@ -47,7 +48,17 @@ impl Run {
     }
 
     pub fn env(mut self, k: &str, v: impl AsRef<OsStr>) -> Run {
-        self.envs.push((k.to_string(), v.as_ref().to_owned()));
+        self.envs.push((k.to_string(), Some(v.as_ref().to_owned())));
+        self
+    }
+
+    /// Each `(name, value)` of `envs` set.
+    pub fn envs(self, envs: &[(&str, &str)]) -> Run {
+        envs.iter().fold(self, |r, (k, v)| r.env(k, v))
+    }
+
+    pub fn env_remove(mut self, k: &str) -> Run {
+        self.envs.push((k.to_string(), None));
         self
     }
 
@@ -109,7 +120,10 @@ impl Run {
         test_env(&mut c);
         c.args(&self.args);
         for (k, v) in &self.envs {
-            c.env(k, v);
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
         }
         c
     }
