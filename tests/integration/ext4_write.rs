@@ -514,21 +514,14 @@ fn kernel_mount_reads_what_was_written() {
     })
     .unwrap();
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let o = tool("mount")
-        .args(["-o", "loop,ro"])
-        .arg(&img)
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !o.status.success() {
-        eprintln!(
-            "skipped: loop mount unavailable here: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        return;
-    }
-    let res = std::panic::catch_unwind(|| {
+    let mounted = match mount(&["-o", "loop,ro"], &img, &mnt) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: loop mount unavailable here: {e}");
+            return;
+        }
+    };
+    {
         assert_eq!(
             std::fs::read(mnt.join("etc/netplan/50-cloud-init.yaml")).unwrap(),
             b"network: {version: 2}\n"
@@ -547,8 +540,7 @@ fn kernel_mount_reads_what_was_written() {
             );
         }
         assert_eq!(std::fs::read_dir(mnt.join("etc")).unwrap().count(), 402);
-    });
-    let _ = tool("umount").arg(&mnt).status();
-    res.unwrap();
+    }
+    drop(mounted);
     clean(&img);
 }

@@ -752,20 +752,7 @@ fn a_full_cache_disk_is_not_called_a_corrupt_xz() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    std::fs::create_dir_all(&cache).unwrap();
-    let st = tool("mount")
-        .args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"])
-        .arg(&cache)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = tool("umount").arg(&self.0).status();
-        }
-    }
-    let _u = Unmount(cache.clone());
+    let _mounted = tmpfs(&cache, "1M").expect("mount a tmpfs");
     let base = fixture(&["--flavour", "bookworm", "--xz", "multi"]);
     let o = rpiimg_cmd()
         .args(["inspect", base.to_str().unwrap()])

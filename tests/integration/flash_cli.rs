@@ -454,23 +454,14 @@ fn loop_devices_as_cards_when_root() {
     let backing = dir.path().join("card");
     let size = std::fs::metadata(img("ost01.img")).unwrap().len();
     used_card(&backing, size + (4 << 20));
-    let o = tool("losetup")
-        .args(["-f", "--show"])
-        .arg(&backing)
-        .output()
-        .unwrap();
-    if !o.status.success() {
-        eprintln!("skipped: losetup failed: {}", stderr(&o));
-        return;
-    }
-    let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    struct Detach(String);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = tool("losetup").args(["-d", &self.0]).status();
+    let detach = match loop_device(&backing) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipped: losetup failed: {e}");
+            return;
         }
-    }
-    let detach = Detach(dev.clone());
+    };
+    let dev = detach.dev().to_string();
     let pair = format!("{}={dev}", img("ost01.img"));
     let o = flash(&["--yes", &pair]);
     assert_stderr(&o, 2, &["fixed disk", "--allow-fixed"]);
@@ -486,13 +477,8 @@ fn loop_devices_as_cards_when_root() {
     // Too small a device.
     let small = dir.path().join("small");
     used_card(&small, 64 << 20);
-    let o = tool("losetup")
-        .args(["-f", "--show"])
-        .arg(&small)
-        .output()
-        .unwrap();
-    let dev2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let _detach2 = Detach(dev2.clone());
+    let detach2 = loop_device(&small).expect("losetup");
+    let dev2 = detach2.dev();
     let o = flash(&[
         "--yes",
         "--allow-fixed",
@@ -526,21 +512,15 @@ fn a_used_card_gets_intact_filesystems() {
     // 0xAA file: that needs root.
     let mut cards = vec![&by_flash];
     if is_root() {
-        let l = tool("losetup")
-            .args(["-f", "--show"])
-            .arg(&by_bmaptool)
-            .output()
-            .unwrap();
-        assert!(l.status.success(), "{}", String::from_utf8_lossy(&l.stderr));
-        let dev = String::from_utf8_lossy(&l.stdout).trim().to_string();
+        let dev = loop_device(&by_bmaptool).expect("losetup");
         let b = tool("bmaptool")
             .args(["copy", "--bmap"])
             .arg(&bmap)
             .arg(&image)
-            .arg(&dev)
+            .arg(dev.dev())
             .output()
             .unwrap();
-        let _ = tool("losetup").args(["-d", &dev]).status();
+        drop(dev);
         assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
         cards.push(&by_bmaptool);
     } else {
@@ -908,31 +888,18 @@ fn a_link_re_pointed_after_the_checks_writes_the_checked_card() {
     let (card, other) = (dir.path().join("card"), dir.path().join("other"));
     used_card(&card, size);
     std::fs::write(&other, vec![0x77u8; usize::try_from(size).unwrap()]).unwrap();
-    struct Detach(Vec<String>);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            for d in &self.0 {
-                let _ = tool("losetup").args(["-d", d]).status();
+    let mut loops = Vec::new();
+    for f in [&card, &other] {
+        match loop_device(f) {
+            Ok(d) => loops.push(d),
+            Err(e) => {
+                eprintln!("skipped: losetup failed: {e}");
+                return;
             }
         }
     }
-    let mut loops = Detach(Vec::new());
-    for f in [&card, &other] {
-        let o = tool("losetup")
-            .args(["-f", "--show"])
-            .arg(f)
-            .output()
-            .unwrap();
-        if !o.status.success() {
-            eprintln!("skipped: losetup failed: {}", stderr(&o));
-            return;
-        }
-        loops
-            .0
-            .push(String::from_utf8_lossy(&o.stdout).trim().to_string());
-    }
     let link = dir.path().join("usb-Card_Reader-0:0");
-    std::os::unix::fs::symlink(&loops.0[0], &link).unwrap();
+    std::os::unix::fs::symlink(loops[0].dev(), &link).unwrap();
     let go = dir.path().join("go");
     let child = flash_paused(
         &[
@@ -943,7 +910,7 @@ fn a_link_re_pointed_after_the_checks_writes_the_checked_card() {
         &go,
     );
     std::fs::remove_file(&link).unwrap();
-    std::os::unix::fs::symlink(&loops.0[1], &link).unwrap();
+    std::os::unix::fs::symlink(loops[1].dev(), &link).unwrap();
     std::fs::write(&go, b"").unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
@@ -1047,23 +1014,13 @@ fn a_full_filesystem_is_named_and_leaves_no_partial_file() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let m = tool("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !m.status.success() {
-        eprintln!("skipped: mount tmpfs failed: {}", stderr(&m));
-        return;
-    }
-    struct Umount(PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = tool("umount").arg(&self.0).status();
+    let _mounted = match tmpfs(&mnt, "4m") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: mount tmpfs failed: {e}");
+            return;
         }
-    }
-    let _u = Umount(mnt.clone());
+    };
     let new = mnt.join("card.img");
     let o = flash(&[
         "--to-file",

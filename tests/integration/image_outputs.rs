@@ -185,22 +185,15 @@ fn reflink_clone_where_the_filesystem_supports_it() {
         .unwrap()
         .success());
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let o = tool("mount")
-        .arg("-o")
-        .arg("loop")
-        .arg(&fsimg)
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !o.status.success() {
-        eprintln!(
-            "skipped: loop mount unavailable: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        return;
-    }
-    let res = std::panic::catch_unwind(|| {
+    // Unmounted when the test ends, failing or not.
+    let _mounted = match mount(&["-o", "loop"], &fsimg, &mnt) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: loop mount unavailable: {e}");
+            return;
+        }
+    };
+    {
         let base = mnt.join("base.img");
         std::fs::copy(fixture(&["--flavour", "bookworm"]), &base).unwrap();
         let used = || {
@@ -250,9 +243,7 @@ fn reflink_clone_where_the_filesystem_supports_it() {
         );
         let (off, _) = partition(&w.image, 2);
         assert_eq!(debugfs(&w.image, off, "cat /etc/hostname"), "n1\n");
-    });
-    let _ = tool("umount").arg(&mnt).status();
-    res.unwrap();
+    }
 }
 
 /// A node's output set is complete iff its manifest exists (issue 10,

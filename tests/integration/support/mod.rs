@@ -3,6 +3,7 @@
 //! (debugfs, mtools, e2fsck; all looked up at once by `tools`).
 
 mod cli;
+mod mounts;
 mod store;
 pub mod tools;
 
@@ -11,6 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub use cli::{assert_stderr, assert_stdout, cli, Run};
+pub use mounts::{loop_device, mount, tmpfs};
 pub use store::{cache_dir, fixture, run_dir};
 pub use tools::tool;
 
