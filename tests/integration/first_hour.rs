@@ -325,6 +325,10 @@ fn documented_commands_run_on_the_shipped_files() {
     let raw = fixture(&["--flavour", "bookworm"]);
     let mut failed = Vec::new();
     let mut ran = 0;
+    // Fresh lines that passed and write only under out/ (set aside and
+    // back for each): the same line again (the README and a --help both
+    // show it) would run from the same state, so it runs once.
+    let mut passed_fresh = std::collections::HashSet::new();
     for group in readme.iter().chain(&help) {
         // Each block's edits start from the base, as its text assumes.
         std::fs::copy(&raw, s.root.join("node.img")).unwrap();
@@ -335,6 +339,10 @@ fn documented_commands_run_on_the_shipped_files() {
             let fresh = ["rpiimg build", "SOURCE_DATE_EPOCH", "rpiimg cluster"]
                 .iter()
                 .any(|p| line.starts_with(p));
+            if fresh && passed_fresh.contains(&run) {
+                eprintln!("  (ran above)  {run}");
+                continue;
+            }
             if fresh {
                 let _ = std::fs::rename(s.root.join("out"), s.root.join("out.kept"));
                 let _ = std::fs::remove_dir_all(s.home.join("kolla"));
@@ -353,6 +361,9 @@ fn documented_commands_run_on_the_shipped_files() {
             } else {
                 &[0]
             };
+            if fresh && o.status.success() && !run.contains(" --out ") {
+                passed_fresh.insert(run.clone());
+            }
             if !o.status.code().is_some_and(|c| want.contains(&c)) {
                 failed.push(format!(
                     "{line}\n  ran: {run}\n  exit {:?}: {}",
