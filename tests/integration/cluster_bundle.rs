@@ -401,22 +401,11 @@ fn management_bundle_parses_and_matches_golden_files() {
     // With the stock inventory of the release (here made from its facts,
     // as kolla-ansible 22.2.0 ships it, with a comment after a header as
     // Ansible allows): its groups are kept, the placeholder hosts dropped.
-    let facts: serde_json::Value =
-        serde_json::from_str(&read(&repo().join("src/bundle/releases/2026.1.json"))).unwrap();
-    let mut stock_text =
-        String::from("# These initial groups are the only groups required to be modified.\n");
-    for sec in facts["inventory"].as_array().unwrap() {
-        let (name, kind) = (sec["name"].as_str().unwrap(), sec["kind"].as_str().unwrap());
-        if kind == "hosts" {
-            stock_text.push_str(&format!("[{name}] # hosts\n"));
-        } else {
-            stock_text.push_str(&format!("[{name}:{kind}]\n"));
-        }
-        for l in sec["lines"].as_array().unwrap() {
-            stock_text.push_str(&format!("{}\n", l.as_str().unwrap()));
-        }
-        stock_text.push('\n');
-    }
+    let stock_text = stock_inventory(
+        "2026.1",
+        "# These initial groups are the only groups required to be modified.\n",
+        " # hosts",
+    );
     let dir = tempfile::tempdir().unwrap();
     let stock = dir.path().join("multinode.stock");
     std::fs::write(&stock, &stock_text).unwrap();

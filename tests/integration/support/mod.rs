@@ -298,3 +298,27 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A release's stock inventory (`share/kolla-ansible/ansible/inventory/
+/// multinode`) as kolla-ansible ships it, made from the release's facts
+/// file: `head` first, `after_hosts` after each `[group]` header of hosts
+/// (Ansible allows a comment there).
+pub fn stock_inventory(series: &str, head: &str, after_hosts: &str) -> String {
+    let path = repo().join(format!("src/bundle/releases/{series}.json"));
+    let facts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("facts file")).unwrap();
+    let mut s = String::from(head);
+    for sec in facts["inventory"].as_array().unwrap() {
+        let (name, kind) = (sec["name"].as_str().unwrap(), sec["kind"].as_str().unwrap());
+        if kind == "hosts" {
+            s.push_str(&format!("[{name}]{after_hosts}\n"));
+        } else {
+            s.push_str(&format!("[{name}:{kind}]\n"));
+        }
+        for l in sec["lines"].as_array().unwrap() {
+            s.push_str(&format!("{}\n", l.as_str().unwrap()));
+        }
+        s.push('\n');
+    }
+    s
+}
