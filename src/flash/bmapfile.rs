@@ -20,24 +20,12 @@ pub struct BlockMap {
     pub ranges: Vec<MapRange>,
 }
 
-/// Parse a bmap's text. `Err` is a one-line reason naming what is wrong.
+/// Parse a bmap's text. `Err` is a one-line reason naming what is wrong;
+/// no text makes it panic (it comes from beside an image, from anyone).
 pub fn parse(text: &str) -> Result<BlockMap, String> {
-    let field = |name: &str| -> Option<&str> {
-        let open = format!("<{name}>");
-        let close = format!("</{name}>");
-        let start = text.find(&open)? + open.len();
-        let end = start + text[start..].find(&close)?;
-        Some(text[start..end].trim())
-    };
-    let num = |name: &str| -> Result<u64, String> {
-        field(name)
-            .ok_or_else(|| format!("no <{name}>"))?
-            .parse::<u64>()
-            .map_err(|_| format!("<{name}> is not a number"))
-    };
     let version = text
-        .find("<bmap version=\"")
-        .and_then(|i| text[i + 15..].split('"').next())
+        .split_once("<bmap version=\"")
+        .and_then(|(_, rest)| rest.split('"').next())
         .ok_or("not a bmap file (no <bmap version=...>)")?;
     let major = version.split('.').next().unwrap_or("");
     if major != "1" && major != "2" {
@@ -45,106 +33,155 @@ pub fn parse(text: &str) -> Result<BlockMap, String> {
             "bmap version {version} is not supported (1.x or 2.x)"
         ));
     }
-    let image_size = num("ImageSize")?;
-    let block = num("BlockSize")?;
-    if block == 0 || block % 512 != 0 || block > 1 << 20 {
-        return Err(format!(
-            "<BlockSize> {block} is not a multiple of 512 up to 1 MiB"
-        ));
-    }
-    let blocks = num("BlocksCount")?;
-    if blocks != image_size.div_ceil(block) {
-        return Err(format!(
-            "<BlocksCount> {blocks} does not cover <ImageSize> {image_size}"
-        ));
-    }
+    let geometry = Geometry::read(text)?;
     // Versions before 1.4 name no checksum type: their checksums are sha1.
-    let checksum = field("ChecksumType").unwrap_or("sha1").to_string();
-    // Since 1.3 a bmap carries its own checksum, and bmaptool refuses one
-    // without: so does rpiimg, and one it cannot check (sha1, 1.3) too,
-    // rather than trust a map nobody proved.
+    let checksum = field(text, "ChecksumType").unwrap_or("sha1");
     let minor: u32 = version
         .split('.')
         .nth(1)
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
-    let sealed = major == "2" || minor >= 3;
-    match field("BmapFileChecksum") {
-        None if sealed => {
+    check_seal(text, version, major == "2" || minor >= 3, checksum)?;
+    let body = field(text, "BlockMap").ok_or("no <BlockMap>")?;
+    let ranges = block_ranges(body, &geometry, checksum == "sha256")?;
+    Ok(BlockMap {
+        image_size: geometry.image_size,
+        ranges,
+    })
+}
+
+/// The trimmed text of the first `<name>...</name>` element.
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let (_, after) = text.split_once(&format!("<{name}>"))?;
+    let (inside, _) = after.split_once(&format!("</{name}>"))?;
+    Some(inside.trim())
+}
+
+/// The number in element `<name>`.
+fn num(text: &str, name: &str) -> Result<u64, String> {
+    field(text, name)
+        .ok_or_else(|| format!("no <{name}>"))?
+        .parse::<u64>()
+        .map_err(|_| format!("<{name}> is not a number"))
+}
+
+/// The image's size and how it is cut into blocks, checked against each
+/// other: the ranges are counted in these blocks.
+struct Geometry {
+    image_size: u64,
+    block: u64,
+    blocks: u64,
+}
+
+impl Geometry {
+    fn read(text: &str) -> Result<Geometry, String> {
+        let image_size = num(text, "ImageSize")?;
+        let block = num(text, "BlockSize")?;
+        if block == 0 || !block.is_multiple_of(512) || block > 1 << 20 {
             return Err(format!(
+                "<BlockSize> {block} is not a multiple of 512 up to 1 MiB"
+            ));
+        }
+        let blocks = num(text, "BlocksCount")?;
+        if blocks != image_size.div_ceil(block) {
+            return Err(format!(
+                "<BlocksCount> {blocks} does not cover <ImageSize> {image_size}"
+            ));
+        }
+        Ok(Geometry {
+            image_size,
+            block,
+            blocks,
+        })
+    }
+}
+
+/// Since 1.3 a bmap carries its own checksum (`sealed`), and bmaptool
+/// refuses one without: so does rpiimg, and one it cannot check (sha1,
+/// 1.3) too, rather than trust a map nobody proved. The checksum is the
+/// sha256 of the file with that field set to zeros.
+fn check_seal(text: &str, version: &str, sealed: bool, checksum: &str) -> Result<(), String> {
+    let Some(own) = field(text, "BmapFileChecksum") else {
+        return if sealed {
+            Err(format!(
                 "bmap version {version} has no BmapFileChecksum (bmaptool refuses such a file too): it was edited or cut short"
             ))
-        }
-        None => {}
-        Some(own) => {
-            if checksum != "sha256" {
-                return Err(format!(
-                    "its checksums are {checksum}, which rpiimg does not check (make a version 2.0 map with bmaptool create, or rebuild)"
-                ));
-            }
-            let zeros = "0".repeat(own.len());
-            let blank = text.replacen(own, &zeros, 1);
-            let sum = crate::bytes::hex(&Sha256::digest(blank.as_bytes()));
-            if !sum.eq_ignore_ascii_case(own) {
-                return Err(
-                    "its BmapFileChecksum does not match: the file was edited or cut short".into(),
-                );
-            }
-        }
-    }
-    let mut ranges: Vec<MapRange> = Vec::new();
-    let body = field("BlockMap").ok_or("no <BlockMap>")?;
-    for (i, line) in body
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        let bad = || format!("<BlockMap> line {}: {line:?} is not a <Range>", i + 1);
-        let rest = line.strip_prefix("<Range").ok_or_else(bad)?;
-        let (attrs, rest) = rest.split_once('>').ok_or_else(bad)?;
-        let span = rest.strip_suffix("</Range>").ok_or_else(bad)?.trim();
-        let sum = attrs
-            .split_once("chksum=\"")
-            .and_then(|(_, s)| s.split('"').next())
-            .map(str::to_ascii_lowercase);
-        let (a, b) = match span.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (span, span),
+        } else {
+            Ok(())
         };
-        let (a, b) = (
-            a.parse::<u64>().map_err(|_| bad())?,
-            b.parse::<u64>().map_err(|_| bad())?,
-        );
-        if a > b || b >= blocks {
+    };
+    if checksum != "sha256" {
+        return Err(format!(
+            "its checksums are {checksum}, which rpiimg does not check (make a version 2.0 map with bmaptool create, or rebuild)"
+        ));
+    }
+    let zeros = "0".repeat(own.len());
+    let blank = text.replacen(own, &zeros, 1);
+    let sum = crate::bytes::hex(&Sha256::digest(blank.as_bytes()));
+    if !sum.eq_ignore_ascii_case(own) {
+        return Err("its BmapFileChecksum does not match: the file was edited or cut short".into());
+    }
+    Ok(())
+}
+
+/// The `<Range>` lines of `<BlockMap>` as byte ranges, in order, inside
+/// the image, with their sha256 when the map's checksums are sha256.
+fn block_ranges(body: &str, g: &Geometry, sha256: bool) -> Result<Vec<MapRange>, String> {
+    let mut ranges: Vec<MapRange> = Vec::new();
+    let lines = body.lines().map(str::trim).filter(|l| !l.is_empty());
+    for (n, line) in (1u64..).zip(lines) {
+        let (a, b, sum) = range_line(line)
+            .ok_or_else(|| format!("<BlockMap> line {n}: {line:?} is not a <Range>"))?;
+        if a > b || b >= g.blocks {
             return Err(format!(
-                "<BlockMap> line {}: blocks {a}-{b} are outside the image's {blocks}",
-                i + 1
+                "<BlockMap> line {n}: blocks {a}-{b} are outside the image's {}",
+                g.blocks
             ));
         }
-        if ranges.last().is_some_and(|r| r.start >= a * block) {
+        // b < blocks = ceil(image_size / block), so a * block lies inside
+        // the image; the end past u64 would be past the image's end too.
+        let start = a
+            .checked_mul(g.block)
+            .ok_or_else(|| format!("<BlockMap> line {n}: blocks {a}-{b} are outside the image"))?;
+        let end = b
+            .checked_add(1)
+            .and_then(|e| e.checked_mul(g.block))
+            .map_or(g.image_size, |e| e.min(g.image_size));
+        if ranges.last().is_some_and(|r| r.start >= start) {
             return Err(format!(
-                "<BlockMap> line {}: ranges out of order or overlapping",
-                i + 1
+                "<BlockMap> line {n}: ranges out of order or overlapping"
             ));
         }
-        let sha256 = match (checksum.as_str(), sum) {
-            ("sha256", Some(s)) if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) => {
-                Some(s)
-            }
-            ("sha256", Some(_)) => return Err(format!("<BlockMap> line {}: bad sha256", i + 1)),
+        let sha256 = match (sha256, sum) {
+            (true, Some(s)) if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) => Some(s),
+            (true, Some(_)) => return Err(format!("<BlockMap> line {n}: bad sha256")),
             _ => None,
         };
-        ranges.push(MapRange {
-            start: a * block,
-            end: ((b + 1) * block).min(image_size),
-            sha256,
-        });
+        ranges.push(MapRange { start, end, sha256 });
     }
-    Ok(BlockMap { image_size, ranges })
+    Ok(ranges)
+}
+
+/// One `<Range chksum="..."> A-B </Range>` (or `> A </Range>`): the first
+/// and last block and the checksum, lower case; `None` when the line is not
+/// of that shape.
+fn range_line(line: &str) -> Option<(u64, u64, Option<String>)> {
+    let rest = line.strip_prefix("<Range")?;
+    let (attrs, rest) = rest.split_once('>')?;
+    let span = rest.strip_suffix("</Range>")?.trim();
+    let sum = attrs
+        .split_once("chksum=\"")
+        .and_then(|(_, s)| s.split('"').next())
+        .map(str::to_ascii_lowercase);
+    let (a, b) = match span.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (span, span),
+    };
+    Some((a.parse().ok()?, b.parse().ok()?, sum))
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
@@ -193,5 +230,38 @@ mod tests {
         let cut = ours();
         let cut = &cut[..cut.len() / 2];
         assert!(parse(cut).is_err());
+    }
+
+    #[test]
+    fn no_text_makes_it_panic() {
+        let good = ours();
+        // Every cut, and every line dropped or doubled: an error or a map.
+        for cut in (0..good.len()).filter(|&i| good.is_char_boundary(i)) {
+            let _ = parse(&good[..cut]);
+        }
+        let lines: Vec<&str> = good.lines().collect();
+        for i in 0..lines.len() {
+            let mut dropped = lines.clone();
+            dropped.remove(i);
+            let _ = parse(&dropped.join("\n"));
+            let mut doubled = lines.clone();
+            doubled.insert(i, lines[i]);
+            let _ = parse(&doubled.join("\n"));
+        }
+        // Sizes at the end of u64, unsealed (1.2) so the checksum is not in
+        // the way: refused or mapped, never an overflow.
+        let max = u64::MAX;
+        let blocks = max.div_ceil(4096);
+        let last = blocks - 1;
+        let text = format!(
+            "<bmap version=\"1.2\"><ImageSize> {max} </ImageSize><BlockSize> 4096 </BlockSize>\
+             <BlocksCount> {blocks} </BlocksCount><BlockMap>\n<Range> {last} </Range>\n\
+             <Range> {max} </Range>\n</BlockMap></bmap>"
+        );
+        assert!(parse(&text).unwrap_err().contains("line 2"));
+        let text = text.replacen(&format!("<Range> {max} </Range>\n"), "", 1);
+        let m = parse(&text).unwrap();
+        assert_eq!(m.ranges[0].end, max);
+        assert_eq!(m.ranges[0].start, last * 4096);
     }
 }

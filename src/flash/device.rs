@@ -73,9 +73,31 @@ pub enum OpenError {
 /// file with `to_file` is created 0600 (node images hold secrets) under a
 /// hidden temporary name. [`Target::lock`] then takes it for this run.
 pub fn open_target(path: &Path, to_file: bool) -> Result<Target, OpenError> {
+    let lmeta = match std::fs::symlink_metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(refused(format!("cannot look at it: {e}"))),
+    };
+    let via_link = lmeta.as_ref().is_some_and(|m| m.file_type().is_symlink());
+    let (file, temp) = open_by_type(path, lmeta, to_file)?;
+    let id = identify(&file, path, via_link, to_file)?;
+    Ok(Target { file, id, temp })
+}
+
+fn refused(why: String) -> OpenError {
+    OpenError::Refused(why)
+}
+
+/// Open `path` read-write as what `lmeta` (its `lstat`, `None`: missing)
+/// says it is: a missing file with `to_file` created under a temporary
+/// name; a block device, or a symlink to one, `O_EXCL`; an existing file
+/// only with `to_file` and not through a link; anything else refused.
+fn open_by_type(
+    path: &Path,
+    lmeta: Option<std::fs::Metadata>,
+    to_file: bool,
+) -> Result<(File, Option<TempName>), OpenError> {
     use rustix::fs::OFlags;
-    let shown = path.display();
-    let refused = |why: String| OpenError::Refused(why);
     let rw = |flags: OFlags| {
         OpenOptions::new()
             .read(true)
@@ -83,13 +105,7 @@ pub fn open_target(path: &Path, to_file: bool) -> Result<Target, OpenError> {
             .custom_flags(flag(flags | OFlags::CLOEXEC))
             .open(path)
     };
-    let lmeta = match std::fs::symlink_metadata(path) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(refused(format!("cannot look at it: {e}"))),
-    };
-    let via_link = lmeta.as_ref().is_some_and(|m| m.file_type().is_symlink());
-    let (file, temp) = match lmeta {
+    match lmeta {
         None if to_file => {
             let (f, t) = create_temp(path).map_err(|e| {
                 refused(format!(
@@ -101,67 +117,68 @@ pub fn open_target(path: &Path, to_file: bool) -> Result<Target, OpenError> {
                     }
                 ))
             })?;
-            (f, Some(TempName(Some(t))))
+            Ok((f, Some(TempName(Some(t)))))
         }
-        None => {
-            return Err(refused(
-                "no such device (is the card reader plugged in? lsblk lists the cards; add --to-file to write an image file)".into(),
-            ))
-        }
+        None => Err(refused(
+            "no such device (is the card reader plugged in? lsblk lists the cards; add --to-file to write an image file)".into(),
+        )),
         Some(m) if m.file_type().is_symlink() => {
             let f = rw(OFlags::EXCL).map_err(|e| match std::fs::metadata(path) {
-                Ok(t) if t.file_type().is_block_device() => {
-                    OpenError::Device(block_id(&t), e)
-                }
+                Ok(t) if t.file_type().is_block_device() => OpenError::Device(block_id(&t), e),
                 _ => refused(
-                    "a symlink that does not lead to a block device; name the file itself"
-                        .into(),
+                    "a symlink that does not lead to a block device; name the file itself".into(),
                 ),
             })?;
-            (f, None)
+            Ok((f, None))
         }
         Some(m) if m.file_type().is_block_device() => {
             let f = rw(OFlags::EXCL | OFlags::NOFOLLOW)
                 .map_err(|e| OpenError::Device(block_id(&m), e))?;
-            (f, None)
+            Ok((f, None))
         }
         Some(m) if m.file_type().is_file() && to_file => {
             let f = rw(OFlags::NOFOLLOW)
                 .map_err(|e| refused(format!("cannot open it for writing: {e}")))?;
-            (f, None)
+            Ok((f, None))
         }
-        Some(m) if m.file_type().is_file() => {
-            return Err(refused(
-                "not a block device (a card is /dev/sdX or /dev/mmcblkN; add --to-file to write an image file)".into(),
-            ))
-        }
-        Some(m) if m.is_dir() => return Err(refused("is a directory".into())),
+        Some(m) if m.file_type().is_file() => Err(refused(
+            "not a block device (a card is /dev/sdX or /dev/mmcblkN; add --to-file to write an image file)".into(),
+        )),
+        Some(m) if m.is_dir() => Err(refused("is a directory".into())),
         Some(m) if m.file_type().is_char_device() => {
-            return Err(refused("is a character device".into()))
+            Err(refused("is a character device".into()))
         }
-        Some(_) => return Err(refused("is not a block device or regular file".into())),
-    };
-    // From here on the descriptor decides, not the path.
+        Some(_) => Err(refused("is not a block device or regular file".into())),
+    }
+}
+
+/// What the opened descriptor is: from here on it decides, not the path
+/// (which may have been re-pointed since it was looked at).
+fn identify(
+    file: &File,
+    path: &Path,
+    via_link: bool,
+    to_file: bool,
+) -> Result<HostKind, OpenError> {
     let meta = file
         .metadata()
-        .map_err(|e| refused(format!("cannot stat the opened {shown}: {e}")))?;
+        .map_err(|e| refused(format!("cannot stat the opened {}: {e}", path.display())))?;
     let ft = meta.file_type();
-    let id = if ft.is_block_device() {
-        HostKind::Block(block_id(&meta))
+    if ft.is_block_device() {
+        Ok(HostKind::Block(block_id(&meta)))
     } else if via_link {
         // Only device names (by-id, by-path) are followed; a link to a
         // file could be re-pointed anywhere on the host.
-        return Err(refused(
+        Err(refused(
             "a symlink that does not lead to a block device; name the file itself".into(),
-        ));
+        ))
     } else if ft.is_file() && to_file {
-        HostKind::File(meta.dev(), meta.ino())
+        Ok(HostKind::File(meta.dev(), meta.ino()))
     } else {
-        return Err(refused(
+        Err(refused(
             "changed while it was opened: it is no longer a block device or file".into(),
-        ));
-    };
-    Ok(Target { file, id, temp })
+        ))
+    }
 }
 
 fn block_id(m: &std::fs::Metadata) -> String {

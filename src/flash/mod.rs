@@ -8,6 +8,11 @@
 //! writer per card ([`write`]) and reports per card. Linux only: what is
 //! specific to it sits in [`device`] and [`sysfs`].
 
+// Reads .bmap files, images and sysfs text rpiimg did not make, and
+// computes offsets on real disks: no unchecked indexing or arithmetic here
+// or below (damage gets an error, never a panic or a wrapped offset).
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 pub(crate) mod bmapfile;
 pub(crate) mod device;
 pub mod preflight;
@@ -21,7 +26,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::image::Cache;
-use crate::progress::{human_bytes, Progress};
+use crate::progress::{human_bytes, Progress, Task};
 use crate::term::escape;
 use device::HostKind;
 use preflight::{Candidate, Kind};
@@ -35,6 +40,15 @@ pub struct MapRange {
     pub start: u64,
     pub end: u64,
     pub sha256: Option<String>,
+}
+
+impl MapRange {
+    /// Its bytes. Every range made has `start < end` (the block map's
+    /// parser and the partition table's spans see to it); one that had not
+    /// would count as empty.
+    pub fn size(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
 }
 
 /// Where a card stands after `flash`.
@@ -164,9 +178,59 @@ pub fn prepare(
     for (img, _) in &req.pairs {
         sources.push(Source::open(img, cache, progress)?);
     }
-    // Every file a source reads (image, .bmap, .sha256, cache entry): a
-    // target must be none of them.
-    let inputs: Vec<((u64, u64), PathBuf)> = sources
+    let mut t = open_targets(req, &sources);
+    let opts = preflight::Options {
+        allow_fixed: req.allow_fixed,
+    };
+    let disks = match preflight::check(sys, &t.candidates, opts) {
+        Ok(d) => d,
+        Err(r) => {
+            t.refusals.extend(r);
+            Vec::new()
+        }
+    };
+    explain_unopened(t.unopened, &mut t.refusals);
+    if !t.refusals.is_empty() {
+        return Err(Error::FlashRefused {
+            reasons: t.refusals,
+        });
+    }
+    let cards = sources
+        .into_iter()
+        .zip(req.pairs.iter())
+        .zip(disks)
+        .zip(t.opened)
+        .filter_map(|(((source, (_, target)), disk), opened)| {
+            Some(Card {
+                source,
+                target: target.clone(),
+                disk,
+                opened: Mutex::new(opened?),
+            })
+        })
+        .collect();
+    Ok(Prepared {
+        cards,
+        full: req.full,
+    })
+}
+
+/// The targets opened, for the checks.
+struct Targets {
+    refusals: Vec<String>,
+    /// What the checks look at, one per target not refused yet.
+    candidates: Vec<Candidate>,
+    /// The opened target of each candidate (`None`: a device the kernel
+    /// would not open).
+    opened: Vec<Option<device::Target>>,
+    /// Devices the kernel would not open, as shown, and why.
+    unopened: Vec<(String, std::io::Error)>,
+}
+
+/// Every file a source reads (image, .bmap, .sha256, cache entry), by
+/// (st_dev, st_ino): a target must be none of them.
+fn input_ids(sources: &[Source]) -> Vec<((u64, u64), PathBuf)> {
+    sources
         .iter()
         .flat_map(|s| s.inputs())
         .filter_map(|p| {
@@ -174,40 +238,46 @@ pub fn prepare(
             let m = std::fs::metadata(&p).ok()?;
             Some(((m.dev(), m.ino()), p))
         })
-        .collect();
-    let mut refusals = Vec::new();
-    let mut candidates = Vec::new();
-    let mut opened = Vec::new();
-    let mut unopened: Vec<(String, std::io::Error)> = Vec::new();
-    for ((_, target), src) in req.pairs.iter().zip(&sources) {
+        .collect()
+}
+
+/// Open each target once (what is checked is what gets written) and lock
+/// it for this run; a refusal for each that cannot be a target whatever
+/// the checks say.
+fn open_targets(req: &Request, sources: &[Source]) -> Targets {
+    let inputs = input_ids(sources);
+    let mut t = Targets {
+        refusals: Vec::new(),
+        candidates: Vec::new(),
+        opened: Vec::new(),
+        unopened: Vec::new(),
+    };
+    for ((_, target), src) in req.pairs.iter().zip(sources) {
         let shown = target.display().to_string();
-        let (kind, t) = match device::open_target(target, req.to_file) {
-            Ok(t) => {
+        let (kind, opened) = match device::open_target(target, req.to_file) {
+            Ok(o) => {
                 // The same target twice is left to the checks to name; any
                 // other is taken for this run (after the input check: the
                 // sources hold shared locks on themselves).
-                let twice = opened
-                    .iter()
-                    .flatten()
-                    .any(|o: &device::Target| o.id == t.id);
-                let Some((kind, t)) = target_kind(t, &shown, &inputs, src, &mut refusals) else {
+                let twice = t.opened.iter().flatten().any(|p| p.id == o.id);
+                let Some((kind, o)) = target_kind(o, &shown, &inputs, src, &mut t.refusals) else {
                     continue;
                 };
-                if let (false, Some(t)) = (twice, &t) {
-                    if let Err(why) = t.lock() {
-                        refusals.push(format!("{shown}: {why}"));
+                if let (false, Some(o)) = (twice, &o) {
+                    if let Err(why) = o.lock() {
+                        t.refusals.push(format!("{shown}: {why}"));
                         continue;
                     }
                 }
-                (kind, t)
+                (kind, o)
             }
             Err(device::OpenError::Refused(why)) => {
-                refusals.push(format!("{shown}: {why}"));
+                t.refusals.push(format!("{shown}: {why}"));
                 continue;
             }
             Err(device::OpenError::Device(dev, e)) => {
-                // The checks below say why, if they can.
-                unopened.push((shown.clone(), e));
+                // The checks say why, if they can.
+                t.unopened.push((shown.clone(), e));
                 (Kind::Device(dev), None)
             }
         };
@@ -216,24 +286,20 @@ pub fn prepare(
         } else {
             target.clone()
         };
-        candidates.push(Candidate {
+        t.candidates.push(Candidate {
             path,
             kind,
             image: src.name(),
             image_size: src.size,
         });
-        opened.push(t);
+        t.opened.push(opened);
     }
-    let opts = preflight::Options {
-        allow_fixed: req.allow_fixed,
-    };
-    let disks = match preflight::check(sys, &candidates, opts) {
-        Ok(d) => d,
-        Err(r) => {
-            refusals.extend(r);
-            Vec::new()
-        }
-    };
+    t
+}
+
+/// A device the kernel would not open and the checks found nothing
+/// against: the kernel's reason is the refusal.
+fn explain_unopened(unopened: Vec<(String, std::io::Error)>, refusals: &mut Vec<String>) {
     for (shown, e) in unopened {
         if !refusals
             .iter()
@@ -249,27 +315,6 @@ pub fn prepare(
             ));
         }
     }
-    if !refusals.is_empty() {
-        return Err(Error::FlashRefused { reasons: refusals });
-    }
-    let cards = sources
-        .into_iter()
-        .zip(req.pairs.iter())
-        .zip(disks)
-        .zip(opened)
-        .filter_map(|(((source, (_, target)), disk), opened)| {
-            Some(Card {
-                source,
-                target: target.clone(),
-                disk,
-                opened: Mutex::new(opened?),
-            })
-        })
-        .collect();
-    Ok(Prepared {
-        cards,
-        full: req.full,
-    })
 }
 
 /// What the checks see of an opened target; `None` (with the reason in
@@ -388,9 +433,22 @@ pub struct CardReport {
 /// Write every card, one writer thread each; `cancel` (set by Ctrl-C)
 /// stops them all between chunks.
 pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec<CardReport> {
-    let per_card: Vec<u64> = prep.cards.iter().map(|c| c.source.mapped() * 2).collect();
+    // Each card's work: its mapped bytes written and read back (a u64
+    // twice over is still far from overflowing for any image).
+    let per_card: Vec<u64> = prep
+        .cards
+        .iter()
+        .map(|c| c.source.mapped().saturating_mul(2))
+        .collect();
     let total = Mutex::new(progress.task("all cards (write + read-back)", per_card.iter().sum()));
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    let failed = AtomicBool::new(false);
+    let run = Writers {
+        progress,
+        cancel,
+        total: &total,
+        failed: &failed,
+        delta: !prep.full,
+    };
     let reports: Vec<CardReport> = std::thread::scope(|s| {
         let handles: Vec<_> = prep
             .cards
@@ -398,101 +456,14 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
             .zip(&per_card)
             .enumerate()
             .map(|(i, (c, &work))| {
-                let (total, failed) = (&total, &failed);
-                s.spawn(move || {
-                    let label = format!(
-                        "{} -> {}",
-                        c.source.name(),
-                        c.target.file_name().map_or_else(
-                            || c.target.display().to_string(),
-                            |n| n.to_string_lossy().into_owned()
-                        )
-                    );
-                    let mut bar = progress.task(&escape(&label), work);
-                    let mut target = match c.opened.lock() {
-                        Ok(t) => t,
-                        Err(p) => p.into_inner(),
-                    };
-                    let opened = match &c.disk {
-                        Some(d) => {
-                            // O_DIRECT needs every write at and of whole
-                            // logical blocks: ranges end at them unless the
-                            // image's size is odd.
-                            let lb = d.logical_block;
-                            let aligned = c
-                                .source
-                                .ranges
-                                .iter()
-                                .all(|r| r.start % lb == 0 && r.end % lb == 0);
-                            if aligned {
-                                target.direct();
-                            }
-                            target.file.try_clone()
-                        }
-                        None => target
-                            .grow(c.source.size)
-                            .and_then(|()| target.file.try_clone()),
-                    };
-                    let written_at = target
-                        .temp
-                        .as_ref()
-                        .map_or_else(|| c.target.clone(), |t| t.path().to_path_buf());
-                    let mut outcome = match opened {
-                        Ok(file) => write::flash(
-                            write::Job {
-                                source: &c.source,
-                                file,
-                                path: &written_at,
-                                first: i == 0,
-                                delta: !prep.full,
-                                new_file: target.temp.is_some(),
-                            },
-                            cancel,
-                            &mut bar,
-                            total,
-                        ),
-                        Err(e) => write::Outcome {
-                            error: Some(format!(
-                                "cannot open it for writing: {e}{}",
-                                if e.raw_os_error() == Some(16) {
-                                    " (in use: mounted or held since the checks?)"
-                                } else {
-                                    ""
-                                }
-                            )),
-                            ..write::Outcome::default()
-                        },
-                    };
-                    if outcome.error.is_some() {
-                        bar.fail("stopped, see the report");
-                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    } else {
-                        bar.finish();
-                    }
-                    settle_new_file(&mut target, &c.target, &mut outcome);
-                    report(c, outcome)
-                })
+                let run = &run;
+                s.spawn(move || run.card(c, i == 0, work))
             })
             .collect();
         handles
             .into_iter()
             .zip(&prep.cards)
-            .map(|(h, c)| {
-                h.join().unwrap_or_else(|_| CardReport {
-                    image: c.source.name(),
-                    target: c.target.display().to_string(),
-                    state: State::Incomplete,
-                    written: 0,
-                    compared: 0,
-                    skipped: 0,
-                    fell_back: false,
-                    read_back: 0,
-                    write_bytes_per_sec: 0,
-                    verify_seconds: 0.0,
-                    error: Some("its writer thread panicked".into()),
-                    reread_warning: None,
-                })
-            })
+            .map(|(h, c)| h.join().unwrap_or_else(|_| panicked(c)))
             .collect()
     });
     if let Ok(t) = total.into_inner() {
@@ -503,6 +474,119 @@ pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec
         }
     }
     reports
+}
+
+/// What every card's writer shares.
+struct Writers<'a> {
+    progress: Progress,
+    cancel: &'a AtomicBool,
+    /// The bar of all cards.
+    total: &'a Mutex<Task>,
+    /// Set when a card's writer stopped with an error.
+    failed: &'a AtomicBool,
+    /// Compare with the card and write only what differs (not `--full`).
+    delta: bool,
+}
+
+impl Writers<'_> {
+    /// Write one card (`first` in the command line's order) on its own
+    /// bar of `work` bytes, settle a new file's name, and report.
+    fn card(&self, c: &Card, first: bool, work: u64) -> CardReport {
+        let label = format!(
+            "{} -> {}",
+            c.source.name(),
+            c.target.file_name().map_or_else(
+                || c.target.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        );
+        let mut bar = self.progress.task(&escape(&label), work);
+        let mut target = match c.opened.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        };
+        let written_at = target
+            .temp
+            .as_ref()
+            .map_or_else(|| c.target.clone(), |t| t.path().to_path_buf());
+        let mut outcome = match open_for_writing(c, &target) {
+            Ok(file) => write::flash(
+                write::Job {
+                    source: &c.source,
+                    file,
+                    path: &written_at,
+                    first,
+                    delta: self.delta,
+                    new_file: target.temp.is_some(),
+                },
+                self.cancel,
+                &mut bar,
+                self.total,
+            ),
+            Err(e) => write::Outcome {
+                error: Some(format!(
+                    "cannot open it for writing: {e}{}",
+                    if e.raw_os_error() == Some(16) {
+                        " (in use: mounted or held since the checks?)"
+                    } else {
+                        ""
+                    }
+                )),
+                ..write::Outcome::default()
+            },
+        };
+        if outcome.error.is_some() {
+            bar.fail("stopped, see the report");
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            bar.finish();
+        }
+        settle_new_file(&mut target, &c.target, &mut outcome);
+        report(c, outcome)
+    }
+}
+
+/// The descriptor a card's writer writes through. A device gets O_DIRECT
+/// when every range starts and ends at its logical blocks (O_DIRECT needs
+/// every write at and of whole ones: ranges end at them unless the image's
+/// size is odd); a file is grown to the image's size first.
+fn open_for_writing(c: &Card, target: &device::Target) -> std::io::Result<std::fs::File> {
+    match &c.disk {
+        Some(d) => {
+            let lb = d.logical_block;
+            let aligned =
+                c.source.ranges.iter().all(|r| {
+                    r.start.checked_rem(lb) == Some(0) && r.end.checked_rem(lb) == Some(0)
+                });
+            if aligned {
+                target.direct();
+            }
+            target.file.try_clone()
+        }
+        None => target
+            .grow(c.source.size)
+            .and_then(|()| target.file.try_clone()),
+    }
+}
+
+/// The report of a card whose writer thread panicked: nothing is known
+/// of how far it got, so the card counts as incomplete.
+fn panicked(c: &Card) -> CardReport {
+    CardReport {
+        image: c.source.name(),
+        target: c.target.display().to_string(),
+        state: State::Incomplete,
+        written: 0,
+        compared: 0,
+        skipped: 0,
+        fell_back: false,
+        read_back: 0,
+        write_bytes_per_sec: 0,
+        verify_seconds: 0.0,
+        error: Some("its writer thread panicked".into()),
+        reread_warning: None,
+    }
 }
 
 /// A target that did not exist was written under a hidden name: verified,
@@ -539,10 +623,11 @@ fn report(c: &Card, o: write::Outcome) -> CardReport {
         skipped: o.skipped,
         fell_back: o.fell_back,
         read_back: o.read_back,
-        write_bytes_per_sec: match o.write_time.as_millis() {
-            0 => 0,
-            ms => u64::try_from(u128::from(o.written) * 1000 / ms).unwrap_or(u64::MAX),
-        },
+        // A u64 times 1000 fits a u128; no time measured, no speed.
+        write_bytes_per_sec: u128::from(o.written)
+            .saturating_mul(1000)
+            .checked_div(o.write_time.as_millis())
+            .map_or(0, |v| u64::try_from(v).unwrap_or(u64::MAX)),
         verify_seconds: o.verify_time.as_secs_f64(),
         error: o.error,
         reread_warning: None,

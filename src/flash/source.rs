@@ -64,88 +64,79 @@ impl Source {
             )));
         }
         let compressed = crate::image::source::is_xz(path)?;
-        if let Some(bmap) = bmap_beside(path) {
-            let held = File::open(path).map_err(Error::host_op(path, "open the image"))?;
-            crate::lock::lock(
-                &held,
-                path,
-                crate::lock::Access::Shared,
-                "it is being edited",
-            )
-            .map_err(Error::host(path))?;
-            let checked = check_digest(path, progress)?;
-            let size = if compressed {
-                crate::image::xz_index::read(path)
-                    .map_err(Error::host(path))?
-                    .map(|l| l.image_size())
-            } else {
-                Some(meta.len())
-            };
-            let text = read_capped(&bmap)?;
-            let map = bmapfile::parse(&text).map_err(|why| {
-                Error::Usage(format!(
-                    "{}: {why}; rebuild the image, or remove the .bmap to flash by partition table",
-                    bmap.display()
-                ))
-            })?;
-            if let Some(size) = size.filter(|s| *s != map.image_size) {
-                return Err(Error::Usage(format!(
-                    "{} describes a {}-byte image but {} is {size} bytes: they are not from the same build (rebuild, or remove the .bmap)",
-                    bmap.display(),
-                    map.image_size,
-                    path.display()
-                )));
-            }
-            return Ok(Source {
-                path: path.to_path_buf(),
-                read_path: path.to_path_buf(),
-                compressed,
-                size: map.image_size,
-                ranges: map.ranges,
-                map: crate::output::file_name(&bmap),
-                bmap: Some(bmap),
-                checked,
-                _held: Arc::new(held),
-            });
+        match bmap_beside(path) {
+            Some(bmap) => Self::open_mapped(path, &meta, compressed, bmap, progress),
+            None => Self::open_by_table(path, cache, progress),
         }
-        // No block map: the partition table says what is in use. An .xz is
-        // decompressed into the cache once, as every other command does.
+    }
+
+    /// An image with a `.bmap` beside it: the map says what goes onto the
+    /// card, and the image is read as it is (an `.xz` streamed), held
+    /// with a shared lock and checked against its recorded sha256 first.
+    fn open_mapped(
+        path: &Path,
+        meta: &std::fs::Metadata,
+        compressed: bool,
+        bmap: PathBuf,
+        progress: Progress,
+    ) -> Result<Source> {
+        let held = File::open(path).map_err(Error::host_op(path, "open the image"))?;
+        crate::lock::lock(
+            &held,
+            path,
+            crate::lock::Access::Shared,
+            "it is being edited",
+        )
+        .map_err(Error::host(path))?;
+        let checked = check_digest(path, progress)?;
+        let size = if compressed {
+            crate::image::xz_index::read(path)
+                .map_err(Error::host(path))?
+                .map(|l| l.image_size())
+        } else {
+            Some(meta.len())
+        };
+        let text = read_capped(&bmap)?;
+        let map = bmapfile::parse(&text).map_err(|why| {
+            Error::Usage(format!(
+                "{}: {why}; rebuild the image, or remove the .bmap to flash by partition table",
+                bmap.display()
+            ))
+        })?;
+        if let Some(size) = size.filter(|s| *s != map.image_size) {
+            return Err(Error::Usage(format!(
+                "{} describes a {}-byte image but {} is {size} bytes: they are not from the same build (rebuild, or remove the .bmap)",
+                bmap.display(),
+                map.image_size,
+                path.display()
+            )));
+        }
+        Ok(Source {
+            path: path.to_path_buf(),
+            read_path: path.to_path_buf(),
+            compressed,
+            size: map.image_size,
+            ranges: map.ranges,
+            map: crate::output::file_name(&bmap),
+            bmap: Some(bmap),
+            checked,
+            _held: Arc::new(held),
+        })
+    }
+
+    /// An image without a block map: the partition table says what is in
+    /// use. An .xz is decompressed into the cache once, as every other
+    /// command does.
+    fn open_by_table(path: &Path, cache: &Cache, progress: Progress) -> Result<Source> {
         let img = crate::image::open(path, None, cache, progress)?;
         let checked = check_digest(path, progress)?;
         let table = crate::partition::read(&img.file, img.size)?;
-        let mut spans: Vec<(u64, u64)> = Vec::new();
-        let first = table
-            .partitions
-            .iter()
-            .map(|p| p.start())
-            .min()
-            .unwrap_or(img.size);
-        spans.push((0, first.min(img.size)));
-        for p in &table.partitions {
-            spans.push((p.start(), p.start().saturating_add(p.size()).min(img.size)));
-        }
-        if table.kind == crate::partition::TableKind::Gpt {
-            spans.push((img.size.saturating_sub(GPT_BACKUP), img.size));
-        }
-        spans.retain(|(a, b)| a < b);
-        spans.sort_unstable();
-        let mut ranges: Vec<MapRange> = Vec::new();
-        for (a, b) in spans {
-            match ranges.last_mut() {
-                Some(r) if a <= r.end => r.end = r.end.max(b),
-                _ => ranges.push(MapRange {
-                    start: a,
-                    end: b,
-                    sha256: None,
-                }),
-            }
-        }
         Ok(Source {
             path: path.to_path_buf(),
             read_path: img.raw_path.clone(),
             compressed: false,
             size: img.size,
-            ranges,
+            ranges: table_ranges(&table, img.size),
             map: "partition table".into(),
             bmap: None,
             checked,
@@ -170,7 +161,7 @@ impl Source {
 
     /// Bytes that go onto the card.
     pub fn mapped(&self) -> u64 {
-        self.ranges.iter().map(|r| r.end - r.start).sum()
+        self.ranges.iter().map(MapRange::size).sum()
     }
 
     /// A reader for the mapped ranges, asked for in increasing order.
@@ -187,6 +178,40 @@ impl Source {
             RangeReader::Raw(Arc::new(f))
         })
     }
+}
+
+/// The ranges of an image of `size` bytes that a card needs, by its
+/// partition table: the table's own sectors before the first partition,
+/// every partition, and a GPT's backup at the end; sorted and merged.
+fn table_ranges(table: &crate::partition::PartitionTable, size: u64) -> Vec<MapRange> {
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    let first = table
+        .partitions
+        .iter()
+        .map(|p| p.start())
+        .min()
+        .unwrap_or(size);
+    spans.push((0, first.min(size)));
+    for p in &table.partitions {
+        spans.push((p.start(), p.start().saturating_add(p.size()).min(size)));
+    }
+    if table.kind == crate::partition::TableKind::Gpt {
+        spans.push((size.saturating_sub(GPT_BACKUP), size));
+    }
+    spans.retain(|(a, b)| a < b);
+    spans.sort_unstable();
+    let mut ranges: Vec<MapRange> = Vec::new();
+    for (a, b) in spans {
+        match ranges.last_mut() {
+            Some(r) if a <= r.end => r.end = r.end.max(b),
+            _ => ranges.push(MapRange {
+                start: a,
+                end: b,
+                sha256: None,
+            }),
+        }
+    }
+    ranges
 }
 
 /// Check the image file (the `.img` or `.img.xz` as named) against the
@@ -287,10 +312,9 @@ impl RangeReader {
         match self {
             RangeReader::Raw(f) => f.read_exact_at(buf, off),
             RangeReader::Xz { dec, pos } => {
-                if off < *pos {
+                let Some(skip) = off.checked_sub(*pos) else {
                     return Err(io::Error::other("xz source read backwards"));
-                }
-                let skip = off - *pos;
+                };
                 io::copy(&mut (&mut **dec).take(skip), &mut io::sink()).and_then(|n| {
                     if n < skip {
                         Err(io::ErrorKind::UnexpectedEof.into())
@@ -299,7 +323,8 @@ impl RangeReader {
                     }
                 })?;
                 dec.read_exact(buf)?;
-                *pos = off + buf.len() as u64;
+                // Bytes just read from the stream lie below u64::MAX.
+                *pos = off.saturating_add(buf.len() as u64);
                 Ok(())
             }
         }

@@ -114,39 +114,33 @@ impl SysRoot {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-        let path = dir.to_string_lossy();
-        let transport = if path.contains("/usb") {
-            "usb"
-        } else if path.contains("/mmc") || name.starts_with("mmcblk") {
-            "mmc"
-        } else if path.contains("/nvme") {
-            "nvme"
-        } else if path.contains("/ata") {
-            "sata"
-        } else if path.contains("/virtio") {
-            "virtio"
-        } else if name.starts_with("loop") {
-            "loop"
-        } else {
-            "unknown"
-        };
-        let mut members: Vec<(String, String)> = Vec::new();
+        let (mut members, queue) = partitions(&dir);
+        let holders = self.holders(queue, &mut members);
+        Ok(Disk {
+            dev: dev.to_string(),
+            size: sectors.saturating_mul(512),
+            model,
+            transport: transport(&dir, &name).to_string(),
+            removable: attr("removable").as_deref() == Some("1"),
+            read_only: attr("ro").as_deref() == Some("1"),
+            partscan: attr("partscan").as_deref() != Some("0"),
+            logical_block: attr("queue/logical_block_size")
+                .and_then(|s| s.parse().ok())
+                .filter(|b: &u64| b.is_power_of_two() && *b <= 4096)
+                .unwrap_or(4096),
+            name,
+            members,
+            holders,
+        })
+    }
+
+    /// Holders stacked on the disk or a partition (the directories in
+    /// `queue`), and on those (LVM on crypt on a partition), breadth first,
+    /// each visited once and at most [`MAX_NODES`] of them: their names,
+    /// with each one's `(name, major:minor)` added to `members`, since a
+    /// mount or swap on a holder is on the card too.
+    fn holders(&self, mut queue: Vec<PathBuf>, members: &mut Vec<(String, String)>) -> Vec<String> {
         let mut holders = Vec::new();
-        let mut queue = vec![dir.clone()];
-        // Partitions are subdirectories holding a `partition` file.
-        if let Ok(rd) = fs::read_dir(&dir) {
-            for e in rd.flatten().take(MAX_NODES) {
-                let p = e.path();
-                if p.join("partition").is_file() {
-                    if let Some(d) = read_trim(&p.join("dev")) {
-                        members.push((e.file_name().to_string_lossy().into_owned(), d));
-                    }
-                    queue.push(p);
-                }
-            }
-        }
-        // Holders stacked on the disk or a partition, and on those (LVM on
-        // crypt on a partition), breadth first, each visited once.
         let mut seen: Vec<String> = Vec::new();
         while let Some(d) = queue.pop() {
             if seen.len() >= MAX_NODES {
@@ -171,22 +165,7 @@ impl SysRoot {
                 }
             }
         }
-        Ok(Disk {
-            dev: dev.to_string(),
-            size: sectors.saturating_mul(512),
-            model,
-            transport: transport.to_string(),
-            removable: attr("removable").as_deref() == Some("1"),
-            read_only: attr("ro").as_deref() == Some("1"),
-            partscan: attr("partscan").as_deref() != Some("0"),
-            logical_block: attr("queue/logical_block_size")
-                .and_then(|s| s.parse().ok())
-                .filter(|b: &u64| b.is_power_of_two() && *b <= 4096)
-                .unwrap_or(4096),
-            name,
-            members,
-            holders,
-        })
+        holders
     }
 
     /// Mounts from `/proc/self/mountinfo` (nothing when unreadable).
@@ -199,7 +178,12 @@ impl SysRoot {
                 Some(Mount {
                     dev: f.get(2)?.to_string(),
                     point: unescape(f.get(4)?),
-                    source: f.get(dash + 2).map(|s| unescape(s)).unwrap_or_default(),
+                    // The mount source is the second field after the "-".
+                    source: f
+                        .get(dash..)
+                        .and_then(|after| after.get(2))
+                        .map(|s| unescape(s))
+                        .unwrap_or_default(),
                 })
             })
             .collect()
@@ -213,6 +197,47 @@ impl SysRoot {
             .filter_map(|l| l.split_whitespace().next().map(unescape))
             .collect()
     }
+}
+
+/// How the disk at sysfs directory `dir` is attached, from the bus in its
+/// path (a removable transport is what makes a disk a card reader's).
+fn transport(dir: &Path, name: &str) -> &'static str {
+    let path = dir.to_string_lossy();
+    if path.contains("/usb") {
+        "usb"
+    } else if path.contains("/mmc") || name.starts_with("mmcblk") {
+        "mmc"
+    } else if path.contains("/nvme") {
+        "nvme"
+    } else if path.contains("/ata") {
+        "sata"
+    } else if path.contains("/virtio") {
+        "virtio"
+    } else if name.starts_with("loop") {
+        "loop"
+    } else {
+        "unknown"
+    }
+}
+
+/// The disk's partitions (subdirectories holding a `partition` file, at
+/// most [`MAX_NODES`]) as `(name, major:minor)`, and the directories to
+/// look for holders in: the disk's and every partition's.
+fn partitions(dir: &Path) -> (Vec<(String, String)>, Vec<PathBuf>) {
+    let mut members = Vec::new();
+    let mut queue = vec![dir.to_path_buf()];
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten().take(MAX_NODES) {
+            let p = e.path();
+            if p.join("partition").is_file() {
+                if let Some(d) = read_trim(&p.join("dev")) {
+                    members.push((e.file_name().to_string_lossy().into_owned(), d));
+                }
+                queue.push(p);
+            }
+        }
+    }
+    (members, queue)
 }
 
 /// `/proc` files are small; a fake one is read up to 16 MiB.
@@ -229,22 +254,47 @@ fn read_big(p: &Path) -> Option<String> {
 
 /// mountinfo and swaps escape space, tab, newline and backslash as `\ooo`.
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
-            .and_then(|v| u8::try_from(v).ok());
-        if let Some(v) = oct {
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
+    let mut rest = s.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    while let Some((&c, after)) = rest.split_first() {
+        let escaped = (c == b'\\')
+            .then(|| after.split_at_checked(3))
+            .flatten()
+            .and_then(|(digits, tail)| Some((octal_byte(digits)?, tail)));
+        match escaped {
+            Some((v, tail)) => {
+                out.push(v);
+                rest = tail;
+            }
+            None => {
+                out.push(c);
+                rest = after;
+            }
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Three octal digits as the byte they name; `None` for anything else,
+/// or past 0o377.
+fn octal_byte(digits: &[u8]) -> Option<u8> {
+    if !digits.iter().all(|c| (b'0'..=b'7').contains(c)) {
+        return None;
+    }
+    u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unescapes_three_octal_digits_up_to_a_byte() {
+        assert_eq!(super::unescape(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(super::unescape(r"\011x\134"), "\tx\\");
+        // Past a byte, too short, not octal, or a trailing backslash: kept.
+        assert_eq!(super::unescape(r"\400"), r"\400");
+        assert_eq!(super::unescape(r"a\04"), r"a\04");
+        assert_eq!(super::unescape(r"\08x"), r"\08x");
+        assert_eq!(super::unescape(r"x\"), r"x\");
+        assert_eq!(super::unescape("é\\101"), "éA");
+    }
 }

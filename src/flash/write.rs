@@ -87,11 +87,31 @@ fn fault(point: &str) -> bool {
     std::env::var("RPIIMG_FAULT").is_ok_and(|v| v.split(',').any(|f| f == point))
 }
 
+/// Add `n` to a byte counter of one card: the counters stay within a few
+/// times the image's size, far below u64::MAX.
+fn add(counter: &mut u64, n: u64) {
+    *counter = counter.saturating_add(n);
+}
+
+/// Offset `rel` bytes after `off`: offsets inside an image, whose size is
+/// a u64, so the sum is one too.
+fn at(off: u64, rel: usize) -> u64 {
+    off.saturating_add(rel as u64)
+}
+
+/// The first `n` bytes of `buf`; an error, never a panic, when `buf` is
+/// shorter (each buffer is made for the largest piece put through it).
+fn part(buf: &mut [u8], n: usize) -> std::io::Result<&mut [u8]> {
+    buf.get_mut(..n)
+        .ok_or_else(|| std::io::Error::other(format!("a {n}-byte piece is larger than its buffer")))
+}
+
 /// Bring one card to the image and verify it. Never panics on I/O; the
 /// outcome says how far it got.
 pub fn flash(job: Job, cancel: &AtomicBool, bar: &mut Task, total: &Mutex<Task>) -> Outcome {
     let mut out = Outcome::default();
-    match run(&job, cancel, bar, total, &mut out) {
+    let mut ctl = Run { cancel, bar, total };
+    match run(&job, &mut ctl, &mut out) {
         Ok(()) => out.state = State::Verified,
         Err(Stop::Interrupted) => {
             out.error = Some(match out.state {
@@ -112,6 +132,86 @@ pub fn flash(job: Job, cancel: &AtomicBool, bar: &mut Task, total: &Mutex<Task>)
 
 /// Bytes written during the pass, to be read back: (offset, length, sha256).
 type Piece = (u64, usize, [u8; 32]);
+
+/// What every step of a card's run reports to: Ctrl-C, and the card's bar
+/// and the bar of all cards.
+struct Run<'a> {
+    cancel: &'a AtomicBool,
+    bar: &'a mut Task,
+    total: &'a Mutex<Task>,
+}
+
+impl Run<'_> {
+    /// Stop between pieces when Ctrl-C was pressed.
+    fn check(&self) -> Result<(), Stop> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(Stop::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `n` bytes of the card's work done, on both bars.
+    fn advance(&mut self, n: u64) {
+        self.bar.inc(n);
+        if let Ok(mut t) = self.total.lock() {
+            t.inc(n);
+        }
+    }
+}
+
+/// `map_err` for an I/O failure while `what`, as one line; a full
+/// filesystem (a file standing in for a card) says what to do about it.
+fn io(what: &str) -> impl Fn(std::io::Error) -> Stop {
+    let what = what.to_string();
+    move |e: std::io::Error| {
+        Stop::Failed(
+            if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+                format!("{what}: no space left on the filesystem it is on; free space there or flash onto a file elsewhere, then flash again")
+            } else {
+                format!("{what}: {e}")
+            },
+        )
+    }
+}
+
+/// The three steps of a card: every mapped range but the head, then the
+/// head, then the read-back of everything written (see the module doc for
+/// why in this order).
+fn run(job: &Job, ctl: &mut Run, out: &mut Outcome) -> Result<(), Stop> {
+    let f = &job.file;
+    ctl.check()?;
+    let started = Instant::now();
+    let mut pass = Pass::new(job);
+    if job.delta {
+        // What is compared must come from the card, not the page cache
+        // (a device is opened O_DIRECT; a file's cached pages are dropped).
+        device::drop_cache(f).map_err(io("dropping the card's cached pages"))?;
+    } else {
+        pass.before_write(out).map_err(io("writing to the card"))?;
+    }
+    let mut buf = Aligned::new(CHUNK);
+    let mut card = Aligned::new(if job.delta { CHUNK } else { 0 });
+    pass.write_ranges(ctl, &mut buf, &mut card, out)?;
+    if pass.cleared {
+        f.sync_data().map_err(io("flushing the card"))?;
+    }
+    if fault("flash-abort") {
+        // As if killed here: everything but the head is on the card.
+        std::process::abort();
+    }
+    ctl.check()?;
+    pass.write_head(ctl, &mut buf, out)?;
+    out.write_time = started.elapsed();
+    out.state = State::Written;
+    if job.first && fault("flash-flip") {
+        flip_one_byte(job.path, job.source).map_err(io("test hook flash-flip"))?;
+    }
+    let started = Instant::now();
+    pass.read_back(ctl, &mut buf, out)?;
+    out.verify_time = started.elapsed();
+    Ok(())
+}
 
 /// The writing pass's state for one card.
 struct Pass<'a> {
@@ -135,7 +235,25 @@ struct Pass<'a> {
     zeros: Aligned,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
+    fn new(job: &'a Job) -> Self {
+        let src = job.source;
+        Pass {
+            f: &job.file,
+            src,
+            comparing: job.delta,
+            new_file: job.new_file,
+            cleared: false,
+            head_differs: false,
+            head: Vec::new(),
+            pieces: Vec::new(),
+            probe: (src.mapped() / 64).clamp(STEP as u64, PROBE),
+            probed: 0,
+            matched: 0,
+            zeros: Aligned::new(HEAD_US),
+        }
+    }
+
     /// Clear the card's head once, before the first write.
     fn before_write(&mut self, out: &mut Outcome) -> std::io::Result<()> {
         if !self.cleared {
@@ -151,8 +269,87 @@ impl Pass<'_> {
         self.f.write_all_at(data, off)?;
         let sum: [u8; 32] = Sha256::digest(data).into();
         self.pieces.push((off, data.len(), sum));
-        out.written += data.len() as u64;
+        add(&mut out.written, data.len() as u64);
         Ok(())
+    }
+
+    /// Step 1: every mapped range, the head kept back in memory. The
+    /// image's bytes are hashed on the way and checked against the block
+    /// map's sha256 for the range, so an image changed since its build is
+    /// caught before its range is read back.
+    fn write_ranges(
+        &mut self,
+        ctl: &mut Run,
+        buf: &mut Aligned,
+        card: &mut Aligned,
+        out: &mut Outcome,
+    ) -> Result<(), Stop> {
+        let src = self.src;
+        let mut reader = src
+            .reader()
+            .map_err(|e| Stop::Failed(format!("reading {}: {e}", src.name())))?;
+        for r in &src.ranges {
+            let mut h = r.sha256.is_some().then(Sha256::new);
+            for (off, n) in pieces(r) {
+                ctl.check()?;
+                if fault("flash-slow") {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                let chunk = part(buf.get(), n).map_err(io("reading the image"))?;
+                reader.read_at(off, chunk).map_err(|e| {
+                    Stop::Failed(format!("reading {} at byte {off}: {e}", src.name()))
+                })?;
+                if let Some(h) = &mut h {
+                    h.update(&*chunk);
+                }
+                let done = self.put_chunk(chunk, off, card, out)?;
+                ctl.advance(done);
+            }
+            if let (Some(h), Some(want)) = (h, &r.sha256) {
+                if crate::bytes::hex(&h.finalize()) != *want {
+                    return Err(Stop::Failed(image_changed(self, r)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One piece of the image read at `off`: the part of it in the head is
+    /// kept back (and compared with the card's while comparing), the rest
+    /// put onto the card. Returns the work done: the piece, plus the bytes
+    /// already on the card, which need no read-back.
+    fn put_chunk(
+        &mut self,
+        chunk: &[u8],
+        off: u64,
+        card: &mut Aligned,
+        out: &mut Outcome,
+    ) -> Result<u64, Stop> {
+        let n = chunk.len();
+        let kept = usize::try_from(HEAD.saturating_sub(off))
+            .unwrap_or(n)
+            .min(n);
+        let (head, rest) = chunk.split_at_checked(kept).unwrap_or((chunk, &[]));
+        if !head.is_empty() {
+            self.head.push((off, head.to_vec()));
+            if self.comparing && !self.head_differs {
+                let c = part(card.get(), kept).map_err(io("reading the card"))?;
+                self.f
+                    .read_exact_at(c, off)
+                    .map_err(io("reading the card"))?;
+                add(&mut out.compared, kept as u64);
+                self.head_differs = *c != *head;
+            } else {
+                self.head_differs = true;
+            }
+        }
+        let scratch = part(card.get(), if self.comparing { rest.len() } else { 0 })
+            .map_err(io("reading the card"))?;
+        let wrote = self
+            .put(rest, scratch, at(off, kept), out)
+            .map_err(io("writing to the card"))?;
+        // A byte already on the card needs no read-back: count both.
+        Ok((n as u64).saturating_add((rest.len() as u64).saturating_sub(wrote)))
     }
 
     /// Bring `img` (the image's bytes at `off`, the head's part already
@@ -167,32 +364,43 @@ impl Pass<'_> {
         out: &mut Outcome,
     ) -> std::io::Result<u64> {
         let mut written = 0u64;
-        let mut at = 0usize;
-        while at < img.len() {
-            let here = off + at as u64;
+        let (mut rest, mut scratch, mut here) = (img, card, off);
+        while !rest.is_empty() {
             if !self.comparing {
-                self.write(&img[at..], here, out)?;
-                return Ok(written + (img.len() - at) as u64);
+                self.write(rest, here, out)?;
+                return Ok(written.saturating_add(rest.len() as u64));
             }
-            let end = (at + STEP).min(img.len());
-            let (want, got) = (&img[at..end], &mut card[at..end]);
+            let n = STEP.min(rest.len());
+            let (want, next) = rest.split_at_checked(n).unwrap_or((rest, &[]));
+            let (got, next_scratch) = std::mem::take(&mut scratch)
+                .split_at_mut_checked(n)
+                .ok_or_else(|| {
+                    std::io::Error::other("the card's scratch is shorter than the image's bytes")
+                })?;
             self.f.read_exact_at(got, here)?;
-            out.compared += want.len() as u64;
+            add(&mut out.compared, n as u64);
             let w = self.write_differing(want, got, here, out)?;
-            written += w;
-            let same = want.len() as u64 - w;
-            out.skipped += same;
-            if self.probed < self.probe {
-                self.probed += want.len() as u64;
-                self.matched += same;
-                if self.probed >= self.probe && self.matched < self.probed / 2 {
-                    self.comparing = false;
-                    out.fell_back = true;
-                }
-            }
-            at = end;
+            add(&mut written, w);
+            let same = (n as u64).saturating_sub(w);
+            add(&mut out.skipped, same);
+            self.probe_step(n as u64, same, out);
+            (rest, scratch, here) = (next, next_scratch, at(here, n));
         }
         Ok(written)
+    }
+
+    /// Count `compared` bytes (`same` of them already on the card) towards
+    /// the probe: once it is done, a card where less than half matched
+    /// holds something else, and the rest is written without comparing.
+    fn probe_step(&mut self, compared: u64, same: u64, out: &mut Outcome) {
+        if self.probed < self.probe {
+            add(&mut self.probed, compared);
+            add(&mut self.matched, same);
+            if self.probed >= self.probe && self.matched < self.probed / 2 {
+                self.comparing = false;
+                out.fell_back = true;
+            }
+        }
     }
 
     /// Write the runs of 4 KiB blocks where `want` (the image at `off`)
@@ -205,20 +413,31 @@ impl Pass<'_> {
         off: u64,
         out: &mut Outcome,
     ) -> std::io::Result<u64> {
+        if want.len() != got.len() {
+            return Err(std::io::Error::other(
+                "compared pieces of different lengths",
+            ));
+        }
         let mut written = 0u64;
+        // The run of differing blocks being gathered: where it starts.
         let mut run: Option<usize> = None;
-        let blocks = want.len().div_ceil(BLOCK);
-        for k in 0..=blocks {
-            let a = (k * BLOCK).min(want.len());
-            let differs = k < blocks && {
-                let b = (a + BLOCK).min(want.len());
-                want[a..b] != got[a..b]
-            };
+        // Whether each block differs, then a last "same" that ends a run
+        // reaching the end.
+        let differs = want
+            .chunks(BLOCK)
+            .zip(got.chunks(BLOCK))
+            .map(|(w, g)| w != g)
+            .chain(std::iter::once(false));
+        for (k, differs) in differs.enumerate() {
+            let a = k.saturating_mul(BLOCK).min(want.len());
             match (differs, run) {
                 (true, None) => run = Some(a),
                 (false, Some(s)) => {
-                    self.write(&want[s..a], off + s as u64, out)?;
-                    written += (a - s) as u64;
+                    let piece = want
+                        .get(s..a)
+                        .ok_or_else(|| std::io::Error::other("a run of blocks past its piece"))?;
+                    self.write(piece, at(off, s), out)?;
+                    add(&mut written, piece.len() as u64);
                     run = None;
                 }
                 _ => {}
@@ -226,185 +445,78 @@ impl Pass<'_> {
         }
         Ok(written)
     }
-}
 
-fn run(
-    job: &Job,
-    cancel: &AtomicBool,
-    bar: &mut Task,
-    total: &Mutex<Task>,
-    out: &mut Outcome,
-) -> Result<(), Stop> {
-    let src = job.source;
-    let f = &job.file;
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |e: std::io::Error| {
-            Stop::Failed(
-                if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
-                    format!("{what}: no space left on the filesystem it is on; free space there or flash onto a file elsewhere, then flash again")
-                } else {
-                    format!("{what}: {e}")
-                },
-            )
+    /// Step 2: the head, last: when it was cleared or differs; else it was
+    /// compared equal and counts as verified.
+    fn write_head(
+        &mut self,
+        ctl: &mut Run,
+        buf: &mut Aligned,
+        out: &mut Outcome,
+    ) -> Result<(), Stop> {
+        if !(self.cleared || self.head_differs) {
+            let n: u64 = self.head.iter().map(|(_, b)| b.len() as u64).sum();
+            add(&mut out.skipped, n);
+            ctl.advance(n);
+            return Ok(());
         }
-    };
-    let advance = |bar: &mut Task, n: u64| {
-        bar.inc(n);
-        if let Ok(mut t) = total.lock() {
-            t.inc(n);
-        }
-    };
-    let check = || {
-        if cancel.load(Ordering::Relaxed) {
-            Err(Stop::Interrupted)
-        } else {
-            Ok(())
-        }
-    };
-    check()?;
-
-    let started = Instant::now();
-    let mut pass = Pass {
-        f,
-        src,
-        comparing: job.delta,
-        new_file: job.new_file,
-        cleared: false,
-        head_differs: false,
-        head: Vec::new(),
-        pieces: Vec::new(),
-        probe: (src.mapped() / 64).clamp(STEP as u64, PROBE),
-        probed: 0,
-        matched: 0,
-        zeros: Aligned::new(HEAD_US),
-    };
-    if job.delta {
-        // What is compared must come from the card, not the page cache
-        // (a device is opened O_DIRECT; a file's cached pages are dropped).
-        device::drop_cache(f).map_err(io("dropping the card's cached pages"))?;
-    } else {
-        pass.before_write(out).map_err(io("writing to the card"))?;
-    }
-
-    // 1. Every mapped range, the head kept back in memory. The image's
-    // bytes are hashed on the way and checked against the block map's
-    // sha256 for the range, so an image changed since its build is caught
-    // before its range is read back.
-    let mut reader = src
-        .reader()
-        .map_err(|e| Stop::Failed(format!("reading {}: {e}", src.name())))?;
-    let mut buf = Aligned::new(CHUNK);
-    let mut card = Aligned::new(if job.delta { CHUNK } else { 0 });
-    for r in &src.ranges {
-        let mut h = r.sha256.is_some().then(Sha256::new);
-        for (off, n) in pieces(r) {
-            check()?;
-            if fault("flash-slow") {
-                std::thread::sleep(std::time::Duration::from_millis(300));
-            }
-            let chunk = &mut buf.get()[..n];
-            reader
-                .read_at(off, chunk)
-                .map_err(|e| Stop::Failed(format!("reading {} at byte {off}: {e}", src.name())))?;
-            if let Some(h) = &mut h {
-                h.update(&*chunk);
-            }
-            let kept = usize::try_from(HEAD.saturating_sub(off))
-                .unwrap_or(n)
-                .min(n);
-            if kept > 0 {
-                pass.head.push((off, chunk[..kept].to_vec()));
-                if pass.comparing && !pass.head_differs {
-                    let c = &mut card.get()[..kept];
-                    f.read_exact_at(c, off).map_err(io("reading the card"))?;
-                    out.compared += kept as u64;
-                    pass.head_differs = *c != chunk[..kept];
-                } else {
-                    pass.head_differs = true;
-                }
-            }
-            let rest = &chunk[kept..];
-            let scratch = &mut card.get()[..if pass.comparing { rest.len() } else { 0 }];
-            let wrote = pass
-                .put(rest, scratch, off + kept as u64, out)
-                .map_err(io("writing to the card"))?;
-            // A byte already on the card needs no read-back: count both.
-            advance(bar, n as u64 + (rest.len() as u64 - wrote));
-        }
-        if let (Some(h), Some(want)) = (h, &r.sha256) {
-            if crate::bytes::hex(&h.finalize()) != *want {
-                return Err(Stop::Failed(image_changed(&mut pass, r)));
-            }
-        }
-    }
-    if pass.cleared {
-        f.sync_data().map_err(io("flushing the card"))?;
-    }
-    if fault("flash-abort") {
-        // As if killed here: everything but the head is on the card.
-        std::process::abort();
-    }
-    check()?;
-
-    // 2. The head, last: when it was cleared or differs.
-    if pass.cleared || pass.head_differs {
-        if !pass.cleared {
+        if !self.cleared {
             // The head is the only difference: written last, as always.
-            pass.cleared = true;
+            self.cleared = true;
             out.state = State::Incomplete;
         }
-        let head = std::mem::take(&mut pass.head);
+        let head = std::mem::take(&mut self.head);
         for (off, bytes) in &head {
-            let b = &mut buf.get()[..bytes.len()];
+            let b = part(buf.get(), bytes.len()).map_err(io("writing to the card"))?;
             b.copy_from_slice(bytes);
-            pass.write(b, *off, out)
+            self.write(b, *off, out)
                 .map_err(io("writing to the card"))?;
         }
-        f.sync_data().map_err(io("flushing the card"))?;
-    } else {
-        // Compared equal: count it as verified.
-        let n: u64 = pass.head.iter().map(|(_, b)| b.len() as u64).sum();
-        out.skipped += n;
-        advance(bar, n);
-    }
-    out.write_time = started.elapsed();
-    out.state = State::Written;
-    if job.first && fault("flash-flip") {
-        flip_one_byte(job.path, src).map_err(io("test hook flash-flip"))?;
+        self.f.sync_data().map_err(io("flushing the card"))
     }
 
-    // 3. Read back what was written, from the card, not from the page
-    // cache (O_DIRECT on a device; dropped pages on a file). What was
-    // compared equal was read from the card already.
-    let started = Instant::now();
-    device::drop_cache(f).map_err(io("dropping the card's cached pages"))?;
-    for &(off, len, want) in &pass.pieces {
-        check()?;
-        let b = &mut buf.get()[..len];
-        f.read_exact_at(b, off)
-            .map_err(io("reading the card back"))?;
-        out.read_back += len as u64;
-        advance(bar, len as u64);
-        let got: [u8; 32] = Sha256::digest(&*b).into();
-        if got != want {
-            // A card that failed must not boot what it holds: it loses
-            // its partition table, like a card whose flash was cut short.
-            let blanked = clear_head(f, src, &mut pass.zeros).is_ok();
-            return Err(Stop::Failed(format!(
-                "read-back differs from {} in bytes {off}-{}: the card did not keep what was written (a failing or fake card? try another){}",
-                src.name(),
-                off + len as u64 - 1,
-                if blanked && !job.new_file {
-                    "; its partition table was cleared"
-                } else {
-                    ""
-                }
-            )));
+    /// Step 3: read back what was written, from the card, not from the
+    /// page cache (O_DIRECT on a device; dropped pages on a file). What
+    /// was compared equal was read from the card already.
+    fn read_back(
+        &mut self,
+        ctl: &mut Run,
+        buf: &mut Aligned,
+        out: &mut Outcome,
+    ) -> Result<(), Stop> {
+        device::drop_cache(self.f).map_err(io("dropping the card's cached pages"))?;
+        for &(off, len, want) in &self.pieces {
+            ctl.check()?;
+            let b = part(buf.get(), len).map_err(io("reading the card back"))?;
+            self.f
+                .read_exact_at(b, off)
+                .map_err(io("reading the card back"))?;
+            add(&mut out.read_back, len as u64);
+            ctl.advance(len as u64);
+            let got: [u8; 32] = Sha256::digest(&*b).into();
+            if got != want {
+                return Err(Stop::Failed(self.read_back_differs(off, len)));
+            }
         }
+        Ok(())
     }
-    out.verify_time = started.elapsed();
-    Ok(())
+
+    /// The card did not keep bytes `off..off+len`: a card that failed must
+    /// not boot what it holds, so it loses its partition table, like a card
+    /// whose flash was cut short. The message says so.
+    fn read_back_differs(&mut self, off: u64, len: usize) -> String {
+        let blanked = clear_head(self.f, self.src, &mut self.zeros).is_ok();
+        format!(
+            "read-back differs from {} in bytes {off}-{}: the card did not keep what was written (a failing or fake card? try another){}",
+            self.src.name(),
+            at(off, len).saturating_sub(1),
+            if blanked && !self.new_file {
+                "; its partition table was cleared"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 /// The image no longer matches its block map in range `r`: say so, and
@@ -415,7 +527,8 @@ fn image_changed(pass: &mut Pass, r: &super::MapRange) -> String {
         "{} does not match its block map at bytes {}-{} (the image changed after it was built: rebuild it, or check it with sha256sum -c){}",
         pass.src.name(),
         r.start,
-        r.end - 1,
+        // Mapped ranges are never empty.
+        r.end.saturating_sub(1),
         if pass.new_file {
             ""
         } else if blanked {
@@ -433,8 +546,8 @@ fn image_changed(pass: &mut Pass, r: &super::MapRange) -> String {
 fn pieces(r: &super::MapRange) -> impl Iterator<Item = (u64, usize)> {
     let end = r.end;
     (r.start..end).step_by(CHUNK).map(move |off| {
-        // At most CHUNK, so it fits a usize.
-        let n = usize::try_from((end - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+        // At most CHUNK, so it fits a usize; `off` is below `end`.
+        let n = usize::try_from(end.saturating_sub(off).min(CHUNK as u64)).unwrap_or(CHUNK);
         (off, n)
     })
 }
@@ -442,8 +555,9 @@ fn pieces(r: &super::MapRange) -> impl Iterator<Item = (u64, usize)> {
 /// Zero the mapped bytes of the image's head on the card, and flush.
 fn clear_head(f: &File, src: &Source, buf: &mut Aligned) -> std::io::Result<()> {
     for r in src.ranges.iter().filter(|r| r.start < HEAD) {
-        let len = usize::try_from(r.end.min(HEAD) - r.start).unwrap_or(0);
-        let zeros = &mut buf.get()[..len];
+        // Less than HEAD bytes: fits a usize.
+        let len = usize::try_from(r.end.min(HEAD).saturating_sub(r.start)).unwrap_or(0);
+        let zeros = part(buf.get(), len)?;
         zeros.fill(0);
         f.write_all_at(zeros, r.start)?;
     }
@@ -459,14 +573,22 @@ struct Aligned {
 
 impl Aligned {
     fn new(len: usize) -> Self {
-        let v = vec![0u8; len + 4096];
-        // Always below 4096 for bytes; the guard keeps indexing in bounds.
+        // The buffers are CHUNK bytes at most: no overflow.
+        let v = vec![0u8; len.saturating_add(4096)];
+        // Always below 4096 for bytes; the guard keeps the window inside.
         let off = v.as_ptr().align_offset(4096).min(4096);
         Aligned { v, off, len }
     }
 
+    /// The aligned `len` bytes. `v` holds `len + 4096` bytes and `off` is
+    /// at most 4096, so they are always there; were they not, the buffer
+    /// would be empty and every piece refused by [`part`], not a panic.
     fn get(&mut self) -> &mut [u8] {
-        &mut self.v[self.off..self.off + self.len]
+        let (off, len) = (self.off, self.len);
+        self.v
+            .get_mut(off..)
+            .and_then(|v| v.get_mut(..len))
+            .unwrap_or_default()
     }
 }
 
@@ -489,6 +611,7 @@ fn flip_one_byte(path: &std::path::Path, src: &Source) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

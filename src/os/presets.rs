@@ -9,6 +9,10 @@
 //! touched keeps its state through that pass and through a full
 //! `systemctl preset-all`.
 
+// Parses preset files read from the image: no unchecked indexing or
+// arithmetic (a strange file gets an answer, never a panic).
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use std::collections::BTreeMap;
 
 /// Directories systemd reads preset files from, most important first. A
@@ -97,7 +101,7 @@ impl Presets {
 /// systemd skips them (with a warning).
 pub fn parse(text: &str, origin: &str) -> Vec<Rule> {
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in (1u64..).zip(text.lines()) {
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
             continue;
@@ -120,7 +124,7 @@ pub fn parse(text: &str, origin: &str) -> Vec<Rule> {
             } else {
                 Vec::new()
             },
-            origin: format!("{origin}:{}", n + 1),
+            origin: format!("{origin}:{n}"),
         });
     }
     out
@@ -130,86 +134,71 @@ pub fn parse(text: &str, origin: &str) -> Vec<Rule> {
 pub fn glob(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let s: Vec<char> = name.chars().collect();
-    // Iterative matcher with one backtrack point for the last `*`: linear
-    // in practice and never recursive.
-    let (mut pi, mut si) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        let here = p.get(pi).copied();
-        match here {
-            Some('*') => {
-                star = Some((pi, si));
-                pi += 1;
+    // Iterative matcher with one backtrack point for the last `*` (the
+    // pattern after it, and the name from where its match ends): linear in
+    // practice and never recursive. Walks slices, so no index can run off.
+    let (mut pat, mut rest) = (p.as_slice(), s.as_slice());
+    let mut star: Option<(&[char], &[char])> = None;
+    while let Some((&c, after_c)) = rest.split_first() {
+        let next = match pat.split_first() {
+            Some(('*', after)) => {
+                star = Some((after, rest));
+                pat = after;
                 continue;
             }
-            Some('?') => {
-                pi += 1;
-                si += 1;
-                continue;
-            }
-            Some('[') => {
-                if let Some((matched, next)) = class(&p, pi, s.get(si).copied()) {
-                    if matched {
-                        pi = next;
-                        si += 1;
-                        continue;
-                    }
-                } else if s.get(si) == Some(&'[') {
-                    // An unclosed bracket is a literal '['.
-                    pi += 1;
-                    si += 1;
-                    continue;
-                }
-            }
-            Some(c) if s.get(si) == Some(&c) => {
-                pi += 1;
-                si += 1;
-                continue;
-            }
-            _ => {}
+            Some(('?', after)) => Some(after),
+            Some(('[', after)) => match class(after, c) {
+                Some((true, next)) => Some(next),
+                Some((false, _)) => None,
+                // An unclosed bracket is a literal '['.
+                None => (c == '[').then_some(after),
+            },
+            Some((&pc, after)) => (pc == c).then_some(after),
+            None => None,
+        };
+        if let Some(next) = next {
+            pat = next;
+            rest = after_c;
+            continue;
         }
-        match star {
-            Some((sp, ss)) => {
-                pi = sp + 1;
-                si = ss + 1;
-                star = Some((sp, ss + 1));
-            }
-            None => return false,
-        }
+        // No match here: the last `*` takes one more character, if any.
+        let Some((after_star, from)) = star else {
+            return false;
+        };
+        let Some((_, from)) = from.split_first() else {
+            return false;
+        };
+        pat = after_star;
+        rest = from;
+        star = Some((after_star, from));
     }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+    pat.iter().all(|&c| c == '*')
 }
 
-/// A bracket expression at `p[start]`: whether `c` matches it, and the index
-/// after it; `None` when the bracket is not closed.
-fn class(p: &[char], start: usize, c: Option<char>) -> Option<(bool, usize)> {
-    let c = c?;
-    let mut i = start + 1;
-    let negate = matches!(p.get(i), Some('!') | Some('^'));
-    if negate {
-        i += 1;
-    }
+/// A bracket expression whose `[` precedes `p`: whether `c` matches it,
+/// and the pattern after its `]`; `None` when the bracket is not closed.
+fn class(p: &[char], c: char) -> Option<(bool, &[char])> {
+    let (negate, mut rest) = match p.split_first() {
+        Some(('!' | '^', after)) => (true, after),
+        _ => (false, p),
+    };
     let mut matched = false;
     let mut first = true;
     loop {
-        let ch = *p.get(i)?;
-        if ch == ']' && !first {
-            return Some((matched != negate, i + 1));
-        }
+        rest = match rest {
+            // A `]` first in the set is a member, not its end.
+            [']', after @ ..] if !first => return Some((matched != negate, after)),
+            [lo, '-', hi, after @ ..] if *hi != ']' => {
+                matched |= (*lo..=*hi).contains(&c);
+                after
+            }
+            [ch, after @ ..] => {
+                matched |= *ch == c;
+                after
+            }
+            [] => return None,
+        };
         first = false;
-        if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&e| e != ']') {
-            let end = *p.get(i + 2)?;
-            if ch <= c && c <= end {
-                matched = true;
-            }
-            i += 3;
-        } else {
-            if ch == c {
-                matched = true;
-            }
-            i += 1;
-        }
     }
 }
 

@@ -31,7 +31,9 @@ pub struct Scanner<'a> {
     known: Cursor<'a>,
     whole: Sha256,
     ranges: Vec<(u64, u64, String)>,
-    cur: Option<(u64, Sha256)>,
+    /// The mapped run being fed: its first and last block, and its hash.
+    cur: Option<(u64, u64, Sha256)>,
+    /// The next block fed.
     block: u64,
     size: u64,
 }
@@ -54,27 +56,26 @@ impl<'a> Scanner<'a> {
 
     pub fn feed(&mut self, data: &[u8]) {
         self.whole.update(data);
-        self.size += data.len() as u64;
+        // The size and block count of one image: below u64::MAX.
+        self.size = self.size.saturating_add(data.len() as u64);
         for chunk in data.chunks(BLOCK_US) {
             let b = self.block;
             let used = self.in_use.covers(b);
             let known = self.known.covers(b);
             if used || (!known && !crate::bytes::is_zero(chunk)) {
-                self.cur
-                    .get_or_insert_with(|| (b, Sha256::new()))
-                    .1
-                    .update(chunk);
-            } else if let Some((start, h)) = self.cur.take() {
-                self.ranges.push((start, b - 1, hex(&h.finalize())));
+                let run = self.cur.get_or_insert_with(|| (b, b, Sha256::new()));
+                run.1 = b;
+                run.2.update(chunk);
+            } else if let Some((start, last, h)) = self.cur.take() {
+                self.ranges.push((start, last, hex(&h.finalize())));
             }
-            self.block += 1;
+            self.block = self.block.saturating_add(1);
         }
     }
 
     pub fn finish(mut self) -> Scan {
-        if let Some((start, h)) = self.cur.take() {
-            self.ranges
-                .push((start, self.block - 1, hex(&h.finalize())));
+        if let Some((start, last, h)) = self.cur.take() {
+            self.ranges.push((start, last, hex(&h.finalize())));
         }
         Scan {
             size: self.size,
@@ -84,22 +85,22 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// A position in sorted ranges, for blocks asked about in increasing order.
+/// A position in sorted ranges, for blocks asked about in increasing order:
+/// the ranges not yet passed.
 struct Cursor<'a> {
     ranges: &'a [(u64, u64)],
-    next: usize,
 }
 
 impl<'a> Cursor<'a> {
     fn new(ranges: &'a [(u64, u64)]) -> Self {
-        Cursor { ranges, next: 0 }
+        Cursor { ranges }
     }
 
     fn covers(&mut self, b: u64) -> bool {
-        while self.ranges.get(self.next).is_some_and(|r| r.1 <= b) {
-            self.next += 1;
+        while let Some((_, rest)) = self.ranges.split_first().filter(|(r, _)| r.1 <= b) {
+            self.ranges = rest;
         }
-        self.ranges.get(self.next).is_some_and(|r| r.0 <= b)
+        self.ranges.first().is_some_and(|r| r.0 <= b)
     }
 }
 
@@ -113,7 +114,13 @@ const ZEROS: &str = "00000000000000000000000000000000000000000000000000000000000
 /// file with that field set to all zeros.
 pub fn render(scan: &Scan) -> String {
     let blocks = scan.size.div_ceil(BLOCK);
-    let mapped: u64 = scan.ranges.iter().map(|(a, b, _)| b - a + 1).sum();
+    // The scanner's ranges run from a block to a later or the same one,
+    // within the image's block count.
+    let mapped: u64 = scan
+        .ranges
+        .iter()
+        .map(|(a, b, _)| b.saturating_sub(*a).saturating_add(1))
+        .sum();
     let mut x = String::new();
     x.push_str("<?xml version=\"1.0\" ?>\n");
     x.push_str("<!-- Block map made by rpiimg; use it with: bmaptool copy IMAGE DEVICE -->\n");
@@ -144,6 +151,7 @@ pub fn render(scan: &Scan) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

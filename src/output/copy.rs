@@ -25,15 +25,18 @@ pub fn stream(
     let mut input = File::open(src).map_err(host)?;
     let total = input.metadata().map(|m| m.len()).unwrap_or(0);
     let mut task = progress.task(what, total);
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; super::PIECE];
     let mut done = 0u64;
     loop {
         let n = input.read(&mut buf).map_err(host)?;
         if n == 0 {
             break;
         }
-        w.write_all(&buf[..n]).map_err(|e| out_err(dest, e))?;
-        done += n as u64;
+        // `read` returns at most the buffer's length.
+        w.write_all(super::head(&mut buf, n))
+            .map_err(|e| out_err(dest, e))?;
+        // The bytes of one file: below u64::MAX.
+        done = done.saturating_add(n as u64);
         task.inc(n as u64);
     }
     task.finish();

@@ -81,11 +81,9 @@ fn stream_node(
     // This pass reads every byte of the base: the first node's also hashes
     // them for the base's proof (see BaseProof).
     let mut claim = proof.claim();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    while off < base.size {
-        let n = usize::try_from((base.size - off).min(buf.len() as u64)).unwrap_or(buf.len());
-        let chunk = &mut buf[..n];
+    let mut buf = vec![0u8; super::PIECE];
+    for (off, n) in super::pieces(0, base.size) {
+        let chunk = super::head(&mut buf, n);
         base.file
             .read_exact_at(chunk, off)
             .map_err(|e| base_err(base, e))?;
@@ -97,7 +95,6 @@ fn stream_node(
         if let Some(w) = writer.as_mut() {
             w.write_all(chunk).map_err(|e| super::out_err(dest, e))?;
         }
-        off += n as u64;
         task.inc(n as u64);
     }
     if let Some(w) = writer {
@@ -202,25 +199,12 @@ pub fn build_proven<T>(
     let value = edit(&mut ed)?;
     let staged = ed.finish()?;
     let touched = staged.touched();
-
-    // What the block map maps: every block the filesystems use (zeros
-    // too: a card that held something else must get them), and none of
-    // their free space.
-    let layout = super::layout::of(&staged, &table, base.size)?;
-
-    // One pass: read the base, lay the edit over it, write the node's image
-    // (unless it is a clone of the base, which then gets only the edited
-    // ranges), and hash and map what was written.
-    let cloned = copy::reflink(&base.file, &mut img);
-    if cloned {
-        write_touched(base, &staged, &touched, &mut img)?;
-    }
-    let scan = stream_node(
+    let scan = write_image(
         (base, proof),
         &staged,
-        &layout,
-        (!cloned).then(|| img.file()),
-        &img_dest,
+        &table,
+        &touched,
+        &mut img,
         progress,
         name,
     )?;
@@ -235,6 +219,52 @@ pub fn build_proven<T>(
     } else {
         None
     };
+    Ok((stage_outputs(opts, name, img, scan, xz_out)?, value))
+}
+
+/// The node's image into `img` in one pass over the base, with the edit
+/// laid over it, hashed and mapped on the way (the returned scan): the
+/// base's bytes are read once whatever the outputs. A reflinked clone of
+/// the base gets only the edited ranges.
+fn write_image(
+    (base, proof): (&OpenedImage, &BaseProof),
+    staged: &Finished,
+    table: &partition::PartitionTable,
+    touched: &[(u64, u64)],
+    img: &mut Pending,
+    progress: Progress,
+    name: &str,
+) -> Result<bmap::Scan> {
+    // What the block map maps: every block the filesystems use (zeros
+    // too: a card that held something else must get them), and none of
+    // their free space.
+    let layout = super::layout::of(staged, table, base.size)?;
+    let cloned = copy::reflink(&base.file, img);
+    if cloned {
+        write_touched(base, staged, touched, img)?;
+    }
+    let dest = img.dest().to_path_buf();
+    stream_node(
+        (base, proof),
+        staged,
+        &layout,
+        (!cloned).then(|| img.file()),
+        &dest,
+        progress,
+        name,
+    )
+}
+
+/// The node's files besides the image (its `.sha256`, `.bmap`, `.xz` and
+/// the `.xz`'s `.sha256`), staged beside it under temporary names: what
+/// [`Staged::commit`] renames.
+fn stage_outputs(
+    opts: &ImageOptions,
+    name: &str,
+    img: Pending,
+    scan: bmap::Scan,
+    xz_out: Option<(Pending, String, Option<xz::Reuse>)>,
+) -> Result<Staged> {
     let image = img.dest().to_path_buf();
     let mut files = vec![img];
     files.push(pending_text(
@@ -271,22 +301,19 @@ pub fn build_proven<T>(
         }
         None => (None, None),
     };
-    Ok((
-        Staged {
-            files,
-            force: opts.force,
-            written: Written {
-                image,
-                size: scan.size,
-                sha256: scan.sha256,
-                bmap: bmap_path,
-                xz: xz_path,
-                xz_sha256,
-                xz_reuse,
-            },
+    Ok(Staged {
+        files,
+        force: opts.force,
+        written: Written {
+            image,
+            size: scan.size,
+            sha256: scan.sha256,
+            bmap: bmap_path,
+            xz: xz_path,
+            xz_sha256,
+            xz_reuse,
         },
-        value,
-    ))
+    })
 }
 
 /// The proof that a base read from the cache is the image its entry was
@@ -440,12 +467,10 @@ fn write_touched(
     img: &mut Pending,
 ) -> Result<()> {
     let dest = img.dest().to_path_buf();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; super::PIECE];
     for &(s, e) in touched {
-        let mut at = s;
-        while at < e {
-            let n = usize::try_from((e - at).min(buf.len() as u64)).unwrap_or(buf.len());
-            let piece = &mut buf[..n];
+        for (at, n) in super::pieces(s, e.saturating_sub(s)) {
+            let piece = super::head(&mut buf, n);
             base.file
                 .read_exact_at(piece, at)
                 .map_err(|e| base_err(base, e))?;
@@ -453,7 +478,6 @@ fn write_touched(
             img.file()
                 .write_all_at(piece, at)
                 .map_err(|e| super::out_err(&dest, e))?;
-            at += n as u64;
         }
     }
     Ok(())
@@ -530,9 +554,10 @@ impl Staged {
             }
         }
         let mut done: Vec<PathBuf> = Vec::new();
-        for f in self.files.into_iter().chain(std::iter::once(m)) {
-            crate::lock::pause(&format!("rename-{}", done.len() + 1));
-            let renamed = super::fault(&format!("rename-{}", done.len() + 1))
+        // The test hooks' pause and fault points count renames from 1.
+        for (k, f) in (1u32..).zip(self.files.into_iter().chain(std::iter::once(m))) {
+            crate::lock::pause(&format!("rename-{k}"));
+            let renamed = super::fault(&format!("rename-{k}"))
                 .map_err(|e| super::out_err(f.dest(), e))
                 .and_then(|()| f.persist(self.force));
             match renamed {

@@ -89,31 +89,7 @@ fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
     let text = crate::hostfile::read_text(manifest, None, crate::hostfile::MANIFEST_CAP)
         .map_err(Error::Usage)?;
     let m = crate::manifest::Manifest::parse(&text, &manifest.display().to_string())?;
-    let node = m.node.clone();
-    let image = m.image.image.clone();
-    let sha256 = m.image.sha256.clone();
-    let size = m.image.size;
-    // Names in a manifest are file names in this directory, nothing else.
-    let plain = |n: &str| !n.contains('/') && n != ".." && !n.is_empty();
-    if !plain(&image) {
-        return Err(bad("its image name is not a file name"));
-    }
-    let (mut url_file, mut download_sha256) = (dir.join(&image), sha256.clone());
-    if let Some(xz) = m
-        .image
-        .xz
-        .as_ref()
-        .filter(|x| plain(x) && dir.join(x).is_file())
-    {
-        url_file = dir.join(xz);
-        download_sha256 = m
-            .image
-            .xz_sha256
-            .clone()
-            .ok_or_else(|| bad("no xz sha256"))?;
-    } else if !url_file.is_file() {
-        return Err(bad(&format!("its image {image} is not in the directory")));
-    }
+    let (url_file, download_sha256) = download_file(dir, &m, &bad)?;
     let bmap_url = m
         .image
         .bmap
@@ -123,31 +99,17 @@ fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
     let download = std::fs::metadata(&url_file)
         .map_err(Error::host(&url_file))?
         .len();
-    let os = serde_json::to_value(m.os)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let cluster = m
-        .resolved_profile
-        .pointer("/cluster/name")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
     let release_date = m
         .build_time
         .map(crate::clock::format_date)
         .unwrap_or_default();
     Ok(OsEntry {
-        name: format!("{node} (rpiimg)"),
-        description: format!(
-            "Node {node}{} configured by rpiimg from Raspberry Pi OS Lite{}; flash as is, without OS customisation",
-            if cluster.is_empty() { String::new() } else { format!(" of cluster {cluster}") },
-            if os.is_empty() { String::new() } else { format!(" ({os})") },
-        ),
+        name: format!("{} (rpiimg)", m.node),
+        description: description(&m),
         icon: String::new(),
         url: file_url(&url_file),
-        extract_size: size,
-        extract_sha256: sha256,
+        extract_size: m.image.size,
+        extract_sha256: m.image.sha256.clone(),
         image_download_size: download,
         image_download_sha256: download_sha256,
         bmap_url,
@@ -156,6 +118,65 @@ fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
         architecture: "armv8".into(),
         init_format: "none".into(),
     })
+}
+
+/// Names in a manifest are file names in this directory, nothing else: a
+/// manifest must not point the list at other files of the host.
+fn plain(n: &str) -> bool {
+    !n.contains('/') && n != ".." && !n.is_empty()
+}
+
+/// What Imager downloads for the node and its sha256: the `.xz` when it
+/// is in the directory (smaller to fetch), else the image itself. `bad`
+/// makes the error for a manifest that names neither usefully.
+fn download_file(
+    dir: &Path,
+    m: &crate::manifest::Manifest,
+    bad: &dyn Fn(&str) -> Error,
+) -> Result<(PathBuf, String)> {
+    let image = &m.image.image;
+    if !plain(image) {
+        return Err(bad("its image name is not a file name"));
+    }
+    if let Some(xz) = m
+        .image
+        .xz
+        .as_ref()
+        .filter(|x| plain(x) && dir.join(x).is_file())
+    {
+        let sum = m
+            .image
+            .xz_sha256
+            .clone()
+            .ok_or_else(|| bad("no xz sha256"))?;
+        return Ok((dir.join(xz), sum));
+    }
+    let file = dir.join(image);
+    if !file.is_file() {
+        return Err(bad(&format!("its image {image} is not in the directory")));
+    }
+    Ok((file, m.image.sha256.clone()))
+}
+
+/// The entry's description: the node, its cluster and OS when the
+/// manifest names them, and that it is flashed as is (Imager must not
+/// customise it over rpiimg's settings).
+fn description(m: &crate::manifest::Manifest) -> String {
+    let os = serde_json::to_value(m.os)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let cluster = m
+        .resolved_profile
+        .pointer("/cluster/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    format!(
+        "Node {}{} configured by rpiimg from Raspberry Pi OS Lite{}; flash as is, without OS customisation",
+        m.node,
+        if cluster.is_empty() { String::new() } else { format!(" of cluster {cluster}") },
+        if os.is_empty() { String::new() } else { format!(" ({os})") },
+    )
 }
 
 /// The JSON text of the list.

@@ -2,6 +2,11 @@
 //! directory and renamed only when complete, so no partial file ever
 //! carries a final name. Large data is streamed.
 
+// Sizes, offsets and block maps of images built from bases rpiimg did not
+// make: no unchecked indexing or arithmetic here or below (a bad value gets
+// an error, never a panic or a wrapped number).
+#![warn(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 pub(crate) mod bmap;
 pub(crate) mod copy;
 pub mod image;
@@ -14,6 +19,31 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// The buffer size large data is streamed in.
+const PIECE: usize = 1 << 20;
+
+/// The `(offset, length)` pieces of at most [`PIECE`] bytes that cover the
+/// `len` bytes from `start`, in order: the walk every positioned copy
+/// shares. The ranges walked lie inside files, whose ends are u64s, so
+/// `start + len` does not overflow (it would end the walk early, never
+/// wrap).
+fn pieces(start: u64, len: u64) -> impl Iterator<Item = (u64, usize)> {
+    let end = start.saturating_add(len);
+    (start..end)
+        .step_by(PIECE)
+        .map(move |at| (at, at_most(end.saturating_sub(at), PIECE)))
+}
+
+/// `n` as a length of at most `cap` bytes (a u64 past usize is past `cap`).
+fn at_most(n: u64, cap: usize) -> usize {
+    usize::try_from(n).map_or(cap, |n| n.min(cap))
+}
+
+/// The first `n` bytes of `buf` (all of it when it is shorter).
+fn head(buf: &mut [u8], n: usize) -> &mut [u8] {
+    buf.split_at_mut(n.min(buf.len())).0
+}
 
 /// A file being written; becomes `dest` on [`Pending::persist`], and
 /// disappears if dropped first (an error, or the process being killed
@@ -208,19 +238,21 @@ pub fn first_difference(a: &Path, b: &Path) -> Result<Option<(u64, u64)>> {
         let n = na.min(nb);
         // Equal chunks (nearly all of them) are one memcmp; only a chunk
         // where a difference starts or ends is looked at byte by byte.
-        let same = ba.get(..n) == bb.get(..n);
-        for i in (0..n).take(if same && start.is_none() { 0 } else { n }) {
-            let differ = ba.get(i) != bb.get(i);
-            match (start, differ) {
-                (None, true) => start = Some(at + i as u64),
-                (Some(s), false) => return Ok(Some((s, at + i as u64))),
-                _ => {}
+        let (ca, cb) = (head(&mut ba, n), head(&mut bb, n));
+        if !(ca == cb && start.is_none()) {
+            // Offsets inside files: below u64::MAX.
+            for (i, (x, y)) in (0u64..).zip(ca.iter().zip(cb.iter())) {
+                match (start, x != y) {
+                    (None, true) => start = Some(at.saturating_add(i)),
+                    (Some(s), false) => return Ok(Some((s, at.saturating_add(i)))),
+                    _ => {}
+                }
             }
         }
-        at += n as u64;
+        at = at.saturating_add(n as u64);
         if na != nb {
             // One file is longer: from here on they differ.
-            let longer = u64::try_from(na.max(nb) - n).unwrap_or(u64::MAX);
+            let longer = u64::try_from(na.abs_diff(nb)).unwrap_or(u64::MAX);
             return Ok(Some((start.unwrap_or(at), at.saturating_add(longer))));
         }
         if na == 0 {
@@ -229,13 +261,16 @@ pub fn first_difference(a: &Path, b: &Path) -> Result<Option<(u64, u64)>> {
     }
 }
 
+/// Fill `buf` from `f` as far as it goes; the bytes read (fewer only at
+/// the end of the file).
 fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     use std::io::Read;
     let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
+    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+        match f.read(rest)? {
             0 => break,
-            k => n += k,
+            // `read` returns at most `rest.len()`: n stays within buf.
+            k => n = n.saturating_add(k).min(buf.len()),
         }
     }
     Ok(n)
