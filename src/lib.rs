@@ -19,6 +19,7 @@ pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod hostfile;
+pub(crate) mod hostpath;
 pub mod image;
 pub mod inspect;
 pub(crate) mod keystore;

@@ -143,7 +143,7 @@ pub fn cluster_pairs(dir: &Path, devices: &[PathBuf]) -> Result<Vec<(PathBuf, Pa
         )));
     }
     if imgs.len() != devices.len() {
-        let names: Vec<String> = imgs.iter().map(|p| crate::output::file_name(p)).collect();
+        let names: Vec<String> = imgs.iter().map(|p| crate::hostpath::file_name(p)).collect();
         return Err(Error::Usage(format!(
             "{} holds {} node images ({}) but {} devices were given: give one device per image, or pairs IMAGE=DEVICE",
             dir.display(),

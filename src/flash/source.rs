@@ -117,7 +117,7 @@ impl Source {
             compressed,
             size: map.image_size,
             ranges: map.ranges,
-            map: crate::output::file_name(&bmap),
+            map: crate::hostpath::file_name(&bmap),
             bmap: Some(bmap),
             checked,
             _held: Arc::new(held),
@@ -156,7 +156,7 @@ impl Source {
 
     /// The file name, for listings and reports.
     pub fn name(&self) -> String {
-        crate::output::file_name(&self.path)
+        crate::hostpath::file_name(&self.path)
     }
 
     /// Bytes that go onto the card.
@@ -222,10 +222,10 @@ fn check_digest(path: &Path, progress: Progress) -> Result<Option<String>> {
     let Some((want, against)) = recorded_digest(path)? else {
         return Ok(None);
     };
-    let name = crate::output::file_name(path);
-    let mut h = crate::bytes::Sha256Writer::default();
-    crate::output::copy::stream(path, &mut h, path, progress, &format!("check {name}"))?;
-    let got = crate::bytes::hex(&h.finish());
+    let name = crate::hostpath::file_name(path);
+    let file = File::open(path).map_err(Error::host_op(path, "open the image"))?;
+    let got = crate::image::source::sha256_open(&file, progress, &format!("check {name}"))
+        .map_err(Error::host_op(path, "read the image"))?;
     if !got.eq_ignore_ascii_case(&want) {
         return Err(Error::Usage(format!(
             "{}: its sha256 is {got} but {against} records {want}: the image changed or was damaged after its build (rebuild it; nothing was written)",
@@ -238,7 +238,7 @@ fn check_digest(path: &Path, progress: Progress) -> Result<Option<String>> {
 /// The sha256 recorded for `path`: from `<path>.sha256` (`HEX  NAME`), or
 /// from `<node>.manifest.json` beside it whose image or `.xz` is this file.
 fn recorded_digest(path: &Path) -> Result<Option<(String, String)>> {
-    let name = crate::output::file_name(path);
+    let name = crate::hostpath::file_name(path);
     let side = sidecar(path, ".sha256");
     if side.is_file() {
         let text = read_capped(&side)?;
@@ -251,14 +251,14 @@ fn recorded_digest(path: &Path) -> Result<Option<(String, String)>> {
         }
         return Ok(Some((
             hex.to_ascii_lowercase(),
-            crate::output::file_name(&side),
+            crate::hostpath::file_name(&side),
         )));
     }
     let manifest = manifest_beside(path);
     if !manifest.is_file() {
         return Ok(None);
     }
-    let shown = crate::output::file_name(&manifest);
+    let shown = crate::hostpath::file_name(&manifest);
     let m = crate::manifest::Manifest::parse(&read_capped(&manifest)?, &shown)?;
     let want = if m.image.image == name {
         Some(m.image.sha256)
@@ -272,7 +272,7 @@ fn recorded_digest(path: &Path) -> Result<Option<(String, String)>> {
 
 /// `out/ost01.manifest.json` for `out/ost01.img` and `out/ost01.img.xz`.
 fn manifest_beside(path: &Path) -> PathBuf {
-    let name = crate::output::file_name(path);
+    let name = crate::hostpath::file_name(path);
     let stem = name
         .strip_suffix(".img.xz")
         .or_else(|| name.strip_suffix(".img"))

@@ -108,9 +108,9 @@ fn stream_node(
 }
 
 fn sha256_of(p: &Path) -> Result<String> {
-    let mut h = crate::bytes::Sha256Writer::default();
-    copy::stream(p, &mut h, p, Progress::quiet(), "sha256")?;
-    Ok(crate::bytes::hex(&h.finish()))
+    let f = std::fs::File::open(p).map_err(Error::host_op(p, "open"))?;
+    crate::image::source::sha256_open(&f, Progress::quiet(), "sha256")
+        .map_err(Error::host_op(p, "read"))
 }
 
 /// The files a node's build writes into its output folder, by name.

@@ -19,6 +19,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+pub use crate::hostpath::{display_path, file_name};
 
 /// The buffer size large data is streamed in.
 const PIECE: usize = 1 << 20;
@@ -204,15 +205,6 @@ pub fn sha256_line(hex: &str, file: &Path) -> String {
     format!("{hex}  {name}\n")
 }
 
-/// A path's file name, as manifests name their siblings and inputs (the
-/// whole path when it has none).
-pub fn file_name(p: &Path) -> String {
-    p.file_name().map_or_else(
-        || p.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
 /// The first run of differing bytes between two files, as a half-open
 /// range; `None` when they are identical. Streams both files.
 pub fn first_difference(a: &Path, b: &Path) -> Result<Option<(u64, u64)>> {
@@ -274,40 +266,4 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// A path for people: lexically normalised (`profiles/../out` -> `out`).
-pub fn display_path(p: &Path) -> String {
-    use std::path::Component;
-    let mut out: Vec<Component> = Vec::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
-                out.pop();
-            }
-            _ => out.push(c),
-        }
-    }
-    let s: PathBuf = out.iter().collect();
-    if s.as_os_str().is_empty() {
-        ".".into()
-    } else {
-        s.display().to_string()
-    }
-}
-
-#[cfg(test)]
-mod display_tests {
-    #[test]
-    fn paths_for_people_are_normalised() {
-        use std::path::Path;
-        assert_eq!(
-            super::display_path(Path::new("profiles/../out/ost04.img")),
-            "out/ost04.img"
-        );
-        assert_eq!(super::display_path(Path::new("./a/./b")), "a/b");
-        assert_eq!(super::display_path(Path::new("../x")), "../x");
-        assert_eq!(super::display_path(Path::new("/srv/../img")), "/img");
-    }
 }
