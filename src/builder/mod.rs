@@ -16,7 +16,7 @@ pub(crate) mod reproducible;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::Cache;
 use crate::profile::Profile;
 use crate::progress::Progress;
@@ -145,25 +145,4 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
-}
-
-/// Two nodes of one host into one folder would overwrite each other.
-fn check_hosts(req: &Request) -> Result<()> {
-    let mut seen: Vec<&Node> = Vec::new();
-    for n in &req.nodes {
-        if let Some(other) = seen
-            .iter()
-            .find(|o| o.profile.hostname == n.profile.hostname && o.out_dir == n.out_dir)
-        {
-            return Err(Error::Usage(format!(
-                "{} and {} both build host {} into {}: build them in separate runs, or give them separate output folders ([output] dir in each cluster's profile, or --out per run)",
-                other.profile.source.display(),
-                n.profile.source.display(),
-                n.profile.hostname,
-                crate::output::display_path(&n.out_dir)
-            )));
-        }
-        seen.push(n);
-    }
-    Ok(())
 }

@@ -13,7 +13,7 @@ use crate::progress::human_bytes;
 
 /// Everything that can be checked without the bases.
 pub fn check(req: &Request) -> Result<()> {
-    super::check_hosts(req)?;
+    check_hosts(req)?;
     for d in req.out_dirs() {
         writable(&d)?;
     }
@@ -153,6 +153,27 @@ pub fn check_space(req: &Request, bases: &BaseSet) -> Result<()> {
                 human_bytes(need)
             )));
         }
+    }
+    Ok(())
+}
+
+/// Two nodes of one host into one folder would overwrite each other.
+fn check_hosts(req: &Request) -> Result<()> {
+    let mut seen: Vec<&super::Node> = Vec::new();
+    for n in &req.nodes {
+        if let Some(other) = seen
+            .iter()
+            .find(|o| o.profile.hostname == n.profile.hostname && o.out_dir == n.out_dir)
+        {
+            return Err(Error::Usage(format!(
+                "{} and {} both build host {} into {}: build them in separate runs, or give them separate output folders ([output] dir in each cluster's profile, or --out per run)",
+                other.profile.source.display(),
+                n.profile.source.display(),
+                n.profile.hostname,
+                crate::output::display_path(&n.out_dir)
+            )));
+        }
+        seen.push(n);
     }
     Ok(())
 }
