@@ -29,7 +29,7 @@ fn on_fat(ed: &ImageEdit, p: &str) -> bool {
 }
 
 /// Apply one change. Owners and modes are skipped on FAT, which has none.
-pub fn apply_change(ed: &mut ImageEdit, c: &Change) -> Result<()> {
+pub(crate) fn apply_change(ed: &mut ImageEdit, c: &Change) -> Result<()> {
     match c {
         Change::WriteFile {
             path,
@@ -97,7 +97,7 @@ pub fn apply_change(ed: &mut ImageEdit, c: &Change) -> Result<()> {
 
 /// Apply every change of the plan, in order; the first failure names the
 /// step and the change.
-pub fn apply(
+pub(crate) fn apply(
     ed: &mut ImageEdit,
     plan: &Plan,
     progress: crate::progress::Progress,

@@ -14,7 +14,7 @@
 use crate::error::{Error, Result};
 
 /// `SOURCE_DATE_EPOCH`, when set: seconds since 1970-01-01 UTC.
-pub fn source_date_epoch() -> Result<Option<i64>> {
+pub(crate) fn source_date_epoch() -> Result<Option<i64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(None),
         Ok(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
@@ -26,12 +26,12 @@ pub fn source_date_epoch() -> Result<Option<i64>> {
 }
 
 /// The time a build stamps: `SOURCE_DATE_EPOCH`, else `base_newest`.
-pub fn build_time(base_newest: i64) -> Result<i64> {
+pub(crate) fn build_time(base_newest: i64) -> Result<i64> {
     Ok(source_date_epoch()?.unwrap_or(base_newest))
 }
 
 /// For interactive edits (`rpiimg fs`): `SOURCE_DATE_EPOCH`, else the clock.
-pub fn edit_time() -> Result<i64> {
+pub(crate) fn edit_time() -> Result<i64> {
     Ok(source_date_epoch()?.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -41,7 +41,7 @@ pub fn edit_time() -> Result<i64> {
 
 /// (year, month, day, hour, minute, second) in UTC of seconds since the
 /// epoch (Howard Hinnant's civil-from-days algorithm).
-pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
+pub(crate) fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
     let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -56,20 +56,20 @@ pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
 }
 
 /// `YYYY-MM-DD HH:MM` in UTC, as listings show times.
-pub fn format_time(t: i64) -> String {
+pub(crate) fn format_time(t: i64) -> String {
     let (y, m, d, hh, mm, _) = civil(t);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
 }
 
 /// `YYYY-MM-DD` in UTC.
-pub fn format_date(t: i64) -> String {
+pub(crate) fn format_date(t: i64) -> String {
     let (y, m, d, ..) = civil(t);
     format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Seconds since the epoch of a UTC civil date and time (Howard Hinnant's
 /// days-from-civil).
-pub fn from_civil(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
+pub(crate) fn from_civil(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -81,7 +81,7 @@ pub fn from_civil(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
 }
 
 /// Seconds since the epoch of a FAT timestamp (FAT stores local time; we treat it as UTC).
-pub fn from_fat(dt: fatfs::DateTime) -> i64 {
+pub(crate) fn from_fat(dt: fatfs::DateTime) -> i64 {
     let (y, m, d) = (
         i64::from(dt.date.year),
         i64::from(dt.date.month),
@@ -99,7 +99,7 @@ pub fn from_fat(dt: fatfs::DateTime) -> i64 {
 
 /// A FAT timestamp for seconds since the epoch (as UTC; clamped to FAT's
 /// 1980-2107 range; two-second resolution).
-pub fn fat_datetime(t: i64) -> fatfs::DateTime {
+pub(crate) fn fat_datetime(t: i64) -> fatfs::DateTime {
     const MIN: i64 = 315_532_800; // 1980-01-01
     const MAX: i64 = 4_354_819_198; // 2107-12-31 23:59:58
     let (y, m, d, hh, mm, ss) = civil(t.clamp(MIN, MAX));

@@ -20,7 +20,7 @@ struct Entry {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub kind: String,
     pub mode: String,
     pub owner: String,
@@ -30,25 +30,25 @@ pub struct Summary {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Changed {
+pub(crate) struct Changed {
     pub path: String,
     /// Human descriptions: "content", "mode 0644 -> 0600", ...
     pub changes: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Diff {
+pub(crate) struct Diff {
     pub added: Vec<(String, Summary)>,
     pub removed: Vec<(String, Summary)>,
     pub changed: Vec<Changed>,
 }
 
 impl Diff {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = String::new();
         let line = |sum: &Summary| {
             let mut l = if sum.mode.is_empty() {
@@ -149,7 +149,7 @@ fn content_hash(view: &SystemView, node: &Node) -> Result<[u8; 32]> {
 
 /// Compare every path of `a` with `b`. With `full`, every common regular
 /// file's content is compared even when its inode record is unchanged.
-pub fn diff(a: &SystemView, b: &SystemView, full: bool) -> Result<Diff> {
+pub(crate) fn diff(a: &SystemView, b: &SystemView, full: bool) -> Result<Diff> {
     let ma = entries(a)?;
     let mb = entries(b)?;
     let mut d = Diff::default();

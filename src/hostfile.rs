@@ -11,18 +11,18 @@ use std::io::Read;
 use std::path::Path;
 
 /// The most a profile or template may hold.
-pub const TEXT_CAP: u64 = 1 << 20;
+pub(crate) const TEXT_CAP: u64 = 1 << 20;
 /// The most a single file copied into an image from the host may hold
 /// (plans keep file contents in memory).
-pub const DATA_CAP: u64 = 64 << 20;
+pub(crate) const DATA_CAP: u64 = 64 << 20;
 /// The most a manifest rpiimg reads back (verify, imager-list) may hold:
 /// one records a node's changes by hash, so real ones are kilobytes.
-pub const MANIFEST_CAP: u64 = 16 << 20;
+pub(crate) const MANIFEST_CAP: u64 = 16 << 20;
 
 /// Read `path`, a regular file of at most `cap` bytes, whose real location
 /// (links resolved) lies under `inside` when given. Errors name the file
 /// and say what to do.
-pub fn read(path: &Path, inside: Option<&Path>, cap: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn read(path: &Path, inside: Option<&Path>, cap: u64) -> Result<Vec<u8>, String> {
     let real = path
         .canonicalize()
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -68,7 +68,7 @@ pub fn read(path: &Path, inside: Option<&Path>, cap: u64) -> Result<Vec<u8>, Str
 }
 
 /// `read` as UTF-8 text.
-pub fn read_text(path: &Path, inside: Option<&Path>, cap: u64) -> Result<String, String> {
+pub(crate) fn read_text(path: &Path, inside: Option<&Path>, cap: u64) -> Result<String, String> {
     String::from_utf8(read(path, inside, cap)?)
         .map_err(|_| format!("{}: not UTF-8 text", path.display()))
 }

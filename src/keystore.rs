@@ -62,7 +62,7 @@ impl ClusterSecret {
 }
 
 /// Where the store of `cluster` lives for a profile in `profile_dir`.
-pub fn store_dir(profile_dir: &Path, cluster: &str) -> PathBuf {
+pub(crate) fn store_dir(profile_dir: &Path, cluster: &str) -> PathBuf {
     match std::env::var_os("RPIIMG_KEYS_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d).join(cluster),
         _ => profile_dir.join(".rpiimg-keys").join(cluster),
@@ -79,7 +79,7 @@ fn host(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// Read the store's secret; `None` when there is no store yet.
-pub fn read(dir: &Path, cluster: &str) -> Result<Option<ClusterSecret>> {
+pub(crate) fn read(dir: &Path, cluster: &str) -> Result<Option<ClusterSecret>> {
     let path = dir.join(SECRET);
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
@@ -123,7 +123,7 @@ pub fn read(dir: &Path, cluster: &str) -> Result<Option<ClusterSecret>> {
 /// Read the store, making it (with a new random secret) when missing.
 /// Returns the secret and whether it was just made. Safe against a
 /// concurrent build making the same store: the first one wins.
-pub fn open_or_create(dir: &Path, cluster: &str) -> Result<(ClusterSecret, bool)> {
+pub(crate) fn open_or_create(dir: &Path, cluster: &str) -> Result<(ClusterSecret, bool)> {
     if let Some(s) = read(dir, cluster)? {
         return Ok((s, false));
     }
@@ -214,12 +214,12 @@ fn rotations(dir: &Path) -> Result<Vec<(String, u32)>> {
 }
 
 /// Every recorded host-key generation of the store, by host.
-pub fn host_key_generations(dir: &Path) -> Result<std::collections::BTreeMap<String, u32>> {
+pub(crate) fn host_key_generations(dir: &Path) -> Result<std::collections::BTreeMap<String, u32>> {
     Ok(rotations(dir)?.into_iter().collect())
 }
 
 /// How often `host`'s SSH host keys were rotated (0: never).
-pub fn host_key_generation(dir: &Path, host_name: &str) -> Result<u32> {
+pub(crate) fn host_key_generation(dir: &Path, host_name: &str) -> Result<u32> {
     Ok(rotations(dir)?
         .into_iter()
         .find(|(h, _)| h == host_name)
@@ -228,7 +228,7 @@ pub fn host_key_generation(dir: &Path, host_name: &str) -> Result<u32> {
 
 /// `--rotate-host-keys`: the next generation of `host`'s keys, recorded in
 /// the store (atomically) so later rebuilds keep the new keys.
-pub fn rotate_host_keys(dir: &Path, host_name: &str) -> Result<u32> {
+pub(crate) fn rotate_host_keys(dir: &Path, host_name: &str) -> Result<u32> {
     let mut all = rotations(dir)?;
     let next = host_key_generation(dir, host_name)?.saturating_add(1);
     all.retain(|(h, _)| h != host_name);

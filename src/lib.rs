@@ -1,4 +1,7 @@
 #![forbid(unsafe_code)]
+// `pub` means "used by the binary, the tests or the fuzz targets"; whatever
+// only the crate itself uses is `pub(crate)`, and this lint keeps it so.
+#![warn(unreachable_pub)]
 //! rpiimg: offline, pure-Rust patching of Raspberry Pi OS images.
 //!
 //! Data flows one way: image container -> partition table -> filesystems

@@ -14,10 +14,10 @@ use crate::plan::{Change, OsFlavour};
 
 /// The version this rpiimg writes. Manifests from before the field was
 /// written read as version 0 (the same shape).
-pub const MANIFEST_VERSION: u32 = 1;
+pub(crate) const MANIFEST_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     #[serde(default)]
     pub manifest_version: u32,
     /// The rpiimg version that built the image.
@@ -41,7 +41,7 @@ pub struct Manifest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BaseRecord {
+pub(crate) struct BaseRecord {
     /// File name of the base image.
     pub path: String,
     /// sha256 of the base file, when it was computed (pinned, or `.xz`).
@@ -50,7 +50,7 @@ pub struct BaseRecord {
 
 /// The node's output files (names in the manifest's directory).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImageRecord {
+pub(crate) struct ImageRecord {
     pub image: String,
     pub size: u64,
     pub sha256: String,
@@ -63,7 +63,7 @@ pub struct ImageRecord {
 /// the plan step it belongs to, and for a written file its content's sha256
 /// (the content itself is not recorded).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     #[serde(default)]
     pub intent: String,
     pub change: Change,
@@ -72,7 +72,7 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    pub fn new(intent: &str, change: &Change) -> Self {
+    pub(crate) fn new(intent: &str, change: &Change) -> Self {
         Recorded {
             intent: intent.to_string(),
             sha256: change.content_sha256(),
@@ -83,12 +83,12 @@ impl Recorded {
 
 impl Manifest {
     /// The manifest's text: pretty JSON and a final newline.
-    pub fn to_text(&self) -> Result<String> {
+    pub(crate) fn to_text(&self) -> Result<String> {
         Ok(serde_json::to_string_pretty(self).map_err(|e| Error::Output(e.into()))? + "\n")
     }
 
     /// Read a manifest; `file` names it in errors.
-    pub fn parse(text: &str, file: &str) -> Result<Manifest> {
+    pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest> {
         let m: Manifest = serde_json::from_str(text)
             .map_err(|e| Error::Usage(format!("{file}: not an rpiimg manifest: {e}")))?;
         if m.manifest_version > MANIFEST_VERSION {

@@ -30,7 +30,7 @@ fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 /// A registered partial file or folder; unregistered when dropped (it was
 /// renamed to its final name, or removed).
 #[derive(Debug)]
-pub struct Tracked(PathBuf);
+pub(crate) struct Tracked(PathBuf);
 
 impl Drop for Tracked {
     fn drop(&mut self) {
@@ -43,20 +43,20 @@ impl Drop for Tracked {
 
 /// Lock the new partial file `file` (at `path`) as its writer's and
 /// register it for removal on a signal.
-pub fn track(file: &File, path: &Path) -> io::Result<Tracked> {
+pub(crate) fn track(file: &File, path: &Path) -> io::Result<Tracked> {
     // A new file: nobody else has it open, so the lock is free.
     crate::lock::try_lock(file, Access::Exclusive)?;
     Ok(track_path(path))
 }
 
 /// Register a partial folder (or a file another lock protects).
-pub fn track_path(path: &Path) -> Tracked {
+pub(crate) fn track_path(path: &Path) -> Tracked {
     live().push(path.to_path_buf());
     Tracked(path.to_path_buf())
 }
 
 /// Remove every partial file and folder of this process; how many.
-pub fn remove_live() -> usize {
+pub(crate) fn remove_live() -> usize {
     let v = live();
     v.iter()
         .filter(|p| match std::fs::symlink_metadata(p) {
@@ -70,7 +70,7 @@ pub fn remove_live() -> usize {
 /// On SIGINT, SIGTERM or SIGHUP: remove this run's partial files, say so
 /// and exit (130, 143, 129: 128 + the signal, as a shell reports it).
 /// Commands that stop on a signal themselves (`flash`) do not use it.
-pub fn remove_on_signals() {
+pub(crate) fn remove_on_signals() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
         return;
@@ -94,7 +94,7 @@ pub fn remove_on_signals() {
 /// Remove the partial files in `dir` that `ours` recognises by name and
 /// whose writer is gone (their lock is free); how many were removed.
 /// Errors are not fatal: what cannot be looked at is left alone.
-pub fn sweep(dir: &Path, ours: impl Fn(&str) -> bool) -> usize {
+pub(crate) fn sweep(dir: &Path, ours: impl Fn(&str) -> bool) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -131,7 +131,7 @@ fn stale(path: &Path) -> bool {
 
 /// Whether `name` is one of a node's outputs under its temporary name
 /// (`output::Pending`: `.<final name>.rpiimg-partial-<random>`).
-pub fn is_output_partial(name: &str) -> bool {
+pub(crate) fn is_output_partial(name: &str) -> bool {
     name.starts_with('.') && name.contains(".rpiimg-partial-")
 }
 

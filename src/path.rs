@@ -20,17 +20,17 @@ pub enum PathError {
 }
 
 /// Maximum symlinks followed in one resolution (Linux's MAXSYMLINKS).
-pub const MAX_SYMLINKS: usize = 40;
+pub(crate) const MAX_SYMLINKS: usize = 40;
 
 /// What a resolver needs to know about one node.
-pub enum Kind {
+pub(crate) enum Kind {
     Dir,
     Symlink(Vec<u8>),
     Other,
 }
 
 /// A tree that can be walked one name at a time.
-pub trait Walk {
+pub(crate) trait Walk {
     type Node: Clone;
     type Error;
     fn root(&self) -> Result<Self::Node, Self::Error>;
@@ -61,12 +61,12 @@ impl<E: From<PathError>> ResolveError<E> {
 }
 
 /// Split a path into its non-empty components.
-pub fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+pub(crate) fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
     path.split('/').filter(|c| !c.is_empty())
 }
 
 /// Normalise an absolute path lexically (no symlinks): `.` dropped, `..` popped.
-pub fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for c in components(path) {
         match c {
@@ -86,7 +86,7 @@ fn join(stack: &[String]) -> String {
 
 /// Resolve `path` to its node and canonical absolute path; the last
 /// component is followed only when `follow_last`.
-pub fn resolve<W: Walk>(
+pub(crate) fn resolve<W: Walk>(
     w: &W,
     path: &str,
     follow_last: bool,

@@ -11,7 +11,7 @@ use std::cell::Cell;
 use serde::{Deserialize, Serialize, Serializer};
 
 /// What every secret serializes as outside [`reveal`].
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -40,7 +40,7 @@ impl Secret {
 /// stay), other characters are kept. Templates that parse or test a value
 /// (`|int`, `|length`) then still render; a value with nothing to replace
 /// gets a `0` appended so that it differs all the same.
-pub fn other_like(s: &str) -> String {
+pub(crate) fn other_like(s: &str) -> String {
     const CLASSES: [&str; 5] = [
         "0123456789",
         "abcdef",
@@ -96,7 +96,7 @@ impl Serialize for Secret {
 
 /// Runs `f` with secrets serializing as their values (on this thread
 /// only); the previous state comes back however `f` ends.
-pub fn reveal<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn reveal<T>(f: impl FnOnce() -> T) -> T {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {

@@ -11,23 +11,23 @@ use sha2::Digest;
 use crate::keystore::ClusterSecret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyType {
+pub(crate) enum KeyType {
     Ed25519,
     EcdsaP256,
 }
 
 impl KeyType {
-    pub const ALL: [KeyType; 2] = [KeyType::Ed25519, KeyType::EcdsaP256];
+    pub(crate) const ALL: [KeyType; 2] = [KeyType::Ed25519, KeyType::EcdsaP256];
 
     /// The name in `/etc/ssh/ssh_host_<name>_key`.
-    pub fn file_name(self) -> &'static str {
+    pub(crate) fn file_name(self) -> &'static str {
         match self {
             KeyType::Ed25519 => "ed25519",
             KeyType::EcdsaP256 => "ecdsa",
         }
     }
 
-    pub fn algorithm(self) -> &'static str {
+    pub(crate) fn algorithm(self) -> &'static str {
         match self {
             KeyType::Ed25519 => "ssh-ed25519",
             KeyType::EcdsaP256 => "ecdsa-sha2-nistp256",
@@ -37,7 +37,7 @@ impl KeyType {
 
 /// One host key. `Debug` leaves the private key out.
 #[derive(Clone)]
-pub struct HostKey {
+pub(crate) struct HostKey {
     pub kind: KeyType,
     /// The `ssh_host_*_key` file (PEM-armoured openssh-key-v1). Secret.
     pub private_pem: String,
@@ -55,13 +55,13 @@ impl std::fmt::Debug for HostKey {
 
 impl HostKey {
     /// `SHA256:...` as `ssh-keygen -l` prints it.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let d = sha2::Sha256::digest(&self.public_blob);
         format!("SHA256:{}", base64(&d, false))
     }
 
     /// `<algorithm> <base64>` (no comment), as in known_hosts.
-    pub fn public_key(&self) -> String {
+    pub(crate) fn public_key(&self) -> String {
         format!(
             "{} {}",
             self.kind.algorithm(),
@@ -71,7 +71,12 @@ impl HostKey {
 }
 
 /// The host key of `kind` for `host`.
-pub fn derive(secret: &ClusterSecret, host: &str, kind: KeyType, generation: u32) -> HostKey {
+pub(crate) fn derive(
+    secret: &ClusterSecret,
+    host: &str,
+    kind: KeyType,
+    generation: u32,
+) -> HostKey {
     let gen = generation.to_string();
     let label = |extra: &str| secret.derive("ssh-host-key", &[host, kind.algorithm(), &gen, extra]);
     let comment = format!("root@{host}");
@@ -179,7 +184,7 @@ fn mpint(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 /// Standard base64 (RFC 4648), with or without `=` padding.
-pub fn base64(b: &[u8], pad: bool) -> String {
+pub(crate) fn base64(b: &[u8], pad: bool) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
     for c in b.chunks(3) {

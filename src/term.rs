@@ -13,7 +13,7 @@ use std::fmt::Write;
 /// them: `\n`, `\t`, `\a`, `\033` (octal) for C0 controls and DEL,
 /// `\u{202e}` for C1 controls and Unicode line separators and direction
 /// overrides, and `\\` for a backslash. Everything else is unchanged.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     if !s.chars().any(needs_escape) {
         return s.to_string();
     }
@@ -43,7 +43,7 @@ pub fn escape(s: &str) -> String {
 /// `s` escaped line by line: for reports whose lines are built from
 /// single-line fields, the line breaks stay and nothing else acts on the
 /// terminal.
-pub fn escape_lines(s: &str) -> String {
+pub(crate) fn escape_lines(s: &str) -> String {
     s.split('\n').map(escape).collect::<Vec<_>>().join("\n")
 }
 
@@ -52,7 +52,7 @@ pub fn escape_lines(s: &str) -> String {
 /// they are. The last line of defence for error messages, whose
 /// image-derived parts were already escaped with [`escape`] where they
 /// were formed.
-pub fn defuse(s: &str) -> String {
+pub(crate) fn defuse(s: &str) -> String {
     s.split('\\').map(escape).collect::<Vec<_>>().join("\\")
 }
 

@@ -104,7 +104,7 @@ impl Db {
 
 /// The six databases, edited together.
 #[derive(Debug, Clone)]
-pub struct UserDb {
+pub(crate) struct UserDb {
     pub passwd: Db,
     pub shadow: Db,
     pub group: Db,
@@ -114,13 +114,13 @@ pub struct UserDb {
 }
 
 impl UserDb {
-    pub fn uid_of(&self, name: &str) -> Option<(u32, u32)> {
+    pub(crate) fn uid_of(&self, name: &str) -> Option<(u32, u32)> {
         let l = self.passwd.find(name)?;
         Some((l.get(2)?.parse().ok()?, l.get(3)?.parse().ok()?))
     }
 
     /// Rename a user and its primary group everywhere, with a new home.
-    pub fn rename(&mut self, from: &str, to: &str, home: &str) {
+    pub(crate) fn rename(&mut self, from: &str, to: &str, home: &str) {
         self.passwd.rename(from, to, None);
         self.passwd.set(to, 5, home);
         self.shadow.rename(from, to, None);
@@ -131,7 +131,7 @@ impl UserDb {
     }
 
     /// Create a user with its own group; returns (uid, gid).
-    pub fn create(&mut self, name: &str, home: &str, shell: &str) -> (u32, u32) {
+    pub(crate) fn create(&mut self, name: &str, home: &str, shell: &str) -> (u32, u32) {
         let next = |ids: Vec<u32>| (1000..60000).find(|i| !ids.contains(i)).unwrap_or(60000);
         let uid = next(self.passwd.ids(2));
         let gid = if self.group.ids(2).contains(&uid) {
@@ -161,16 +161,16 @@ impl UserDb {
         (uid, gid)
     }
 
-    pub fn set_password_hash(&mut self, name: &str, hash: &str) {
+    pub(crate) fn set_password_hash(&mut self, name: &str, hash: &str) {
         self.shadow.set(name, 1, hash);
     }
 
-    pub fn set_shell(&mut self, name: &str, shell: &str) {
+    pub(crate) fn set_shell(&mut self, name: &str, shell: &str) {
         self.passwd.set(name, 6, shell);
     }
 
     /// Add to groups that exist; returns the ones missing from the image.
-    pub fn add_to_groups(&mut self, name: &str, groups: &[String]) -> Vec<String> {
+    pub(crate) fn add_to_groups(&mut self, name: &str, groups: &[String]) -> Vec<String> {
         let mut missing = Vec::new();
         for g in groups {
             if self.group.add_member(g, name, 3) {
@@ -190,7 +190,7 @@ impl UserDb {
 /// SHA-512 crypt of `plain` with a salt derived from the cluster's secret
 /// and `who` (host and user): the same on every rebuild, different for
 /// every node, user and cluster, and unpredictable without the secret.
-pub fn hash_password(
+pub(crate) fn hash_password(
     plain: &str,
     secret: &crate::keystore::ClusterSecret,
     who: &[&str],

@@ -14,7 +14,7 @@ use crate::progress::Progress;
 
 /// A base image named on the command line instead of the profiles' own.
 #[derive(Debug, Clone, Default)]
-pub struct BaseChoice {
+pub(crate) struct BaseChoice {
     /// `--base`: this image for every node.
     pub path: Option<PathBuf>,
     /// `--sha256`: its pin (over the profile's `base.sha256`).
@@ -22,7 +22,7 @@ pub struct BaseChoice {
 }
 
 /// Which base image a profile builds from, with its pin.
-pub fn source_of(p: &Profile, over: &BaseChoice) -> Result<(PathBuf, Option<String>)> {
+pub(crate) fn source_of(p: &Profile, over: &BaseChoice) -> Result<(PathBuf, Option<String>)> {
     let path = match &over.path {
         Some(b) => b.clone(),
         None => {
@@ -63,14 +63,14 @@ pub fn source_of(p: &Profile, over: &BaseChoice) -> Result<(PathBuf, Option<Stri
 }
 
 /// The time a build from this base stamps (see `crate::clock`).
-pub fn build_time(base: &OpenedImage) -> Result<i64> {
+pub(crate) fn build_time(base: &OpenedImage) -> Result<i64> {
     let table = partition::read(&base.file, base.size)?;
     let (view, _) = SystemView::open(base, &table)?;
     crate::clock::build_time(view.ext4().superblock().newest_time())
 }
 
 /// The plan of `p` on `base`, and the base's facts it was made from.
-pub fn plan_for(p: &Profile, base: &OpenedImage) -> Result<(Plan, ImageFacts)> {
+pub(crate) fn plan_for(p: &Profile, base: &OpenedImage) -> Result<(Plan, ImageFacts)> {
     let table = partition::read(&base.file, base.size)?;
     let (view, _) = SystemView::open(base, &table)?;
     let facts = ImageFacts::from_view(&view)?;
@@ -85,7 +85,7 @@ fn identity(path: &Path) -> PathBuf {
 }
 
 /// One base image of a run, opened once however many nodes build from it.
-pub struct Base {
+pub(crate) struct Base {
     /// The base's identity: the file (its canonical path, so
     /// `profiles/../demo/x.img` and `demo/x.img` are one base) and its pin.
     key: (PathBuf, Option<String>),
@@ -99,13 +99,13 @@ pub struct Base {
 
 /// The bases of the profiles of a run, keyed by identity, and which one
 /// each profile builds from.
-pub struct BaseSet {
+pub(crate) struct BaseSet {
     bases: Vec<Base>,
     of_node: Vec<usize>,
 }
 
 impl BaseSet {
-    pub fn open(
+    pub(crate) fn open(
         profiles: &[&Profile],
         over: &BaseChoice,
         cache: &Cache,
@@ -144,7 +144,7 @@ impl BaseSet {
     }
 
     /// The base of the `k`-th node.
-    pub fn of(&self, k: usize) -> Option<&Base> {
+    pub(crate) fn of(&self, k: usize) -> Option<&Base> {
         self.of_node.get(k).and_then(|&i| self.bases.get(i))
     }
 }

@@ -9,12 +9,12 @@ use crate::error::{Error, Result};
 use crate::profile::Profile;
 
 /// The bundle's folder for `p`'s cluster in the output folder `out`.
-pub fn bundle_dir(out: &Path, p: &Profile) -> PathBuf {
+pub(crate) fn bundle_dir(out: &Path, p: &Profile) -> PathBuf {
     out.join(format!("mgmt-{}", p.cluster.name))
 }
 
 /// Write the management-host bundle of `p`'s cluster into `dir`.
-pub fn write_bundle(
+pub(crate) fn write_bundle(
     p: &Profile,
     rel: &crate::bundle::release::Release,
     dir: &Path,
@@ -43,7 +43,7 @@ pub fn write_bundle(
 
 /// The bundles of a request's nodes, once per cluster and output folder;
 /// the (cluster, folder) pairs written.
-pub fn write_all(req: &Request, outputs: &[NodeOutput]) -> Result<Vec<(String, PathBuf)>> {
+pub(crate) fn write_all(req: &Request, outputs: &[NodeOutput]) -> Result<Vec<(String, PathBuf)>> {
     let mut clusters: Vec<(String, PathBuf)> = Vec::new();
     for (n, o) in req.nodes.iter().zip(outputs) {
         let p = &n.profile;

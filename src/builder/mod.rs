@@ -21,13 +21,13 @@ use crate::image::Cache;
 use crate::profile::Profile;
 use crate::progress::Progress;
 
-pub use bases::BaseChoice;
-pub use bundle::write_bundle;
-pub use node::NodeOutput;
+pub(crate) use bases::BaseChoice;
+pub(crate) use bundle::write_bundle;
+pub(crate) use node::NodeOutput;
 
 /// One node of a request: its profile and where its outputs go.
 #[derive(Debug, Clone)]
-pub struct Node {
+pub(crate) struct Node {
     pub profile: Profile,
     /// `--out`, else the profile's `output.dir` (resolved against the
     /// profile's folder).
@@ -36,7 +36,7 @@ pub struct Node {
 
 /// What a build was asked for, resolved.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub nodes: Vec<Node>,
     pub base: BaseChoice,
     pub xz: bool,
@@ -51,7 +51,7 @@ pub struct Request {
 impl Request {
     /// The nodes of `profiles`, each into `out` when given, else into its
     /// profile's `output.dir`.
-    pub fn nodes_of(profiles: Vec<Profile>, out: Option<&Path>) -> Vec<Node> {
+    pub(crate) fn nodes_of(profiles: Vec<Profile>, out: Option<&Path>) -> Vec<Node> {
         profiles
             .into_iter()
             .map(|p| Node {
@@ -62,7 +62,7 @@ impl Request {
     }
 
     /// The output folders, sorted (two runs lock them in the same order).
-    pub fn out_dirs(&self) -> Vec<PathBuf> {
+    pub(crate) fn out_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self.nodes.iter().map(|n| n.out_dir.clone()).collect();
         dirs.sort();
         dirs.dedup();
@@ -72,7 +72,7 @@ impl Request {
 
 /// What a build wrote; `Display` is the summary `rpiimg build` prints.
 #[derive(Debug)]
-pub struct Report {
+pub(crate) struct Report {
     pub nodes: Vec<NodeOutput>,
     /// Raspberry Pi Imager lists written (`--imager-json`).
     pub imager_lists: Vec<PathBuf>,
@@ -83,7 +83,7 @@ pub struct Report {
 /// Build every node of the request; each node's outputs appear complete
 /// or not at all, and the first failure (in profile order) is the error.
 /// Everything that can be checked without the base is checked first.
-pub fn build(cache: &Cache, progress: Progress, req: &Request) -> Result<Report> {
+pub(crate) fn build(cache: &Cache, progress: Progress, req: &Request) -> Result<Report> {
     preflight::check(req)?;
     // Each output folder is this run's alone from before its existing
     // files are looked at until its last file is renamed: two builds of a

@@ -14,7 +14,7 @@ use crate::progress::{human_bytes, Progress};
 
 /// What one node's build wrote; `Display` is its lines of the summary.
 #[derive(Debug)]
-pub struct NodeOutput {
+pub(crate) struct NodeOutput {
     pub host: String,
     pub written: Written,
     pub manifest: PathBuf,
@@ -25,7 +25,11 @@ pub struct NodeOutput {
 /// Build the nodes on all cores (each streams its base once); with xz
 /// one at a time, as its compression already uses every core (and bounds
 /// memory: ~94 MiB per encoder). Results in request order.
-pub fn build_all(req: &Request, bases: &BaseSet, progress: Progress) -> Result<Vec<NodeOutput>> {
+pub(crate) fn build_all(
+    req: &Request,
+    bases: &BaseSet,
+    progress: Progress,
+) -> Result<Vec<NodeOutput>> {
     let nodes = &req.nodes;
     let any_xz = req.xz || nodes.iter().any(|n| n.profile.output.xz);
     let workers = if any_xz {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::progress::human_bytes;
 
 /// Everything that can be checked without the bases.
-pub fn check(req: &Request) -> Result<()> {
+pub(crate) fn check(req: &Request) -> Result<()> {
     check_hosts(req)?;
     for d in req.out_dirs() {
         writable(&d)?;
@@ -100,7 +100,7 @@ fn writable(dir: &Path) -> Result<()> {
 }
 
 /// An output folder that cannot be made or written, with the fix.
-pub fn out_dir_error(dir: &Path, e: &std::io::Error) -> Error {
+pub(crate) fn out_dir_error(dir: &Path, e: &std::io::Error) -> Error {
     Error::Usage(format!(
         "output folder {}: cannot write there ({e}); choose a writable folder with --out or [output] dir (nothing was written)",
         crate::output::display_path(dir)
@@ -111,7 +111,7 @@ pub fn out_dir_error(dir: &Path, e: &std::io::Error) -> Error {
 /// its base's allocated bytes (it is sparse where the base is), plus its
 /// `.xz`. A folder on the base's own filesystem is not judged: a reflink
 /// copy there shares the base's blocks.
-pub fn check_space(req: &Request, bases: &BaseSet) -> Result<()> {
+pub(crate) fn check_space(req: &Request, bases: &BaseSet) -> Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     'dirs: for d in req.out_dirs() {
         let Ok(out) = d.metadata() else { continue };

@@ -13,13 +13,13 @@ use crate::progress::Progress;
 
 /// What was proved and kept, per output folder: (folder, files, images).
 #[derive(Debug)]
-pub struct Proved {
+pub(crate) struct Proved {
     pub dirs: Vec<(PathBuf, usize, Vec<String>)>,
     /// Raspberry Pi Imager lists written (`--imager-json`).
     pub imager_lists: Vec<PathBuf>,
 }
 
-pub fn check(cache: &Cache, progress: Progress, req: &Request) -> Result<Proved> {
+pub(crate) fn check(cache: &Cache, progress: Progress, req: &Request) -> Result<Proved> {
     super::preflight::check(req)?;
     let finals = req.out_dirs();
     for d in &finals {

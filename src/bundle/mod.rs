@@ -11,7 +11,7 @@
 //! Templates are `overlays/mgmt/*.j2` (compiled in); a profile overrides
 //! one by putting `mgmt/<name>.j2` in one of its overlay directories.
 
-pub mod release;
+pub(crate) mod release;
 
 use minijinja::{context, Value};
 
@@ -141,7 +141,7 @@ fn check_stock_release(stock: &str, r: &release::Release) -> Result<(), String> 
 
 /// One file of the bundle.
 #[derive(Debug, Clone)]
-pub struct BundleFile {
+pub(crate) struct BundleFile {
     pub path: String,
     pub text: String,
     /// 0600 when it holds a password (host_vars/*.yml).
@@ -216,7 +216,7 @@ pub(crate) fn read_stock_for_fuzzing(text: &str) -> (Option<String>, Vec<&'stati
 
 /// Render the bundle. `generation(host)` is the host-key generation of each
 /// node (see `--rotate-host-keys`); `stock` the release's stock inventory.
-pub fn render(
+pub(crate) fn render(
     p: &Profile,
     rel: &release::Release,
     generation: &dyn Fn(&str) -> u32,

@@ -19,7 +19,7 @@ const FACTS: &[(&str, &str)] = &[
 
 /// One section of the stock `ansible/inventory/multinode`, in file order.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Section {
+pub(crate) struct Section {
     pub name: String,
     /// "hosts", "children" or "vars".
     pub kind: String,
@@ -33,7 +33,7 @@ struct AnsibleRequirement {
 
 /// What rpiimg knows of one Kolla-Ansible release.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Release {
+pub(crate) struct Release {
     /// The OpenStack series, e.g. "2025.1".
     pub series: String,
     /// The kolla-ansible version the facts were read from, e.g. "20.6.0".
@@ -54,20 +54,20 @@ pub struct Release {
 
 impl Release {
     /// The pip requirement for the ansible-core this release accepts.
-    pub fn ansible_pip_spec(&self) -> &str {
+    pub(crate) fn ansible_pip_spec(&self) -> &str {
         &self.ansible_requirement.pip_spec
     }
 
     /// Whether its prechecks accept this host OS (os-release `ID` and
     /// `VERSION_CODENAME`; Raspberry Pi OS says `debian`).
-    pub fn accepts(&self, os_id: &str, codename: &str) -> bool {
+    pub(crate) fn accepts(&self, os_id: &str, codename: &str) -> bool {
         self.host_os
             .iter()
             .any(|(d, rels)| d.eq_ignore_ascii_case(os_id) && rels.iter().any(|r| r == codename))
     }
 
     /// The Debian releases it accepts, for messages and `--help`.
-    pub fn debian(&self) -> String {
+    pub(crate) fn debian(&self) -> String {
         self.host_os
             .iter()
             .find(|(d, _)| d.eq_ignore_ascii_case("debian"))
@@ -75,13 +75,13 @@ impl Release {
     }
 
     /// Every group of its stock inventory.
-    pub fn groups(&self) -> BTreeSet<&str> {
+    pub(crate) fn groups(&self) -> BTreeSet<&str> {
         self.inventory.iter().map(|s| s.name.as_str()).collect()
     }
 
     /// Whether the release turns ProxySQL on by default (the guide turns it
     /// off on Raspberry Pi OS from 2025.1 on).
-    pub fn proxysql_by_default(&self) -> bool {
+    pub(crate) fn proxysql_by_default(&self) -> bool {
         self.defaults
             .get("enable_proxysql")
             .is_some_and(|v| !matches!(v.as_str(), "no" | "false" | "False"))
@@ -89,7 +89,7 @@ impl Release {
 }
 
 /// Every release rpiimg knows, oldest first.
-pub fn all() -> &'static [Release] {
+pub(crate) fn all() -> &'static [Release] {
     static ALL: OnceLock<Vec<Release>> = OnceLock::new();
     ALL.get_or_init(|| {
         FACTS
@@ -105,7 +105,7 @@ pub fn all() -> &'static [Release] {
 }
 
 /// The series rpiimg knows, for messages ("2023.1, 2025.1, 2026.1").
-pub fn series_list() -> String {
+pub(crate) fn series_list() -> String {
     all()
         .iter()
         .map(|r| r.series.as_str())
@@ -113,7 +113,7 @@ pub fn series_list() -> String {
         .join(", ")
 }
 
-pub fn by_series(series: &str) -> Option<&'static Release> {
+pub(crate) fn by_series(series: &str) -> Option<&'static Release> {
     all().iter().find(|r| r.series == series)
 }
 
@@ -121,7 +121,7 @@ pub fn by_series(series: &str) -> Option<&'static Release> {
 /// profile's `[kolla] release` when it accepts that OS, else (none given)
 /// the newest release that does. The error says what is wrong and which
 /// releases would do.
-pub fn choose(
+pub(crate) fn choose(
     requested: Option<&str>,
     os_id: &str,
     codename: &str,

@@ -200,7 +200,7 @@ fn local_mode(_: &std::fs::Metadata) -> u16 {
 
 /// Split a batch line into words: whitespace-separated, with '…' and "…"
 /// quoting and backslash escapes.
-pub fn split_words(line: &str) -> std::result::Result<Vec<String>, String> {
+pub(super) fn split_words(line: &str) -> std::result::Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut have = false;
@@ -243,7 +243,7 @@ pub fn split_words(line: &str) -> std::result::Result<Vec<String>, String> {
 }
 
 /// Read a batch file into edits, reporting the first bad line with its number.
-pub fn parse_batch(file: &Path) -> Result<Vec<FsOp>> {
+pub(super) fn parse_batch(file: &Path) -> Result<Vec<FsOp>> {
     // A batch file is a short list of edits; a FIFO or a device would
     // be read forever.
     let text =

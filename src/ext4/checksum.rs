@@ -14,18 +14,18 @@ use super::superblock::SUPERBLOCK_SIZE;
 use crate::bytes::le32;
 
 /// e2fsprogs' `ext2fs_crc32c_le`: raw CRC32C update.
-pub fn crc32c_raw(seed: u32, data: &[u8]) -> u32 {
+pub(crate) fn crc32c_raw(seed: u32, data: &[u8]) -> u32 {
     !crc32c::crc32c_append(!seed, data)
 }
 
 /// The filesystem checksum seed: `s_checksum_seed` with metadata_csum_seed,
 /// otherwise derived from the UUID.
-pub fn fs_seed(uuid: &[u8; 16], csum_seed_field: Option<u32>) -> u32 {
+pub(crate) fn fs_seed(uuid: &[u8; 16], csum_seed_field: Option<u32>) -> u32 {
     csum_seed_field.unwrap_or_else(|| crc32c_raw(!0, uuid))
 }
 
 /// Superblock checksum: over bytes [0, 0x3FC) from `~0`, not the fs seed.
-pub fn superblock(sb: &[u8; SUPERBLOCK_SIZE]) -> u32 {
+pub(crate) fn superblock(sb: &[u8; SUPERBLOCK_SIZE]) -> u32 {
     let (covered, _) = sb.split_at(0x3FC);
     crc32c_raw(!0, covered)
 }
@@ -44,14 +44,14 @@ fn zeroed(record: &[u8], fields: &[(usize, usize)]) -> Vec<u8> {
 
 /// Group descriptor checksum (16 bits), computed with the checksum field
 /// (0x1E..0x20) treated as zero.
-pub fn group_desc(seed: u32, group: u32, desc: &[u8]) -> u16 {
+pub(crate) fn group_desc(seed: u32, group: u32, desc: &[u8]) -> u16 {
     let crc = crc32c_raw(seed, &group.to_le_bytes());
     let crc = crc32c_raw(crc, &zeroed(desc, &[(0x1E, 2)]));
     (crc & 0xFFFF) as u16
 }
 
 /// Block and inode bitmap checksums (no group number in the input).
-pub fn bitmap(seed: u32, bitmap: &[u8]) -> u32 {
+pub(crate) fn bitmap(seed: u32, bitmap: &[u8]) -> u32 {
     crc32c_raw(seed, bitmap)
 }
 
@@ -62,7 +62,7 @@ fn per_inode(seed: u32, ino: u32, generation: u32) -> u32 {
 
 /// Inode checksum over the whole on-disk record with both checksum halves
 /// (0x7C..0x7E and, when present, 0x82..0x84) treated as zero.
-pub fn inode(seed: u32, ino: u32, raw: &[u8]) -> u32 {
+pub(crate) fn inode(seed: u32, ino: u32, raw: &[u8]) -> u32 {
     let generation = le32(raw, 0x64);
     // The high half exists only in a large inode (the record is then at
     // least 256 bytes, inode sizes being powers of two).
@@ -76,13 +76,19 @@ pub fn inode(seed: u32, ino: u32, raw: &[u8]) -> u32 {
 
 /// Checksum of the data covered by a directory leaf tail or an extent block
 /// tail: the per-inode seed continued over `covered`.
-pub fn inode_block(seed: u32, ino: u32, generation: u32, covered: &[u8]) -> u32 {
+pub(crate) fn inode_block(seed: u32, ino: u32, generation: u32, covered: &[u8]) -> u32 {
     crc32c_raw(per_inode(seed, ino, generation), covered)
 }
 
 /// htree (dx_root / dx_node) checksum: the counted part of the block, then
 /// the tail's reserved word, then a zero word standing in for the checksum.
-pub fn dx_block(seed: u32, ino: u32, generation: u32, counted: &[u8], reserved: [u8; 4]) -> u32 {
+pub(crate) fn dx_block(
+    seed: u32,
+    ino: u32,
+    generation: u32,
+    counted: &[u8],
+    reserved: [u8; 4],
+) -> u32 {
     let mut crc = inode_block(seed, ino, generation, counted);
     crc = crc32c_raw(crc, &reserved);
     crc32c_raw(crc, &[0; 4])
@@ -90,7 +96,7 @@ pub fn dx_block(seed: u32, ino: u32, generation: u32, counted: &[u8], reserved: 
 
 /// Extended-attribute block checksum: seeded with the 64-bit block number,
 /// over the block with `h_checksum` (0x10..0x14) treated as zero.
-pub fn xattr_block(seed: u32, block: u64, data: &[u8]) -> u32 {
+pub(crate) fn xattr_block(seed: u32, block: u64, data: &[u8]) -> u32 {
     let crc = crc32c_raw(seed, &block.to_le_bytes());
     crc32c_raw(crc, &zeroed(data, &[(0x10, 4)]))
 }

@@ -6,8 +6,8 @@ use super::inode::FileType;
 use crate::bytes::le32;
 
 /// Size of the leaf checksum tail ("fake" dirent with file_type 0xDE).
-pub const TAIL_SIZE: usize = 12;
-pub const TAIL_FILE_TYPE: u8 = 0xDE;
+pub(crate) const TAIL_SIZE: usize = 12;
+pub(crate) const TAIL_FILE_TYPE: u8 = 0xDE;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -24,12 +24,12 @@ impl DirEntry {
 
 /// Minimum record length for a name of `name_len` bytes.
 /// (A name too long to have a record saturates to a length no record has.)
-pub fn rec_len_for(name_len: usize) -> usize {
+pub(crate) fn rec_len_for(name_len: usize) -> usize {
     name_len.saturating_add(8 + 3) & !3
 }
 
 /// Whether the block ends in a well-formed checksum tail.
-pub fn has_tail(block: &[u8]) -> bool {
+pub(crate) fn has_tail(block: &[u8]) -> bool {
     let Some(tail) = block.last_chunk::<TAIL_SIZE>() else {
         return false;
     };
@@ -41,7 +41,7 @@ pub fn has_tail(block: &[u8]) -> bool {
 }
 
 /// Verify a leaf block's checksum tail; returns the entry area before it.
-pub fn verify_leaf_tail<'a>(
+pub(crate) fn verify_leaf_tail<'a>(
     block: &'a [u8],
     seed: u32,
     ino: u32,
@@ -71,7 +71,7 @@ pub fn verify_leaf_tail<'a>(
 /// Parse the entries of a linear directory block's entry `area` (the block
 /// before its tail, the whole block, or the `.`/`..` head of an htree root).
 /// Every record is bounds-checked: a corrupt block is an error, never a panic.
-pub fn parse_entries(area: &[u8], filetype: bool, at: &Location) -> Result<Vec<DirEntry>> {
+pub(crate) fn parse_entries(area: &[u8], filetype: bool, at: &Location) -> Result<Vec<DirEntry>> {
     let mut out = Vec::new();
     let mut off = 0usize;
     while let Some(rest) = area.get(off..).filter(|r| !r.is_empty()) {

@@ -4,11 +4,11 @@ use super::checksum;
 use super::error::{Ext4Error, Location, Result};
 use crate::bytes::{le16, le32, try_le32};
 
-pub const EXTENT_MAGIC: u16 = 0xF30A;
+pub(crate) const EXTENT_MAGIC: u16 = 0xF30A;
 /// Deepest tree the kernel builds (`EXT4_MAX_EXTENT_DEPTH`).
-pub const MAX_DEPTH: u16 = 5;
+pub(crate) const MAX_DEPTH: u16 = 5;
 /// Lengths above this mark an uninitialised (preallocated, reads as zero) extent.
-pub const INIT_MAX_LEN: u16 = 32768;
+pub(crate) const INIT_MAX_LEN: u16 = 32768;
 
 /// One mapped run of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,14 +23,14 @@ pub struct Extent {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct Header {
+pub(crate) struct Header {
     pub entries: u16,
     pub max: u16,
     pub depth: u16,
 }
 
 /// Parse and sanity-check a node header; `room` is how many 12-byte entries fit.
-pub fn header(node: &[u8], room: usize, at: &Location) -> Result<Header> {
+pub(crate) fn header(node: &[u8], room: usize, at: &Location) -> Result<Header> {
     if node.len() < 12 || le16(node, 0) != EXTENT_MAGIC {
         return Err(Ext4Error::corrupt(
             "extent header has a bad magic number",
@@ -70,7 +70,7 @@ fn raw_entries<'a>(node: &'a [u8], h: &Header) -> impl Iterator<Item = &'a [u8]>
 }
 
 /// Leaf entries of a node whose header says depth 0.
-pub fn leaf_entries(node: &[u8], h: &Header) -> Vec<Extent> {
+pub(crate) fn leaf_entries(node: &[u8], h: &Header) -> Vec<Extent> {
     raw_entries(node, h)
         .map(|e| {
             let raw_len = le16(e, 4);
@@ -89,7 +89,7 @@ pub fn leaf_entries(node: &[u8], h: &Header) -> Vec<Extent> {
 }
 
 /// Index entries (first file block, child node block) of an interior node.
-pub fn index_entries(node: &[u8], h: &Header) -> Vec<(u32, u64)> {
+pub(crate) fn index_entries(node: &[u8], h: &Header) -> Vec<(u32, u64)> {
     raw_entries(node, h)
         .map(|e| {
             (
@@ -102,12 +102,12 @@ pub fn index_entries(node: &[u8], h: &Header) -> Vec<(u32, u64)> {
 
 /// Offset of the checksum tail in a tree block with `max` entries.
 /// (At most 12 * 65536, so this cannot overflow a `usize` of 32 bits or more.)
-pub fn tail_offset(max: u16) -> usize {
+pub(crate) fn tail_offset(max: u16) -> usize {
     usize::from(max).saturating_add(1).saturating_mul(12)
 }
 
 /// Verify the checksum tail of an extent tree block owned by `ino`.
-pub fn verify_block(
+pub(crate) fn verify_block(
     block: &[u8],
     h: &Header,
     seed: u32,

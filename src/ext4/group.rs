@@ -6,9 +6,9 @@ use super::features::Feature;
 use super::superblock::Superblock;
 use crate::bytes::{le16, le32, set_le16, try_le16, try_le32};
 
-pub const BG_INODE_UNINIT: u16 = 0x1;
-pub const BG_BLOCK_UNINIT: u16 = 0x2;
-pub const BG_INODE_ZEROED: u16 = 0x4;
+pub(crate) const BG_INODE_UNINIT: u16 = 0x1;
+pub(crate) const BG_BLOCK_UNINIT: u16 = 0x2;
+pub(crate) const BG_INODE_ZEROED: u16 = 0x4;
 
 /// The whole descriptor table as read from disk.
 #[derive(Clone)]
@@ -195,7 +195,7 @@ impl GroupTable {
 /// descriptor table, as `ext2fs_bg_has_super` decides: group 0 always;
 /// with sparse_super2 only the (at most two) groups the superblock names;
 /// with sparse_super groups 1 and the powers of 3, 5 and 7; otherwise all.
-pub fn has_super(sb: &Superblock, g: u32) -> bool {
+pub(crate) fn has_super(sb: &Superblock, g: u32) -> bool {
     if g == 0 {
         return true;
     }
@@ -224,7 +224,7 @@ pub fn has_super(sb: &Superblock, g: u32) -> bool {
 /// descriptor table and reserved descriptor blocks: 0 in a group without
 /// a backup. (meta_bg, which places descriptors differently, is refused
 /// when the filesystem is opened.) `None` if the sizes overflow.
-pub fn super_and_gdt_blocks(sb: &Superblock, g: u32) -> Option<u64> {
+pub(crate) fn super_and_gdt_blocks(sb: &Superblock, g: u32) -> Option<u64> {
     if !has_super(sb, g) {
         return Some(0);
     }
@@ -236,14 +236,14 @@ pub fn super_and_gdt_blocks(sb: &Superblock, g: u32) -> Option<u64> {
 }
 
 /// Blocks in one group's inode table. `None` if the size overflows.
-pub fn itable_blocks(sb: &Superblock) -> Option<u64> {
+pub(crate) fn itable_blocks(sb: &Superblock) -> Option<u64> {
     u64::from(sb.inodes_per_group())
         .checked_mul(u64::from(sb.inode_size()))
         .map(|b| b.div_ceil(sb.block_size() as u64))
 }
 
 /// The first block of group `g`. `None` if it overflows.
-pub fn first_block(sb: &Superblock, g: u32) -> Option<u64> {
+pub(crate) fn first_block(sb: &Superblock, g: u32) -> Option<u64> {
     u64::from(g)
         .checked_mul(u64::from(sb.blocks_per_group()))?
         .checked_add(u64::from(sb.first_data_block()))

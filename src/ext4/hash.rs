@@ -3,19 +3,19 @@
 //! The hash arithmetic is C's unsigned 32-bit arithmetic, which wraps:
 //! hence `wrapping_*` throughout.
 
-pub const LEGACY: u8 = 0;
-pub const HALF_MD4: u8 = 1;
-pub const TEA: u8 = 2;
-pub const LEGACY_UNSIGNED: u8 = 3;
-pub const HALF_MD4_UNSIGNED: u8 = 4;
-pub const TEA_UNSIGNED: u8 = 5;
+pub(crate) const LEGACY: u8 = 0;
+pub(crate) const HALF_MD4: u8 = 1;
+pub(crate) const TEA: u8 = 2;
+pub(crate) const LEGACY_UNSIGNED: u8 = 3;
+pub(crate) const HALF_MD4_UNSIGNED: u8 = 4;
+pub(crate) const TEA_UNSIGNED: u8 = 5;
 
 const MD4_IV: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 
 /// The hash variant a directory really uses: its dx_root says legacy,
 /// half_md4 or tea, and the superblock's unsigned flag selects the
 /// unsigned-char flavour.
-pub fn effective_version(dx_version: u8, fs_unsigned: bool) -> u8 {
+pub(crate) fn effective_version(dx_version: u8, fs_unsigned: bool) -> u8 {
     match (dx_version, fs_unsigned) {
         (LEGACY, true) => LEGACY_UNSIGNED,
         (HALF_MD4, true) => HALF_MD4_UNSIGNED,
@@ -141,7 +141,7 @@ fn suffixes(name: &[u8], step: usize) -> impl Iterator<Item = &[u8]> {
 
 /// The major hash of `name` for a directory using `version` (already
 /// adjusted by [`effective_version`]); `None` for an unknown version.
-pub fn name_hash(name: &[u8], version: u8, seed: [u32; 4]) -> Option<u32> {
+pub(crate) fn name_hash(name: &[u8], version: u8, seed: [u32; 4]) -> Option<u32> {
     let mut buf = if seed.iter().any(|&w| w != 0) {
         seed
     } else {

@@ -5,13 +5,13 @@ use super::error::{Ext4Error, Location, Result};
 use crate::bytes::{le32, try_le16};
 
 /// Index block numbers are logical and only 28 bits wide.
-pub const BLOCK_MASK: u32 = 0x0FFF_FFFF;
+pub(crate) const BLOCK_MASK: u32 = 0x0FFF_FFFF;
 /// Offset of `count_limit` in a dx_root and a dx_node.
-pub const ROOT_COUNT_OFF: usize = 0x20;
-pub const NODE_COUNT_OFF: usize = 0x08;
+pub(crate) const ROOT_COUNT_OFF: usize = 0x20;
+pub(crate) const NODE_COUNT_OFF: usize = 0x08;
 
 #[derive(Debug, Clone)]
-pub struct DxRoot {
+pub(crate) struct DxRoot {
     pub hash_version: u8,
     pub indirect_levels: u8,
     pub entries: Vec<(u32, u32)>,
@@ -87,7 +87,11 @@ fn verify(
 }
 
 /// Parse a dx_root; `csum` = (seed, ino, generation) when metadata_csum is on.
-pub fn parse_root(block: &[u8], csum: Option<(u32, u32, u32)>, at: &Location) -> Result<DxRoot> {
+pub(crate) fn parse_root(
+    block: &[u8],
+    csum: Option<(u32, u32, u32)>,
+    at: &Location,
+) -> Result<DxRoot> {
     let Some(head) = block.first_chunk::<0x30>() else {
         return Err(Ext4Error::corrupt("htree root block truncated", at.clone()));
     };
@@ -111,7 +115,7 @@ pub fn parse_root(block: &[u8], csum: Option<(u32, u32, u32)>, at: &Location) ->
 }
 
 /// Whether a directory block is a dx_node (a fake empty entry spanning the block).
-pub fn is_node(block: &[u8]) -> bool {
+pub(crate) fn is_node(block: &[u8]) -> bool {
     match block.first_chunk::<8>() {
         Some(&[0, 0, 0, 0, r0, r1, 0, _]) => {
             usize::from(u16::from_le_bytes([r0, r1])) == block.len()
@@ -120,7 +124,7 @@ pub fn is_node(block: &[u8]) -> bool {
     }
 }
 
-pub fn parse_node(
+pub(crate) fn parse_node(
     block: &[u8],
     csum: Option<(u32, u32, u32)>,
     at: &Location,
@@ -134,7 +138,7 @@ pub fn parse_node(
 
 /// The position in an index level whose entry covers `hash`: the last entry
 /// whose hash is <= `hash` (entry 0 covers everything below entry 1).
-pub fn covering(entries: &[(u32, u32)], hash: u32) -> usize {
+pub(crate) fn covering(entries: &[(u32, u32)], hash: u32) -> usize {
     entries
         .partition_point(|&(h, _)| h <= hash)
         .saturating_sub(1)
@@ -142,6 +146,6 @@ pub fn covering(entries: &[(u32, u32)], hash: u32) -> usize {
 
 /// The logical block an index level sends `hash` to; `None` for an empty
 /// level (which [`parse_root`] and [`parse_node`] never return).
-pub fn descend(entries: &[(u32, u32)], hash: u32) -> Option<u32> {
+pub(crate) fn descend(entries: &[(u32, u32)], hash: u32) -> Option<u32> {
     entries.get(covering(entries, hash)).map(|&(_, lblk)| lblk)
 }

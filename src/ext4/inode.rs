@@ -10,23 +10,23 @@ use super::error::{Ext4Error, Location, Result};
 use crate::bytes::{array, array_mut, le16, le32, set_le16, set_le32};
 
 /// Size of the original (ext2) inode record; larger records extend it.
-pub const GOOD_OLD_INODE_SIZE: usize = 128;
+pub(crate) const GOOD_OLD_INODE_SIZE: usize = 128;
 
 pub const ROOT_INO: u32 = 2;
 
-pub const S_IFMT: u16 = 0xF000;
-pub const S_IFSOCK: u16 = 0xC000;
-pub const S_IFLNK: u16 = 0xA000;
-pub const S_IFREG: u16 = 0x8000;
-pub const S_IFBLK: u16 = 0x6000;
-pub const S_IFDIR: u16 = 0x4000;
-pub const S_IFCHR: u16 = 0x2000;
-pub const S_IFIFO: u16 = 0x1000;
+pub(crate) const S_IFMT: u16 = 0xF000;
+pub(crate) const S_IFSOCK: u16 = 0xC000;
+pub(crate) const S_IFLNK: u16 = 0xA000;
+pub(crate) const S_IFREG: u16 = 0x8000;
+pub(crate) const S_IFBLK: u16 = 0x6000;
+pub(crate) const S_IFDIR: u16 = 0x4000;
+pub(crate) const S_IFCHR: u16 = 0x2000;
+pub(crate) const S_IFIFO: u16 = 0x1000;
 
-pub const EXT4_INDEX_FL: u32 = 0x1000;
-pub const EXT4_HUGE_FILE_FL: u32 = 0x40000;
-pub const EXT4_EXTENTS_FL: u32 = 0x80000;
-pub const EXT4_INLINE_DATA_FL: u32 = 0x10000000;
+pub(crate) const EXT4_INDEX_FL: u32 = 0x1000;
+pub(crate) const EXT4_HUGE_FILE_FL: u32 = 0x40000;
+pub(crate) const EXT4_EXTENTS_FL: u32 = 0x80000;
+pub(crate) const EXT4_INLINE_DATA_FL: u32 = 0x10000000;
 
 /// File type as stored in directory entries and derived from the mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -7,16 +7,16 @@ use super::error::{Ext4Error, Location, Result};
 use super::features::{Feature, FeatureSet, Gate};
 use crate::bytes::{array, le16, le32, le64, set_le32};
 
-pub const SUPERBLOCK_OFFSET: u64 = 1024;
-pub const SUPERBLOCK_SIZE: usize = 1024;
+pub(crate) const SUPERBLOCK_OFFSET: u64 = 1024;
+pub(crate) const SUPERBLOCK_SIZE: usize = 1024;
 const MAGIC: u16 = 0xEF53;
 
 /// `s_flags` values.
-pub const FLAG_UNSIGNED_HASH: u32 = 0x2;
+pub(crate) const FLAG_UNSIGNED_HASH: u32 = 0x2;
 
 /// `s_state` values.
-pub const STATE_VALID: u16 = 0x1;
-pub const STATE_ERROR: u16 = 0x2;
+pub(crate) const STATE_VALID: u16 = 0x1;
+pub(crate) const STATE_ERROR: u16 = 0x2;
 
 #[derive(Clone)]
 pub struct Superblock {

@@ -4,7 +4,7 @@ use super::checksum;
 use super::error::{Ext4Error, Location, Result};
 use crate::bytes::{le16, le32, try_le32};
 
-pub const XATTR_MAGIC: u32 = 0xEA02_0000;
+pub(crate) const XATTR_MAGIC: u32 = 0xEA02_0000;
 const BLOCK_HEADER: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ fn parse_entries(area: &[u8], first: usize, at: &Location) -> Result<Vec<Xattr>>
 }
 
 /// Attributes stored in the inode body after `128 + extra_isize`.
-pub fn in_inode(raw: &[u8], extra_isize: u16, ino: u32) -> Result<Vec<Xattr>> {
+pub(crate) fn in_inode(raw: &[u8], extra_isize: u16, ino: u32) -> Result<Vec<Xattr>> {
     let body = raw
         .get(128..)
         .and_then(|r| r.get(usize::from(extra_isize)..))
@@ -99,7 +99,7 @@ pub fn in_inode(raw: &[u8], extra_isize: u16, ino: u32) -> Result<Vec<Xattr>> {
 }
 
 /// Attributes of an external EA block, its checksum verified when `seed` is given.
-pub fn in_block(data: &[u8], block: u64, seed: Option<u32>, ino: u32) -> Result<Vec<Xattr>> {
+pub(crate) fn in_block(data: &[u8], block: u64, seed: Option<u32>, ino: u32) -> Result<Vec<Xattr>> {
     let at = Location::Block { ino, block };
     if data.len() < BLOCK_HEADER || le32(data, 0) != XATTR_MAGIC {
         return Err(Ext4Error::corrupt(

@@ -12,17 +12,17 @@ use super::MapRange;
 
 /// The largest `.bmap` read (a 4 GiB image fully fragmented into single
 /// blocks would need less than this).
-pub const MAX_BMAP: u64 = 64 << 20;
+pub(crate) const MAX_BMAP: u64 = 64 << 20;
 
 #[derive(Debug)]
-pub struct BlockMap {
+pub(crate) struct BlockMap {
     pub image_size: u64,
     pub ranges: Vec<MapRange>,
 }
 
 /// Parse a bmap's text. `Err` is a one-line reason naming what is wrong;
 /// no text makes it panic (it comes from beside an image, from anyone).
-pub fn parse(text: &str) -> Result<BlockMap, String> {
+pub(crate) fn parse(text: &str) -> Result<BlockMap, String> {
     let version = text
         .split_once("<bmap version=\"")
         .and_then(|(_, rest)| rest.split('"').next())

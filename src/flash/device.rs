@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// What a target is, read from its opened descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKind {
+pub(crate) enum HostKind {
     /// A block device, `major:minor`.
     Block(String),
     /// A regular file; its (st_dev, st_ino).
@@ -22,7 +22,7 @@ pub enum HostKind {
 /// written, through the same descriptor, whatever happens to the path
 /// meanwhile (a `/dev/disk/by-id` link re-pointed during the prompt).
 #[derive(Debug)]
-pub struct Target {
+pub(crate) struct Target {
     pub file: File,
     /// `Block(major:minor)` or `File(st_dev, st_ino)`, from the descriptor.
     pub id: HostKind,
@@ -34,10 +34,10 @@ pub struct Target {
 
 /// A new file's temporary name; the file is removed when this is dropped.
 #[derive(Debug)]
-pub struct TempName(Option<std::path::PathBuf>);
+pub(crate) struct TempName(Option<std::path::PathBuf>);
 
 impl TempName {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.0.as_deref().unwrap_or(Path::new(""))
     }
 
@@ -57,7 +57,7 @@ impl Drop for TempName {
 }
 
 /// Why a target could not be opened.
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// Refused outright: the reason, one line.
     Refused(String),
     /// A block device the kernel would not open (in use, read-only, no
@@ -72,7 +72,7 @@ pub enum OpenError {
 /// regular file only with `to_file`, never through a symlink; a missing
 /// file with `to_file` is created 0600 (node images hold secrets) under a
 /// hidden temporary name. [`Target::lock`] then takes it for this run.
-pub fn open_target(path: &Path, to_file: bool) -> Result<Target, OpenError> {
+pub(crate) fn open_target(path: &Path, to_file: bool) -> Result<Target, OpenError> {
     let lmeta = match std::fs::symlink_metadata(path) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -220,7 +220,7 @@ fn create_temp(path: &Path) -> io::Result<(File, std::path::PathBuf)> {
 impl Target {
     /// Lock the target for this run (`flock`, exclusive), so two flashes of
     /// one file or card never interleave. `Err` is a one-line reason.
-    pub fn lock(&self) -> Result<(), String> {
+    pub(crate) fn lock(&self) -> Result<(), String> {
         match rustix::fs::flock(&self.file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::WOULDBLOCK) => Err(
@@ -234,7 +234,7 @@ impl Target {
     /// writes then go to the card without filling the page cache (no long
     /// flush at the end, honest progress) and reads come from the card.
     /// Returns whether it is on (a device that refuses it stays buffered).
-    pub fn direct(&self) -> bool {
+    pub(crate) fn direct(&self) -> bool {
         let Ok(flags) = rustix::fs::fcntl_getfl(&self.file) else {
             return false;
         };
@@ -243,7 +243,7 @@ impl Target {
 
     /// A file target is grown to `size` but never shrunk (a file standing
     /// in for a card keeps what lies beyond).
-    pub fn grow(&self, size: u64) -> io::Result<()> {
+    pub(crate) fn grow(&self, size: u64) -> io::Result<()> {
         if matches!(self.id, HostKind::File(..)) && self.file.metadata()?.len() < size {
             self.file.set_len(size)?;
         }
@@ -253,7 +253,7 @@ impl Target {
     /// Free bytes where a new file target is written (`None`: not a new
     /// file, or unknown).
     /// Free bytes on the filesystem of a file target (`None` for a device).
-    pub fn free_space(&self) -> Option<u64> {
+    pub(crate) fn free_space(&self) -> Option<u64> {
         if matches!(self.id, HostKind::Block(_)) {
             return None;
         }
@@ -262,7 +262,7 @@ impl Target {
     }
 
     /// Bytes a file target already has allocated (0 for a device).
-    pub fn allocated(&self) -> u64 {
+    pub(crate) fn allocated(&self) -> u64 {
         use std::os::unix::fs::MetadataExt as _;
         match self.id {
             HostKind::Block(_) => 0,
@@ -276,7 +276,7 @@ impl Target {
     /// A verified new file gets its name: renamed from the temporary one,
     /// never over a file that appeared meanwhile. `Err` is a one-line
     /// reason (the temporary file is then removed).
-    pub fn keep(&mut self, path: &Path) -> Result<(), String> {
+    pub(crate) fn keep(&mut self, path: &Path) -> Result<(), String> {
         let Some(temp) = self.temp.take() else {
             return Ok(());
         };
@@ -312,14 +312,14 @@ fn flag(f: rustix::fs::OFlags) -> i32 {
 }
 
 /// After `sync_data`, drop the cached pages so reads come from the medium.
-pub fn drop_cache(f: &File) -> io::Result<()> {
+pub(crate) fn drop_cache(f: &File) -> io::Result<()> {
     rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).map_err(io::Error::from)
 }
 
 /// Ask the kernel to re-read a card's partition table (`blockdev
 /// --rereadpt`, util-linux: the ioctl itself would need unsafe code).
 /// `Err` is a one-line reason.
-pub fn reread_partitions(path: &Path) -> Result<(), String> {
+pub(crate) fn reread_partitions(path: &Path) -> Result<(), String> {
     match std::process::Command::new("blockdev")
         .arg("--rereadpt")
         .arg(path)

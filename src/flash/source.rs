@@ -18,7 +18,7 @@ use crate::progress::Progress;
 const GPT_BACKUP: u64 = 33 * 512;
 
 #[derive(Debug)]
-pub struct Source {
+pub(crate) struct Source {
     /// As the user named it.
     pub path: PathBuf,
     /// The file the bytes come from: the path, or a cache entry for an
@@ -55,7 +55,7 @@ fn bmap_beside(path: &Path) -> Option<PathBuf> {
 }
 
 impl Source {
-    pub fn open(path: &Path, cache: &Cache, progress: Progress) -> Result<Source> {
+    pub(crate) fn open(path: &Path, cache: &Cache, progress: Progress) -> Result<Source> {
         let meta = std::fs::metadata(path).map_err(Error::host_op(path, "open the image"))?;
         if !meta.is_file() {
             return Err(Error::Usage(format!(
@@ -146,7 +146,7 @@ impl Source {
 
     /// Every file this source reads: the image, its `.bmap` and
     /// `.sha256`, the cache entry behind an `.xz`.
-    pub fn inputs(&self) -> Vec<PathBuf> {
+    pub(crate) fn inputs(&self) -> Vec<PathBuf> {
         let mut v = vec![self.path.clone(), self.read_path.clone()];
         v.extend(self.bmap.clone());
         v.push(sidecar(&self.path, ".sha256"));
@@ -155,17 +155,17 @@ impl Source {
     }
 
     /// The file name, for listings and reports.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         crate::hostpath::file_name(&self.path)
     }
 
     /// Bytes that go onto the card.
-    pub fn mapped(&self) -> u64 {
+    pub(crate) fn mapped(&self) -> u64 {
         self.ranges.iter().map(MapRange::size).sum()
     }
 
     /// A reader for the mapped ranges, asked for in increasing order.
-    pub fn reader(&self) -> Result<RangeReader> {
+    pub(crate) fn reader(&self) -> Result<RangeReader> {
         let f = File::open(&self.read_path).map_err(Error::host(&self.read_path))?;
         Ok(if self.compressed {
             RangeReader::Xz {
@@ -298,7 +298,7 @@ fn read_capped(p: &Path) -> Result<String> {
 }
 
 /// Positioned reads on an `.img`; a forward-only stream through an `.xz`.
-pub enum RangeReader {
+pub(crate) enum RangeReader {
     Raw(Arc<File>),
     Xz {
         dec: Box<liblzma::bufread::XzDecoder<BufReader<File>>>,
@@ -308,7 +308,7 @@ pub enum RangeReader {
 
 impl RangeReader {
     /// Fill `buf` from image offset `off`; offsets only grow on an `.xz`.
-    pub fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub(crate) fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
         match self {
             RangeReader::Raw(f) => f.read_exact_at(buf, off),
             RangeReader::Xz { dec, pos } => {

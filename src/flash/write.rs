@@ -32,7 +32,7 @@ use crate::progress::Task;
 
 const CHUNK: usize = 4 << 20;
 /// Cleared first, written last.
-pub const HEAD: u64 = HEAD_US as u64;
+pub(super) const HEAD: u64 = HEAD_US as u64;
 const HEAD_US: usize = 64 << 10;
 /// What delta compares and writes in: a card's unit of change.
 const BLOCK: usize = 4096;
@@ -46,7 +46,7 @@ const STEP: usize = 1 << 20;
 
 /// How a card's writer ended.
 #[derive(Default)]
-pub struct Outcome {
+pub(super) struct Outcome {
     pub state: State,
     /// Bytes written onto the card.
     pub written: u64,
@@ -65,7 +65,7 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-pub struct Job<'a> {
+pub(super) struct Job<'a> {
     pub source: &'a Source,
     pub file: File,
     pub path: &'a std::path::Path,
@@ -108,7 +108,7 @@ fn part(buf: &mut [u8], n: usize) -> std::io::Result<&mut [u8]> {
 
 /// Bring one card to the image and verify it. Never panics on I/O; the
 /// outcome says how far it got.
-pub fn flash(job: Job, cancel: &AtomicBool, bar: &mut Task, total: &Mutex<Task>) -> Outcome {
+pub(super) fn flash(job: Job, cancel: &AtomicBool, bar: &mut Task, total: &Mutex<Task>) -> Outcome {
     let mut out = Outcome::default();
     let mut ctl = Run { cancel, bar, total };
     match run(&job, &mut ctl, &mut out) {

@@ -224,7 +224,7 @@ pub fn used_ranges(dev: &impl ReadAt) -> io::Result<Vec<(u64, u64)>> {
 
 /// Proves the first FAT of the volume on `dev` is free of loops and stray
 /// pointers. Linear in the cluster count; memory bounded by [`MEMORY_CAP`].
-pub fn check(dev: &impl ReadAt) -> io::Result<()> {
+pub(super) fn check(dev: &impl ReadAt) -> io::Result<()> {
     let mut bs = [0u8; 512];
     dev.read_exact_at(&mut bs, 0)?;
     let g = geometry(&bs)?;

@@ -9,7 +9,7 @@ pub struct FstabEntry {
 }
 
 /// Parse fstab text; comments, blank and malformed lines are skipped.
-pub fn parse(text: &str) -> Vec<FstabEntry> {
+pub(crate) fn parse(text: &str) -> Vec<FstabEntry> {
     text.lines()
         .filter_map(|l| {
             let l = l.split('#').next().unwrap_or("").trim();
@@ -35,7 +35,7 @@ fn unescape(s: &str) -> String {
 
 /// What a spec names, so it can be matched against partitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Spec {
+pub(crate) enum Spec {
     PartUuid(String),
     Label(String),
     Uuid(String),
@@ -44,7 +44,7 @@ pub enum Spec {
     Other(String),
 }
 
-pub fn spec(s: &str) -> Spec {
+pub(crate) fn spec(s: &str) -> Spec {
     if let Some(v) = s.strip_prefix("PARTUUID=") {
         return Spec::PartUuid(v.to_ascii_lowercase());
     }

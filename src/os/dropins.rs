@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 /// Which file of a directory decides a setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wins {
+pub(crate) enum Wins {
     /// The last file in name order that sets it.
     Last,
     /// The first file in name order that sets it.
@@ -19,7 +19,7 @@ pub enum Wins {
 
 /// How settings are written in the files of a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Syntax {
+pub(crate) enum Syntax {
     /// `key = value` (sysctl.d): the key with `/` read as `.`.
     Sysctl,
     /// INI with `[Section]` and `Key=Value` (systemd, rpi-swap).
@@ -36,7 +36,7 @@ pub enum Syntax {
 
 /// A directory rpiimg writes a drop-in into.
 #[derive(Debug, Clone, Copy)]
-pub struct Dir {
+pub(crate) struct Dir {
     /// Directories read together; a same-named file in an earlier one
     /// hides the later one (systemd's /etc over /usr/lib).
     pub dirs: &'static [&'static str],
@@ -52,7 +52,7 @@ pub struct Dir {
 /// (each from the reader's manual: sysctl.d(5), systemd.unit(5) and
 /// timesyncd.conf(5), cloud-init's "Base configuration" docs, rpi-swap's
 /// README, sudoers(5) "Including other files", sshd_config(5)).
-pub const DIRS: &[Dir] = &[
+pub(crate) const DIRS: &[Dir] = &[
     Dir {
         dirs: &[
             "/etc/sysctl.d",
@@ -110,12 +110,12 @@ pub const DIRS: &[Dir] = &[
 ];
 
 /// Every directory [`DIRS`] names (what the facts read).
-pub fn all_dirs() -> impl Iterator<Item = &'static str> {
+pub(crate) fn all_dirs() -> impl Iterator<Item = &'static str> {
     DIRS.iter().flat_map(|d| d.dirs.iter().copied())
 }
 
 /// The drop-in directory a path is in, with its file name.
-pub fn dir_of(path: &str) -> Option<(&'static Dir, &str)> {
+pub(crate) fn dir_of(path: &str) -> Option<(&'static Dir, &str)> {
     let (parent, name) = path.rsplit_once('/')?;
     DIRS.iter()
         .find(|d| d.dirs.contains(&parent))
@@ -124,7 +124,7 @@ pub fn dir_of(path: &str) -> Option<(&'static Dir, &str)> {
 
 impl Dir {
     /// Whether the reader reads a file of this name at all.
-    pub fn reads(&self, name: &str) -> bool {
+    pub(crate) fn reads(&self, name: &str) -> bool {
         if self.syntax == Syntax::Sudoers {
             // sudoers(5): names ending in '~' or holding a '.' are skipped.
             !name.ends_with('~') && !name.contains('.')
@@ -135,7 +135,7 @@ impl Dir {
 }
 
 /// One setting of one file: key and value as written.
-pub fn settings(syntax: Syntax, text: &str) -> Vec<(String, String)> {
+pub(crate) fn settings(syntax: Syntax, text: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut section = String::new();
     for raw in text.lines() {
@@ -198,7 +198,7 @@ pub fn settings(syntax: Syntax, text: &str) -> Vec<(String, String)> {
 
 /// A file that decides a setting rpiimg's drop-in also makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Override {
+pub(crate) struct Override {
     /// rpiimg's file.
     pub ours: String,
     /// The file that wins instead.
@@ -239,7 +239,7 @@ impl Override {
 /// For rpiimg's drop-in `ours` (a path in one of [`DIRS`]), the files of
 /// `files` (path -> text: the directory as the node will have it, ours
 /// included) that decide one of its settings instead.
-pub fn overrides(ours: &str, files: &BTreeMap<String, String>) -> Vec<Override> {
+pub(crate) fn overrides(ours: &str, files: &BTreeMap<String, String>) -> Vec<Override> {
     let Some((dir, _)) = dir_of(ours) else {
         return Vec::new();
     };

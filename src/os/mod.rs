@@ -2,9 +2,9 @@
 //! where things live and what their states mean. One place that grows
 //! with new OS releases.
 
-pub mod dropins;
-pub mod presets;
-pub mod release;
-pub mod sshd;
-pub mod units;
-pub mod users;
+pub(crate) mod dropins;
+pub(crate) mod presets;
+pub(crate) mod release;
+pub(crate) mod sshd;
+pub(crate) mod units;
+pub(crate) mod users;

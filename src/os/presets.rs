@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 /// Directories systemd reads preset files from, most important first. A
 /// file name in an earlier directory hides the same name in later ones.
-pub const PRESET_DIRS: &[&str] = &[
+pub(crate) const PRESET_DIRS: &[&str] = &[
     "/etc/systemd/system-preset",
     "/run/systemd/system-preset",
     "/usr/local/lib/systemd/system-preset",
@@ -26,14 +26,14 @@ pub const PRESET_DIRS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Enable,
     Disable,
     Ignore,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub action: Action,
     pub pattern: String,
     /// `enable foo@.service a b`: the instances to enable.
@@ -44,7 +44,7 @@ pub struct Rule {
 
 /// The verdict for one unit file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub action: Action,
     pub instances: Vec<String>,
     /// `None`: no line matched, systemd's default (enable) applies.
@@ -53,7 +53,7 @@ pub struct Verdict {
 
 /// All preset rules of an image, in systemd's order.
 #[derive(Debug, Clone, Default)]
-pub struct Presets {
+pub(crate) struct Presets {
     pub rules: Vec<Rule>,
 }
 
@@ -61,7 +61,7 @@ impl Presets {
     /// From preset files as found in the image: `(directory, file name) ->
     /// text`. Applies systemd's ordering: by file name across directories,
     /// a name in a more important directory hiding the others.
-    pub fn from_files(files: &BTreeMap<(String, String), String>) -> Presets {
+    pub(crate) fn from_files(files: &BTreeMap<(String, String), String>) -> Presets {
         let mut chosen: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
         for dir in PRESET_DIRS {
             for ((d, name), text) in files {
@@ -79,7 +79,7 @@ impl Presets {
 
     /// What `systemctl preset` does with the unit file `unit` (a template
     /// such as `getty@.service` for instances).
-    pub fn query(&self, unit: &str) -> Verdict {
+    pub(crate) fn query(&self, unit: &str) -> Verdict {
         for r in &self.rules {
             if glob(&r.pattern, unit) {
                 return Verdict {
@@ -99,7 +99,7 @@ impl Presets {
 
 /// Lines of one preset file. Unknown or malformed lines are skipped, as
 /// systemd skips them (with a warning).
-pub fn parse(text: &str, origin: &str) -> Vec<Rule> {
+pub(crate) fn parse(text: &str, origin: &str) -> Vec<Rule> {
     let mut out = Vec::new();
     for (n, line) in (1u64..).zip(text.lines()) {
         let l = line.trim();
@@ -131,7 +131,7 @@ pub fn parse(text: &str, origin: &str) -> Vec<Rule> {
 }
 
 /// fnmatch(3) without flags: `*`, `?` and `[...]` (with `!`/`^` and ranges).
-pub fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let s: Vec<char> = name.chars().collect();
     // Iterative matcher with one backtrack point for the last `*` (the

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct OsRelease {
+pub(crate) struct OsRelease {
     pub id: String,
     pub version_codename: String,
     pub pretty_name: String,
@@ -11,7 +11,7 @@ pub struct OsRelease {
 }
 
 /// Parse os-release (shell-style `KEY=value`, values optionally quoted).
-pub fn parse(text: &str) -> OsRelease {
+pub(crate) fn parse(text: &str) -> OsRelease {
     let kv: BTreeMap<String, String> = text
         .lines()
         .filter_map(|l| {
@@ -39,7 +39,7 @@ pub fn parse(text: &str) -> OsRelease {
 }
 
 /// The OS family as a person would name it.
-pub fn family(rel: &OsRelease, has_rpi_issue: bool) -> &'static str {
+pub(crate) fn family(rel: &OsRelease, has_rpi_issue: bool) -> &'static str {
     match rel.id.as_str() {
         "debian" | "raspbian" if has_rpi_issue => "Raspberry Pi OS",
         "debian" => "Debian",

@@ -7,11 +7,11 @@
 use crate::error::Result;
 use crate::fs::view::SystemView;
 
-pub const MAIN: &str = "/etc/ssh/sshd_config";
-pub const DROPIN_DIR: &str = "/etc/ssh/sshd_config.d";
+pub(crate) const MAIN: &str = "/etc/ssh/sshd_config";
+pub(crate) const DROPIN_DIR: &str = "/etc/ssh/sshd_config.d";
 
 /// The key files sshd loads when no `HostKey` line is given (sshd(8)).
-pub const DEFAULT_HOST_KEYS: [&str; 3] = [
+pub(crate) const DEFAULT_HOST_KEYS: [&str; 3] = [
     "/etc/ssh/ssh_host_rsa_key",
     "/etc/ssh/ssh_host_ecdsa_key",
     "/etc/ssh/ssh_host_ed25519_key",
@@ -19,7 +19,7 @@ pub const DEFAULT_HOST_KEYS: [&str; 3] = [
 
 /// One global setting line: which file, the keyword (lower case), the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Setting {
+pub(crate) struct Setting {
     pub file: String,
     pub keyword: String,
     pub value: String,
@@ -27,7 +27,7 @@ pub struct Setting {
 
 /// The global settings in the order sshd reads them.
 #[derive(Debug, Clone, Default)]
-pub struct SshdConfig {
+pub(crate) struct SshdConfig {
     pub settings: Vec<Setting>,
 }
 
@@ -35,7 +35,7 @@ impl SshdConfig {
     /// `main` is the text of sshd_config; `dropins` the `*.conf` files of
     /// sshd_config.d as (name, text), in any order. Drop-ins count only
     /// where the main file includes them, as in sshd.
-    pub fn parse(main: &str, dropins: &[(String, String)]) -> SshdConfig {
+    pub(crate) fn parse(main: &str, dropins: &[(String, String)]) -> SshdConfig {
         let mut sorted: Vec<&(String, String)> = dropins
             .iter()
             .filter(|(n, _)| n.ends_with(".conf"))
@@ -84,13 +84,13 @@ impl SshdConfig {
     }
 
     /// The value sshd uses for a single-valued keyword (the first read).
-    pub fn first(&self, keyword: &str) -> Option<&Setting> {
+    pub(crate) fn first(&self, keyword: &str) -> Option<&Setting> {
         let k = keyword.to_ascii_lowercase();
         self.settings.iter().find(|s| s.keyword == k)
     }
 
     /// The private key files sshd loads.
-    pub fn host_keys(&self) -> Vec<String> {
+    pub(crate) fn host_keys(&self) -> Vec<String> {
         let given: Vec<String> = self
             .settings
             .iter()
@@ -105,7 +105,7 @@ impl SshdConfig {
     }
 
     /// Read the image's files.
-    pub fn read(view: &SystemView) -> Result<SshdConfig> {
+    pub(crate) fn read(view: &SystemView) -> Result<SshdConfig> {
         let main = view.read_text_opt(MAIN)?.unwrap_or_default();
         let mut dropins = Vec::new();
         if let Some(list) = view.list_opt(DROPIN_DIR)? {

@@ -8,10 +8,10 @@ use crate::error::Result;
 use crate::ext4::FileType;
 use crate::fs::view::SystemView;
 
-pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
+pub(crate) const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct UnitState {
+pub(crate) struct UnitState {
     /// Targets/units whose `.wants`/`.requires` directories link to it.
     pub wanted_by: Vec<String>,
     /// `/etc/systemd/system/<unit>` is a link to `/dev/null`.
@@ -21,7 +21,7 @@ pub struct UnitState {
 }
 
 impl UnitState {
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.masked {
             "masked".into()
         } else if self.wanted_by.is_empty() {
@@ -38,7 +38,7 @@ fn unit_of(target: &str) -> &str {
 }
 
 /// Scan the enablement links of the image once.
-pub fn scan(view: &SystemView) -> Result<BTreeMap<String, UnitState>> {
+pub(crate) fn scan(view: &SystemView) -> Result<BTreeMap<String, UnitState>> {
     let mut map: BTreeMap<String, UnitState> = BTreeMap::new();
     let entries = match view.list(SYSTEM_UNIT_DIR) {
         Ok(e) => e,
@@ -90,7 +90,7 @@ fn empty() -> UnitState {
 }
 
 /// Units whose state matters for a cluster node.
-pub const UNITS_OF_INTEREST: &[&str] = &[
+pub(crate) const UNITS_OF_INTEREST: &[&str] = &[
     "ssh.service",
     "NetworkManager.service",
     "NetworkManager-wait-online.service",

@@ -3,7 +3,7 @@
 use crate::userdb::Db;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PasswdEntry {
+pub(crate) struct PasswdEntry {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
@@ -15,7 +15,7 @@ pub struct PasswdEntry {
 /// Parse passwd lines; lines that are not 7 colon-separated fields with numeric ids are skipped.
 /// The well-formed entries of a passwd file (read with the one parser of
 /// the colon databases, `crate::userdb::Db`).
-pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+pub(crate) fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
     Db::parse(text)
         .rows()
         .filter_map(|f| match f.as_slice() {
@@ -45,7 +45,7 @@ pub enum PasswordState {
     Missing,
 }
 
-pub fn password_state(field: Option<&str>) -> PasswordState {
+pub(crate) fn password_state(field: Option<&str>) -> PasswordState {
     match field {
         None => PasswordState::Missing,
         Some("") => PasswordState::Empty,
@@ -67,7 +67,7 @@ pub fn password_state(field: Option<&str>) -> PasswordState {
 
 /// The password field of each shadow entry, by user name.
 /// (name, password field) of each shadow entry.
-pub fn shadow_passwords(text: &str) -> Vec<(String, String)> {
+pub(crate) fn shadow_passwords(text: &str) -> Vec<(String, String)> {
     Db::parse(text)
         .rows()
         .filter_map(|f| Some((f.first()?.clone(), f.get(1)?.clone())))

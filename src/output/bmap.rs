@@ -13,10 +13,10 @@
 
 use sha2::{Digest, Sha256};
 
-pub const BLOCK: u64 = 4096;
+pub(crate) const BLOCK: u64 = 4096;
 const BLOCK_US: usize = 4096;
 
-pub struct Scan {
+pub(crate) struct Scan {
     pub size: u64,
     pub sha256: String,
     /// Mapped ranges (first block, last block inclusive, sha256 of the range).
@@ -26,7 +26,7 @@ pub struct Scan {
 /// The block map and sha256 of an image fed to it in order, in chunks that
 /// are whole 4 KiB blocks (except the last): the one pass a node's bytes
 /// take on their way to the output.
-pub struct Scanner<'a> {
+pub(crate) struct Scanner<'a> {
     in_use: Cursor<'a>,
     known: Cursor<'a>,
     whole: Sha256,
@@ -42,7 +42,7 @@ impl<'a> Scanner<'a> {
     /// `in_use` lists the block ranges `[start, end)` (4 KiB image blocks,
     /// sorted) that are mapped whatever they hold; `known` those where
     /// only `in_use` is mapped (a filesystem's free space).
-    pub fn new(in_use: &'a [(u64, u64)], known: &'a [(u64, u64)]) -> Self {
+    pub(crate) fn new(in_use: &'a [(u64, u64)], known: &'a [(u64, u64)]) -> Self {
         Scanner {
             in_use: Cursor::new(in_use),
             known: Cursor::new(known),
@@ -54,7 +54,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    pub fn feed(&mut self, data: &[u8]) {
+    pub(crate) fn feed(&mut self, data: &[u8]) {
         self.whole.update(data);
         // The size and block count of one image: below u64::MAX.
         self.size = self.size.saturating_add(data.len() as u64);
@@ -73,7 +73,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    pub fn finish(mut self) -> Scan {
+    pub(crate) fn finish(mut self) -> Scan {
         if let Some((start, last, h)) = self.cur.take() {
             self.ranges.push((start, last, hex(&h.finalize())));
         }
@@ -112,7 +112,7 @@ const ZEROS: &str = "00000000000000000000000000000000000000000000000000000000000
 
 /// The `.bmap` XML. bmaptool checks `BmapFileChecksum` as the sha256 of the
 /// file with that field set to all zeros.
-pub fn render(scan: &Scan) -> String {
+pub(crate) fn render(scan: &Scan) -> String {
     let blocks = scan.size.div_ceil(BLOCK);
     // The scanner's ranges run from a block to a later or the same one,
     // within the image's block count.

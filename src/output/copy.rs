@@ -11,7 +11,7 @@ use crate::progress::Progress;
 
 /// Stream `src` into `w` in 1 MiB chunks, reporting progress as `what`;
 /// `dest` names the output in errors. Returns the bytes copied.
-pub fn stream(
+pub(crate) fn stream(
     src: &Path,
     w: &mut dyn Write,
     dest: &Path,
@@ -47,7 +47,7 @@ pub fn stream(
 /// XFS: instant, no extra space); whether it worked. A failed attempt
 /// leaves `dst` empty. `src` is the base as it was opened (and locked and
 /// checked), not whatever its name leads to by now.
-pub fn reflink(src: &File, dst: &mut Pending) -> bool {
+pub(crate) fn reflink(src: &File, dst: &mut Pending) -> bool {
     if reflink_copy::reflink_file(src, dst.file()).is_ok() {
         return true;
     }

@@ -13,17 +13,17 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 /// The list's file name in an output directory.
-pub const LIST_NAME: &str = "rpiimg-os-list.json";
+pub(crate) const LIST_NAME: &str = "rpiimg-os-list.json";
 
 #[derive(Debug, Serialize)]
-pub struct OsList {
+pub(crate) struct OsList {
     pub os_list: Vec<OsEntry>,
 }
 
 /// The fields Imager's os-list schema requires, plus `devices` and
 /// `init_format`.
 #[derive(Debug, Serialize)]
-pub struct OsEntry {
+pub(crate) struct OsEntry {
     pub name: String,
     pub description: String,
     /// Imager shows its default icon for an empty one.
@@ -49,7 +49,7 @@ pub struct OsEntry {
 
 /// `file://` URL of an absolute path, percent-encoding all but unreserved
 /// characters and `/`.
-pub fn file_url(path: &Path) -> String {
+pub(crate) fn file_url(path: &Path) -> String {
     let mut s = String::from("file://");
     for &b in path.as_os_str().as_encoded_bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
@@ -62,7 +62,7 @@ pub fn file_url(path: &Path) -> String {
 }
 
 /// The entries for every `<node>.manifest.json` in `dir`, in name order.
-pub fn entries(dir: &Path) -> Result<Vec<OsEntry>> {
+pub(crate) fn entries(dir: &Path) -> Result<Vec<OsEntry>> {
     let dir = std::fs::canonicalize(dir).map_err(Error::host(dir))?;
     let mut manifests: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(Error::host(&dir))?
@@ -180,13 +180,13 @@ fn description(m: &crate::manifest::Manifest) -> String {
 }
 
 /// The JSON text of the list.
-pub fn render(entries: Vec<OsEntry>) -> Result<String> {
+pub(crate) fn render(entries: Vec<OsEntry>) -> Result<String> {
     let list = OsList { os_list: entries };
     Ok(serde_json::to_string_pretty(&list).map_err(|e| Error::Output(e.into()))? + "\n")
 }
 
 /// Write the list for `dir` to `dest` (atomically); the path written.
-pub fn write(dir: &Path, dest: &Path, force: bool) -> Result<PathBuf> {
+pub(crate) fn write(dir: &Path, dest: &Path, force: bool) -> Result<PathBuf> {
     let text = render(entries(dir)?)?;
     super::write_text(dest, &text, force)
 }

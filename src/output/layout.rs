@@ -15,7 +15,7 @@ use crate::partition::{PartitionTable, TableKind, SECTOR};
 
 /// Sorted, merged 4 KiB block ranges `[start, end)` of the image.
 #[derive(Debug, Default)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// Mapped whatever they hold.
     pub in_use: Vec<(u64, u64)>,
     /// The filesystems' spans: only `in_use` is mapped inside them.
@@ -25,7 +25,7 @@ pub struct Layout {
 /// The layout of the node image `staged` describes (as it reads once
 /// committed), over the partition table `table` of an image of `size`
 /// bytes.
-pub fn of(staged: &Finished, table: &PartitionTable, size: u64) -> Result<Layout> {
+pub(crate) fn of(staged: &Finished, table: &PartitionTable, size: u64) -> Result<Layout> {
     let mut used: Vec<(u64, u64)> = table_sectors(table, size);
     let mut spans: Vec<(u64, u64)> = Vec::new();
 

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::image::xz_index::{self, Block, Layout};
 use crate::progress::Progress;
 
-pub fn compress(
+pub(crate) fn compress(
     src: &Path,
     dst: &mut Pending,
     threads: u32,
@@ -50,7 +50,7 @@ pub struct Reuse {
 /// was decompressed from (`sha256`: a pinned base is served from the cache
 /// without reading the `.xz`, so a file replaced since would otherwise lend
 /// blocks of another image). One streamed hash of the `.xz`.
-pub fn reusable(base_xz: &Path, image_size: u64, sha256: Option<&str>) -> Option<Layout> {
+pub(crate) fn reusable(base_xz: &Path, image_size: u64, sha256: Option<&str>) -> Option<Layout> {
     let l = xz_index::read(base_xz).ok()??;
     let check_ok = matches!(l.flags, [0, 0x00 | 0x01 | 0x04 | 0x0A]);
     if !(l.blocks.len() > 1 && l.image_size() == image_size && check_ok) {
@@ -96,7 +96,7 @@ fn only_block(stream: &[u8]) -> Option<(&[u8], u64)> {
 /// are compressed again from `img`, on up to `threads` threads, each as
 /// one block of the same range and check. The result decompresses to
 /// `img` exactly, whatever the thread count.
-pub fn compress_reusing(
+pub(crate) fn compress_reusing(
     img: &Path,
     base_xz: &Path,
     layout: &Layout,

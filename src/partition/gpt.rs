@@ -22,7 +22,7 @@ const MAX_ARRAY: u64 = 1 << 20;
 
 /// One used entry of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub number: u32,
     pub type_guid: String,
     pub part_guid: String,
@@ -32,7 +32,7 @@ pub struct Entry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gpt {
+pub(crate) struct Gpt {
     pub disk_guid: String,
     pub first_usable: u64,
     pub last_usable: u64,
@@ -65,7 +65,7 @@ fn sector_offset(lba: u64) -> Result<u64, PartitionError> {
 
 /// A GUID as stored on disk (first three fields little-endian), in the
 /// canonical lower-case form.
-pub fn guid(b: &[u8; 16]) -> String {
+pub(crate) fn guid(b: &[u8; 16]) -> String {
     let mut be = *b;
     be[0..4].reverse();
     be[4..6].reverse();
@@ -75,7 +75,7 @@ pub fn guid(b: &[u8; 16]) -> String {
 
 /// Read the table of a disk of `sectors` sectors: the primary header, or
 /// the backup in the last sector when the primary is damaged.
-pub fn read(disk: &Window, sectors: u64) -> Result<Gpt, PartitionError> {
+pub(crate) fn read(disk: &Window, sectors: u64) -> Result<Gpt, PartitionError> {
     match read_at(disk, sectors, 1) {
         Ok(g) => Ok(g),
         Err(primary) => match sectors.checked_sub(1) {

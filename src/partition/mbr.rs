@@ -11,7 +11,7 @@ use crate::bytes::{array, hex, le32};
 
 /// One used primary entry: (1-based number, type byte, first LBA, sectors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub number: u32,
     pub kind: u8,
     pub start: u32,
@@ -20,7 +20,7 @@ pub struct Entry {
 
 /// The disk identifier and used entries of sector 0 (which the caller has
 /// checked for the 0x55AA signature).
-pub fn parse(s0: &[u8; 512]) -> Result<(String, Vec<Entry>), PartitionError> {
+pub(crate) fn parse(s0: &[u8; 512]) -> Result<(String, Vec<Entry>), PartitionError> {
     let id = le32(s0, 440);
     let mut out = Vec::new();
     // Four 16-byte entries from byte 446 to the signature.
@@ -50,7 +50,7 @@ pub fn parse(s0: &[u8; 512]) -> Result<(String, Vec<Entry>), PartitionError> {
 }
 
 impl Entry {
-    pub fn partition(&self, disk_id: &str, type_name: &str) -> Partition {
+    pub(crate) fn partition(&self, disk_id: &str, type_name: &str) -> Partition {
         Partition {
             number: self.number,
             start_sector: u64::from(self.start),

@@ -33,7 +33,7 @@ pub(super) fn steps(b: &mut Builder) -> Result<(), PlanError> {
 /// earlier block of ours is replaced, so a rebuilt image has one). The
 /// block ends with `[all]`, so lines added after it apply to every board
 /// again, as they did before.
-pub fn with_4k_kernel(text: &str) -> String {
+pub(super) fn with_4k_kernel(text: &str) -> String {
     let kept = text.find(&format!("\n{MARK}")).map_or(text, |i| &text[..i]);
     let mut s = kept.trim_end_matches('\n').to_string();
     if !s.is_empty() {

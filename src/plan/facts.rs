@@ -9,7 +9,7 @@ use crate::fs::view::SystemView;
 
 /// An `[Install]` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Install {
+pub(crate) struct Install {
     pub wanted_by: Vec<String>,
     pub required_by: Vec<String>,
     pub also: Vec<String>,
@@ -18,7 +18,7 @@ pub struct Install {
 }
 
 impl Install {
-    pub fn parse(unit_text: &str) -> Install {
+    pub(crate) fn parse(unit_text: &str) -> Install {
         let mut i = Install::default();
         let mut in_install = false;
         for l in unit_text.lines() {
@@ -48,7 +48,7 @@ impl Install {
 }
 
 #[derive(Debug, Clone)]
-pub struct ImageFacts {
+pub(crate) struct ImageFacts {
     /// `VERSION_CODENAME` from /etc/os-release.
     pub codename: String,
     pub os_id: String,
@@ -71,7 +71,7 @@ pub struct ImageFacts {
 }
 
 /// Files whose text the plan reads.
-pub const FILES: &[&str] = &[
+pub(crate) const FILES: &[&str] = &[
     "/etc/os-release",
     "/etc/passwd",
     "/etc/shadow",
@@ -94,22 +94,22 @@ pub const FILES: &[&str] = &[
 /// exist (the field is private), and reading the facts probes every one of
 /// them, so [`ImageFacts::has`] never answers for a path nobody looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Probe(&'static str);
+pub(crate) struct Probe(&'static str);
 
 impl Probe {
-    pub const HOME_PI: Probe = Probe("/home/pi");
-    pub const NETPLAN_SBIN: Probe = Probe("/usr/sbin/netplan");
-    pub const NETPLAN_USR_LIB: Probe = Probe("/usr/lib/netplan");
-    pub const NETPLAN_LIB: Probe = Probe("/lib/netplan");
-    pub const CLOUD_INIT: Probe = Probe("/etc/cloud");
-    pub const RPI_SWAP_CONF: Probe = Probe("/etc/rpi/swap.conf");
-    pub const DBUS_MACHINE_ID: Probe = Probe("/var/lib/dbus/machine-id");
-    pub const SSHD_RENAME_USER: Probe = Probe("/etc/ssh/sshd_config.d/rename_user.conf");
-    pub const SUDOERS_PI: Probe = Probe("/etc/sudoers.d/010_pi-nopasswd");
-    pub const FIRMWARE_NETWORK_CONFIG: Probe = Probe("/boot/firmware/network-config");
+    pub(crate) const HOME_PI: Probe = Probe("/home/pi");
+    pub(crate) const NETPLAN_SBIN: Probe = Probe("/usr/sbin/netplan");
+    pub(crate) const NETPLAN_USR_LIB: Probe = Probe("/usr/lib/netplan");
+    pub(crate) const NETPLAN_LIB: Probe = Probe("/lib/netplan");
+    pub(crate) const CLOUD_INIT: Probe = Probe("/etc/cloud");
+    pub(crate) const RPI_SWAP_CONF: Probe = Probe("/etc/rpi/swap.conf");
+    pub(crate) const DBUS_MACHINE_ID: Probe = Probe("/var/lib/dbus/machine-id");
+    pub(crate) const SSHD_RENAME_USER: Probe = Probe("/etc/ssh/sshd_config.d/rename_user.conf");
+    pub(crate) const SUDOERS_PI: Probe = Probe("/etc/sudoers.d/010_pi-nopasswd");
+    pub(crate) const FIRMWARE_NETWORK_CONFIG: Probe = Probe("/boot/firmware/network-config");
     /// Host keys at the standard names (the same on every node made from
     /// one base; pi-gen deletes them, a customised base may not).
-    pub const STANDARD_HOST_KEYS: [Probe; 8] = [
+    pub(crate) const STANDARD_HOST_KEYS: [Probe; 8] = [
         Probe("/etc/ssh/ssh_host_rsa_key"),
         Probe("/etc/ssh/ssh_host_rsa_key.pub"),
         Probe("/etc/ssh/ssh_host_dsa_key"),
@@ -121,7 +121,7 @@ impl Probe {
     ];
 
     /// Every probe, as reading the facts checks them.
-    pub fn all() -> impl Iterator<Item = Probe> {
+    pub(crate) fn all() -> impl Iterator<Item = Probe> {
         [
             Probe::HOME_PI,
             Probe::NETPLAN_SBIN,
@@ -138,7 +138,7 @@ impl Probe {
         .chain(Probe::STANDARD_HOST_KEYS)
     }
 
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         self.0
     }
 }
@@ -148,11 +148,11 @@ impl Probe {
 /// made by hand (in tests) answer for every path too, so "absent" always
 /// means "looked at and not there".
 #[derive(Debug, Clone)]
-pub struct Probed(BTreeSet<Probe>);
+pub(crate) struct Probed(BTreeSet<Probe>);
 
 impl Probed {
     /// Asks `exists` about every probe, in [`Probe::all`]'s order.
-    pub fn answer<E>(
+    pub(crate) fn answer<E>(
         mut exists: impl FnMut(Probe) -> std::result::Result<bool, E>,
     ) -> std::result::Result<Self, E> {
         let mut present = BTreeSet::new();
@@ -188,7 +188,7 @@ fn regular_files(view: &SystemView, dir: &str) -> Result<Vec<(String, String)>> 
 
 impl ImageFacts {
     /// Facts with the probes answered and nothing else known yet.
-    pub fn new(unit_dir: &str, exists: Probed) -> Self {
+    pub(crate) fn new(unit_dir: &str, exists: Probed) -> Self {
         ImageFacts {
             codename: String::new(),
             os_id: String::new(),
@@ -202,7 +202,7 @@ impl ImageFacts {
         }
     }
 
-    pub fn from_view(view: &SystemView) -> Result<Self> {
+    pub(crate) fn from_view(view: &SystemView) -> Result<Self> {
         // unit_dir is decided from the links below.
         let mut f = ImageFacts::new("", Probed::answer(|p| view.exists(p.path()))?);
         for p in FILES {
@@ -277,7 +277,7 @@ impl ImageFacts {
     /// The text of one of [`FILES`], or None when the image lacks it. Asking
     /// for a path that was never read is a mistake in the plan, not an
     /// absent file.
-    pub fn file(&self, p: &str) -> Option<&str> {
+    pub(crate) fn file(&self, p: &str) -> Option<&str> {
         debug_assert!(
             FILES.contains(&p),
             "{p} is not one of the files read into the facts"
@@ -286,11 +286,11 @@ impl ImageFacts {
     }
 
     /// Whether a probed path exists (every probe was answered).
-    pub fn has(&self, p: Probe) -> bool {
+    pub(crate) fn has(&self, p: Probe) -> bool {
         self.exists.0.contains(&p)
     }
 
-    pub fn has_netplan(&self) -> bool {
+    pub(crate) fn has_netplan(&self) -> bool {
         self.has(Probe::NETPLAN_SBIN)
             || self.has(Probe::NETPLAN_USR_LIB)
             || self.has(Probe::NETPLAN_LIB)

@@ -4,7 +4,7 @@
 //! applies it, `verify` checks an image against it, `plan` prints it.
 
 mod boot;
-pub mod facts;
+pub(crate) mod facts;
 mod firstboot;
 mod identity;
 mod network;
@@ -13,20 +13,20 @@ mod ssh;
 mod system;
 #[cfg(test)]
 pub(crate) mod testing;
-pub mod units;
+pub(crate) mod units;
 mod users;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::profile::Profile;
-pub use facts::ImageFacts;
+pub(crate) use facts::ImageFacts;
 
 /// One file-level change; paths are as the booted system sees them.
 /// (In manifests the content is left out; its sha256 stands beside it.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Change {
+pub(crate) enum Change {
     /// Replaces any file at `path`; missing parents are made 0755 root.
     WriteFile {
         path: String,
@@ -69,7 +69,7 @@ pub enum Change {
 }
 
 impl Change {
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         match self {
             Change::WriteFile { path, .. }
             | Change::Mkdir { path, .. }
@@ -83,7 +83,7 @@ impl Change {
 
     /// The sha256 of the content a file write puts there (`None` for other
     /// changes): what manifests record and verify compares.
-    pub fn content_sha256(&self) -> Option<String> {
+    pub(crate) fn content_sha256(&self) -> Option<String> {
         match self {
             Change::WriteFile { content, .. } => Some(sha256_hex(content)),
             _ => None,
@@ -91,7 +91,7 @@ impl Change {
     }
 
     /// One line for people.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Change::WriteFile {
                 path,
@@ -132,12 +132,12 @@ impl Change {
     }
 }
 
-pub fn sha256_hex(b: &[u8]) -> String {
+pub(crate) fn sha256_hex(b: &[u8]) -> String {
     crate::bytes::hex(&Sha256::digest(b))
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Step {
+pub(crate) struct Step {
     pub intent: String,
     #[serde(serialize_with = "changes_with_content")]
     pub changes: Vec<Change>,
@@ -182,7 +182,7 @@ fn changes_with_content<S: serde::Serializer>(c: &[Change], s: S) -> Result<S::O
 /// [`Plan::changes`]: `Some(why)` for a text that is not shown (in
 /// `plan --json`, and written as `why` by `plan --render-to`).
 #[derive(Clone)]
-pub struct Redaction(Vec<Option<&'static str>>);
+pub(crate) struct Redaction(Vec<Option<&'static str>>);
 
 const HOLDS_SECRET: &str = "<redacted: holds a secret of the profile; --show-secrets shows it>";
 const MAY_HOLD_SECRET: &str = "<redacted: may hold a secret of the profile (planning with other secret values failed); --show-secrets shows it>";
@@ -191,7 +191,7 @@ const PRIVATE_KEY: &str = "<redacted: SSH host private key>";
 impl Redaction {
     /// `--show-secrets`: every text as it is (`plan --json` still never
     /// shows host private keys).
-    pub fn none() -> Redaction {
+    pub(crate) fn none() -> Redaction {
         Redaction(Vec::new())
     }
 
@@ -209,7 +209,7 @@ impl Redaction {
     /// reversed or JSON-escaped form) and /etc/shadow with a crypt hash
     /// (the base's own hashes are secret as well) are hidden; so are host
     /// private keys.
-    pub fn of(plan: &Plan, p: &Profile, f: &ImageFacts) -> Redaction {
+    pub(crate) fn of(plan: &Plan, p: &Profile, f: &ImageFacts) -> Redaction {
         let other = make_plan(&p.with_placeholder_secrets(), f).ok();
         let others: Vec<&Change> = other.iter().flat_map(Plan::changes).collect();
         let mut forms: Vec<String> = Vec::new();
@@ -247,7 +247,7 @@ impl Redaction {
     }
 
     /// Why the text of the `i`-th change is not shown, if it is not.
-    pub fn of_change(&self, i: usize) -> Option<&'static str> {
+    pub(crate) fn of_change(&self, i: usize) -> Option<&'static str> {
         self.0.get(i).copied().flatten()
     }
 }
@@ -255,7 +255,7 @@ impl Redaction {
 impl Plan {
     /// `plan --json`: each written file's text, except those `hidden`
     /// hides (and host private keys, always).
-    pub fn to_json(&self, hidden: &Redaction) -> serde_json::Value {
+    pub(crate) fn to_json(&self, hidden: &Redaction) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         // The JSON's changes are the plan's, in order: number them alike.
         let mut i = 0;
@@ -282,7 +282,7 @@ fn has_crypt_hash(line: &str) -> bool {
 }
 
 /// SSH host private keys: their text is never shown (plans, goldens, logs).
-pub fn is_private_key(path: &str) -> bool {
+pub(crate) fn is_private_key(path: &str) -> bool {
     path.strip_prefix("/etc/ssh/")
         .map(|rest| rest.strip_prefix("rpiimg/").unwrap_or(rest))
         .and_then(|name| name.strip_prefix("ssh_host_"))
@@ -292,7 +292,7 @@ pub fn is_private_key(path: &str) -> bool {
 /// The Raspberry Pi OS releases rpiimg knows how to configure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum OsFlavour {
+pub(crate) enum OsFlavour {
     Bookworm,
     Trixie,
 }
@@ -307,7 +307,7 @@ impl std::fmt::Display for OsFlavour {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub node: String,
     pub os: OsFlavour,
     /// The Kolla-Ansible release of the cluster's management bundle: the
@@ -322,11 +322,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn changes(&self) -> impl Iterator<Item = &Change> {
+    pub(crate) fn changes(&self) -> impl Iterator<Item = &Change> {
         self.steps.iter().flat_map(|s| s.changes.iter())
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = format!("plan for {} ({})\n", self.node, self.os);
         s.push_str(&format!("kolla: {}\n", self.kolla_reason));
         for w in &self.warnings {
@@ -349,12 +349,12 @@ impl Plan {
 
 #[derive(Debug, thiserror::Error)]
 #[error("plan for {node}: {msg}")]
-pub struct PlanError {
+pub(crate) struct PlanError {
     pub node: String,
     pub msg: String,
 }
 
-pub use crate::profile::INTERFACES;
+pub(crate) use crate::profile::INTERFACES;
 
 /// The plan being made: the profile, the base's facts, what was found out
 /// once (release, the node's cluster entry, warnings), and the steps so far.
@@ -427,7 +427,7 @@ impl<'a> Builder<'a> {
 
 /// Make the plan for the profile's node on an image with these facts:
 /// the steps in the order they are applied.
-pub fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
+pub(crate) fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> {
     let mut b = Builder::new(p, f)?;
     identity::steps(&mut b);
     let db = users::steps(&mut b)?;

@@ -99,7 +99,7 @@ const BUILTIN: &[(&str, &str, &str, u16)] = &[
     ),
 ];
 
-pub fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
+pub(super) fn context(p: &Profile, f: &ImageFacts, node: &Node) -> Value {
     let macs: std::collections::BTreeMap<String, String> = INTERFACES
         .iter()
         .map(|i| ((*i).to_string(), node.mac(&p.cluster.name, i)))
@@ -149,7 +149,7 @@ fn file(path: &str, text: String, mode: u16) -> Option<Change> {
 }
 
 /// The built-in templates of one group, rendered.
-pub fn render_builtin(ctx: &Value, group: &str) -> Result<Vec<Change>, String> {
+pub(super) fn render_builtin(ctx: &Value, group: &str) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     for (g, path, src, mode) in BUILTIN {
         if *g == group {
@@ -161,7 +161,7 @@ pub fn render_builtin(ctx: &Value, group: &str) -> Result<Vec<Change>, String> {
 
 /// The profile's `files` entries and overlay directories, from what the
 /// loader read ([`crate::profile::sources`]): planning reads no host file.
-pub fn extra(p: &Profile, ctx: &Value, db: &UserDb) -> Result<Vec<Change>, String> {
+pub(super) fn extra(p: &Profile, ctx: &Value, db: &UserDb) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     for f in &p.files {
         let text = match (&f.content, &f.source, &f.data) {

@@ -15,15 +15,15 @@ use super::facts::Probe;
 use super::{units, write, Builder, Change, PlanError};
 
 /// Where the node's host keys live (outside the first boot's glob).
-pub const HOST_KEY_DIR: &str = "/etc/ssh/rpiimg";
+pub(super) const HOST_KEY_DIR: &str = "/etc/ssh/rpiimg";
 
 /// The sshd drop-in rpiimg writes. sshd keeps the *first* value it reads
 /// for a keyword and reads `sshd_config.d/*.conf` in name order (Debian's
 /// `sshd_config` includes them on its first line), so ours sorts first.
-pub const SSHD_DROPIN: &str = "/etc/ssh/sshd_config.d/00-rpiimg.conf";
+pub(super) const SSHD_DROPIN: &str = "/etc/ssh/sshd_config.d/00-rpiimg.conf";
 
 /// The private key file of one key type.
-pub fn host_key_path(kind: crate::sshkey::KeyType) -> String {
+pub(super) fn host_key_path(kind: crate::sshkey::KeyType) -> String {
     format!("{HOST_KEY_DIR}/ssh_host_{}_key", kind.file_name())
 }
 

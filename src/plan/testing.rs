@@ -146,7 +146,7 @@ const LINKS: &[(&str, &str)] = &[
 ];
 
 /// Facts of a stock bookworm or trixie image (the fixture's).
-pub fn facts(codename: &str) -> ImageFacts {
+pub(crate) fn facts(codename: &str) -> ImageFacts {
     let trixie = codename == "trixie";
     let mut exists = vec!["/home/pi", "/etc/ssh/sshd_config.d/rename_user.conf"];
     if trixie {
@@ -225,7 +225,7 @@ pub fn facts(codename: &str) -> ImageFacts {
 }
 
 /// An example profile from profiles/ (read from the repository).
-pub fn profile(name: &str) -> crate::profile::Profile {
+pub(crate) fn profile(name: &str) -> crate::profile::Profile {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
     let path = crate::profile::find(name, &root).unwrap_or_else(|e| panic!("{e}"));
     let mut p = crate::profile::load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -234,7 +234,7 @@ pub fn profile(name: &str) -> crate::profile::Profile {
 }
 
 /// The secret of the test key store in tests/fixtures/keys (not a real one).
-pub fn test_secret(cluster: &str) -> crate::keystore::ClusterSecret {
+pub(crate) fn test_secret(cluster: &str) -> crate::keystore::ClusterSecret {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/keys")
         .join(cluster);

@@ -9,14 +9,14 @@ use super::Change;
 const SYS: &str = "/etc/systemd/system";
 
 /// (template file, instance) for `name@inst.service`; `None` for plain units.
-pub fn template(unit: &str) -> Option<(String, String)> {
+pub(crate) fn template(unit: &str) -> Option<(String, String)> {
     let (base, rest) = unit.split_once('@')?;
     let (inst, suffix) = rest.rsplit_once('.')?;
     (!inst.is_empty()).then(|| (format!("{base}@.{suffix}"), inst.to_string()))
 }
 
 /// The links `systemctl enable UNIT` makes (following `Also=`).
-pub fn enable(f: &ImageFacts, unit: &str) -> Result<Vec<Change>, String> {
+pub(crate) fn enable(f: &ImageFacts, unit: &str) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     let mut seen = Vec::new();
     enable_into(f, unit, &mut out, &mut seen)?;
@@ -82,7 +82,7 @@ fn enable_into(
 
 /// Removing every enablement link and alias of a unit (and its `Also=`
 /// units), as `systemctl disable` does.
-pub fn disable(f: &ImageFacts, unit: &str) -> Vec<Change> {
+pub(crate) fn disable(f: &ImageFacts, unit: &str) -> Vec<Change> {
     let mut names = vec![unit.to_string()];
     if let Some(i) = f.units.get(unit) {
         names.extend(i.also.iter().cloned());
@@ -104,7 +104,7 @@ pub fn disable(f: &ImageFacts, unit: &str) -> Vec<Change> {
 /// `systemctl mask`: the unit name linked to /dev/null.
 /// Enable a unit rpiimg itself writes into /etc/systemd/system: its
 /// `<target>.wants` directory and the link to it.
-pub fn enable_own(unit: &str, target: &str) -> [Change; 2] {
+pub(crate) fn enable_own(unit: &str, target: &str) -> [Change; 2] {
     let wants = format!("/etc/systemd/system/{target}.wants");
     [
         Change::Mkdir {
@@ -120,7 +120,7 @@ pub fn enable_own(unit: &str, target: &str) -> [Change; 2] {
     ]
 }
 
-pub fn mask(unit: &str) -> Change {
+pub(crate) fn mask(unit: &str) -> Change {
     Change::Symlink {
         path: format!("{SYS}/{unit}"),
         target: "/dev/null".into(),
@@ -130,7 +130,7 @@ pub fn mask(unit: &str) -> Change {
 /// The state a unit ends in after a plan's changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Intent {
+pub(crate) enum Intent {
     Enabled,
     Disabled,
     Masked,
@@ -159,7 +159,7 @@ fn linked_unit(link: &str, target: &str) -> String {
 /// Every unit the changes enable, disable or mask, with the state it ends
 /// in (the last change wins). Derived from the changes alone, so a build
 /// manifest gives the same answer as the plan it recorded.
-pub fn intents<'a>(
+pub(crate) fn intents<'a>(
     changes: impl IntoIterator<Item = &'a Change>,
     f: &ImageFacts,
 ) -> BTreeMap<String, Intent> {
@@ -206,9 +206,9 @@ pub fn intents<'a>(
 
 /// The preset file that pins `intents` (see docs/first-boot.md): sorted
 /// before the distribution's presets, so its lines are the first match.
-pub const PRESET_FILE: &str = "/etc/systemd/system-preset/00-rpiimg.preset";
+pub(crate) const PRESET_FILE: &str = "/etc/systemd/system-preset/00-rpiimg.preset";
 
-pub fn preset_text(intents: &BTreeMap<String, Intent>) -> String {
+pub(crate) fn preset_text(intents: &BTreeMap<String, Intent>) -> String {
     let mut s = String::from(
         "# Written by rpiimg: the unit states of this node's plan as preset policy.\n\
          # systemd applies presets on the first boot (/etc/machine-id missing or\n\

@@ -10,7 +10,7 @@ use crate::userdb::{hash_password, Db, UserDb};
 /// matching rule wins, so ours sorts last; and it skips names that contain
 /// a '.' (sudoers(5)), so one fixed name rather than one per user (a user
 /// name may hold a dot).
-pub const SUDOERS_DROPIN: &str = "/etc/sudoers.d/zz-rpiimg";
+pub(super) const SUDOERS_DROPIN: &str = "/etc/sudoers.d/zz-rpiimg";
 
 /// The user edits; returns the databases as the node will have them.
 pub(super) fn steps(b: &mut Builder) -> Result<UserDb, PlanError> {

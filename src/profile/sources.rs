@@ -34,7 +34,7 @@ pub enum OverlayBody {
 /// overlay directory (into `Profile::overlay_files`). A `[[files]]` entry
 /// that gives both or neither of content and source is left to
 /// `validate`, which names the mistake.
-pub fn read(p: &mut Profile) -> Result<(), ProfileError> {
+pub(crate) fn read(p: &mut Profile) -> Result<(), ProfileError> {
     let profile = p.source.clone();
     for i in 0..p.files.len() {
         let Some(f) = p.files.get(i) else { break };

@@ -283,7 +283,7 @@ impl fmt::Display for VlanRange {
 /// databases: Debian's names, and nothing that could confuse the files they
 /// end up in. The one rule for owners, `fs` arguments and a user's groups
 /// (a *new* user's name follows adduser's stricter rule, in validate).
-pub fn is_db_name(s: &str) -> bool {
+pub(crate) fn is_db_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.bytes()

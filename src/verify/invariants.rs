@@ -25,7 +25,7 @@ fn count_zero_bits(map: &[u8], n: usize) -> u32 {
 /// Superblock and descriptor checksums are verified by opening the
 /// filesystem; here: every initialised bitmap's checksum and free count,
 /// and the superblock totals.
-pub fn ext4_consistency<D: ReadAt>(fs: &Ext4<D>) -> Result<Vec<String>> {
+pub(crate) fn ext4_consistency<D: ReadAt>(fs: &Ext4<D>) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let sb = fs.superblock();
     let groups = fs.groups();
@@ -88,7 +88,7 @@ pub fn ext4_consistency<D: ReadAt>(fs: &Ext4<D>) -> Result<Vec<String>> {
 }
 
 /// All profile-independent checks.
-pub fn check(view: &SystemView, table: &PartitionTable) -> Result<Vec<Check>> {
+pub(crate) fn check(view: &SystemView, table: &PartitionTable) -> Result<Vec<Check>> {
     let mut out = Vec::new();
     let mut problems = ext4_consistency(view.ext4())?;
     problems.extend(view.ext4().metadata_problems(20)?);

@@ -1,10 +1,10 @@
 //! `rpiimg verify`: prove what an image contains.
 
-pub mod invariants;
+pub(crate) mod invariants;
 
 /// One verified statement about an image.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub what: String,
     pub ok: bool,
     /// What was found, when it is not what was expected.
@@ -13,7 +13,7 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn new(what: impl Into<String>, ok: bool, detail: String) -> Self {
+    pub(crate) fn new(what: impl Into<String>, ok: bool, detail: String) -> Self {
         Check {
             what: what.into(),
             ok,
@@ -24,7 +24,7 @@ impl Check {
 
 /// Human report: failures first, then a count. What comes from the image
 /// is escaped for the terminal (`--json` keeps it exact).
-pub fn render(checks: &[Check]) -> String {
+pub(crate) fn render(checks: &[Check]) -> String {
     let mut s = String::new();
     for c in checks.iter().filter(|c| !c.ok) {
         s.push_str(&format!(
@@ -45,7 +45,7 @@ pub fn render(checks: &[Check]) -> String {
     s
 }
 
-pub mod planned;
+pub(crate) mod planned;
 
 use crate::term::escape;
 use std::collections::BTreeMap;
@@ -55,14 +55,14 @@ use crate::fs::view::SystemView;
 
 /// What makes a node distinguishable on the network.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub hostname: String,
     pub addresses: Vec<String>,
     pub macs: Vec<String>,
     pub host_keys: Vec<String>,
 }
 
-pub fn identity(view: &SystemView) -> Result<Identity> {
+pub(crate) fn identity(view: &SystemView) -> Result<Identity> {
     let mut id = Identity {
         hostname: view
             .read_text_opt("/etc/hostname")?
@@ -111,7 +111,7 @@ pub fn identity(view: &SystemView) -> Result<Identity> {
 type Field = fn(&Identity) -> Vec<String>;
 
 /// Across node images, hostnames, addresses, MACs and host keys are distinct.
-pub fn distinct(ids: &[(String, Identity)]) -> Vec<Check> {
+pub(crate) fn distinct(ids: &[(String, Identity)]) -> Vec<Check> {
     let mut out = Vec::new();
     let kinds: [(&str, Field); 4] = [
         ("hostnames", |i| vec![i.hostname.clone()]),

@@ -11,7 +11,7 @@ use crate::manifest::Recorded;
 use crate::plan::{Change, Plan};
 
 /// The changes a plan would record, as a build's manifest records them.
-pub fn from_plan(plan: &Plan) -> Vec<Recorded> {
+pub(crate) fn from_plan(plan: &Plan) -> Vec<Recorded> {
     plan.steps
         .iter()
         .flat_map(|s| s.changes.iter().map(|c| Recorded::new(&s.intent, c)))
@@ -38,7 +38,7 @@ fn exists(view: &SystemView, p: &str) -> Result<bool> {
 }
 
 /// Check the last planned item for each path.
-pub fn check(view: &SystemView, expects: &[Recorded]) -> Result<Vec<Check>> {
+pub(crate) fn check(view: &SystemView, expects: &[Recorded]) -> Result<Vec<Check>> {
     let mut last: BTreeMap<&str, &Recorded> = BTreeMap::new();
     for e in expects {
         last.insert(e.change.path(), e);
@@ -135,7 +135,7 @@ pub fn check(view: &SystemView, expects: &[Recorded]) -> Result<Vec<Check>> {
 /// Every unit the plan enabled, disabled or masked keeps that state through
 /// systemd's first-boot preset pass (enable-only) and a full
 /// `systemctl preset-all`, under the preset files the image carries.
-pub fn presets(facts: &crate::plan::ImageFacts, expects: &[Recorded]) -> Vec<Check> {
+pub(crate) fn presets(facts: &crate::plan::ImageFacts, expects: &[Recorded]) -> Vec<Check> {
     use crate::os::presets::{Action, Presets};
     use crate::plan::units::{self, Intent};
     let intents = units::intents(expects.iter().map(|e| &e.change), facts);
@@ -196,7 +196,7 @@ pub fn presets(facts: &crate::plan::ImageFacts, expects: &[Recorded]) -> Vec<Che
 /// Every drop-in the plan wrote still decides its settings: no other file
 /// of its directory (one sorting after it where the last file wins, before
 /// it where the first does) sets one of them to another value.
-pub fn dropins(facts: &crate::plan::ImageFacts, expects: &[Recorded]) -> Vec<Check> {
+pub(crate) fn dropins(facts: &crate::plan::ImageFacts, expects: &[Recorded]) -> Vec<Check> {
     let mut out = Vec::new();
     for e in expects {
         let Change::WriteFile { path, .. } = &e.change else {

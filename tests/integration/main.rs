@@ -6,6 +6,9 @@
 //! Run one area or one test by its path:
 //! `cargo test --test integration build_cluster::plans_match_golden_files`.
 
+// Helpers are `pub(crate)`: this binary is their only user.
+#![warn(unreachable_pub)]
+
 mod build_cluster;
 mod cache_trust;
 mod cluster_bundle;

@@ -19,7 +19,7 @@ fn profile_arg(p: &str) -> String {
 
 /// An rpiimg command line being put together, with the tests' cache and
 /// key store (see `rpiimg_cmd`) unless `env` names others.
-pub struct Run {
+pub(crate) struct Run {
     args: Vec<OsString>,
     /// Set, or removed (`None`), in this order after the tests' own.
     envs: Vec<(String, Option<OsString>)>,
@@ -27,7 +27,7 @@ pub struct Run {
 }
 
 /// Start an rpiimg command line.
-pub fn cli() -> Run {
+pub(crate) fn cli() -> Run {
     Run {
         args: Vec::new(),
         envs: Vec::new(),
@@ -36,41 +36,41 @@ pub fn cli() -> Run {
 }
 
 impl Run {
-    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Run {
+    pub(crate) fn arg(mut self, a: impl AsRef<OsStr>) -> Run {
         self.args.push(a.as_ref().to_owned());
         self
     }
 
-    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Run {
+    pub(crate) fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Run {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
-    pub fn env(mut self, k: &str, v: impl AsRef<OsStr>) -> Run {
+    pub(crate) fn env(mut self, k: &str, v: impl AsRef<OsStr>) -> Run {
         self.envs.push((k.to_string(), Some(v.as_ref().to_owned())));
         self
     }
 
     /// Each `(name, value)` of `envs` set.
-    pub fn envs(self, envs: &[(&str, &str)]) -> Run {
+    pub(crate) fn envs(self, envs: &[(&str, &str)]) -> Run {
         envs.iter().fold(self, |r, (k, v)| r.env(k, v))
     }
 
-    pub fn env_remove(mut self, k: &str) -> Run {
+    pub(crate) fn env_remove(mut self, k: &str) -> Run {
         self.envs.push((k.to_string(), None));
         self
     }
 
     /// Run under this umask (e.g. "022", the usual one, which would give
     /// 0644 files).
-    pub fn umask(mut self, mask: &'static str) -> Run {
+    pub(crate) fn umask(mut self, mask: &'static str) -> Run {
         self.umask = Some(mask);
         self
     }
 
     /// `--profile P` for each profile (a name of `profiles/` or a path).
-    pub fn profiles(mut self, profiles: &[&str]) -> Run {
+    pub(crate) fn profiles(mut self, profiles: &[&str]) -> Run {
         for p in profiles {
             self = self.arg("--profile").arg(profile_arg(p));
         }
@@ -78,7 +78,7 @@ impl Run {
     }
 
     /// `build --profile P... --base BASE --out OUT`.
-    pub fn build(self, profiles: &[&str], base: &Path, out: &Path) -> Run {
+    pub(crate) fn build(self, profiles: &[&str], base: &Path, out: &Path) -> Run {
         self.arg("build")
             .profiles(profiles)
             .arg("--base")
@@ -88,7 +88,7 @@ impl Run {
     }
 
     /// `plan --profile P --base BASE`.
-    pub fn plan(self, profile: &str, base: &Path) -> Run {
+    pub(crate) fn plan(self, profile: &str, base: &Path) -> Run {
         self.arg("plan")
             .profiles(&[profile])
             .arg("--base")
@@ -96,7 +96,7 @@ impl Run {
     }
 
     /// `cluster --profile P --base BASE --out OUT`.
-    pub fn cluster(self, profile: &str, base: &Path, out: &Path) -> Run {
+    pub(crate) fn cluster(self, profile: &str, base: &Path, out: &Path) -> Run {
         self.arg("cluster")
             .profiles(&[profile])
             .arg("--base")
@@ -106,7 +106,7 @@ impl Run {
     }
 
     /// The command, to spawn or change further.
-    pub fn command(self) -> Command {
+    pub(crate) fn command(self) -> Command {
         let mut c = match self.umask {
             None => Command::new(env!("CARGO_BIN_EXE_rpiimg")),
             Some(m) => {
@@ -128,12 +128,12 @@ impl Run {
         c
     }
 
-    pub fn output(self) -> Output {
+    pub(crate) fn output(self) -> Output {
         self.command().output().expect("run rpiimg")
     }
 
     /// Run it; it must succeed.
-    pub fn ok(self) -> Output {
+    pub(crate) fn ok(self) -> Output {
         let line = self
             .args
             .iter()
@@ -152,7 +152,7 @@ impl Run {
     }
 
     /// Run it; it must exit `code` with every needle on stderr (its stderr).
-    pub fn fails(self, code: i32, needles: &[&str]) -> String {
+    pub(crate) fn fails(self, code: i32, needles: &[&str]) -> String {
         assert_stderr(&self.output(), code, needles)
     }
 }
@@ -160,7 +160,7 @@ impl Run {
 /// The run exited `code` and its stderr says every needle (a refusal,
 /// a warning); its stderr.
 #[track_caller]
-pub fn assert_stderr(o: &Output, code: i32, needles: &[&str]) -> String {
+pub(crate) fn assert_stderr(o: &Output, code: i32, needles: &[&str]) -> String {
     let e = stderr(o);
     assert_eq!(
         o.status.code(),
@@ -177,7 +177,7 @@ pub fn assert_stderr(o: &Output, code: i32, needles: &[&str]) -> String {
 /// The run exited `code` and its stdout (verify's report) says every
 /// needle; its stdout.
 #[track_caller]
-pub fn assert_stdout(o: &Output, code: i32, needles: &[&str]) -> String {
+pub(crate) fn assert_stdout(o: &Output, code: i32, needles: &[&str]) -> String {
     let out = stdout(o);
     assert_eq!(
         o.status.code(),

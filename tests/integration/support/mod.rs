@@ -5,25 +5,25 @@
 mod cli;
 mod mounts;
 mod store;
-pub mod tools;
+pub(crate) mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-pub use cli::{assert_stderr, assert_stdout, cli, Run};
-pub use mounts::{loop_device, mount, tmpfs};
-pub use store::{cache_dir, fixture, run_dir};
-pub use tools::tool;
+pub(crate) use cli::{assert_stderr, assert_stdout, cli, Run};
+pub(crate) use mounts::{loop_device, mount, tmpfs};
+pub(crate) use store::{cache_dir, fixture, run_dir};
+pub(crate) use tools::tool;
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The test key store as rpiimg requires a store: its secrets 0600 (git
 /// keeps no permission bits but the executable one, so a checkout has
 /// them 0644, which rpiimg refuses).
-pub fn private_test_keys() {
+pub(crate) fn private_test_keys() {
     use std::os::unix::fs::PermissionsExt;
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
@@ -39,7 +39,7 @@ pub fn private_test_keys() {
 }
 
 /// A private copy of a fixture, for tests that damage it.
-pub fn copy_fixture(opts: &[&str], dir: &Path) -> PathBuf {
+pub(crate) fn copy_fixture(opts: &[&str], dir: &Path) -> PathBuf {
     let src = fixture(opts);
     let dst = dir.join(src.file_name().unwrap());
     std::fs::copy(&src, &dst).expect("copy fixture");
@@ -47,14 +47,14 @@ pub fn copy_fixture(opts: &[&str], dir: &Path) -> PathBuf {
 }
 
 /// The rpiimg binary with the tests' cache and key store, ready for args.
-pub fn rpiimg_cmd() -> Command {
+pub(crate) fn rpiimg_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rpiimg"));
     test_env(&mut c);
     c
 }
 
 /// The tests' cache and key store, for a command that runs rpiimg.
-pub fn test_env(c: &mut Command) {
+pub(crate) fn test_env(c: &mut Command) {
     tools::checked();
     private_test_keys();
     c.env("RPIIMG_CACHE_DIR", cache_dir())
@@ -62,14 +62,14 @@ pub fn test_env(c: &mut Command) {
         .env("RPIIMG_KEYS_DIR", repo().join("tests/fixtures/keys"));
 }
 
-pub fn rpiimg(args: &[&str]) -> Output {
+pub(crate) fn rpiimg(args: &[&str]) -> Output {
     rpiimg_cmd().args(args).output().expect("run rpiimg")
 }
 
 /// `rpiimg args`, killed (and the test failed) if it runs longer than
 /// `limit`: damaged input must give an answer in bounded time, and a hang
 /// should fail the test rather than stall the suite.
-pub fn rpiimg_within(args: &[&str], limit: std::time::Duration) -> Output {
+pub(crate) fn rpiimg_within(args: &[&str], limit: std::time::Duration) -> Output {
     use std::process::Stdio;
     let dir = tempfile::tempdir().expect("temp dir");
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
@@ -99,23 +99,23 @@ pub fn rpiimg_within(args: &[&str], limit: std::time::Duration) -> Output {
     }
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Run rpiimg and require success.
-pub fn rpiimg_ok(args: &[&str]) -> Vec<u8> {
+pub(crate) fn rpiimg_ok(args: &[&str]) -> Vec<u8> {
     let o = rpiimg(args);
     assert!(o.status.success(), "rpiimg {args:?} failed: {}", stderr(&o));
     o.stdout
 }
 
 /// (start, size) in bytes of partition `n`, read with sfdisk (an independent reader).
-pub fn partition(img: &Path, n: usize) -> (u64, u64) {
+pub(crate) fn partition(img: &Path, n: usize) -> (u64, u64) {
     let o = tool("sfdisk").arg("-J").arg(img).output().expect("sfdisk");
     assert!(o.status.success(), "sfdisk -J failed");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk json");
@@ -126,11 +126,11 @@ pub fn partition(img: &Path, n: usize) -> (u64, u64) {
 }
 
 /// `IMG?offset=N`, the e2fsprogs syntax for a filesystem inside a disk image.
-pub fn at_offset(img: &Path, off: u64) -> String {
+pub(crate) fn at_offset(img: &Path, off: u64) -> String {
     format!("{}?offset={off}", img.display())
 }
 
-pub fn debugfs(img: &Path, off: u64, cmd: &str) -> String {
+pub(crate) fn debugfs(img: &Path, off: u64, cmd: &str) -> String {
     let o = tool("debugfs")
         .arg("-R")
         .arg(cmd)
@@ -142,7 +142,7 @@ pub fn debugfs(img: &Path, off: u64, cmd: &str) -> String {
 
 /// Lines of `e2fsck -fn` output that are not the pass headers or summary:
 /// e2fsck exits 0 on some real errors, so its output is the verdict.
-pub fn e2fsck_problems(img: &Path, off: u64) -> Vec<String> {
+pub(crate) fn e2fsck_problems(img: &Path, off: u64) -> Vec<String> {
     let o = tool("e2fsck")
         .arg("-fn")
         .arg(at_offset(img, off))
@@ -175,7 +175,7 @@ fn is_summary(l: &str) -> bool {
 }
 
 /// Whether the test runs as root (needed to keep ownership in dumps, and for loop mounts).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     tool("id")
         .arg("-u")
         .output()
@@ -184,7 +184,7 @@ pub fn is_root() -> bool {
 }
 
 /// Options for a bare ext4 filesystem image made by mkfs.ext4 (engine tests).
-pub struct MkfsOpts<'a> {
+pub(crate) struct MkfsOpts<'a> {
     pub size_mib: u64,
     /// Extra `-O` feature edits, e.g. "orphan_file,metadata_csum_seed".
     pub features: &'a str,
@@ -205,7 +205,7 @@ impl Default for MkfsOpts<'_> {
 }
 
 /// A bare ext4 image with the Pi OS feature set (see tests/fixtures/mke2fs.conf).
-pub fn mkfs(path: &Path, o: &MkfsOpts) {
+pub(crate) fn mkfs(path: &Path, o: &MkfsOpts) {
     let f = std::fs::File::create(path).unwrap();
     f.set_len(o.size_mib << 20).unwrap();
     drop(f);
@@ -252,7 +252,7 @@ pub fn mkfs(path: &Path, o: &MkfsOpts) {
     assert!(out.success());
 }
 
-pub fn sha256_file(p: &Path) -> String {
+pub(crate) fn sha256_file(p: &Path) -> String {
     let o = tool("sha256sum").arg(p).output().expect("sha256sum");
     String::from_utf8_lossy(&o.stdout)
         .split_whitespace()
@@ -263,7 +263,7 @@ pub fn sha256_file(p: &Path) -> String {
 
 /// An example profile of the repository, by name.
 /// An example profile of `profiles/` (one folder per cluster), by name.
-pub fn profile_path(name: &str) -> String {
+pub(crate) fn profile_path(name: &str) -> String {
     rpiimg::profile::find(name, &repo().join("profiles"))
         .unwrap_or_else(|e| panic!("{e}"))
         .display()
@@ -272,11 +272,11 @@ pub fn profile_path(name: &str) -> String {
 
 /// The lock file rpiimg keeps in each output folder it writes (empty:
 /// not an output).
-pub const OUT_LOCK: &str = ".rpiimg.lock";
+pub(crate) const OUT_LOCK: &str = ".rpiimg.lock";
 
 /// Every file below `dir` (subfolders included), sorted; output folders'
 /// lock files left out.
-pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn all_files(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -303,7 +303,7 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
 /// multinode`) as kolla-ansible ships it, made from the release's facts
 /// file: `head` first, `after_hosts` after each `[group]` header of hosts
 /// (Ansible allows a comment there).
-pub fn stock_inventory(series: &str, head: &str, after_hosts: &str) -> String {
+pub(crate) fn stock_inventory(series: &str, head: &str, after_hosts: &str) -> String {
     let path = repo().join(format!("src/bundle/releases/{series}.json"));
     let facts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("facts file")).unwrap();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{stderr, tool};
 
 /// A mount point, unmounted when dropped.
-pub struct Mounted(PathBuf);
+pub(crate) struct Mounted(PathBuf);
 
 impl Drop for Mounted {
     fn drop(&mut self) {
@@ -17,7 +17,11 @@ impl Drop for Mounted {
 }
 
 /// `mount OPTS SOURCE AT` (AT made if missing); mount's message if it fails.
-pub fn mount(opts: &[&str], source: impl AsRef<OsStr>, at: &Path) -> Result<Mounted, String> {
+pub(crate) fn mount(
+    opts: &[&str],
+    source: impl AsRef<OsStr>,
+    at: &Path,
+) -> Result<Mounted, String> {
     std::fs::create_dir_all(at).map_err(|e| format!("{}: {e}", at.display()))?;
     let o = tool("mount")
         .args(opts)
@@ -33,16 +37,16 @@ pub fn mount(opts: &[&str], source: impl AsRef<OsStr>, at: &Path) -> Result<Moun
 }
 
 /// A tmpfs of `size` (as mount says it: "1M", "4m") at `at`.
-pub fn tmpfs(at: &Path, size: &str) -> Result<Mounted, String> {
+pub(crate) fn tmpfs(at: &Path, size: &str) -> Result<Mounted, String> {
     mount(&["-t", "tmpfs", "-o", &format!("size={size}")], "tmpfs", at)
 }
 
 /// An attached loop device, detached when dropped.
-pub struct LoopDev(String);
+pub(crate) struct LoopDev(String);
 
 impl LoopDev {
     /// Its device path, `/dev/loopN`.
-    pub fn dev(&self) -> &str {
+    pub(crate) fn dev(&self) -> &str {
         &self.0
     }
 }
@@ -54,7 +58,7 @@ impl Drop for LoopDev {
 }
 
 /// `losetup -f --show BACKING`; losetup's message if it fails.
-pub fn loop_device(backing: &Path) -> Result<LoopDev, String> {
+pub(crate) fn loop_device(backing: &Path) -> Result<LoopDev, String> {
     let o = tool("losetup")
         .args(["-f", "--show"])
         .arg(backing)

@@ -31,14 +31,14 @@ use sha2::{Digest, Sha256};
 use super::{repo, tools};
 
 /// `target/tmp`, which cargo makes for integration tests.
-pub fn target_tmp() -> PathBuf {
+pub(super) fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
 /// Remove the folders `<prefix>*` in `dir` (each with its `<name>.lock`
 /// beside it) that no process holds, except `keep`; and folders left
 /// without their lock file.
-pub fn sweep(dir: &Path, prefix: &str, keep: Option<&Path>) {
+pub(super) fn sweep(dir: &Path, prefix: &str, keep: Option<&Path>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -69,7 +69,7 @@ pub fn sweep(dir: &Path, prefix: &str, keep: Option<&Path>) {
 }
 
 /// This test process's scratch folder (see the module's text).
-pub fn run_dir() -> &'static Path {
+pub(crate) fn run_dir() -> &'static Path {
     static RUN: OnceLock<(PathBuf, LockFile)> = OnceLock::new();
     &RUN.get_or_init(|| {
         let runs = target_tmp();
@@ -110,7 +110,7 @@ pub fn run_dir() -> &'static Path {
 }
 
 /// The cache the tests' rpiimg runs share unless a test names its own.
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     run_dir().join("cache")
 }
 
@@ -145,7 +145,7 @@ fn hash_tree(h: &mut Sha256, root: &Path, dir: &Path) {
 }
 
 /// The key of the fixtures the current inputs make.
-pub fn fixtures_key() -> String {
+pub(super) fn fixtures_key() -> String {
     let mut h = Sha256::new();
     // Bump when the store's layout changes.
     h.update(b"rpiimg fixtures v1\0");
@@ -222,7 +222,7 @@ fn sealed(p: &Path) -> bool {
 
 /// Make (once, for every run until its inputs change) the fixture with
 /// these `scripts/mkfixture` options; its path.
-pub fn fixture(opts: &[&str]) -> PathBuf {
+pub(crate) fn fixture(opts: &[&str]) -> PathBuf {
     static SEEN: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
     tools::checked();
     super::private_test_keys();

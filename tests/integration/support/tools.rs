@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// Each external program the tests or `scripts/mkfixture` run, and the
 /// Debian package that has it (.ci/run installs these).
-pub const TOOLS: &[(&str, &str)] = &[
+pub(crate) const TOOLS: &[(&str, &str)] = &[
     ("bash", "bash"),
     ("sh", "dash"),
     ("debugfs", "e2fsprogs"),
@@ -53,14 +53,14 @@ pub const TOOLS: &[(&str, &str)] = &[
 ];
 
 /// Python modules the oracles import, and their Debian packages.
-pub const PYTHON_MODULES: &[(&str, &str)] = &[
+pub(crate) const PYTHON_MODULES: &[(&str, &str)] = &[
     ("yaml", "python3-yaml"),
     ("jsonschema", "python3-jsonschema"),
 ];
 
 /// Where the tools are looked for: `PATH`, then the sbin folders that a
 /// user's `PATH` may lack (debugfs, mkfs.* and losetup live there).
-pub fn search_path(path: Option<&OsStr>) -> Vec<PathBuf> {
+pub(crate) fn search_path(path: Option<&OsStr>) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = path
         .map(|p| std::env::split_paths(p).collect())
         .unwrap_or_default();
@@ -73,7 +73,7 @@ pub fn search_path(path: Option<&OsStr>) -> Vec<PathBuf> {
 }
 
 /// `name` as an executable file in one of `dirs`.
-pub fn find_in(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
+pub(crate) fn find_in(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     dirs.iter().map(|d| d.join(name)).find(|p| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -82,7 +82,7 @@ pub fn find_in(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
 
 /// What is missing among `tools` in `dirs`, and (when python3 is there)
 /// among `modules` as that python3 imports them: (what, package) pairs.
-pub fn missing(
+pub(crate) fn missing(
     tools: &[(&'static str, &'static str)],
     modules: &[(&'static str, &'static str)],
     dirs: &[PathBuf],
@@ -107,7 +107,7 @@ pub fn missing(
 }
 
 /// The one message for everything missing (`None`: nothing is).
-pub fn message(missing: &[(String, &'static str)]) -> Option<String> {
+pub(crate) fn message(missing: &[(String, &'static str)]) -> Option<String> {
     if missing.is_empty() {
         return None;
     }
@@ -130,7 +130,7 @@ pub fn message(missing: &[(String, &'static str)]) -> Option<String> {
 
 /// The tools as found at the first call; every later call is free.
 /// Fails the calling test, with the message naming all that is missing.
-pub fn checked() -> &'static [PathBuf] {
+pub(crate) fn checked() -> &'static [PathBuf] {
     static FOUND: OnceLock<Result<Vec<PathBuf>, String>> = OnceLock::new();
     static TOLD: AtomicBool = AtomicBool::new(false);
     let found = FOUND.get_or_init(|| {
@@ -152,13 +152,13 @@ pub fn checked() -> &'static [PathBuf] {
 }
 
 /// The `PATH` the tests run tools with: the caller's plus the sbin folders.
-pub fn path_env() -> OsString {
+pub(crate) fn path_env() -> OsString {
     std::env::join_paths(checked()).expect("PATH entries")
 }
 
 /// A command for an external tool, by its full path (so the sbin
 /// folders count even when `PATH` lacks them).
-pub fn tool(name: &str) -> Command {
+pub(crate) fn tool(name: &str) -> Command {
     assert!(
         TOOLS.iter().any(|(t, _)| *t == name),
         "{name}: add it to support::tools::TOOLS with its Debian package"
