@@ -34,7 +34,7 @@ fn short(n: usize, off: usize, len: usize) -> ! {
 /// The `N` bytes at `off` as an array (a fixed-size area of a record);
 /// panics like [`le16`] when the record is too short.
 #[track_caller]
-pub fn array<const N: usize>(b: &[u8], off: usize) -> &[u8; N] {
+pub(crate) fn array<const N: usize>(b: &[u8], off: usize) -> &[u8; N] {
     b.get(off..)
         .and_then(<[u8]>::first_chunk::<N>)
         .unwrap_or_else(|| short(N, off, b.len()))
@@ -42,7 +42,7 @@ pub fn array<const N: usize>(b: &[u8], off: usize) -> &[u8; N] {
 
 /// [`array`] for writing.
 #[track_caller]
-pub fn array_mut<const N: usize>(b: &mut [u8], off: usize) -> &mut [u8; N] {
+pub(crate) fn array_mut<const N: usize>(b: &mut [u8], off: usize) -> &mut [u8; N] {
     let len = b.len();
     b.get_mut(off..)
         .and_then(<[u8]>::first_chunk_mut::<N>)
@@ -50,42 +50,42 @@ pub fn array_mut<const N: usize>(b: &mut [u8], off: usize) -> &mut [u8; N] {
 }
 
 #[track_caller]
-pub fn le16(b: &[u8], off: usize) -> u16 {
+pub(crate) fn le16(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes(field(b, off))
 }
 
 #[track_caller]
-pub fn le32(b: &[u8], off: usize) -> u32 {
+pub(crate) fn le32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(field(b, off))
 }
 
 #[track_caller]
-pub fn le64(b: &[u8], off: usize) -> u64 {
+pub(crate) fn le64(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(field(b, off))
 }
 
 #[track_caller]
-pub fn be32(b: &[u8], off: usize) -> u32 {
+pub(crate) fn be32(b: &[u8], off: usize) -> u32 {
     u32::from_be_bytes(field(b, off))
 }
 
 /// [`le16`], or `None` when the field is not inside `b`.
-pub fn try_le16(b: &[u8], off: usize) -> Option<u16> {
+pub(crate) fn try_le16(b: &[u8], off: usize) -> Option<u16> {
     try_field(b, off).map(u16::from_le_bytes)
 }
 
 /// [`le32`], or `None` when the field is not inside `b`.
-pub fn try_le32(b: &[u8], off: usize) -> Option<u32> {
+pub(crate) fn try_le32(b: &[u8], off: usize) -> Option<u32> {
     try_field(b, off).map(u32::from_le_bytes)
 }
 
 #[track_caller]
-pub fn set_le16(b: &mut [u8], off: usize, v: u16) {
+pub(crate) fn set_le16(b: &mut [u8], off: usize, v: u16) {
     *array_mut(b, off) = v.to_le_bytes();
 }
 
 #[track_caller]
-pub fn set_le32(b: &mut [u8], off: usize, v: u32) {
+pub(crate) fn set_le32(b: &mut [u8], off: usize, v: u32) {
     *array_mut(b, off) = v.to_le_bytes();
 }
 
@@ -102,7 +102,7 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 /// Parse a hex string (any case) into bytes; `None` unless every character is hex.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
@@ -138,7 +138,7 @@ pub fn uuid(b: &[u8; 16]) -> String {
 
 /// Whether `b` is all zero bytes. Compares 64-byte slices against a zero
 /// block (memcmp), several times faster than a byte loop on image-sized data.
-pub fn is_zero(b: &[u8]) -> bool {
+pub(crate) fn is_zero(b: &[u8]) -> bool {
     const Z: [u8; 64] = [0; 64];
     let mut chunks = b.chunks_exact(64);
     chunks.all(|c| c == Z) && chunks.remainder().iter().all(|&x| x == 0)
@@ -146,10 +146,10 @@ pub fn is_zero(b: &[u8]) -> bool {
 
 /// A `Write` that hashes what it is given (to stream content into sha256).
 #[derive(Default)]
-pub struct Sha256Writer(sha2::Sha256);
+pub(crate) struct Sha256Writer(sha2::Sha256);
 
 impl Sha256Writer {
-    pub fn finish(self) -> [u8; 32] {
+    pub(crate) fn finish(self) -> [u8; 32] {
         sha2::Digest::finalize(self.0).into()
     }
 }
@@ -183,7 +183,7 @@ pub fn crc32(data: &[u8]) -> u32 {
 
 /// Sorted, merged `[start, end)` ranges: overlapping or touching ones
 /// become one, empty ones go.
-pub fn merge_ranges(ranges: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+pub(crate) fn merge_ranges(ranges: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
     let mut all: Vec<(u64, u64)> = ranges.into_iter().filter(|(a, b)| a < b).collect();
     all.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());

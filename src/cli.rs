@@ -71,7 +71,7 @@ Examples:
       rpiimg build --all profiles --check-reproducible
   rpiimg flash out/ost/ost04.img=/dev/sdX     # then flash it";
 
-pub const CLUSTER_EXAMPLES: &str = "\
+pub(crate) const CLUSTER_EXAMPLES: &str = "\
 The bundle is for one Kolla-Ansible release: [kolla] release in the profile,
 or else the newest release below that accepts the base image's OS (read from
 its /etc/os-release). A release whose prechecks refuse the base's OS is
@@ -581,7 +581,7 @@ pub enum FsOp {
 /// A batch file line, parsed with the same definitions as the command line.
 #[derive(Debug, Parser)]
 #[command(name = "batch line", no_binary_name = true, disable_help_flag = true)]
-pub struct BatchLine {
+pub(crate) struct BatchLine {
     #[command(subcommand)]
     pub op: FsOp,
 }

@@ -161,7 +161,7 @@ impl Error {
 
     /// `map_err` for host I/O on `path` that names the operation
     /// (`"open the image"`, `"create the output folder"`).
-    pub fn host_op<'a>(
+    pub(crate) fn host_op<'a>(
         path: &'a std::path::Path,
         op: &'static str,
     ) -> impl Fn(std::io::Error) -> Error + 'a {
@@ -186,7 +186,7 @@ impl Error {
 
     /// Name the image path on whose way a damaged structure was met (an
     /// ext4 error by itself names only an inode or block).
-    pub fn in_path(self, path: &str) -> Error {
+    pub(crate) fn in_path(self, path: &str) -> Error {
         match self {
             Error::Ext4(source @ (Ext4Error::Corrupt { .. } | Ext4Error::Io(_))) => {
                 Error::Damaged {

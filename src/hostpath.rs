@@ -14,7 +14,7 @@ pub fn file_name(p: &Path) -> String {
 }
 
 /// A path for people: lexically normalised (`profiles/../out` -> `out`).
-pub fn display_path(p: &Path) -> String {
+pub(crate) fn display_path(p: &Path) -> String {
     use std::path::Component;
     let mut out: Vec<Component> = Vec::new();
     for c in p.components() {

@@ -1,6 +1,8 @@
 #![forbid(unsafe_code)]
-// `pub` means "used by the binary, the tests or the fuzz targets"; whatever
-// only the crate itself uses is `pub(crate)`, and this lint keeps it so.
+// `pub` means "used by the binary, the tests or the fuzz targets" (and the
+// types their signatures show, re-exported at the layer's root so they can be
+// named); whatever only the crate itself uses is `pub(crate)`, and this lint
+// keeps it so. Dead code then shows up as such.
 #![warn(unreachable_pub)]
 //! rpiimg: offline, pure-Rust patching of Raspberry Pi OS images.
 //!

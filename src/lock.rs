@@ -167,7 +167,7 @@ pub const OUT_LOCK: &str = ".rpiimg.lock";
 /// Lock the output folder `dir` (created if missing) for a run that
 /// writes into it: a second `build` or `cluster` into the same folder
 /// waits until this one has renamed its last file.
-pub fn output_folder(dir: &Path) -> crate::error::Result<LockFile> {
+pub(crate) fn output_folder(dir: &Path) -> crate::error::Result<LockFile> {
     std::fs::create_dir_all(dir).map_err(|e| {
         crate::error::Error::Usage(format!(
             "{}: cannot create output directory: {e}",

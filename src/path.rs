@@ -45,14 +45,14 @@ pub(crate) trait Walk {
 }
 
 /// Why a path did not resolve: the path, or the filesystem under it.
-pub enum ResolveError<E> {
+pub(crate) enum ResolveError<E> {
     Path(PathError),
     Fs(E),
 }
 
 impl<E: From<PathError>> ResolveError<E> {
     /// The walker's own error, path errors included.
-    pub fn into_fs(self) -> E {
+    pub(crate) fn into_fs(self) -> E {
         match self {
             ResolveError::Path(p) => p.into(),
             ResolveError::Fs(e) => e,

@@ -27,7 +27,7 @@ pub struct Progress {
 
 impl Progress {
     /// Bars when stderr is a terminal, plain lines when it is not.
-    pub fn auto(quiet: bool) -> Self {
+    pub(crate) fn auto(quiet: bool) -> Self {
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
@@ -43,12 +43,12 @@ impl Progress {
     }
 
     /// Whether messages other than errors are suppressed.
-    pub fn is_quiet(&self) -> bool {
+    pub(crate) fn is_quiet(&self) -> bool {
         self.mode == Mode::Quiet
     }
 
     /// A task measured in bytes.
-    pub fn task(&self, what: &str, total: u64) -> Task {
+    pub(crate) fn task(&self, what: &str, total: u64) -> Task {
         self.start(
             what,
             total,
@@ -58,7 +58,7 @@ impl Progress {
     }
 
     /// A task measured in items (e.g. the changes of a plan).
-    pub fn items(&self, what: &str, total: u64) -> Task {
+    pub(crate) fn items(&self, what: &str, total: u64) -> Task {
         self.start(what, total, "{msg:>12} [{bar:30}] {pos}/{len}", |n| {
             format!("{n} items")
         })
@@ -93,7 +93,7 @@ impl Progress {
     }
 }
 
-pub struct Task {
+pub(crate) struct Task {
     what: String,
     mode: Mode,
     bar: Option<ProgressBar>,
@@ -104,7 +104,7 @@ pub struct Task {
 }
 
 impl Task {
-    pub fn inc(&mut self, n: u64) {
+    pub(crate) fn inc(&mut self, n: u64) {
         self.done += n;
         if let Some(b) = &self.bar {
             b.inc(n);
@@ -114,7 +114,7 @@ impl Task {
         }
     }
 
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         let line = format!(
             "{}: done, {} in {:.1}s",
             self.what,
@@ -125,7 +125,7 @@ impl Task {
     }
 
     /// The task stopped before its end: said so, with how far it got.
-    pub fn fail(self, why: &str) {
+    pub(crate) fn fail(self, why: &str) {
         let line = format!(
             "{}: {why} (after {} in {:.1}s)",
             self.what,
@@ -151,7 +151,7 @@ impl Task {
 }
 
 /// `1.5 GiB`-style sizes for messages.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -23,7 +23,7 @@ impl Secret {
     }
 
     /// The value itself, for the code that writes it where it belongs.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 

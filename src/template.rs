@@ -13,10 +13,10 @@ use minijinja::{Environment, Error, ErrorKind};
 
 /// Work a template may do (minijinja fuel: about one unit per instruction;
 /// the built-in templates use a few thousand).
-pub const TEMPLATE_FUEL: u64 = 5_000_000;
+pub(crate) const TEMPLATE_FUEL: u64 = 5_000_000;
 
 /// A word for a POSIX shell: single-quoted, so nothing in it expands.
-pub fn shquote(s: &str) -> String {
+pub(crate) fn shquote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 

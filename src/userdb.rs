@@ -29,7 +29,7 @@ impl Db {
     }
 
     /// Every entry, as its fields.
-    pub fn rows(&self) -> impl Iterator<Item = &Vec<String>> {
+    pub(crate) fn rows(&self) -> impl Iterator<Item = &Vec<String>> {
         self.lines.iter()
     }
 
@@ -78,7 +78,7 @@ impl Db {
     }
 
     /// Add `user` to the member list (field `members`) of group `group`.
-    pub fn add_member(&mut self, group: &str, user: &str, members: usize) -> bool {
+    pub(crate) fn add_member(&mut self, group: &str, user: &str, members: usize) -> bool {
         let Some(l) = self.find_mut(group) else {
             return false;
         };
@@ -94,7 +94,7 @@ impl Db {
     }
 
     /// Numeric field `field` of every entry.
-    pub fn ids(&self, field: usize) -> Vec<u32> {
+    pub(crate) fn ids(&self, field: usize) -> Vec<u32> {
         self.lines
             .iter()
             .filter_map(|l| l.get(field)?.parse().ok())

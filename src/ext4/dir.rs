@@ -17,7 +17,7 @@ pub struct DirEntry {
 }
 
 impl DirEntry {
-    pub fn name_lossy(&self) -> String {
+    pub(crate) fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
 }

@@ -72,7 +72,7 @@ impl Ext4Error {
         }
     }
 
-    pub fn unsupported(what: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub(crate) fn unsupported(what: impl Into<String>, hint: impl Into<String>) -> Self {
         Ext4Error::Unsupported {
             what: what.into(),
             hint: hint.into(),

@@ -65,7 +65,7 @@ macro_rules! table {
 
         impl Feature {
             /// Every row, in table order.
-            pub const ALL: &'static [Feature] = &[$(Feature::$feature,)*];
+            pub(crate) const ALL: &'static [Feature] = &[$(Feature::$feature,)*];
 
             pub const fn row(self) -> Row {
                 match self {
@@ -203,7 +203,7 @@ impl FeatureSet {
     }
 
     /// The bits of this set that no row names.
-    pub fn unknown(self) -> FeatureSet {
+    pub(crate) fn unknown(self) -> FeatureSet {
         let known = FeatureSet::of(Feature::ALL);
         FeatureSet {
             compat: self.compat & !known.compat,
@@ -215,7 +215,7 @@ impl FeatureSet {
     /// What keeps the reader from opening the filesystem: the rows it
     /// cannot read, and incompat bits it does not know (unknown compat and
     /// ro_compat bits leave the format readable, by their classes' rule).
-    pub fn unreadable(self) -> FeatureSet {
+    pub(crate) fn unreadable(self) -> FeatureSet {
         let mut s = self.known_where(|r| r.read == Support::No);
         s.incompat |= self.unknown().incompat;
         s
@@ -298,7 +298,7 @@ impl Gate {
     }
 
     /// What the user can do about it.
-    pub fn hint(self) -> &'static str {
+    pub(crate) fn hint(self) -> &'static str {
         match self {
             Gate::Read => "rpiimg reads Raspberry Pi OS and Ubuntu root filesystems; use an image made with standard mkfs.ext4 features",
             Gate::Write => "rpiimg writes ext4 as Raspberry Pi OS and Ubuntu make it (mkfs.ext4 defaults); use such an image",

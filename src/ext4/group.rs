@@ -74,7 +74,7 @@ impl GroupTable {
     /// If `g` is not below the group count [`GroupTable::parse`] checked the
     /// table against: group numbers come from the superblock's geometry
     /// (which ties the inode count to the group count), so that is a bug.
-    pub fn desc(&self, g: u32) -> &[u8] {
+    pub(crate) fn desc(&self, g: u32) -> &[u8] {
         let d = usize::try_from(g)
             .ok()
             .and_then(|g| self.raw.chunks_exact(self.desc_size).nth(g));
@@ -115,41 +115,41 @@ impl GroupTable {
         }
     }
 
-    pub fn block_bitmap(&self, g: u32) -> u64 {
+    pub(crate) fn block_bitmap(&self, g: u32) -> u64 {
         self.lo_hi32(g, 0x00, 0x20)
     }
-    pub fn inode_bitmap(&self, g: u32) -> u64 {
+    pub(crate) fn inode_bitmap(&self, g: u32) -> u64 {
         self.lo_hi32(g, 0x04, 0x24)
     }
-    pub fn inode_table(&self, g: u32) -> u64 {
+    pub(crate) fn inode_table(&self, g: u32) -> u64 {
         self.lo_hi32(g, 0x08, 0x28)
     }
-    pub fn free_blocks(&self, g: u32) -> u32 {
+    pub(crate) fn free_blocks(&self, g: u32) -> u32 {
         self.lo_hi16(g, 0x0C, 0x2C)
     }
-    pub fn free_inodes(&self, g: u32) -> u32 {
+    pub(crate) fn free_inodes(&self, g: u32) -> u32 {
         self.lo_hi16(g, 0x0E, 0x2E)
     }
-    pub fn used_dirs(&self, g: u32) -> u32 {
+    pub(crate) fn used_dirs(&self, g: u32) -> u32 {
         self.lo_hi16(g, 0x10, 0x30)
     }
     pub fn flags(&self, g: u32) -> u16 {
         le16(self.desc(g), 0x12)
     }
-    pub fn itable_unused(&self, g: u32) -> u32 {
+    pub(crate) fn itable_unused(&self, g: u32) -> u32 {
         self.lo_hi16(g, 0x1C, 0x32)
     }
     pub fn checksum(&self, g: u32) -> u16 {
         le16(self.desc(g), 0x1E)
     }
-    pub fn block_bitmap_csum(&self, g: u32) -> u32 {
+    pub(crate) fn block_bitmap_csum(&self, g: u32) -> u32 {
         self.lo_hi16(g, 0x18, 0x38)
     }
-    pub fn inode_bitmap_csum(&self, g: u32) -> u32 {
+    pub(crate) fn inode_bitmap_csum(&self, g: u32) -> u32 {
         self.lo_hi16(g, 0x1A, 0x3A)
     }
     /// Whether the stored bitmap checksums carry 32 bits (64-byte descriptors) or 16.
-    pub fn bitmap_csum_mask(&self) -> u32 {
+    pub(crate) fn bitmap_csum_mask(&self) -> u32 {
         if self.is_64bit && self.desc_size >= 0x3C {
             u32::MAX
         } else {
@@ -157,37 +157,34 @@ impl GroupTable {
         }
     }
 
-    pub fn set_free_blocks(&mut self, g: u32, v: u32) {
+    pub(crate) fn set_free_blocks(&mut self, g: u32, v: u32) {
         self.set_lo_hi16(g, 0x0C, 0x2C, v);
     }
-    pub fn set_free_inodes(&mut self, g: u32, v: u32) {
+    pub(crate) fn set_free_inodes(&mut self, g: u32, v: u32) {
         self.set_lo_hi16(g, 0x0E, 0x2E, v);
     }
-    pub fn set_used_dirs(&mut self, g: u32, v: u32) {
+    pub(crate) fn set_used_dirs(&mut self, g: u32, v: u32) {
         self.set_lo_hi16(g, 0x10, 0x30, v);
     }
-    pub fn set_flags(&mut self, g: u32, v: u16) {
+    pub(crate) fn set_flags(&mut self, g: u32, v: u16) {
         set_le16(self.desc_mut(g), 0x12, v);
     }
-    pub fn set_itable_unused(&mut self, g: u32, v: u32) {
+    pub(crate) fn set_itable_unused(&mut self, g: u32, v: u32) {
         self.set_lo_hi16(g, 0x1C, 0x32, v);
     }
-    pub fn set_block_bitmap_csum(&mut self, g: u32, v: u32) {
+    pub(crate) fn set_block_bitmap_csum(&mut self, g: u32, v: u32) {
         self.set_lo_hi16(g, 0x18, 0x38, v);
     }
-    pub fn set_inode_bitmap_csum(&mut self, g: u32, v: u32) {
+    pub(crate) fn set_inode_bitmap_csum(&mut self, g: u32, v: u32) {
         self.set_lo_hi16(g, 0x1A, 0x3A, v);
     }
-    pub fn update_checksum(&mut self, seed: u32, g: u32) {
+    pub(crate) fn update_checksum(&mut self, seed: u32, g: u32) {
         let c = checksum::group_desc(seed, g, self.desc(g));
         set_le16(self.desc_mut(g), 0x1E, c);
     }
     /// Raw table bytes (for writing back).
     pub fn raw(&self) -> &[u8] {
         &self.raw
-    }
-    pub fn desc_size(&self) -> usize {
-        self.desc_size
     }
 }
 

@@ -12,7 +12,7 @@ use crate::bytes::{array, array_mut, le16, le32, set_le16, set_le32};
 /// Size of the original (ext2) inode record; larger records extend it.
 pub(crate) const GOOD_OLD_INODE_SIZE: usize = 128;
 
-pub const ROOT_INO: u32 = 2;
+pub(crate) const ROOT_INO: u32 = 2;
 
 pub(crate) const S_IFMT: u16 = 0xF000;
 pub(crate) const S_IFSOCK: u16 = 0xC000;
@@ -56,7 +56,7 @@ impl FileType {
         }
     }
 
-    pub fn from_dirent(t: u8) -> Self {
+    pub(crate) fn from_dirent(t: u8) -> Self {
         match t {
             1 => FileType::Regular,
             2 => FileType::Directory,
@@ -69,7 +69,7 @@ impl FileType {
         }
     }
 
-    pub fn dirent_code(self) -> u8 {
+    pub(crate) fn dirent_code(self) -> u8 {
         match self {
             FileType::Regular => 1,
             FileType::Directory => 2,
@@ -83,7 +83,7 @@ impl FileType {
     }
 
     /// The character `ls -l` prints for this type.
-    pub fn ls_char(self) -> char {
+    pub(crate) fn ls_char(self) -> char {
         match self {
             FileType::Regular => '-',
             FileType::Directory => 'd',
@@ -106,7 +106,7 @@ pub struct Inode {
 
 impl Inode {
     /// Wrap a raw record (`inode_size` bytes, at least 128).
-    pub fn from_raw(ino: u32, raw: Vec<u8>) -> Result<Self> {
+    pub(crate) fn from_raw(ino: u32, raw: Vec<u8>) -> Result<Self> {
         if raw.len() < GOOD_OLD_INODE_SIZE {
             return Err(Ext4Error::corrupt(
                 format!("inode record of {} bytes is truncated", raw.len()),
@@ -138,55 +138,52 @@ impl Inode {
     pub fn size(&self) -> u64 {
         u64::from(le32(&self.raw, 0x04)) | (u64::from(le32(&self.raw, 0x6C)) << 32)
     }
-    pub fn atime(&self) -> i64 {
-        self.time(0x08, 0x8C)
-    }
     pub fn ctime(&self) -> i64 {
         self.time(0x0C, 0x84)
     }
     pub fn mtime(&self) -> i64 {
         self.time(0x10, 0x88)
     }
-    pub fn dtime(&self) -> u32 {
+    pub(crate) fn dtime(&self) -> u32 {
         le32(&self.raw, 0x14)
     }
     pub fn links_count(&self) -> u16 {
         le16(&self.raw, 0x1A)
     }
     /// i_blocks in 512-byte units (without huge_file scaling, which is refused for writing).
-    pub fn blocks_512(&self) -> u64 {
+    pub(crate) fn blocks_512(&self) -> u64 {
         u64::from(le32(&self.raw, 0x1C)) | (u64::from(le16(&self.raw, 0x74)) << 32)
     }
     pub fn flags(&self) -> u32 {
         le32(&self.raw, 0x20)
     }
-    pub fn i_block(&self) -> &[u8; 60] {
+    pub(crate) fn i_block(&self) -> &[u8; 60] {
         array(&self.raw, 0x28)
     }
-    pub fn generation(&self) -> u32 {
+    pub(crate) fn generation(&self) -> u32 {
         le32(&self.raw, 0x64)
     }
-    pub fn file_acl(&self) -> u64 {
+    pub(crate) fn file_acl(&self) -> u64 {
         u64::from(le32(&self.raw, 0x68)) | (u64::from(le16(&self.raw, 0x76)) << 32)
     }
-    pub fn extra_isize(&self) -> u16 {
+    pub(crate) fn extra_isize(&self) -> u16 {
         if self.raw.len() > 0x82 {
             le16(&self.raw, 0x80)
         } else {
             0
         }
     }
-    pub fn uses_extents(&self) -> bool {
+    pub(crate) fn uses_extents(&self) -> bool {
         self.flags() & EXT4_EXTENTS_FL != 0
     }
-    pub fn is_htree(&self) -> bool {
+    pub(crate) fn is_htree(&self) -> bool {
         self.flags() & EXT4_INDEX_FL != 0
     }
     pub fn is_dir(&self) -> bool {
         self.file_type() == FileType::Directory
     }
     /// A symlink whose target lives in i_block (e2fsprogs: size < 60).
-    pub fn is_fast_symlink(&self) -> bool {
+    pub(crate) fn is_fast_symlink(&self) -> bool {
         self.file_type() == FileType::Symlink
             && self.flags() & EXT4_INLINE_DATA_FL == 0
             && self.size() < 60
@@ -213,7 +210,7 @@ impl Inode {
     }
 
     /// Stored checksum and the number of significant bits it carries.
-    pub fn stored_checksum(&self) -> (u32, u32) {
+    pub(crate) fn stored_checksum(&self) -> (u32, u32) {
         let lo = u32::from(le16(&self.raw, 0x7C));
         if self.has_csum_hi() {
             (lo | (u32::from(le16(&self.raw, 0x82)) << 16), u32::MAX)
@@ -228,7 +225,7 @@ impl Inode {
         self.raw.len() > 0x84 && self.extra_isize() >= 4
     }
 
-    pub fn checksum_ok(&self, seed: u32) -> bool {
+    pub(crate) fn checksum_ok(&self, seed: u32) -> bool {
         if self.raw.iter().all(|&b| b == 0) {
             return true;
         }
@@ -236,7 +233,7 @@ impl Inode {
         checksum::inode(seed, self.ino, &self.raw) & mask == stored
     }
 
-    pub fn update_checksum(&mut self, seed: u32) {
+    pub(crate) fn update_checksum(&mut self, seed: u32) {
         let c = checksum::inode(seed, self.ino, &self.raw);
         set_le16(&mut self.raw, 0x7C, (c & 0xFFFF) as u16);
         if self.has_csum_hi() {
@@ -249,7 +246,7 @@ impl Inode {
     /// A zeroed record of `size` bytes, with the large-inode fields set up.
     /// (The superblock allows no `size` below 128; a smaller one is raised
     /// to 128 so that every field of the original inode exists.)
-    pub fn new_zeroed(ino: u32, size: usize) -> Self {
+    pub(crate) fn new_zeroed(ino: u32, size: usize) -> Self {
         let mut raw = vec![0u8; size.max(GOOD_OLD_INODE_SIZE)];
         if size > 128 {
             // Room for the ctime/mtime/atime/crtime extra words and csum_hi,
@@ -259,43 +256,36 @@ impl Inode {
         Inode { ino, raw }
     }
 
-    pub fn set_mode(&mut self, mode: u16) {
+    pub(crate) fn set_mode(&mut self, mode: u16) {
         set_le16(&mut self.raw, 0x00, mode);
     }
-    pub fn set_uid(&mut self, uid: u32) {
+    pub(crate) fn set_uid(&mut self, uid: u32) {
         set_le16(&mut self.raw, 0x02, (uid & 0xFFFF) as u16);
         set_le16(&mut self.raw, 0x78, (uid >> 16) as u16);
     }
-    pub fn set_gid(&mut self, gid: u32) {
+    pub(crate) fn set_gid(&mut self, gid: u32) {
         set_le16(&mut self.raw, 0x18, (gid & 0xFFFF) as u16);
         set_le16(&mut self.raw, 0x7A, (gid >> 16) as u16);
     }
-    pub fn set_size(&mut self, size: u64) {
+    pub(crate) fn set_size(&mut self, size: u64) {
         set_le32(&mut self.raw, 0x04, (size & 0xFFFF_FFFF) as u32);
         set_le32(&mut self.raw, 0x6C, (size >> 32) as u32);
     }
-    pub fn set_links_count(&mut self, n: u16) {
+    pub(crate) fn set_links_count(&mut self, n: u16) {
         set_le16(&mut self.raw, 0x1A, n);
     }
-    pub fn set_blocks_512(&mut self, n: u64) {
+    pub(crate) fn set_blocks_512(&mut self, n: u64) {
         set_le32(&mut self.raw, 0x1C, (n & 0xFFFF_FFFF) as u32);
         set_le16(&mut self.raw, 0x74, ((n >> 32) & 0xFFFF) as u16);
     }
-    pub fn set_flags(&mut self, f: u32) {
+    pub(crate) fn set_flags(&mut self, f: u32) {
         set_le32(&mut self.raw, 0x20, f);
     }
-    pub fn set_i_block(&mut self, b: &[u8; 60]) {
+    pub(crate) fn set_i_block(&mut self, b: &[u8; 60]) {
         *array_mut(&mut self.raw, 0x28) = *b;
     }
-    pub fn set_generation(&mut self, g: u32) {
+    pub(crate) fn set_generation(&mut self, g: u32) {
         set_le32(&mut self.raw, 0x64, g);
-    }
-    pub fn set_file_acl(&mut self, b: u64) {
-        set_le32(&mut self.raw, 0x68, (b & 0xFFFF_FFFF) as u32);
-        set_le16(&mut self.raw, 0x76, ((b >> 32) & 0xFFFF) as u16);
-    }
-    pub fn set_dtime(&mut self, t: u32) {
-        set_le32(&mut self.raw, 0x14, t);
     }
 
     fn set_time(&mut self, lo: usize, extra: usize, secs: i64, nsec: u32) {
@@ -314,7 +304,7 @@ impl Inode {
         }
     }
     /// Set atime, ctime and mtime (and crtime when `created`).
-    pub fn set_times(&mut self, secs: i64, created: bool) {
+    pub(crate) fn set_times(&mut self, secs: i64, created: bool) {
         self.set_time(0x08, 0x8C, secs, 0);
         self.set_time(0x0C, 0x84, secs, 0);
         self.set_time(0x10, 0x88, secs, 0);
@@ -322,13 +312,10 @@ impl Inode {
             self.set_time(0x90, 0x94, secs, 0);
         }
     }
-    pub fn set_mtime(&mut self, secs: i64) {
+    pub(crate) fn set_mtime(&mut self, secs: i64) {
         self.set_time(0x10, 0x88, secs, 0);
     }
-    pub fn set_atime(&mut self, secs: i64) {
-        self.set_time(0x08, 0x8C, secs, 0);
-    }
-    pub fn set_ctime(&mut self, secs: i64) {
+    pub(crate) fn set_ctime(&mut self, secs: i64) {
         self.set_time(0x0C, 0x84, secs, 0);
     }
 }

@@ -54,7 +54,8 @@ pub use dir::DirEntry;
 pub use error::{Ext4Error, Location, Result};
 use extent::Extent;
 use features::Feature;
-pub use inode::{FileType, Inode, ROOT_INO};
+pub(crate) use inode::ROOT_INO;
+pub use inode::{FileType, Inode};
 use superblock::{Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 pub use xattr::Xattr;
 
@@ -67,7 +68,7 @@ fn overflow(what: &str, at: Location) -> Ext4Error {
 
 /// The most rpiimg reads of one file into memory (configuration, unit and
 /// key files are far smaller); larger content is streamed.
-pub const MEMORY_CAP: u64 = 16 << 20;
+pub(crate) const MEMORY_CAP: u64 = 16 << 20;
 
 /// State of the internal journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -148,7 +149,7 @@ impl<D: ReadAt> Ext4<D> {
         &self.dev
     }
 
-    pub fn csum_seed(&self) -> u32 {
+    pub(crate) fn csum_seed(&self) -> u32 {
         self.seed
     }
 
@@ -156,12 +157,12 @@ impl<D: ReadAt> Ext4<D> {
         self.sb.has(Feature::MetadataCsum)
     }
 
-    pub fn block_size(&self) -> usize {
+    pub(crate) fn block_size(&self) -> usize {
         self.sb.block_size()
     }
 
     /// Read one filesystem block, refusing block numbers outside the filesystem.
-    pub fn read_block(&self, block: u64, at: &Location) -> Result<Vec<u8>> {
+    pub(crate) fn read_block(&self, block: u64, at: &Location) -> Result<Vec<u8>> {
         if block >= self.sb.blocks_count() {
             return Err(Ext4Error::corrupt(
                 format!("reference to block {block}, past the end of the filesystem"),
@@ -243,7 +244,7 @@ impl<D: ReadAt> Ext4<D> {
     }
 
     /// Read an inode that a directory entry refers to: it must be in use.
-    pub fn live_inode(&self, ino: u32) -> Result<Inode> {
+    pub(crate) fn live_inode(&self, ino: u32) -> Result<Inode> {
         if self.csum() {
             let ipg = self.sb.inodes_per_group();
             let (g, index) = self.inode_place(ino)?;
@@ -508,7 +509,7 @@ impl<D: ReadAt> Ext4<D> {
     /// A whole file in memory (for small files: configuration, unit files).
     /// Refused above 16 MiB: a legal sparse file of a terabyte must not
     /// exhaust memory; large content is streamed with [`Ext4::read_to`].
-    pub fn read_all(&self, inode: &Inode) -> Result<Vec<u8>> {
+    pub(crate) fn read_all(&self, inode: &Inode) -> Result<Vec<u8>> {
         let cap = usize::try_from(inode.size())
             .ok()
             .filter(|_| inode.size() <= MEMORY_CAP);
@@ -529,7 +530,7 @@ impl<D: ReadAt> Ext4<D> {
     }
 
     /// The target of a symlink.
-    pub fn readlink(&self, inode: &Inode) -> Result<Vec<u8>> {
+    pub(crate) fn readlink(&self, inode: &Inode) -> Result<Vec<u8>> {
         let size = inode.size();
         let Some(len) = usize::try_from(size)
             .ok()
@@ -679,7 +680,7 @@ impl<D: ReadAt> Ext4<D> {
     /// hash selects, then those continuing a hash collision across a leaf
     /// split (their index entries carry the hash with the low bit set).
     /// `None` when the directory's hash version is unknown to this engine.
-    pub fn htree_leaves(&self, dir: &Inode, name: &[u8]) -> Result<Option<Vec<u32>>> {
+    pub(crate) fn htree_leaves(&self, dir: &Inode, name: &[u8]) -> Result<Option<Vec<u32>>> {
         let ext = self.extents(dir)?;
         let root_at = Location::Block {
             ino: dir.ino,
@@ -854,7 +855,7 @@ impl<D: ReadAt> Ext4<D> {
 }
 
 /// Map a generic resolution failure to this engine's error.
-pub fn resolve_error(e: ResolveError<Ext4Error>) -> Ext4Error {
+pub(crate) fn resolve_error(e: ResolveError<Ext4Error>) -> Ext4Error {
     e.into_fs()
 }
 

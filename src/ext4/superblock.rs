@@ -133,25 +133,25 @@ impl Superblock {
     }
 
     /// Recompute and store the checksum (after a field was changed).
-    pub fn update_checksum(&mut self) {
+    pub(crate) fn update_checksum(&mut self) {
         let c = checksum::superblock(&self.raw);
         set_le32(&mut self.raw[..], 0x3FC, c);
     }
 
     /// Store the free-block count (both halves with 64bit).
-    pub fn set_free_blocks_count(&mut self, v: u64) {
+    pub(crate) fn set_free_blocks_count(&mut self, v: u64) {
         set_le32(&mut self.raw[..], 0x0C, (v & 0xFFFF_FFFF) as u32);
         if self.has(Feature::Bit64) {
             set_le32(&mut self.raw[..], 0x158, (v >> 32) as u32);
         }
     }
-    pub fn set_free_inodes_count(&mut self, v: u32) {
+    pub(crate) fn set_free_inodes_count(&mut self, v: u32) {
         set_le32(&mut self.raw[..], 0x10, v);
     }
     /// Number of errors the kernel recorded (`s_error_count`).
     /// The newest of the times the superblock records (last mount, last
     /// write, last check, creation), with their high bytes.
-    pub fn newest_time(&self) -> i64 {
+    pub(crate) fn newest_time(&self) -> i64 {
         let t = |lo: usize, hi: usize| {
             let lo = i64::from(le32(&self.raw[..], lo));
             let hi = i64::from(self.raw.get(hi).copied().unwrap_or(0));
@@ -168,13 +168,13 @@ impl Superblock {
         .unwrap_or(0)
     }
 
-    pub fn error_count(&self) -> u32 {
+    pub(crate) fn error_count(&self) -> u32 {
         le32(&self.raw[..], 0x194)
     }
-    pub fn inodes_count(&self) -> u32 {
+    pub(crate) fn inodes_count(&self) -> u32 {
         le32(&self.raw[..], 0x00)
     }
-    pub fn blocks_count(&self) -> u64 {
+    pub(crate) fn blocks_count(&self) -> u64 {
         let lo = u64::from(le32(&self.raw[..], 0x04));
         let hi = if self.has(Feature::Bit64) {
             u64::from(le32(&self.raw[..], 0x150))
@@ -183,7 +183,7 @@ impl Superblock {
         };
         lo | (hi << 32)
     }
-    pub fn reserved_blocks_count(&self) -> u64 {
+    pub(crate) fn reserved_blocks_count(&self) -> u64 {
         let lo = u64::from(le32(&self.raw[..], 0x08));
         let hi = if self.has(Feature::Bit64) {
             u64::from(le32(&self.raw[..], 0x154))
@@ -192,7 +192,7 @@ impl Superblock {
         };
         lo | (hi << 32)
     }
-    pub fn free_blocks_count(&self) -> u64 {
+    pub(crate) fn free_blocks_count(&self) -> u64 {
         let lo = u64::from(le32(&self.raw[..], 0x0C));
         let hi = if self.has(Feature::Bit64) {
             u64::from(le32(&self.raw[..], 0x158))
@@ -201,23 +201,23 @@ impl Superblock {
         };
         lo | (hi << 32)
     }
-    pub fn free_inodes_count(&self) -> u32 {
+    pub(crate) fn free_inodes_count(&self) -> u32 {
         le32(&self.raw[..], 0x10)
     }
-    pub fn first_data_block(&self) -> u32 {
+    pub(crate) fn first_data_block(&self) -> u32 {
         le32(&self.raw[..], 0x14)
     }
-    pub fn log_block_size(&self) -> u32 {
+    pub(crate) fn log_block_size(&self) -> u32 {
         le32(&self.raw[..], 0x18)
     }
     /// Block size in bytes (validated to be 1 KiB..64 KiB in `parse`).
-    pub fn block_size(&self) -> usize {
+    pub(crate) fn block_size(&self) -> usize {
         1024usize << self.log_block_size().min(6)
     }
-    pub fn blocks_per_group(&self) -> u32 {
+    pub(crate) fn blocks_per_group(&self) -> u32 {
         le32(&self.raw[..], 0x20)
     }
-    pub fn inodes_per_group(&self) -> u32 {
+    pub(crate) fn inodes_per_group(&self) -> u32 {
         le32(&self.raw[..], 0x28)
     }
     pub fn magic(&self) -> u16 {
@@ -226,13 +226,13 @@ impl Superblock {
     pub fn state(&self) -> u16 {
         le16(&self.raw[..], 0x3A)
     }
-    pub fn rev_level(&self) -> u32 {
+    pub(crate) fn rev_level(&self) -> u32 {
         le32(&self.raw[..], 0x4C)
     }
-    pub fn first_ino(&self) -> u32 {
+    pub(crate) fn first_ino(&self) -> u32 {
         le32(&self.raw[..], 0x54)
     }
-    pub fn inode_size(&self) -> u16 {
+    pub(crate) fn inode_size(&self) -> u16 {
         le16(&self.raw[..], 0x58)
     }
     /// `s_feature_compat`, `s_feature_incompat` and `s_feature_ro_compat`.
@@ -249,24 +249,24 @@ impl Superblock {
     pub fn uuid(&self) -> [u8; 16] {
         *array(&self.raw[..], 0x68)
     }
-    pub fn volume_name(&self) -> String {
+    pub(crate) fn volume_name(&self) -> String {
         let n: &[u8; 16] = array(&self.raw[..], 0x78);
         let name = n.split(|&b| b == 0).next().unwrap_or_default();
         String::from_utf8_lossy(name).into_owned()
     }
-    pub fn reserved_gdt_blocks(&self) -> u16 {
+    pub(crate) fn reserved_gdt_blocks(&self) -> u16 {
         le16(&self.raw[..], 0xCE)
     }
-    pub fn journal_inum(&self) -> u32 {
+    pub(crate) fn journal_inum(&self) -> u32 {
         le32(&self.raw[..], 0xE0)
     }
     /// `s_backup_bgs`: the (at most two) groups holding superblock
     /// backups under sparse_super2; 0 means none.
-    pub fn backup_bgs(&self) -> [u32; 2] {
+    pub(crate) fn backup_bgs(&self) -> [u32; 2] {
         [le32(&self.raw[..], 0x24C), le32(&self.raw[..], 0x250)]
     }
     /// `s_mmp_block`: the multi-mount protection block (with `mmp`).
-    pub fn mmp_block(&self) -> u64 {
+    pub(crate) fn mmp_block(&self) -> u64 {
         le64(&self.raw[..], 0x168)
     }
     pub fn last_orphan(&self) -> u32 {
@@ -281,10 +281,10 @@ impl Superblock {
             le32(&self.raw[..], 0xF8),
         ]
     }
-    pub fn def_hash_version(&self) -> u8 {
+    pub(crate) fn def_hash_version(&self) -> u8 {
         self.raw()[0xFC]
     }
-    pub fn desc_size(&self) -> usize {
+    pub(crate) fn desc_size(&self) -> usize {
         if self.has(Feature::Bit64) {
             usize::from(le16(&self.raw[..], 0xFE))
         } else {
@@ -294,16 +294,13 @@ impl Superblock {
     pub fn flags(&self) -> u32 {
         le32(&self.raw[..], 0x160)
     }
-    pub fn log_groups_per_flex(&self) -> u8 {
-        self.raw()[0x174]
-    }
-    pub fn checksum_type(&self) -> u8 {
+    pub(crate) fn checksum_type(&self) -> u8 {
         self.raw()[0x175]
     }
-    pub fn checksum_seed_field(&self) -> u32 {
+    pub(crate) fn checksum_seed_field(&self) -> u32 {
         le32(&self.raw[..], 0x270)
     }
-    pub fn orphan_file_inum(&self) -> u32 {
+    pub(crate) fn orphan_file_inum(&self) -> u32 {
         le32(&self.raw[..], 0x280)
     }
     pub fn checksum(&self) -> u32 {
@@ -315,14 +312,14 @@ impl Superblock {
     }
 
     /// The seed all metadata checksums start from.
-    pub fn csum_seed(&self) -> u32 {
+    pub(crate) fn csum_seed(&self) -> u32 {
         let explicit = self
             .has(Feature::MetadataCsumSeed)
             .then(|| self.checksum_seed_field());
         checksum::fs_seed(&self.uuid(), explicit)
     }
 
-    pub fn group_count(&self) -> u32 {
+    pub(crate) fn group_count(&self) -> u32 {
         self.groups
     }
 

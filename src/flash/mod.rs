@@ -36,7 +36,7 @@ use sysfs::{Disk, SysRoot};
 /// Bytes `[start, end)` of an image that go onto the card, with the sha256
 /// they must have when the block map gives one.
 #[derive(Debug, Clone)]
-pub struct MapRange {
+pub(crate) struct MapRange {
     pub start: u64,
     pub end: u64,
     pub sha256: Option<String>,
@@ -46,7 +46,7 @@ impl MapRange {
     /// Its bytes. Every range made has `start < end` (the block map's
     /// parser and the partition table's spans see to it); one that had not
     /// would count as empty.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.end.saturating_sub(self.start)
     }
 }
@@ -85,7 +85,7 @@ impl State {
     }
 }
 
-pub struct Request {
+pub(crate) struct Request {
     /// (image, target) in the order given.
     pub pairs: Vec<(PathBuf, PathBuf)>,
     pub to_file: bool,
@@ -103,13 +103,13 @@ struct Card {
 }
 
 /// The images opened and the targets accepted: ready to confirm and write.
-pub struct Prepared {
+pub(crate) struct Prepared {
     cards: Vec<Card>,
     full: bool,
 }
 
 /// Pair the node images of an output directory with devices, in order.
-pub fn cluster_pairs(dir: &Path, devices: &[PathBuf]) -> Result<Vec<(PathBuf, PathBuf)>> {
+pub(crate) fn cluster_pairs(dir: &Path, devices: &[PathBuf]) -> Result<Vec<(PathBuf, PathBuf)>> {
     let rd = std::fs::read_dir(dir).map_err(|source| Error::Host {
         path: dir.display().to_string(),
         source,
@@ -157,7 +157,7 @@ pub fn cluster_pairs(dir: &Path, devices: &[PathBuf]) -> Result<Vec<(PathBuf, Pa
 
 /// Open every image and decide about every target; nothing is written.
 /// `sys` is `/` except in tests.
-pub fn prepare(
+pub(crate) fn prepare(
     req: &Request,
     sys: &SysRoot,
     cache: &Cache,
@@ -362,7 +362,7 @@ fn target_kind(
 
 impl Prepared {
     /// What will be written where, for the confirmation.
-    pub fn listing(&self) -> String {
+    pub(crate) fn listing(&self) -> String {
         let mut s = String::new();
         for c in &self.cards {
             let what = match &c.disk {
@@ -396,7 +396,7 @@ impl Prepared {
         s
     }
 
-    pub fn has_devices(&self) -> bool {
+    pub(crate) fn has_devices(&self) -> bool {
         self.cards.iter().any(|c| c.disk.is_some())
     }
 }
@@ -432,7 +432,11 @@ pub struct CardReport {
 
 /// Write every card, one writer thread each; `cancel` (set by Ctrl-C)
 /// stops them all between chunks.
-pub fn flash_all(prep: Prepared, progress: Progress, cancel: &AtomicBool) -> Vec<CardReport> {
+pub(crate) fn flash_all(
+    prep: Prepared,
+    progress: Progress,
+    cancel: &AtomicBool,
+) -> Vec<CardReport> {
     // Each card's work: its mapped bytes written and read back (a u64
     // twice over is still far from overflowing for any image).
     let per_card: Vec<u64> = prep

@@ -319,7 +319,11 @@ impl ImageEdit {
     /// A transaction over `opened` that is never committed to it: build
     /// reads the base through [`Finished::read_at`] while writing each node's
     /// image, so the base is read once and never written.
-    pub fn stage_over(opened: &OpenedImage, table: &PartitionTable, now: i64) -> Result<Self> {
+    pub(crate) fn stage_over(
+        opened: &OpenedImage,
+        table: &PartitionTable,
+        now: i64,
+    ) -> Result<Self> {
         table.check_writable()?;
         let (view, _) = SystemView::open(opened, table)?;
         Self::over(&opened.file, false, &view, table, now)
@@ -651,13 +655,6 @@ impl ImageEdit {
         }
     }
 
-    pub fn set_times(&mut self, p: &str, atime: Option<i64>, mtime: Option<i64>) -> Result<()> {
-        match self.target(p)? {
-            Target::Ext4(q) => Ok(self.root.set_times(&q, atime, mtime)?),
-            Target::Fat(..) => Err(unsupported_on_fat("setting times", p)),
-        }
-    }
-
     /// Whether a path exists in the staged state, and is a directory.
     pub fn is_dir(&self, p: &str) -> Result<Option<bool>> {
         match self.target(p)? {
@@ -681,12 +678,12 @@ impl ImageEdit {
     }
 
     /// Whether a path lies on a FAT partition (no owners, modes or links).
-    pub fn is_fat(&self, p: &str) -> bool {
+    pub(crate) fn is_fat(&self, p: &str) -> bool {
         matches!(self.target(p), Ok(Target::Fat(..)))
     }
 
     /// A text file from the staged ext4 root, if it exists.
-    pub fn read_root_text(&self, p: &str) -> Result<Option<String>> {
+    pub(crate) fn read_root_text(&self, p: &str) -> Result<Option<String>> {
         let fs = self.root.fs();
         match fs.resolve(p, true) {
             Ok(i) if !i.is_dir() => Ok(Some(
@@ -762,7 +759,7 @@ impl Finished {
     }
 
     /// The image byte ranges `[start, end)` a commit writes, sorted.
-    pub fn touched(&self) -> Vec<(u64, u64)> {
+    pub(crate) fn touched(&self) -> Vec<(u64, u64)> {
         let mut all: Vec<(u64, u64)> = self.touched.concat();
         all.sort_unstable();
         all
@@ -770,7 +767,7 @@ impl Finished {
 
     /// The staged FAT filesystems with their partition numbers (each reads
     /// as the committed one would).
-    pub fn fats(&self) -> impl Iterator<Item = (u32, &Cow<Window>)> {
+    pub(crate) fn fats(&self) -> impl Iterator<Item = (u32, &Cow<Window>)> {
         self.fat_stages.iter().map(|(p, c)| (*p, c))
     }
 
@@ -782,7 +779,7 @@ impl Finished {
     /// Replaces the bytes of `buf` (image bytes at `offset`, as read from
     /// the image) that the transaction changes, so `buf` reads as the
     /// committed image would, without writing the image.
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let end = offset.checked_add(buf.len() as u64).ok_or_else(past_end)?;
         for (cow, ranges) in self.stages().zip(&self.touched) {
             let at = cow.base().start();

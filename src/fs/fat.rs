@@ -7,7 +7,7 @@ use crate::ext4::FileType;
 use crate::fs::Stat;
 use crate::image::Window;
 
-pub type FatFs = fatfs::FileSystem<Window>;
+pub(crate) type FatFs = fatfs::FileSystem<Window>;
 type FatDir<'a> = fatfs::Dir<'a, Window>;
 /// A directory entry: name, stat, and its own handle when a directory.
 type Entry<'a> = (String, Stat, Option<FatDir<'a>>);
@@ -23,10 +23,10 @@ pub struct Fat {
 /// the host's clock or time zone (fatfs wants a `'static` provider; one
 /// small allocation per edited image).
 #[derive(Debug)]
-pub struct FixedTime(fatfs::DateTime);
+pub(crate) struct FixedTime(fatfs::DateTime);
 
 impl FixedTime {
-    pub fn leak(t: i64) -> &'static FixedTime {
+    pub(crate) fn leak(t: i64) -> &'static FixedTime {
         Box::leak(Box::new(FixedTime(crate::clock::fat_datetime(t))))
     }
 }

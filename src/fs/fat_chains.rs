@@ -191,7 +191,7 @@ fn load(dev: &impl ReadAt, g: &Geometry) -> io::Result<Vec<u32>> {
 /// every FAT copy in full and FAT12/16's fixed root directory (the zeros of
 /// a FAT are its free entries: they must reach a card as zeros), then every
 /// allocated cluster. Free clusters are left out, whatever they hold.
-pub fn used_ranges(dev: &impl ReadAt) -> io::Result<Vec<(u64, u64)>> {
+pub(crate) fn used_ranges(dev: &impl ReadAt) -> io::Result<Vec<(u64, u64)>> {
     let mut bs = [0u8; 512];
     dev.read_exact_at(&mut bs, 0)?;
     let g = geometry(&bs)?;

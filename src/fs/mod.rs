@@ -8,7 +8,7 @@
 pub(crate) mod edit;
 pub mod fat;
 mod fat_chains;
-pub use fat_chains::used_ranges as fat_used_ranges;
+pub(crate) use fat_chains::used_ranges as fat_used_ranges;
 pub(crate) mod fstab;
 pub mod view;
 
@@ -57,7 +57,7 @@ pub struct Stat {
 // attribute would reach `edit` (converted separately).
 impl Stat {
     /// `-rw-r--r--`-style mode string.
-    pub fn mode_string(&self) -> String {
+    pub(crate) fn mode_string(&self) -> String {
         let m = self.mode;
         let mut s = String::with_capacity(10);
         s.push(self.kind.ls_char());

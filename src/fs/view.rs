@@ -14,7 +14,7 @@ use crate::partition::{Partition, PartitionTable};
 use crate::path::{self, Kind, PathError, ResolveError, Walk};
 
 /// The same bound on both filesystems.
-pub use crate::ext4::MEMORY_CAP;
+use crate::ext4::MEMORY_CAP;
 
 /// What a partition holds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -168,7 +168,7 @@ impl SystemView {
         &self.root
     }
 
-    pub fn root_partition(&self) -> u32 {
+    pub(crate) fn root_partition(&self) -> u32 {
         self.root_part
     }
 
@@ -178,14 +178,6 @@ impl SystemView {
 
     pub fn fstab(&self) -> &[fstab::FstabEntry] {
         &self.fstab
-    }
-
-    /// Which partition the fstab mounts at `/`, if it names one.
-    pub fn fstab_root_spec(&self) -> Option<&str> {
-        self.fstab
-            .iter()
-            .find(|e| e.mount_point == "/")
-            .map(|e| e.spec.as_str())
     }
 
     fn resolve(&self, p: &str, follow_last: bool) -> Result<(Node, String)> {
@@ -247,11 +239,6 @@ impl SystemView {
         self.node_stat(&node).map_err(|e| e.in_path(p))
     }
 
-    /// Canonical path (all symlinks resolved inside the image).
-    pub fn canonicalize(&self, p: &str) -> Result<String> {
-        Ok(self.resolve(p, true)?.1)
-    }
-
     pub fn exists(&self, p: &str) -> Result<bool> {
         match self.resolve(p, false) {
             Ok(_) => Ok(true),
@@ -309,7 +296,7 @@ impl SystemView {
     }
 
     /// A text file, or `None` when it does not exist.
-    pub fn read_text_opt(&self, p: &str) -> Result<Option<String>> {
+    pub(crate) fn read_text_opt(&self, p: &str) -> Result<Option<String>> {
         match self.read(p) {
             Ok(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
             Err(Error::Path(PathError::NotFound(_)) | Error::Path(PathError::NotADirectory(_))) => {
@@ -321,7 +308,7 @@ impl SystemView {
 
     /// Entries of a directory, or `None` when it does not exist. Any other
     /// failure (a damaged directory) is an error, never an empty answer.
-    pub fn list_opt(&self, p: &str) -> Result<Option<Vec<(String, Stat)>>> {
+    pub(crate) fn list_opt(&self, p: &str) -> Result<Option<Vec<(String, Stat)>>> {
         match self.list(p) {
             Ok(v) => Ok(Some(v)),
             Err(Error::Path(PathError::NotFound(_)) | Error::Path(PathError::NotADirectory(_))) => {

@@ -36,7 +36,7 @@ pub struct Cache {
 
 /// What a filled entry was when it was sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Seal {
+pub(crate) struct Seal {
     pub seal_version: u32,
     /// sha256 of the `.xz` the entry was decompressed from (its name).
     pub source_sha256: String,
@@ -71,7 +71,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             State::Sealed => "sealed",
             State::Changed => "changed since sealed (hashed on next use)",
@@ -98,7 +98,7 @@ pub struct Listed {
 
 /// Why an entry cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Damage {
+pub(crate) enum Damage {
     Size { sealed: u64, found: u64 },
     Content { sealed: String, found: String },
 }
@@ -128,7 +128,7 @@ impl Cache {
     }
 
     /// `$RPIIMG_CACHE_DIR`, else the platform's user cache directory + `rpiimg`.
-    pub fn default_dir() -> PathBuf {
+    pub(crate) fn default_dir() -> PathBuf {
         let env = |k: &str| {
             std::env::var_os(k)
                 .filter(|v| !v.is_empty())
@@ -174,12 +174,12 @@ impl Cache {
     }
 
     /// The prefix of an entry's partial files while it is filled.
-    pub fn partial_prefix(sha256: &str) -> String {
+    pub(crate) fn partial_prefix(sha256: &str) -> String {
         format!(".partial-{sha256}-")
     }
 
     /// The command that drops an entry, for messages.
-    pub fn drop_command(&self, sha256: &str) -> String {
+    pub(crate) fn drop_command(&self, sha256: &str) -> String {
         let d = self.dir.display().to_string();
         // Quoted only when the shell would split or expand it.
         let d = if d
@@ -197,7 +197,7 @@ impl Cache {
     }
 
     /// Hold the entry's fill lock (waiting for a run that fills it).
-    pub fn lock_entry(&self, sha256: &str) -> io::Result<LockFile> {
+    pub(crate) fn lock_entry(&self, sha256: &str) -> io::Result<LockFile> {
         std::fs::create_dir_all(&self.dir)?;
         LockFile::acquire(
             &self.lock_path(sha256),
@@ -206,7 +206,7 @@ impl Cache {
         )
     }
 
-    pub fn read_seal(&self, sha256: &str) -> Option<Seal> {
+    pub(crate) fn read_seal(&self, sha256: &str) -> Option<Seal> {
         let text = std::fs::read_to_string(self.seal_path(sha256)).ok()?;
         serde_json::from_str::<Seal>(&text)
             .ok()
@@ -216,7 +216,7 @@ impl Cache {
     /// Record `file` (the entry, under its final name) as filled with an
     /// image of `size` bytes and this sha256. Written atomically: a seal
     /// is whole or absent.
-    pub fn write_seal(
+    pub(crate) fn write_seal(
         &self,
         sha256: &str,
         file: &File,
@@ -247,7 +247,7 @@ impl Cache {
     /// The sealed entry of `sha256`, checked (see the module comment),
     /// with its seal; `None` when there is none to use (missing or
     /// unsealed: fill it). The caller holds the entry's fill lock.
-    pub fn open_sealed(
+    pub(crate) fn open_sealed(
         &self,
         sha256: &str,
         hash: impl FnOnce(&File) -> io::Result<String>,
@@ -390,7 +390,7 @@ impl Cache {
     }
 
     /// Every key in the cache (for `cache clear --all`).
-    pub fn all_keys(&self) -> io::Result<Vec<String>> {
+    pub(crate) fn all_keys(&self) -> io::Result<Vec<String>> {
         self.keys()
     }
 }

@@ -43,7 +43,7 @@ fn advance(pos: u64, n: usize) -> io::Result<u64> {
 /// Content staged by reference: `len` bytes of a host file from `offset`,
 /// read at commit time so large files are never held in memory.
 #[derive(Clone, Debug)]
-pub struct FileRange {
+pub(crate) struct FileRange {
     pub path: Arc<PathBuf>,
     pub offset: u64,
     pub len: u64,
@@ -73,19 +73,9 @@ impl<D: ReadAt> Cow<D> {
         &self.base
     }
 
-    /// Number of staged bytes (pages in memory plus referenced runs).
-    pub fn staged_bytes(&self) -> u64 {
-        // A total for memory accounting: saturating reads as "more than any
-        // budget" (it cannot happen for runs inside the base).
-        let pages = (self.pages.len() as u64).saturating_mul(PAGE);
-        self.ranges.values().fold(pages, |sum, (n, _)| {
-            sum.saturating_add(n.saturating_mul(PAGE))
-        })
-    }
-
     /// The byte ranges `[start, end)` of the base a commit writes, merged
     /// and sorted: everything outside them stays as the base has it.
-    pub fn touched(&self) -> Vec<(u64, u64)> {
+    pub(crate) fn touched(&self) -> Vec<(u64, u64)> {
         let size = self.base.size();
         // Byte runs clipped to the end of the base (its last page may be
         // partial): saturating is that clip for one reaching past u64.
@@ -157,7 +147,7 @@ impl<D: ReadAt> Cow<D> {
 
     /// Stage `len` bytes of a host file at page-aligned `offset`; the rest of
     /// the last page reads as zeros.
-    pub fn stage_file_range(&mut self, offset: u64, range: FileRange) -> io::Result<()> {
+    pub(crate) fn stage_file_range(&mut self, offset: u64, range: FileRange) -> io::Result<()> {
         if !offset.is_multiple_of(PAGE) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -186,7 +176,7 @@ impl<D: ReadAt> Cow<D> {
 
     /// Staged in-memory pages as (offset, bytes), for fix-ups of structures
     /// a library has just written.
-    pub fn staged_pages_mut(&mut self) -> impl Iterator<Item = (u64, &mut [u8])> {
+    pub(crate) fn staged_pages_mut(&mut self) -> impl Iterator<Item = (u64, &mut [u8])> {
         // Page numbers are u64 offsets / PAGE, so this is exact.
         self.pages
             .iter_mut()
@@ -194,7 +184,7 @@ impl<D: ReadAt> Cow<D> {
     }
 
     /// Forget staged content of whole pages (blocks that were freed again).
-    pub fn discard(&mut self, offset: u64, len: u64) {
+    pub(crate) fn discard(&mut self, offset: u64, len: u64) {
         let first = offset / PAGE;
         // To the end of the last page touched; past u64 means to the end.
         let last = offset.saturating_add(len).div_ceil(PAGE);

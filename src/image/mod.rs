@@ -11,6 +11,8 @@ mod window;
 pub mod xz_index;
 
 pub use cache::Cache;
-pub use cow::{Cow, FileRange};
-pub use source::{open, open_for, ImageError, OpenedImage};
+pub use cow::Cow;
+pub(crate) use cow::FileRange;
+pub(crate) use source::open_for;
+pub use source::{open, ImageError, OpenedImage};
 pub use window::{ReadAt, Window, WriteAt};

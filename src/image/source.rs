@@ -93,7 +93,7 @@ pub struct OpenedImage {
 }
 
 /// Normalise and validate a user-supplied pin.
-pub fn parse_pin(pin: &str) -> Result<String, ImageError> {
+pub(crate) fn parse_pin(pin: &str) -> Result<String, ImageError> {
     let p = pin.trim().to_ascii_lowercase();
     if p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(p)
@@ -103,7 +103,7 @@ pub fn parse_pin(pin: &str) -> Result<String, ImageError> {
 }
 
 /// Whether the file starts with the xz magic (by content, not name).
-pub fn is_xz(path: &Path) -> Result<bool, ImageError> {
+pub(crate) fn is_xz(path: &Path) -> Result<bool, ImageError> {
     let mut f = File::open(path).map_err(|source| ImageError::Open {
         path: path.into(),
         source,
@@ -162,7 +162,7 @@ pub fn sha256_file(path: &Path, progress: Progress, what: &str) -> Result<String
 
 /// sha256 of an open file from its first byte (positioned reads: the
 /// descriptor's offset is left alone).
-pub fn sha256_open(f: &File, progress: Progress, what: &str) -> io::Result<String> {
+pub(crate) fn sha256_open(f: &File, progress: Progress, what: &str) -> io::Result<String> {
     let len = f.metadata()?.len();
     let mut task = progress.task(what, len);
     let mut h = Sha256::new();
@@ -222,7 +222,7 @@ pub fn open(
 /// returned [`OpenedImage`]: a reader never sees an edit half committed,
 /// and an edit never starts from what another edit is about to replace.
 /// An `.xz` is locked too, and its cache entry shared while it is used.
-pub fn open_for(
+pub(crate) fn open_for(
     path: &Path,
     pin: Option<&str>,
     cache: &Cache,
@@ -436,7 +436,7 @@ impl<R: Read> Read for CountingReader<'_, R> {
 }
 
 /// What decompressing an `.xz` gave.
-pub struct Decompressed {
+pub(crate) struct Decompressed {
     /// sha256 of the compressed input, and of the image and its length.
     pub input_sha256: String,
     pub image_sha256: String,
@@ -456,7 +456,7 @@ pub fn decompress(path: &Path, out: &mut File, progress: Progress) -> Result<Str
 
 /// [`decompress`] from an open `.xz` (read from its first byte), hashing
 /// the input and the image on the way.
-pub fn decompress_open(
+pub(crate) fn decompress_open(
     path: &Path,
     f: &File,
     out: &mut File,
@@ -568,18 +568,18 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// Writes data, seeking over long zero runs so that they stay holes.
-pub struct SparseWriter<'a> {
+pub(crate) struct SparseWriter<'a> {
     out: &'a mut File,
     pos: u64,
 }
 
 impl<'a> SparseWriter<'a> {
-    pub fn new(out: &'a mut File) -> Self {
+    pub(crate) fn new(out: &'a mut File) -> Self {
         SparseWriter { out, pos: 0 }
     }
 
     /// Fix the final length (a trailing hole is not written by `write`).
-    pub fn finish(self) -> io::Result<()> {
+    pub(crate) fn finish(self) -> io::Result<()> {
         self.out.set_len(self.pos)?;
         self.out.flush()
     }

@@ -15,8 +15,8 @@ use std::path::Path;
 
 use crate::bytes::{array, crc32, le32};
 
-pub const HEADER_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0];
-pub const FOOTER_MAGIC: [u8; 2] = [b'Y', b'Z'];
+pub(crate) const HEADER_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0];
+pub(crate) const FOOTER_MAGIC: [u8; 2] = [b'Y', b'Z'];
 
 /// One block: its bytes in the `.xz` and its range in the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,24 +46,13 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Bytes of the check each block ends with.
-    pub fn check_size(&self) -> u64 {
-        match self.flags[1] & 0x0F {
-            0 => 0,
-            0x01..=0x03 => 4,
-            0x04..=0x06 => 8,
-            0x07..=0x09 => 16,
-            _ => 32,
-        }
-    }
-
     pub fn image_size(&self) -> u64 {
         self.blocks.iter().map(|b| b.uncompressed).sum()
     }
 }
 
 /// A multibyte integer of the xz format: 7 bits per byte, at most 9 bytes.
-pub fn vli(b: &[u8], pos: &mut usize) -> Option<u64> {
+pub(crate) fn vli(b: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     // Byte i holds bits 7i..7i+7; the ninth byte (shift 56) is the last.
     for shift in (0u32..63).step_by(7) {
@@ -181,7 +170,7 @@ pub fn read(path: &Path) -> io::Result<Option<Layout>> {
 }
 
 /// Encodes `v` as an xz multibyte integer.
-pub fn put_vli(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_vli(out: &mut Vec<u8>, mut v: u64) {
     // The low byte of v; the loop masks it to the 7 bits each byte holds.
     let low = |v: u64| v.to_le_bytes()[0];
     while v >= 0x80 {
@@ -195,7 +184,7 @@ pub fn put_vli(out: &mut Vec<u8>, mut v: u64) {
 /// None when the index is past what the footer's 32-bit backward size can
 /// address (16 GiB of records): a footer that pointed at the wrong place
 /// would make the whole stream unreadable, so the caller must refuse.
-pub fn index_and_footer(flags: [u8; 2], blocks: &[(u64, u64)]) -> Option<Vec<u8>> {
+pub(crate) fn index_and_footer(flags: [u8; 2], blocks: &[(u64, u64)]) -> Option<Vec<u8>> {
     let mut index = vec![0u8];
     put_vli(&mut index, blocks.len() as u64);
     for &(unpadded, uncompressed) in blocks {
@@ -221,7 +210,7 @@ pub fn index_and_footer(flags: [u8; 2], blocks: &[(u64, u64)]) -> Option<Vec<u8>
 }
 
 /// The 12-byte stream header with these flags.
-pub fn stream_header(flags: [u8; 2]) -> Vec<u8> {
+pub(crate) fn stream_header(flags: [u8; 2]) -> Vec<u8> {
     let mut h = HEADER_MAGIC.to_vec();
     h.extend_from_slice(&flags);
     h.extend_from_slice(&crc32(&flags).to_le_bytes());

@@ -114,7 +114,7 @@ fn sha256_of(p: &Path) -> Result<String> {
 }
 
 /// The files a node's build writes into its output folder, by name.
-pub fn output_names(name: &str, bmap: bool, xz: bool) -> Vec<String> {
+pub(crate) fn output_names(name: &str, bmap: bool, xz: bool) -> Vec<String> {
     let mut names = vec![
         format!("{name}.img"),
         format!("{name}.img.sha256"),
@@ -131,7 +131,7 @@ pub fn output_names(name: &str, bmap: bool, xz: bool) -> Vec<String> {
 }
 
 /// Refuse early when an output exists and `force` is off, before any work.
-pub fn check_free(opts: &ImageOptions, name: &str) -> Result<()> {
+pub(crate) fn check_free(opts: &ImageOptions, name: &str) -> Result<()> {
     if opts.force {
         return Ok(());
     }
@@ -173,7 +173,7 @@ pub fn build<T>(
 
 /// [`build`] with the base's proof shared by every node of the run: no
 /// node's outputs are kept unless the base's bytes are the sealed ones.
-pub fn build_proven<T>(
+pub(crate) fn build_proven<T>(
     base: &OpenedImage,
     proof: &BaseProof,
     name: &str,
@@ -321,7 +321,7 @@ fn stage_outputs(
 /// pass (which reads every byte of the base anyway) hashes the base's
 /// bytes on the way; every node waits for that verdict before its outputs
 /// may be kept, and hashes the base itself if that pass failed first.
-pub struct BaseProof {
+pub(crate) struct BaseProof {
     /// The sealed sha256; `None`: nothing to prove (a `.img` read in place).
     expected: Option<String>,
     /// How to drop the entry, for the refusal.
@@ -339,7 +339,7 @@ enum Proof {
 
 /// A copy pass that hashes the base for the proof; dropped unfinished
 /// (the pass failed), it hands the job back.
-pub struct ProofClaim<'a> {
+pub(crate) struct ProofClaim<'a> {
     proof: &'a BaseProof,
     hasher: sha2::Sha256,
     finished: bool,
@@ -347,7 +347,7 @@ pub struct ProofClaim<'a> {
 
 impl BaseProof {
     /// The proof for `base`: its sealed sha256 when it is a cache entry.
-    pub fn new(base: &OpenedImage, drop: String) -> Self {
+    pub(crate) fn new(base: &OpenedImage, drop: String) -> Self {
         let expected = base.compressed.then(|| base.raw_sha256.clone()).flatten();
         BaseProof {
             state: std::sync::Mutex::new(if expected.is_some() {
@@ -369,7 +369,7 @@ impl BaseProof {
     }
 
     /// The hashing job, for the first pass that asks while nobody has it.
-    pub fn claim(&self) -> Option<ProofClaim<'_>> {
+    pub(crate) fn claim(&self) -> Option<ProofClaim<'_>> {
         let mut s = self.lock();
         matches!(*s, Proof::Open).then(|| {
             *s = Proof::Claimed;
@@ -394,7 +394,7 @@ impl BaseProof {
 
     /// The verdict: waits for the pass that hashes, or hashes `base`
     /// itself when no pass has the job.
-    pub fn verdict(&self, base: &OpenedImage, progress: Progress) -> Result<()> {
+    pub(crate) fn verdict(&self, base: &OpenedImage, progress: Progress) -> Result<()> {
         let mut s = self.lock();
         loop {
             match &*s {
@@ -436,11 +436,11 @@ impl BaseProof {
 
 impl ProofClaim<'_> {
     /// The base's own bytes (before the edit is laid over them).
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         sha2::Digest::update(&mut self.hasher, chunk);
     }
 
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.finished = true;
         let h = std::mem::replace(&mut self.hasher, sha2::Digest::new());
         self.proof

@@ -19,7 +19,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-pub use crate::hostpath::{display_path, file_name};
+pub(crate) use crate::hostpath::display_path;
+pub use crate::hostpath::file_name;
 
 /// The buffer size large data is streamed in.
 const PIECE: usize = 1 << 20;
@@ -50,7 +51,7 @@ fn head(buf: &mut [u8], n: usize) -> &mut [u8] {
 /// disappears if dropped first (an error, or the process being killed
 /// leaves only a `.rpiimg-partial-*` file, never a final name).
 #[derive(Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     tmp: tempfile::NamedTempFile,
     dest: PathBuf,
     /// Permission bits the file gets with its final name.
@@ -79,14 +80,14 @@ pub const PRIVATE: u32 = 0o600;
 
 impl Pending {
     /// A file that becomes 0644 (see [`Pending::private`] for secrets).
-    pub fn new(dest: &Path) -> Result<Self> {
+    pub(crate) fn new(dest: &Path) -> Result<Self> {
         Self::with_mode(dest, PUBLIC)
     }
 
     /// A file that becomes 0600. The temporary file is 0600 from its
     /// creation (tempfile's `O_EXCL`, mode 0600), so no byte of it is ever
     /// readable by others, not even while it is written.
-    pub fn private(dest: &Path) -> Result<Self> {
+    pub(crate) fn private(dest: &Path) -> Result<Self> {
         Self::with_mode(dest, PRIVATE)
     }
 
@@ -113,15 +114,15 @@ impl Pending {
         })
     }
 
-    pub fn file(&mut self) -> &mut File {
+    pub(crate) fn file(&mut self) -> &mut File {
         self.tmp.as_file_mut()
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.tmp.path()
     }
 
-    pub fn dest(&self) -> &Path {
+    pub(crate) fn dest(&self) -> &Path {
         &self.dest
     }
 
@@ -129,7 +130,7 @@ impl Pending {
     /// `force`, an existing file of that name is an error and stays
     /// untouched; with it, the name is replaced (a rename: a file someone
     /// else made under that name is never written into).
-    pub fn persist(mut self, force: bool) -> Result<PathBuf> {
+    pub(crate) fn persist(mut self, force: bool) -> Result<PathBuf> {
         let dest = self.dest.clone();
         let mode = self.mode;
         self.tmp
@@ -183,12 +184,12 @@ pub(crate) fn fault(point: &str) -> io::Result<()> {
 }
 
 /// A small text output (checksums, bmap, manifest), written atomically.
-pub fn write_text(dest: &Path, text: &str, force: bool) -> Result<PathBuf> {
+pub(crate) fn write_text(dest: &Path, text: &str, force: bool) -> Result<PathBuf> {
     write_text_mode(dest, text, force, PUBLIC)
 }
 
 /// `write_text` with these permission bits.
-pub fn write_text_mode(dest: &Path, text: &str, force: bool, mode: u32) -> Result<PathBuf> {
+pub(crate) fn write_text_mode(dest: &Path, text: &str, force: bool, mode: u32) -> Result<PathBuf> {
     let mut p = Pending::with_mode(dest, mode)?;
     p.file()
         .write_all(text.as_bytes())
@@ -197,7 +198,7 @@ pub fn write_text_mode(dest: &Path, text: &str, force: bool, mode: u32) -> Resul
 }
 
 /// `sha256sum -c` line for a file in the same directory.
-pub fn sha256_line(hex: &str, file: &Path) -> String {
+pub(crate) fn sha256_line(hex: &str, file: &Path) -> String {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -207,7 +208,7 @@ pub fn sha256_line(hex: &str, file: &Path) -> String {
 
 /// The first run of differing bytes between two files, as a half-open
 /// range; `None` when they are identical. Streams both files.
-pub fn first_difference(a: &Path, b: &Path) -> Result<Option<(u64, u64)>> {
+pub(crate) fn first_difference(a: &Path, b: &Path) -> Result<Option<(u64, u64)>> {
     let open = |p: &Path| {
         std::fs::File::open(p).map_err(|e| Error::Host {
             path: p.display().to_string(),

@@ -11,7 +11,7 @@ use crate::image::{ReadAt, Window};
 pub(crate) mod gpt;
 pub(crate) mod mbr;
 
-pub const SECTOR: u64 = 512;
+pub(crate) const SECTOR: u64 = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
@@ -63,7 +63,7 @@ impl Partition {
         self.sectors.saturating_mul(SECTOR)
     }
     /// The sector after the partition.
-    pub fn end_sector(&self) -> u64 {
+    pub(crate) fn end_sector(&self) -> u64 {
         self.start_sector.saturating_add(self.sectors)
     }
     /// The last sector of a partition that is not empty.

@@ -539,7 +539,7 @@ impl Profile {
     /// it (see `plan::Redaction`, which decides by dependence). Values
     /// shorter than 4 characters are left out of this net only, as they
     /// would match everywhere; dependence covers them.
-    pub fn secret_values(&self) -> Vec<String> {
+    pub(crate) fn secret_values(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         // Plain passwords never reach a file (only their hashes do, in
         // /etc/shadow); a hash given in the profile is a secret as given.
@@ -560,7 +560,7 @@ impl Profile {
     /// same kind: what `plan` plans a second time to find the file texts
     /// that depend on a secret. A given password hash keeps its scheme and
     /// salt (the part before the last `$`) so it stays a hash of its kind.
-    pub fn with_placeholder_secrets(&self) -> Profile {
+    pub(crate) fn with_placeholder_secrets(&self) -> Profile {
         let mut p = self.clone();
         for u in &mut p.users {
             u.password = u.password.as_ref().map(Secret::placeholder);
@@ -605,7 +605,7 @@ impl Profile {
 /// Stable, locally administered MAC for an interface of a node: the same
 /// inputs always give the same address, different nodes never share one
 /// (the lab's field failure: veth MACs derived from a cloned machine-id).
-pub fn derived_mac(cluster: &str, host: &str, ifname: &str) -> String {
+pub(crate) fn derived_mac(cluster: &str, host: &str, ifname: &str) -> String {
     let h = sha2::Sha256::digest(format!("rpiimg\0{cluster}\0{host}\0{ifname}").as_bytes());
     let b0 = (h[0] & 0xFC) | 0x02;
     format!(
@@ -614,11 +614,11 @@ pub fn derived_mac(cluster: &str, host: &str, ifname: &str) -> String {
     )
 }
 
-pub const INTERFACES: &[&str] = &["veth0", "veth0br", "veth1", "veth1br", "brmux"];
+pub(crate) const INTERFACES: &[&str] = &["veth0", "veth0br", "veth1", "veth1br", "brmux"];
 
 impl Node {
     /// The MAC rpiimg gives `ifname` on this node: the profile's, else derived.
-    pub fn mac(&self, cluster: &str, ifname: &str) -> String {
+    pub(crate) fn mac(&self, cluster: &str, ifname: &str) -> String {
         self.macs
             .get(ifname)
             .map(|m| m.to_ascii_lowercase())
@@ -628,7 +628,7 @@ impl Node {
 
 /// Where profile names are looked up: `--profiles DIR`, else
 /// `RPIIMG_PROFILES`, else `profiles` in the current directory.
-pub fn search_root(given: Option<&Path>) -> PathBuf {
+pub(crate) fn search_root(given: Option<&Path>) -> PathBuf {
     given.map(Path::to_path_buf).unwrap_or_else(|| {
         std::env::var_os("RPIIMG_PROFILES")
             .filter(|v| !v.is_empty())

@@ -36,7 +36,7 @@ pub struct Mode(u16);
 
 impl Mode {
     /// 0644, a file's usual mode.
-    pub const RW_R_R: Mode = Mode(0o644);
+    pub(crate) const RW_R_R: Mode = Mode(0o644);
 
     pub const fn new(bits: u16) -> Option<Mode> {
         if bits <= 0o7777 {

@@ -656,7 +656,13 @@ impl<D: ReadAt> Writer<D> {
     /// Change the owner of `p` (not following a final symlink) and, with
     /// `recursive`, of everything below it (symlinks themselves, not their
     /// targets).
-    pub fn chown_tree(&mut self, p: &str, uid: u32, gid: u32, recursive: bool) -> Result<()> {
+    pub(crate) fn chown_tree(
+        &mut self,
+        p: &str,
+        uid: u32,
+        gid: u32,
+        recursive: bool,
+    ) -> Result<()> {
         for i in self.tree_inodes(self.resolve_ino(p, false)?, recursive)? {
             let mut inode = self.fs.live_inode(i)?;
             inode.set_uid(uid);
@@ -670,7 +676,7 @@ impl<D: ReadAt> Writer<D> {
     /// Change permission bits of `p` (following a final symlink, as
     /// chmod(1) does) and, with `recursive`, of everything below it except
     /// symlinks (whose own mode means nothing).
-    pub fn chmod_tree(&mut self, p: &str, mode: u16, recursive: bool) -> Result<()> {
+    pub(crate) fn chmod_tree(&mut self, p: &str, mode: u16, recursive: bool) -> Result<()> {
         for i in self.tree_inodes(self.resolve_ino(p, true)?, recursive)? {
             let mut inode = self.fs.live_inode(i)?;
             if inode.file_type() == crate::ext4::FileType::Symlink {
@@ -753,19 +759,5 @@ impl<D: ReadAt> Writer<D> {
     /// Change owner and group of the path itself (a symlink is not followed).
     pub fn chown(&mut self, p: &str, uid: u32, gid: u32) -> Result<()> {
         self.chown_tree(p, uid, gid, false)
-    }
-
-    /// Set access and/or modification time of the path itself.
-    pub fn set_times(&mut self, p: &str, atime: Option<i64>, mtime: Option<i64>) -> Result<()> {
-        let ino = self.resolve_ino(p, false)?;
-        let mut i = self.fs.live_inode(ino)?;
-        if let Some(a) = atime {
-            i.set_atime(a);
-        }
-        if let Some(m) = mtime {
-            i.set_mtime(m);
-        }
-        i.set_ctime(self.now);
-        self.put_inode(&mut i)
     }
 }
