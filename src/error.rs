@@ -46,6 +46,18 @@ pub enum Error {
     /// The cluster's key store is missing, unsafe or unreadable.
     #[error("{0}")]
     KeyStore(String),
+    /// A file rpiimg reads beside an image or output (a `.bmap`, a
+    /// `.sha256`, a node manifest) is damaged or belongs to another build.
+    #[error("{0}")]
+    BadFile(String),
+    /// An input uses what this rpiimg does not handle (a newer manifest,
+    /// flashing on another OS); ext4's own are [`Ext4Error::Unsupported`].
+    #[error("{0}")]
+    Unsupported(String),
+    /// A host folder cannot take the outputs: not a folder, not writable,
+    /// not enough free space (the checks before any work).
+    #[error("{0}")]
+    HostUnfit(String),
     /// A fault of rpiimg itself (a panicked worker): a bug to report.
     #[error("internal error (please report it): {0}")]
     Internal(String),
@@ -123,15 +135,20 @@ impl Error {
             | Error::Fat { .. }
             | Error::Damaged { .. }
             | Error::TooLarge { .. }
-            | Error::Layout(_) => Kind::InputDamaged,
-            Error::Ext4(E::Unsupported { .. } | E::Features { .. }) => Kind::Unsupported,
+            | Error::Layout(_)
+            | Error::BadFile(_) => Kind::InputDamaged,
+            Error::Ext4(E::Unsupported { .. } | E::Features { .. }) | Error::Unsupported(_) => {
+                Kind::Unsupported
+            }
             Error::Ext4(_) => Kind::InputDamaged,
             Error::Path(_) | Error::Usage(_) | Error::InvalidProfile { .. } => Kind::Usage,
             Error::Exists(_) => Kind::Exists,
             Error::NotReproducible(_) => Kind::NotReproducible,
             Error::KeyStore(_) => Kind::KeyStore,
             Error::FlashRefused { .. } => Kind::DeviceRefused,
-            Error::Host { .. } | Error::HostOp { .. } | Error::Output(_) => Kind::HostIo,
+            Error::Host { .. } | Error::HostOp { .. } | Error::HostUnfit(_) | Error::Output(_) => {
+                Kind::HostIo
+            }
             Error::Internal(_) => Kind::Internal,
         }
     }

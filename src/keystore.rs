@@ -192,8 +192,8 @@ fn rotations(dir: &Path) -> Result<Vec<(String, u32)>> {
         Err(e) => return Err(host(&path, e)),
     }
     // Bounded, regular files only, like every other small file rpiimg reads.
-    let text =
-        crate::hostfile::read_text(&path, None, crate::hostfile::TEXT_CAP).map_err(Error::Usage)?;
+    let text = crate::hostfile::read_text(&path, None, crate::hostfile::TEXT_CAP)
+        .map_err(Error::KeyStore)?;
     let mut out = Vec::new();
     for l in text
         .lines()

@@ -169,7 +169,7 @@ pub const OUT_LOCK: &str = ".rpiimg.lock";
 /// waits until this one has renamed its last file.
 pub(crate) fn output_folder(dir: &Path) -> crate::error::Result<LockFile> {
     std::fs::create_dir_all(dir).map_err(|e| {
-        crate::error::Error::Usage(format!(
+        crate::error::Error::HostUnfit(format!(
             "{}: cannot create output directory: {e}",
             dir.display()
         ))

@@ -90,9 +90,9 @@ impl Manifest {
     /// Read a manifest; `file` names it in errors.
     pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest> {
         let m: Manifest = serde_json::from_str(text)
-            .map_err(|e| Error::Usage(format!("{file}: not an rpiimg manifest: {e}")))?;
+            .map_err(|e| Error::BadFile(format!("{file}: not an rpiimg manifest: {e}")))?;
         if m.manifest_version > MANIFEST_VERSION {
-            return Err(Error::Usage(format!(
+            return Err(Error::Unsupported(format!(
                 "{file}: manifest version {} is newer than this rpiimg reads ({MANIFEST_VERSION}); use rpiimg {} or newer",
                 m.manifest_version, m.rpiimg
             )));

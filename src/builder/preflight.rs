@@ -82,7 +82,7 @@ fn writable(dir: &Path) -> Result<()> {
         match at.metadata() {
             Ok(m) if m.is_dir() => break,
             Ok(_) => {
-                return Err(Error::Usage(format!(
+                return Err(Error::HostUnfit(format!(
                 "output folder {}: {} is not a folder; choose another --out (nothing was written)",
                 crate::output::display_path(dir),
                 crate::output::display_path(at)
@@ -101,7 +101,7 @@ fn writable(dir: &Path) -> Result<()> {
 
 /// An output folder that cannot be made or written, with the fix.
 pub(crate) fn out_dir_error(dir: &Path, e: &std::io::Error) -> Error {
-    Error::Usage(format!(
+    Error::HostUnfit(format!(
         "output folder {}: cannot write there ({e}); choose a writable folder with --out or [output] dir (nothing was written)",
         crate::output::display_path(dir)
     ))
@@ -146,7 +146,7 @@ pub(crate) fn check_space(req: &Request, bases: &BaseSet) -> Result<()> {
         };
         let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
         if need > free {
-            return Err(Error::Usage(format!(
+            return Err(Error::HostUnfit(format!(
                 "output folder {}: {} free, the build needs up to {} for {nodes} node image(s); free space there or choose another --out (nothing was written)",
                 crate::output::display_path(&d),
                 human_bytes(free),

@@ -50,7 +50,7 @@ pub(crate) fn check(cache: &Cache, progress: Progress, req: &Request) -> Result<
     };
     let first = finals
         .first()
-        .ok_or_else(|| Error::Usage("no node to build".into()))?;
+        .ok_or_else(|| Error::Internal("no node to build".into()))?;
     let cold_dir = scratch_of(first, "cache");
     let cold = Cache::new(cold_dir);
     for (side, c) in [("a", cache), ("b", &cold)] {

@@ -81,7 +81,7 @@ pub(super) fn run(ctx: &Ctx, args: &FlashArgs, out: &mut dyn Write) -> Result<i3
             signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&cancel))
                 .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&cancel)));
         if let Err(e) = registered {
-            return Err(Error::Usage(format!("cannot handle Ctrl-C: {e}")));
+            return Err(Error::Internal(format!("cannot handle Ctrl-C: {e}")));
         }
     }
     // Between the checks and the writing: the tests re-point a target here.

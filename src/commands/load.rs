@@ -106,7 +106,7 @@ fn attach(
         attach_store(p, progress)?;
     } else {
         p.secret = Some(crate::keystore::read(&dir, &p.cluster.name)?.ok_or_else(|| {
-            Error::Usage(format!(
+            Error::KeyStore(format!(
                 "no key store for cluster {} at {}: verify --profile recomputes what the build derived from it; run verify where the build ran, set RPIIMG_KEYS_DIR, or use verify --manifest",
                 p.cluster.name,
                 dir.display()

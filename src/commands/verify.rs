@@ -41,7 +41,7 @@ pub(super) fn run(ctx: &Ctx, args: &VerifyArgs, out: &mut dyn Write) -> Result<i
         (None, Some(m)) => {
             let m = &manifest_for(&images[0], m);
             if !m.exists() {
-                return Err(Error::Usage(format!(
+                return Err(Error::BadFile(format!(
                     "{}: no manifest at {}: a node's outputs are complete only once its manifest is written, so this image may come from an interrupted build; rebuild it with `rpiimg build` (or name the manifest with --manifest FILE)",
                     images[0].display(),
                     m.display()

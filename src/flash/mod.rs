@@ -164,7 +164,7 @@ pub(crate) fn prepare(
     progress: Progress,
 ) -> Result<Prepared> {
     if !cfg!(target_os = "linux") {
-        return Err(Error::Usage(
+        return Err(Error::Unsupported(
             "flashing is Linux-only for now; on this system write the images with Raspberry Pi Imager (rpiimg imager-list) or bmaptool".into(),
         ));
     }

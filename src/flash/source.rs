@@ -98,13 +98,13 @@ impl Source {
         };
         let text = read_capped(&bmap)?;
         let map = bmapfile::parse(&text).map_err(|why| {
-            Error::Usage(format!(
+            Error::BadFile(format!(
                 "{}: {why}; rebuild the image, or remove the .bmap to flash by partition table",
                 bmap.display()
             ))
         })?;
         if let Some(size) = size.filter(|s| *s != map.image_size) {
-            return Err(Error::Usage(format!(
+            return Err(Error::BadFile(format!(
                 "{} describes a {}-byte image but {} is {size} bytes: they are not from the same build (rebuild, or remove the .bmap)",
                 bmap.display(),
                 map.image_size,
@@ -227,7 +227,7 @@ fn check_digest(path: &Path, progress: Progress) -> Result<Option<String>> {
     let got = crate::image::source::sha256_open(&file, progress, &format!("check {name}"))
         .map_err(Error::host_op(path, "read the image"))?;
     if !got.eq_ignore_ascii_case(&want) {
-        return Err(Error::Usage(format!(
+        return Err(Error::BadFile(format!(
             "{}: its sha256 is {got} but {against} records {want}: the image changed or was damaged after its build (rebuild it; nothing was written)",
             path.display()
         )));
@@ -244,7 +244,7 @@ fn recorded_digest(path: &Path) -> Result<Option<(String, String)>> {
         let text = read_capped(&side)?;
         let hex = text.split_whitespace().next().unwrap_or("");
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::Usage(format!(
+            return Err(Error::BadFile(format!(
                 "{}: not a sha256 line (HEX  NAME): rebuild the image, or remove it to flash unchecked",
                 side.display()
             )));

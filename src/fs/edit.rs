@@ -298,7 +298,7 @@ impl ImageEdit {
             .write(true)
             .open(image)
             .map_err(|e| {
-                Error::Usage(format!("{}: cannot open for writing: {e}", image.display()))
+                Error::HostUnfit(format!("{}: cannot open for writing: {e}", image.display()))
             })?;
         // What is written must be what was read and locked: the name may
         // lead to another file by now (replaced by a rename).

@@ -138,7 +138,7 @@ pub(crate) fn check_free(opts: &ImageOptions, name: &str) -> Result<()> {
     for n in output_names(name, opts.bmap, opts.xz) {
         let p = opts.out_dir.join(&n);
         if p.exists() {
-            return Err(Error::Usage(format!(
+            return Err(Error::Exists(format!(
                 "{}: already exists; pass --force to overwrite it",
                 super::display_path(&p)
             )));
@@ -183,7 +183,7 @@ pub(crate) fn build_proven<T>(
 ) -> Result<(Staged, T)> {
     check_free(opts, name)?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| {
-        Error::Usage(format!(
+        Error::HostUnfit(format!(
             "{}: cannot create output directory: {e}",
             opts.out_dir.display()
         ))

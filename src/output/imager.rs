@@ -85,7 +85,8 @@ pub(crate) fn entries(dir: &Path) -> Result<Vec<OsEntry>> {
 }
 
 fn entry(dir: &Path, manifest: &Path) -> Result<OsEntry> {
-    let bad = |why: &str| Error::Usage(format!("{}: {why}; rebuild the node", manifest.display()));
+    let bad =
+        |why: &str| Error::BadFile(format!("{}: {why}; rebuild the node", manifest.display()));
     let text = crate::hostfile::read_text(manifest, None, crate::hostfile::MANIFEST_CAP)
         .map_err(Error::Usage)?;
     let m = crate::manifest::Manifest::parse(&text, &manifest.display().to_string())?;

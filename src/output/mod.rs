@@ -67,7 +67,7 @@ fn out_err(path: &Path, e: io::Error) -> Error {
         io::ErrorKind::StorageFull => "; free some space or choose another --out",
         _ => "",
     };
-    Error::Usage(format!("{}: {e}{hint}", path.display()))
+    Error::HostUnfit(format!("{}: {e}{hint}", path.display()))
 }
 
 /// Outputs that hold no secret (checksums, bmap, manifest: names, sizes
@@ -155,7 +155,7 @@ impl Pending {
         } else {
             self.tmp.persist_noclobber(&dest).map_err(|e| {
                 if e.error.kind() == io::ErrorKind::AlreadyExists {
-                    Error::Usage(format!(
+                    Error::Exists(format!(
                         "{}: already exists; pass --force to overwrite it",
                         dest.display()
                     ))

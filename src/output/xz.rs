@@ -30,7 +30,7 @@ pub(crate) fn compress(
         .block_size(16 << 20)
         .check(liblzma::stream::Check::Crc64)
         .encoder()
-        .map_err(|e| Error::Usage(format!("xz encoder: {e}")))?;
+        .map_err(|e| Error::Internal(format!("xz encoder: {e}")))?;
     let mut enc = liblzma::write::XzEncoder::new_stream(dst.file(), stream);
     super::copy::stream(src, &mut enc, &dest, progress, "compress")?;
     enc.finish().map_err(|e| out_err(&dest, e))?;
@@ -263,7 +263,7 @@ fn copy_block(
 /// which end the `.xz`.
 fn write_index(out: &mut File, flags: [u8; 2], records: &[(u64, u64)], dest: &Path) -> Result<()> {
     let index = xz_index::index_and_footer(flags, records).ok_or_else(|| {
-        Error::Usage(format!(
+        Error::Unsupported(format!(
             "{}: the .xz index of {} blocks is past what an xz footer can address; \
              build without --xz, or compress the image with xz yourself",
             dest.display(),

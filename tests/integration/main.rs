@@ -14,6 +14,7 @@ mod cache_trust;
 mod cluster_bundle;
 mod concurrency;
 mod corrupt_inputs;
+mod error_kinds;
 mod ext4_model;
 mod ext4_write;
 mod file_modes;
