@@ -28,6 +28,7 @@ pub(crate) mod hostpath;
 pub mod image;
 pub mod inspect;
 pub(crate) mod keystore;
+pub(crate) mod kolla;
 pub mod lock;
 pub(crate) mod manifest;
 pub(crate) mod os;

@@ -164,25 +164,6 @@ pub fn pause(point: &str) {
 /// The lock file of an output folder: one per folder, hidden.
 pub const OUT_LOCK: &str = ".rpiimg.lock";
 
-/// Lock the output folder `dir` (created if missing) for a run that
-/// writes into it: a second `build` or `cluster` into the same folder
-/// waits until this one has renamed its last file.
-pub(crate) fn output_folder(dir: &Path) -> crate::error::Result<LockFile> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        crate::error::Error::HostUnfit(format!(
-            "{}: cannot create output directory: {e}",
-            dir.display()
-        ))
-    })?;
-    let path = dir.join(OUT_LOCK);
-    LockFile::acquire(
-        &path,
-        Access::Exclusive,
-        "it is writing into this output folder",
-    )
-    .map_err(crate::error::Error::host(&path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ pub(crate) fn bundle_dir(out: &Path, p: &Profile) -> PathBuf {
 /// Write the management-host bundle of `p`'s cluster into `dir`.
 pub(crate) fn write_bundle(
     p: &Profile,
-    rel: &crate::bundle::release::Release,
+    rel: &crate::kolla::Release,
     dir: &Path,
     stock: Option<&str>,
     force: bool,
@@ -27,7 +27,7 @@ pub(crate) fn write_bundle(
         .map_err(Error::Usage)?;
     // One writer per folder: two runs with --force would leave a bundle
     // of files from both.
-    let _lock = crate::lock::output_folder(dir)?;
+    let _lock = super::lock_output_folder(dir)?;
     let mut written = Vec::new();
     for f in &files {
         let dest = dir.join(&f.path);

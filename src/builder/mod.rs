@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::image::Cache;
+use crate::lock::LockFile;
 use crate::profile::Profile;
 use crate::progress::Progress;
 
@@ -94,7 +95,7 @@ pub(crate) fn build(cache: &Cache, progress: Progress, req: &Request) -> Result<
     }
     let _locks = dirs
         .iter()
-        .map(|d| crate::lock::output_folder(d))
+        .map(|d| lock_output_folder(d))
         .collect::<Result<Vec<_>>>()?;
     crate::lock::pause("out-locked");
     for d in &dirs {
@@ -145,4 +146,24 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// Lock the output folder `dir` (created if missing) for a run that
+/// writes into it: a second `build` or `cluster` into the same folder
+/// waits until this one has renamed its last file. (It lives here, not in
+/// `lock`, because it speaks the crate's errors: `lock` stays below them.)
+pub(crate) fn lock_output_folder(dir: &Path) -> Result<LockFile> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        crate::error::Error::HostUnfit(format!(
+            "{}: cannot create output directory: {e}",
+            dir.display()
+        ))
+    })?;
+    let path = dir.join(crate::lock::OUT_LOCK);
+    LockFile::acquire(
+        &path,
+        crate::lock::Access::Exclusive,
+        "it is writing into this output folder",
+    )
+    .map_err(crate::error::Error::host(&path))
 }

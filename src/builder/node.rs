@@ -19,7 +19,7 @@ pub(crate) struct NodeOutput {
     pub written: Written,
     pub manifest: PathBuf,
     /// The Kolla-Ansible release its plan chose.
-    pub kolla: &'static crate::bundle::release::Release,
+    pub kolla: &'static crate::kolla::Release,
 }
 
 /// Build the nodes on all cores (each streams its base once); with xz

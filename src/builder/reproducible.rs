@@ -27,7 +27,7 @@ pub(crate) fn check(cache: &Cache, progress: Progress, req: &Request) -> Result<
     }
     let _locks = finals
         .iter()
-        .map(|d| crate::lock::output_folder(d))
+        .map(|d| super::lock_output_folder(d))
         .collect::<Result<Vec<_>>>()?;
     // One scratch folder inside each output folder: the kept files are
     // renamed, never copied across filesystems.

@@ -11,7 +11,7 @@
 //! Templates are `overlays/mgmt/*.j2` (compiled in); a profile overrides
 //! one by putting `mgmt/<name>.j2` in one of its overlay directories.
 
-pub(crate) mod release;
+use crate::kolla;
 
 use minijinja::{context, Value};
 
@@ -60,7 +60,7 @@ pub(crate) const TEMPLATES: &[(&str, &str)] = &[
 const NODE_GROUPS: &[&str] = &["control", "network", "compute", "monitoring", "storage"];
 
 /// One section of a stock inventory as INI text, a blank line after it.
-fn section_text(sec: &release::Section) -> String {
+fn section_text(sec: &kolla::Section) -> String {
     let mut out = match sec.kind.as_str() {
         "hosts" => format!("[{}]\n", sec.name),
         kind => format!("[{}:{kind}]\n", sec.name),
@@ -75,7 +75,7 @@ fn section_text(sec: &release::Section) -> String {
 
 /// The inventory after the node groups, from the release's facts: every
 /// other group of its stock inventory, in the stock order.
-fn release_rest(r: &release::Release) -> String {
+fn release_rest(r: &kolla::Release) -> String {
     r.inventory
         .iter()
         .filter(|s| !NODE_GROUPS.contains(&s.name.as_str()))
@@ -107,7 +107,7 @@ fn header(line: &str) -> Option<(&str, &str)> {
 
 /// Refuse a `--kolla-inventory` that is not the stock inventory of `r`,
 /// saying which release's it matches.
-fn check_stock_release(stock: &str, r: &release::Release) -> Result<(), String> {
+fn check_stock_release(stock: &str, r: &kolla::Release) -> Result<(), String> {
     let have = inventory_groups(stock);
     let have: std::collections::BTreeSet<&str> = have.iter().map(String::as_str).collect();
     let want = r.groups();
@@ -116,7 +116,7 @@ fn check_stock_release(stock: &str, r: &release::Release) -> Result<(), String> 
     }
     let missing: Vec<&str> = want.difference(&have).copied().collect();
     let extra: Vec<&str> = have.difference(&want).copied().collect();
-    let looks = release::all()
+    let looks = kolla::all()
         .iter()
         .find(|o| o.groups() == have)
         .map_or(String::new(), |o| {
@@ -206,7 +206,7 @@ fn stock_rest(stock: &str) -> Result<String, String> {
 /// keeps, and the releases whose stock inventory it is (for the fuzz
 /// target, [`crate::fuzzing::kolla_inventory`]).
 pub(crate) fn read_stock_for_fuzzing(text: &str) -> (Option<String>, Vec<&'static str>) {
-    let releases = release::all()
+    let releases = kolla::all()
         .iter()
         .filter(|r| check_stock_release(text, r).is_ok())
         .map(|r| r.series.as_str())
@@ -218,7 +218,7 @@ pub(crate) fn read_stock_for_fuzzing(text: &str) -> (Option<String>, Vec<&'stati
 /// node (see `--rotate-host-keys`); `stock` the release's stock inventory.
 pub(crate) fn render(
     p: &Profile,
-    rel: &release::Release,
+    rel: &kolla::Release,
     generation: &dyn Fn(&str) -> u32,
     stock: Option<&str>,
 ) -> Result<Vec<BundleFile>, String> {
@@ -386,7 +386,7 @@ mod tests {
     /// another release is refused, naming it.
     #[test]
     fn release_inventories_are_complete_and_checked() {
-        for r in release::all() {
+        for r in kolla::all() {
             let rest = release_rest(r);
             let mut text = String::new();
             for g in NODE_GROUPS {
@@ -398,12 +398,12 @@ mod tests {
                 assert!(groups.contains(g), "{}: {g}", r.series);
             }
             assert!(check_stock_release(&text, r).is_ok(), "{}", r.series);
-            for other in release::all().iter().filter(|o| o.series != r.series) {
+            for other in kolla::all().iter().filter(|o| o.series != r.series) {
                 let e = check_stock_release(&text, other).unwrap_err();
                 assert!(e.contains(&format!("it is {}'s", r.series)), "{e}");
             }
         }
-        let r = release::by_series("2025.1").unwrap();
+        let r = kolla::by_series("2025.1").unwrap();
         let e = check_stock_release("[control]\nx\n[deployment]\nlocalhost\n", r).unwrap_err();
         assert!(
             e.contains("it lacks the groups") && e.contains("more"),
@@ -465,7 +465,7 @@ mod tests {
     #[test]
     fn bundles_reach_every_play_and_set_known_globals() {
         let p = crate::plan::testing::profile("ost04-control");
-        for r in release::all() {
+        for r in kolla::all() {
             let files = render(&p, r, &|_| 0, None).unwrap();
             let get = |name: &str| files.iter().find(|f| f.path == name).unwrap().text.clone();
             let ours = get("multinode");
@@ -518,7 +518,7 @@ mod tests {
     #[test]
     fn keys_make_the_inventory_passwordless() {
         let mut p = crate::plan::testing::profile("ost04-control");
-        let r = release::by_series("2026.1").unwrap();
+        let r = kolla::by_series("2026.1").unwrap();
         let inv = |p: &Profile| {
             render(p, r, &|_| 0, None)
                 .unwrap()

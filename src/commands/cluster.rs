@@ -38,7 +38,7 @@ pub(super) fn run(ctx: &Ctx, args: &ClusterArgs, out: &mut dyn Write) -> Result<
     // The release follows the base's OS: read its os-release.
     let img = load::open_base(&p, base, &ctx.cache, progress)?;
     let (id, codename) = load::os_release(&img)?;
-    let rel = crate::bundle::release::choose(p.kolla.release.as_deref(), &id, &codename)
+    let rel = crate::kolla::choose(p.kolla.release.as_deref(), &id, &codename)
         .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
     let written = crate::builder::write_bundle(&p, rel, &dir, stock_text.as_deref(), *force)?;
     writeln!(

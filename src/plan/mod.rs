@@ -314,7 +314,7 @@ pub(crate) struct Plan {
     /// profile's, or the newest that accepts the base's OS (`kolla_release`:
     /// its series, in JSON).
     #[serde(rename = "kolla_release", serialize_with = "series")]
-    pub kolla: &'static crate::bundle::release::Release,
+    pub kolla: &'static crate::kolla::Release,
     /// How the release was chosen, for people.
     pub kolla_reason: String,
     pub warnings: Vec<String>,
@@ -363,7 +363,7 @@ struct Builder<'a> {
     f: &'a ImageFacts,
     os: OsFlavour,
     node: crate::profile::Node,
-    kolla: &'static crate::bundle::release::Release,
+    kolla: &'static crate::kolla::Release,
     warnings: Vec<String>,
     steps: Vec<Step>,
 }
@@ -391,8 +391,7 @@ impl<'a> Builder<'a> {
             .ok_or_else(|| err(format!("{} is not in the cluster's node list", p.hostname)))?
             .clone();
         let kolla =
-            crate::bundle::release::choose(p.kolla.release.as_deref(), &f.os_id, &f.codename)
-                .map_err(err)?;
+            crate::kolla::choose(p.kolla.release.as_deref(), &f.os_id, &f.codename).map_err(err)?;
         let warnings = crate::profile::validate(p)
             .into_iter()
             .filter(|x| !x.error)
@@ -468,7 +467,7 @@ pub(crate) fn make_plan(p: &Profile, f: &ImageFacts) -> Result<Plan, PlanError> 
 }
 
 fn series<S: serde::Serializer>(
-    r: &&'static crate::bundle::release::Release,
+    r: &&'static crate::kolla::Release,
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.serialize_str(&r.series)

@@ -438,7 +438,7 @@ fn mode644() -> Mode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Kolla {
-    /// OpenStack release: one of `crate::bundle::release::all()` ("2023.1",
+    /// OpenStack release: one of `crate::kolla::all()` ("2023.1",
     /// "2025.1", "2026.1"). Absent: the newest that accepts the base's OS.
     pub release: Option<String>,
     #[serde(default = "default_distro")]

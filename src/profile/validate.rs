@@ -383,12 +383,12 @@ fn kolla(k: &Kolla, nodes: &[crate::profile::Node], f: &mut Findings) {
         }
     }
     if let Some(r) = &k.release {
-        if crate::bundle::release::by_series(r).is_none() {
+        if crate::kolla::by_series(r).is_none() {
             f.err(
                 "kolla.release".into(),
                 format!(
                     "{r:?}: rpiimg writes Kolla-Ansible files for the releases {} (leave it out for the newest that accepts the base's OS)",
-                    crate::bundle::release::series_list()
+                    crate::kolla::series_list()
                 ),
             );
         }

@@ -304,7 +304,7 @@ pub(crate) fn all_files(dir: &Path) -> Vec<PathBuf> {
 /// file: `head` first, `after_hosts` after each `[group]` header of hosts
 /// (Ansible allows a comment there).
 pub(crate) fn stock_inventory(series: &str, head: &str, after_hosts: &str) -> String {
-    let path = repo().join(format!("src/bundle/releases/{series}.json"));
+    let path = repo().join(format!("src/kolla/releases/{series}.json"));
     let facts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("facts file")).unwrap();
     let mut s = String::from(head);

@@ -1,6 +1,7 @@
-//! Kolla-Ansible releases rpiimg writes bundles for, with the facts each
+//! Kolla-Ansible releases rpiimg writes bundles for (profiles name them,
+//! plans choose one, bundles are written for it), with the facts each
 //! needs, read from the released wheels by `scripts/kolla-facts` (one JSON
-//! per release in `src/bundle/releases/`, so supporting the next release is
+//! per release in `src/kolla/releases/`, so supporting the next release is
 //! one command plus a review): which host OS releases its prechecks
 //! accept, its stock inventory's groups, the keys its globals know, its
 //! ProxySQL default and the ansible-core it needs.
@@ -96,8 +97,8 @@ pub(crate) fn all() -> &'static [Release] {
             .iter()
             .map(|(series, text)| {
                 let r: Release = serde_json::from_str(text)
-                    .unwrap_or_else(|e| panic!("src/bundle/releases/{series}.json: {e}"));
-                assert_eq!(r.series, *series, "src/bundle/releases/{series}.json");
+                    .unwrap_or_else(|e| panic!("src/kolla/releases/{series}.json: {e}"));
+                assert_eq!(r.series, *series, "src/kolla/releases/{series}.json");
                 r
             })
             .collect()
