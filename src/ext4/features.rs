@@ -94,7 +94,7 @@ table! {
     SnapshotBitmap:   Compat    0x100    "snapshot_bitmap"     Yes   No,
     SparseSuper2:     Compat    0x200    "sparse_super2"       Yes   No,
     FastCommit:       Compat    0x400    "fast_commit"         Yes   No,
-    StableInodes:     Compat    0x800    "stable_inodes"       Yes   No,
+    StableInodes:     Compat    0x800    "stable_inodes"       Yes   Yes,
     OrphanFile:       Compat    0x1000   "orphan_file"         Yes   Yes,
 
     Compression:      Incompat  0x1      "compression"         No    No,

@@ -544,3 +544,62 @@ fn kernel_mount_reads_what_was_written() {
     drop(mounted);
     clean(&img);
 }
+
+/// `stable_inodes` (compat 0x800) promises that inode numbers and the UUID
+/// never change, which fscrypt's inode-number-based keys rely on. The writer
+/// keeps both by construction: it allocates new inodes and frees removed
+/// ones but never moves one, and it never sets the UUID. So the feature is
+/// supported by its table row; this test holds the writer to the promise.
+#[test]
+fn stable_inodes_keeps_inode_numbers_and_uuid() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), "raspberrypi\n").unwrap();
+    std::fs::write(src.join("etc/old.conf"), "old\n").unwrap();
+    let img = dir.path().join("fs.img");
+    mkfs(
+        &img,
+        &MkfsOpts {
+            features: "^orphan_file,^metadata_csum_seed,stable_inodes",
+            populate: Some(&src),
+            ..Default::default()
+        },
+    );
+    let uuid = |img: &Path| {
+        let text = dbg(img, "stats");
+        assert!(text.contains("stable_inodes"), "{text}");
+        text.lines()
+            .find(|l| l.starts_with("Filesystem UUID:"))
+            .unwrap()
+            .to_string()
+    };
+    let ino = |img: &Path, p: &str| {
+        dbg(img, &format!("stat {p}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let before = (uuid(&img), ino(&img, "/etc/hostname"), ino(&img, "/etc"));
+    edit(&img, |w| {
+        w.write_file(
+            "/etc/hostname",
+            Content::Bytes(b"ost04\n".to_vec()),
+            Meta::root(0o644),
+        )?;
+        w.remove("/etc/old.conf")?;
+        w.mkdir("/etc/systemd/network", Meta::root(0o755), true)?;
+        w.write_file(
+            "/etc/systemd/network/10-eth0.network",
+            Content::Bytes(b"[Match]\nName=eth0\n".to_vec()),
+            Meta::root(0o644),
+        )?;
+        Ok(())
+    })
+    .expect("a stable_inodes filesystem is written");
+    clean(&img);
+    assert_eq!(dbg(&img, "cat /etc/hostname"), "ost04\n");
+    let after = (uuid(&img), ino(&img, "/etc/hostname"), ino(&img, "/etc"));
+    assert_eq!(before, after, "the UUID or an inode number changed");
+}
