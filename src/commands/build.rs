@@ -18,9 +18,11 @@ pub(super) fn run(ctx: &Ctx, args: &BuildArgs, out: &mut dyn Write) -> Result<i3
     if args.rotate_host_keys {
         rotate_host_keys(&mut profiles, progress)?;
     }
+    // The command line's pieces first, then the library's request.
+    let base = load::base_choice(&args.base);
     let req = Request {
         nodes: Request::nodes_of(profiles, args.out.as_deref()),
-        base: load::base_choice(&args.base),
+        base,
         xz: args.xz,
         no_bmap: args.no_bmap,
         force: args.force,
