@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::profile::{Mode, OwnerSpec};
+use crate::value::{Mode, OwnerSpec};
 
 const EXAMPLES: &str = "\
 Examples:

@@ -44,4 +44,5 @@ pub(crate) mod sshkey;
 pub mod template;
 pub(crate) mod term;
 pub(crate) mod userdb;
+pub(crate) mod value;
 pub(crate) mod verify;

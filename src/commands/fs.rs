@@ -2,8 +2,8 @@
 //! (or per batch file).
 
 use crate::path::PathError;
-use crate::profile::{Mode, OwnerSpec};
 use crate::userdb::Db;
+use crate::value::{Mode, OwnerSpec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn owners_come_from_the_image() {
-        // The resolution itself is profile::types::OwnerSpec's (tested there).
+        // The resolution itself is value::OwnerSpec's (tested there).
         let ids = Ids {
             passwd: Db::parse("root:x:0:0::/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\n"),
             group: Db::parse("root:x:0:\nadm:x:4:pi\npi:x:1000:\n"),

@@ -3,10 +3,9 @@
 //! errors) and validated before any image is touched.
 
 pub(crate) mod sources;
-pub(crate) mod types;
 mod validate;
 
-pub use types::{AddrRange, Ipv4Net, Mode, OwnerSpec};
+pub use crate::value::{AddrRange, Ipv4Net, Mode, OwnerSpec};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -346,7 +345,7 @@ pub struct Network {
     #[serde(default)]
     pub provider_vlans: Vec<u16>,
     /// Declared provider range "first-last", e.g. "101-200"
-    pub provider_range: Option<types::VlanRange>,
+    pub provider_range: Option<crate::value::VlanRange>,
     /// Optional rescue Wi-Fi on wlan0 (DHCP)
     pub wifi: Option<Wifi>,
 }

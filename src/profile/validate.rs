@@ -509,7 +509,7 @@ fn users(users: &[User], f: &mut Findings) {
             );
         }
         for (j, g) in u.groups.iter().enumerate() {
-            if !super::types::is_db_name(g) {
+            if !crate::value::is_db_name(g) {
                 f.err(
                     format!("users[{i}].groups[{j}]"),
                     format!("{g:?} is not a group name"),
@@ -962,7 +962,7 @@ mod tests {
             "exactly one",
         );
         // files[].mode and .owner are typed (profile::types): a bad one
-        // is refused when the profile is read (types::tests).
+        // is refused when the profile is read (value::tests).
     }
 
     /// Everything a profile may hold, well formed: no finding.

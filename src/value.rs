@@ -1,6 +1,8 @@
-//! Values that profiles and `rpiimg fs` arguments share, parsed once into
-//! types (`FromStr`, and serde through it), so a bad value is refused where
-//! it is read, and a profile and the command line mean the same by it.
+//! Values that profiles and the command line (`rpiimg fs --mode/--owner`)
+//! share, parsed once into types (`FromStr`, and serde through it), so a bad
+//! value is refused where it is read, and a profile and the command line mean
+//! the same by it. Below both: `cli` parses with these without knowing
+//! profiles, and `profile` re-exports them.
 
 use std::fmt;
 use std::net::Ipv4Addr;
