@@ -90,13 +90,7 @@ pub(crate) fn build(cache: &Cache, progress: Progress, req: &Request) -> Result<
     // files are looked at until its last file is renamed: two builds of a
     // node into one folder happen one after the other.
     let dirs = req.out_dirs();
-    for d in &dirs {
-        std::fs::create_dir_all(d).map_err(|e| preflight::out_dir_error(d, &e))?;
-    }
-    let _locks = dirs
-        .iter()
-        .map(|d| lock_output_folder(d))
-        .collect::<Result<Vec<_>>>()?;
+    let _locks = lock_output_folders(&dirs)?;
     crate::lock::pause("out-locked");
     for d in &dirs {
         crate::partial::sweep(d, crate::partial::is_output_partial);
@@ -153,12 +147,7 @@ impl fmt::Display for Report {
 /// waits until this one has renamed its last file. (It lives here, not in
 /// `lock`, because it speaks the crate's errors: `lock` stays below them.)
 pub(crate) fn lock_output_folder(dir: &Path) -> Result<LockFile> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        crate::error::Error::HostUnfit(format!(
-            "{}: cannot create output directory: {e}",
-            dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| preflight::out_dir_error(dir, &e))?;
     let path = dir.join(crate::lock::OUT_LOCK);
     LockFile::acquire(
         &path,
@@ -166,4 +155,10 @@ pub(crate) fn lock_output_folder(dir: &Path) -> Result<LockFile> {
         "it is writing into this output folder",
     )
     .map_err(crate::error::Error::host(&path))
+}
+
+/// [`lock_output_folder`] for each of `dirs`, in order: the locks a run
+/// holds until its last file is renamed.
+pub(crate) fn lock_output_folders(dirs: &[PathBuf]) -> Result<Vec<LockFile>> {
+    dirs.iter().map(|d| lock_output_folder(d)).collect()
 }

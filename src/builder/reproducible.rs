@@ -22,13 +22,7 @@ pub(crate) struct Proved {
 pub(crate) fn check(cache: &Cache, progress: Progress, req: &Request) -> Result<Proved> {
     super::preflight::check(req)?;
     let finals = req.out_dirs();
-    for d in &finals {
-        std::fs::create_dir_all(d).map_err(|e| super::preflight::out_dir_error(d, &e))?;
-    }
-    let _locks = finals
-        .iter()
-        .map(|d| super::lock_output_folder(d))
-        .collect::<Result<Vec<_>>>()?;
+    let _locks = super::lock_output_folders(&finals)?;
     // One scratch folder inside each output folder: the kept files are
     // renamed, never copied across filesystems.
     let mut scratch = Vec::new();

@@ -14,13 +14,12 @@ fn fails_as(args: &[&str], envs: &[(&str, &Path)], kind: &str, needle: &str) {
         run = run.env(k, v);
     }
     let o = run.output();
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    assert_stderr(&o, 2, &[needle]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o))
         .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {}", stdout(&o)));
     assert_eq!(v["error"]["kind"], kind, "{args:?}: {v}");
     let message = v["error"]["message"].as_str().unwrap();
     assert!(message.contains(needle), "{args:?}: {message}");
-    assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
 }
 
 #[test]
