@@ -144,6 +144,21 @@ pub(crate) fn is_zero(b: &[u8]) -> bool {
     chunks.all(|c| c == Z) && chunks.remainder().iter().all(|&x| x == 0)
 }
 
+/// The `(offset, length)` pieces of at most `size` bytes that cover the
+/// `len` bytes from `start`, in order: the walk every positioned copy of
+/// large data shares (outputs, flash). The ranges walked lie inside files,
+/// whose ends are u64s, so `start + len` does not overflow (it would end
+/// the walk early, never wrap).
+pub(crate) fn pieces(start: u64, len: u64, size: usize) -> impl Iterator<Item = (u64, usize)> {
+    let size = size.max(1);
+    let end = start.saturating_add(len);
+    (start..end).step_by(size).map(move |at| {
+        // At most `size`, so it fits a usize; `at` is below `end`.
+        let n = usize::try_from(end.saturating_sub(at)).map_or(size, |n| n.min(size));
+        (at, n)
+    })
+}
+
 /// A `Write` that hashes what it is given (to stream content into sha256).
 #[derive(Default)]
 pub(crate) struct Sha256Writer(sha2::Sha256);

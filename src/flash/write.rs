@@ -544,12 +544,7 @@ fn image_changed(pass: &mut Pass, r: &super::MapRange) -> String {
 /// The (offset, length) pieces of at most CHUNK bytes that cover `r`, in
 /// order: the one walk the write, read-back and mismatch loops share.
 fn pieces(r: &super::MapRange) -> impl Iterator<Item = (u64, usize)> {
-    let end = r.end;
-    (r.start..end).step_by(CHUNK).map(move |off| {
-        // At most CHUNK, so it fits a usize; `off` is below `end`.
-        let n = usize::try_from(end.saturating_sub(off).min(CHUNK as u64)).unwrap_or(CHUNK);
-        (off, n)
-    })
+    crate::bytes::pieces(r.start, r.end.saturating_sub(r.start), CHUNK)
 }
 
 /// Zero the mapped bytes of the image's head on the card, and flush.

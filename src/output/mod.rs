@@ -26,20 +26,9 @@ pub use crate::hostpath::file_name;
 const PIECE: usize = 1 << 20;
 
 /// The `(offset, length)` pieces of at most [`PIECE`] bytes that cover the
-/// `len` bytes from `start`, in order: the walk every positioned copy
-/// shares. The ranges walked lie inside files, whose ends are u64s, so
-/// `start + len` does not overflow (it would end the walk early, never
-/// wrap).
+/// `len` bytes from `start` ([`crate::bytes::pieces`]).
 fn pieces(start: u64, len: u64) -> impl Iterator<Item = (u64, usize)> {
-    let end = start.saturating_add(len);
-    (start..end)
-        .step_by(PIECE)
-        .map(move |at| (at, at_most(end.saturating_sub(at), PIECE)))
-}
-
-/// `n` as a length of at most `cap` bytes (a u64 past usize is past `cap`).
-fn at_most(n: u64, cap: usize) -> usize {
-    usize::try_from(n).map_or(cap, |n| n.min(cap))
+    crate::bytes::pieces(start, len, PIECE)
 }
 
 /// The first `n` bytes of `buf` (all of it when it is shorter).
